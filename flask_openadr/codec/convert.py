@@ -1,0 +1,305 @@
+"""The generic engine: walks the model of :mod:`.schema` to turn elements into dicts and back."""
+from __future__ import annotations
+
+from lxml import etree
+
+from ..errors import MalformedMessage
+from .fields import (
+    DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name,
+    pretty, q,
+)
+from .schema import PAYLOAD_TYPES, UNSUPPORTED
+from .values import ValueProblem, ValueType
+
+_ABSENT = object()
+_PAYLOAD_ROOT = q("oadr", "oadrPayload")
+_SIGNED_OBJECT = q("oadr", "oadrSignedObject")
+_SIGNATURE = f"{{{DS}}}Signature"
+
+# ================================================================ decoding
+
+
+def decode_element(root) -> tuple[str, dict]:
+    """Decode a parsed message: ``oadrPayload/[ds:Signature]/oadrSignedObject/<payload>`` or a bare
+    payload element. The signature, if any, is not looked at here (the security layer verifies it
+    before calling this).
+
+    :returns: ``(payload local name, dict)``
+    :raises MalformedMessage: naming the element and the value that is wrong.
+    """
+    if not isinstance(getattr(root, "tag", None), str):
+        raise MalformedMessage("the document has no root element")
+    payload = root
+    if root.tag == _PAYLOAD_ROOT:
+        children = _children(root, "oadr:oadrPayload")
+        if children and children[0].tag == _SIGNATURE:
+            children = children[1:]
+        if not children or children[0].tag != _SIGNED_OBJECT:
+            found = pretty(children[0].tag) if children else "nothing"
+            raise MalformedMessage(
+                f"oadr:oadrPayload must hold [ds:Signature,] oadr:oadrSignedObject; found {found}")
+        if len(children) > 1:
+            raise MalformedMessage(
+                f"oadr:oadrPayload: unexpected element {pretty(children[1].tag)} after oadr:oadrSignedObject")
+        inner = _children(children[0], "oadr:oadrSignedObject")
+        if len(inner) != 1:
+            raise MalformedMessage(
+                f"oadr:oadrSignedObject must hold exactly one payload element, found {len(inner)}")
+        payload = inner[0]
+    namespace, _, name = payload.tag[1:].partition("}") if payload.tag.startswith("{") else ("", "", payload.tag)
+    if namespace != OADR:
+        raise MalformedMessage(
+            f"{pretty(payload.tag)} is not an OpenADR 2.0b message (expected oadr:oadrPayload in "
+            f"namespace {OADR})")
+    if name not in PAYLOAD_TYPES:
+        raise MalformedMessage(f"unknown payload oadr:{name}")
+    return name, _decode_complex(payload, PAYLOAD_TYPES[name], name)
+
+
+def _children(element, where: str) -> list:
+    """Element children, skipping comments and processing instructions; text between them is
+    refused because every complex type of the schema has element-only content."""
+    if element.text and element.text.strip():
+        raise MalformedMessage(f"{where}: unexpected text {_short(element.text)}")
+    found = []
+    for child in element:
+        if isinstance(child.tag, str):
+            found.append(child)
+        elif child.tag is etree.Entity:
+            raise MalformedMessage(f"{where}: entity references are not allowed")
+        if child.tail and child.tail.strip():
+            raise MalformedMessage(f"{where}: unexpected text {_short(child.tail)}")
+    return found
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _text(element, where: str) -> str:
+    parts = [element.text or ""]
+    for child in element:
+        if isinstance(child.tag, str):
+            raise MalformedMessage(f"{where}: unexpected element {pretty(child.tag)} inside a simple value")
+        if child.tag is etree.Entity:
+            raise MalformedMessage(f"{where}: entity references are not allowed")
+        parts.append(child.tail or "")
+    return "".join(parts)
+
+
+def _unexpected(child, where: str, expected: str | None = None) -> MalformedMessage:
+    if child.tag in UNSUPPORTED:
+        return MalformedMessage(f"{where}: {pretty(child.tag)} is not supported by flask-openadr")
+    hint = f" (expected {expected})" if expected else " (unknown here, or out of XSD order)"
+    return MalformedMessage(f"{where}: unexpected element {pretty(child.tag)}{hint}")
+
+
+def _missing(children: list, pos: int, where: str, wanted) -> MalformedMessage:
+    names = " or ".join(sorted(pretty(name) for name in wanted))
+    if pos < len(children):
+        return _unexpected(children[pos], where, names)
+    return MalformedMessage(f"{where}: missing required element {names}")
+
+
+def _decode_complex(element, ctype: ComplexType, where: str) -> dict:
+    children = _children(element, where)
+    out: dict = {}
+    pos = 0
+    for member in ctype.members:
+        pos = _decode_member(member, children, pos, out, where)
+    if pos < len(children):
+        raise _unexpected(children[pos], where)
+    return out
+
+
+def _decode_member(member, children: list, pos: int, out: dict, where: str) -> int:
+    here = children[pos] if pos < len(children) else None
+    matches = here is not None and here.tag in member.first
+    if isinstance(member, Nil):
+        if not matches:
+            raise _missing(children, pos, where, member.first)
+        return pos + 1  # content deliberately ignored (always nil on the way out)
+    if isinstance(member, Flatten):
+        if not matches:
+            raise _missing(children, pos, where, member.first)
+        out.update(_decode_complex(here, member.type, f"{where}/{pretty(here.tag)}"))
+        return pos + 1
+    if isinstance(member, Choice):
+        for option in member.options:
+            if matches and here.tag in option.first:
+                return _decode_member(option, children, pos, out, where)
+        if member.optional:
+            return pos
+        raise _missing(children, pos, where, member.first)
+    return _decode_field(member, children, pos, out, where)
+
+
+def _decode_field(member: Field, children: list, pos: int, out: dict, where: str) -> int:
+    if member.many_at == 0:
+        items = []
+        while pos < len(children) and children[pos].tag in member.first:
+            child = children[pos]
+            items.append(_decode_path(child, member, 1, f"{where}/{pretty(child.tag)}[{len(items)}]"))
+            pos += 1
+        if len(items) < member.min_items:
+            raise _missing(children, pos, where, member.first)
+        out[member.key] = items
+        return pos
+    if pos >= len(children) or children[pos].tag not in member.first:
+        if member.many and member.optional:
+            out[member.key] = []
+        elif not member.optional:
+            raise _missing(children, pos, where, member.first)
+        return pos
+    element = children[pos]
+    here = f"{where}/{pretty(element.tag)}"
+    if not member.many:
+        value = _decode_path(element, member, 1, here)
+        if value is not _ABSENT:
+            out[member.key] = value
+        return pos + 1
+    for step in member.path[1:member.many_at]:
+        element, here = _single(element, step, here, optional=False)
+    step = member.path[member.many_at]
+    items = []
+    for child in _children(element, here):
+        if child.tag != step:
+            raise _unexpected(child, here, pretty(step))
+        items.append(_decode_path(child, member, member.many_at + 1, f"{here}/{pretty(step)}[{len(items)}]"))
+    if len(items) < member.min_items:
+        raise MalformedMessage(f"{here}: missing required element {pretty(step)}")
+    out[member.key] = items
+    return pos + 1
+
+
+def _single(element, step: str, where: str, optional: bool):
+    """The one child ``step`` of a collapsed wrapper."""
+    children = _children(element, where)
+    if not children:
+        if optional:
+            return _ABSENT, where
+        raise MalformedMessage(f"{where}: missing required element {pretty(step)}")
+    if children[0].tag != step:
+        raise _unexpected(children[0], where, pretty(step))
+    if len(children) > 1:
+        raise _unexpected(children[1], where)
+    return children[0], f"{where}/{pretty(step)}"
+
+
+def _decode_path(element, member: Field, start: int, where: str):
+    for step in member.path[start:]:
+        element, where = _single(element, step, where, member.inner_optional)
+        if element is _ABSENT:
+            return _ABSENT
+    return _convert(element, member.type, where)
+
+
+def _convert(element, kind, where: str):
+    if isinstance(kind, ValueType):
+        try:
+            return kind.parse(_text(element, where))
+        except ValueProblem as problem:
+            raise MalformedMessage(f"{where}: {problem}") from None
+    if isinstance(kind, Substitution):
+        member_type = kind.by_qname(element.tag)
+        if member_type is None:
+            raise _unexpected(element, where)
+        result = {"kind": local_name(element.tag)}
+        result.update(_decode_complex(element, member_type, where))
+        return result
+    return _decode_complex(element, kind, where)
+
+
+# ================================================================ encoding
+
+
+def encode_element(payload_name: str, payload: dict):
+    """Build the ``oadr:oadrPayload`` tree of one payload (see :func:`flask_openadr.codec.encode`)."""
+    ctype = PAYLOAD_TYPES.get(payload_name)
+    if ctype is None:
+        raise ValueError(f"unknown payload name {payload_name!r} (expected one of {sorted(PAYLOAD_TYPES)})")
+    root = etree.Element(_PAYLOAD_ROOT, nsmap=NSMAP)
+    signed = etree.SubElement(root, _SIGNED_OBJECT, {q("oadr", "Id"): "oadrSignedObject"})
+    element = etree.SubElement(signed, q("oadr", payload_name), {q("ei", "schemaVersion"): "2.0b"})
+    _encode_complex(element, payload, ctype, payload_name)
+    return root
+
+
+def _encode_complex(element, data, ctype: ComplexType, where: str, *, extra_keys=frozenset()) -> None:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a dict, got {type(data).__name__} {data!r}")
+    unknown = set(data) - ctype.keys - extra_keys
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: {sorted(ctype.keys)})")
+    _encode_members(element, data, ctype, where)
+
+
+def _encode_members(element, data: dict, ctype: ComplexType, where: str) -> None:
+    for member in ctype.members:
+        if isinstance(member, Nil):
+            etree.SubElement(element, member.qname, {f"{{{XSI}}}nil": "true"})
+        elif isinstance(member, Flatten):
+            # keys were checked against the parent type, which includes the flattened ones
+            _encode_members(etree.SubElement(element, member.qname), data, member.type, where)
+        elif isinstance(member, Choice):
+            present = [option for option in member.options if data.get(option.key) is not None]
+            if len(present) > 1:
+                raise ValueError(f"{where}: give only one of {[o.key for o in present]}")
+            if not present:
+                if member.optional:
+                    continue
+                raise ValueError(f"{where}: missing required key, one of {[o.key for o in member.options]}")
+            _encode_field(element, data, present[0], where)
+        else:
+            _encode_field(element, data, member, where)
+
+
+def _encode_field(element, data: dict, member: Field, where: str) -> None:
+    value = data.get(member.key)
+    here = f"{where}.{member.key}"
+    if not member.many:
+        if value is None:
+            if member.optional:
+                return
+            raise ValueError(f"{here}: missing required key {member.key!r}")
+        _encode_path(element, member.path, value, member.type, here)
+        return
+    items = [] if value is None else value
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"{here}: expected a list, got {type(items).__name__} {items!r}")
+    if not items and member.optional and member.many_at:
+        return  # an optional wrapper: no items means no wrapper
+    if len(items) < member.min_items:
+        raise ValueError(f"{here}: needs at least {member.min_items} item(s)")
+    if member.many_at == 0:
+        for i, item in enumerate(items):
+            _encode_path(element, member.path, item, member.type, f"{here}[{i}]")
+        return
+    for step in member.path[:member.many_at]:
+        element = etree.SubElement(element, step)
+    for i, item in enumerate(items):
+        _encode_path(element, member.path[member.many_at:], item, member.type, f"{here}[{i}]")
+
+
+def _encode_path(element, steps: tuple, value, kind, where: str) -> None:
+    if isinstance(kind, Substitution):
+        if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
+            raise ValueError(f"{where}: expected a dict with a 'kind' key, got {value!r}")
+        found = kind.by_kind(value["kind"])
+        if found is None:
+            kinds = [local_name(name) for name, _ in kind.members]
+            raise ValueError(f"{where}.kind: {value['kind']!r} is not one of {kinds}")
+        qname, member_type = found
+        _encode_complex(etree.SubElement(element, qname), value, member_type, where,
+                        extra_keys=frozenset({"kind"}))
+        return
+    for step in steps:
+        element = etree.SubElement(element, step)
+    if isinstance(kind, ValueType):
+        try:
+            element.text = kind.format(value)
+        except ValueError as problem:  # includes lxml's "not XML compatible" for control characters
+            raise ValueError(f"{where}: {problem}") from None
+    else:
+        _encode_complex(element, value, kind, where)

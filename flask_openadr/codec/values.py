@@ -1,0 +1,362 @@
+"""Value types of the 2.0b schema: text on the wire <-> Python values, by declared type only.
+
+Every type has ``parse(text)`` (wire -> Python; raises :class:`ValueProblem` with a short reason,
+which the converter turns into a :class:`~flask_openadr.errors.MalformedMessage` naming the element)
+and ``format(value)`` (Python -> wire; raises :class:`ValueError`, because a bad value on the way out
+is a programming error on our side).
+
+Emission rules (documented in ``docs/payloads.rst``):
+
+* date-times are emitted in UTC as ``YYYY-MM-DDThh:mm:ssZ``; a non-zero microsecond part is emitted
+  as ``.fff`` when it is a whole number of milliseconds and as ``.ffffff`` otherwise, so that every
+  aware ``datetime`` survives a round trip exactly;
+* durations are emitted as ``P{d}DT{h}H{m}M{s}S`` without zero fields (``PT0S`` for zero, a leading
+  ``-`` when negative), never weeks, never fractions;
+* booleans as ``true``/``false``; floats with :func:`repr` (shortest exact form); decimals without
+  an exponent.
+"""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+__all__ = [
+    "ValueProblem", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
+    "FLOAT", "DECIMAL", "RESPONSE_CODE", "DATE_TIME", "DURATION", "Enum",
+    "parse_datetime", "format_datetime", "parse_duration", "format_duration",
+]
+
+
+class ValueProblem(Exception):
+    """Text that does not convert to the declared type; the message says what would be right."""
+
+
+def _collapse(text: str) -> str:
+    # XSD whiteSpace="collapse" (token, boolean, numbers, dateTime): runs of spaces become one,
+    # leading and trailing ones go.
+    return " ".join(text.split())
+
+
+class ValueType:
+    """A simple XSD type. ``name`` appears in error messages and in the generated docs."""
+
+    name = "string"
+    python = "str"
+
+    def parse(self, text: str):
+        raise NotImplementedError
+
+    def format(self, value) -> str:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class _String(ValueType):
+    def __init__(self, name: str = "string"):
+        self.name = name
+
+    def parse(self, text: str) -> str:
+        # xs:string keeps its whitespace; IDs such as "007" stay exactly as sent.
+        return text
+
+    def format(self, value) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected str, got {type(value).__name__} {value!r}")
+        return value
+
+
+STRING = _String()
+ANY_URI = _String("anyURI")
+
+
+class Enum(ValueType):
+    """An XSD enumeration (or a ``fixed`` value, which is an enumeration of one).
+
+    ``extensible`` adds the ``x-...`` tokens of ``ei:EiExtensionTokenType``; ``token`` says whether
+    the base type collapses whitespace (xs:token) or not (xs:string)."""
+
+    def __init__(self, name: str, values, *, extensible: bool = False, token: bool = True):
+        self.name = name
+        self.values = tuple(dict.fromkeys(values))
+        self._set = frozenset(self.values)
+        self.extensible = extensible
+        self.token = token
+
+    python = "str"
+
+    def _ok(self, value: str) -> bool:
+        if value in self._set:
+            return True
+        return self.extensible and re.fullmatch(r"x-\S.*", value) is not None
+
+    def _expected(self) -> str:
+        shown = ", ".join(repr(v) for v in self.values[:12])
+        if len(self.values) > 12:
+            shown += ", ..."
+        return shown + (" or an 'x-...' token" if self.extensible else "")
+
+    def parse(self, text: str) -> str:
+        value = _collapse(text) if self.token else text
+        if not self._ok(value):
+            raise ValueProblem(f"{text!r} is not a valid {self.name} (expected {self._expected()})")
+        return value
+
+    def format(self, value) -> str:
+        if not isinstance(value, str) or not self._ok(value):
+            raise ValueError(f"{value!r} is not a valid {self.name} (expected {self._expected()})")
+        return value
+
+
+class _Boolean(ValueType):
+    name = "boolean"
+    python = "bool"
+
+    def parse(self, text: str) -> bool:
+        value = _collapse(text)
+        if value in ("true", "1"):
+            return True
+        if value in ("false", "0"):
+            return False
+        raise ValueProblem(f"{text!r} is not an xs:boolean (expected true, false, 1 or 0)")
+
+    def format(self, value) -> str:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected bool, got {type(value).__name__} {value!r}")
+        return "true" if value else "false"
+
+
+BOOLEAN = _Boolean()
+
+
+class _UnsignedInt(ValueType):
+    python = "int"
+
+    def __init__(self, name: str = "unsignedInt", maximum: int = 4294967295):
+        self.name = name
+        self.maximum = maximum
+
+    def parse(self, text: str) -> int:
+        value = _collapse(text)
+        if re.fullmatch(r"-0*[1-9]\d*", value):
+            raise ValueProblem(f"{text!r} is negative; {self.name} must be 0..{self.maximum}")
+        if not re.fullmatch(r"[+]?\d+|-0+", value):
+            raise ValueProblem(f"{text!r} is not an integer ({self.name}, 0..{self.maximum})")
+        number = int(value)
+        if number > self.maximum:
+            raise ValueProblem(f"{text!r} is out of range for {self.name} (0..{self.maximum})")
+        return number
+
+    def format(self, value) -> str:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected int, got {type(value).__name__} {value!r}")
+        if not 0 <= value <= self.maximum:
+            raise ValueError(f"{value!r} is out of range for {self.name} (0..{self.maximum})")
+        return str(value)
+
+
+UNSIGNED_INT = _UnsignedInt()
+CONFIDENCE = _UnsignedInt("confidence", 100)
+
+
+class _ResponseCode(ValueType):
+    name = "responseCode"
+    python = "int"
+
+    def parse(self, text: str) -> int:
+        # The base type is xs:string with the pattern [0-9][0-9][0-9]; surrounding whitespace is
+        # tolerated on the way in (be lenient when receiving).
+        if not re.fullmatch(r"[0-9]{3}", text.strip()):
+            raise ValueProblem(f"{text!r} is not a response code (expected three digits, e.g. 200)")
+        return int(text.strip())
+
+    def format(self, value) -> str:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 999:
+            raise ValueError(f"{value!r} is not a response code (expected an int 0..999)")
+        return f"{value:03d}"
+
+
+RESPONSE_CODE = _ResponseCode()
+
+_FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def _check_number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected float, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} is not finite; {name} values must be finite")
+    return float(value)
+
+
+class _Float(ValueType):
+    name = "float"
+    python = "float"
+
+    def parse(self, text: str) -> float:
+        value = _collapse(text)
+        if value in ("NaN", "INF", "-INF", "+INF"):
+            raise ValueProblem(f"{text!r} is not a finite number (NaN and INF are not accepted)")
+        if not _FLOAT_RE.fullmatch(value):
+            raise ValueProblem(f"{text!r} is not an xs:float (expected e.g. 1.5 or 2E3)")
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueProblem(f"{text!r} is out of range (not a finite number)")
+        return number
+
+    def format(self, value) -> str:
+        return repr(_check_number(value, self.name))
+
+
+FLOAT = _Float()
+
+
+class _Decimal(ValueType):
+    name = "decimal"
+    python = "float"
+
+    def parse(self, text: str) -> float:
+        value = _collapse(text)
+        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", value):
+            raise ValueProblem(f"{text!r} is not an xs:decimal (expected e.g. 60 or 230.5, no exponent)")
+        return float(value)
+
+    def format(self, value) -> str:
+        # repr() is the shortest exact form; Decimal drops the exponent without adding noise digits.
+        return format(Decimal(repr(_check_number(value, self.name))), "f")
+
+
+DECIMAL = _Decimal()
+
+# ---------------------------------------------------------------- date-time
+
+_DATETIME_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d*))?(Z|[+-]\d{2}:\d{2})?"
+)
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse an xcal date-time into an aware UTC :class:`~datetime.datetime`.
+
+    ``Z`` and no zone at all both mean UTC; fractions beyond microseconds are truncated; numeric
+    offsets are refused because the xcal pattern forbids them."""
+    value = _collapse(text)
+    match = _DATETIME_RE.fullmatch(value)
+    if not match:
+        raise ValueProblem(f"{text!r} is not an xcal date-time (expected YYYY-MM-DDThh:mm:ss[.fff]Z)")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    if zone not in (None, "Z"):
+        raise ValueProblem(f"{text!r} has a numeric UTC offset, which xcal forbids (use UTC with Z)")
+    micro = int((fraction or "")[:6].ljust(6, "0"))
+    extra_day = False
+    if hour == "24" and minute == "00" and second == "00" and micro == 0:
+        # xs:dateTime allows 24:00:00 for the end of a day: that is midnight of the next day.
+        hour, extra_day = "00", True
+    try:
+        result = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                          micro, tzinfo=timezone.utc)
+        if extra_day:
+            result += timedelta(days=1)
+    except (ValueError, OverflowError):
+        raise ValueProblem(f"{text!r} is not a valid date-time (field out of range)") from None
+    return result
+
+
+def format_datetime(value) -> str:
+    """Format an aware datetime as UTC (see the module docstring for the fraction rule)."""
+    if not isinstance(value, datetime):
+        raise ValueError(f"expected an aware datetime, got {type(value).__name__} {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value!r}: attach a timezone (UTC)")
+    utc = value.astimezone(timezone.utc)
+    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+            f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
+    if utc.microsecond:
+        text += (f".{utc.microsecond // 1000:03d}" if utc.microsecond % 1000 == 0
+                 else f".{utc.microsecond:06d}")
+    return text + "Z"
+
+
+class _DateTime(ValueType):
+    name = "date-time"
+    python = "datetime"
+
+    def parse(self, text: str) -> datetime:
+        return parse_datetime(text)
+
+    def format(self, value) -> str:
+        return format_datetime(value)
+
+
+DATE_TIME = _DateTime()
+
+# ---------------------------------------------------------------- duration
+
+# The xcal DurationValueType pattern is (\+|\-)?P((\d+Y)?(\d+M)?(\d+D)?T?(\d+H)?(\d+M)?(\d+S)?)|(\d+W):
+# T is optional, and an M before D/T/H means months, after them minutes.
+_DURATION_RE = re.compile(
+    r"([+-])?P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?T?(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?"
+)
+# Weeks: the pattern only allows a bare "1W"; "P1W" (ISO 8601) is accepted leniently.
+_WEEKS_RE = re.compile(r"([+-])?P?(\d+)W")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse an xcal duration into a :class:`~datetime.timedelta`.
+
+    Accepts the whole DurationValueType pattern (signs, optional ``T``, ``P``/``PT`` as zero), bare
+    ``1W`` and, leniently, ``P1W`` and surrounding whitespace. Years and months are refused because
+    their length depends on the calendar; fractions and lower case are refused as the XSD does."""
+    value = text.strip()
+    weeks = _WEEKS_RE.fullmatch(value)
+    if weeks:
+        sign, count = weeks.groups()
+        result = timedelta(weeks=int(count))
+        return -result if sign == "-" else result
+    match = _DURATION_RE.fullmatch(value)
+    if not match:
+        raise ValueProblem(f"{text!r} is not an xcal duration (expected e.g. PT1H, P1DT30M or PT0S)")
+    sign, years, months, days, hours, minutes, seconds = match.groups()
+    if int(years or 0) or int(months or 0):
+        raise ValueProblem(f"{text!r} uses years or months, whose length depends on the calendar "
+                           "(use days, e.g. P30D)")
+    try:
+        result = timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
+                           seconds=int(seconds or 0))
+    except OverflowError:
+        raise ValueProblem(f"{text!r} is too long a duration") from None
+    return -result if sign == "-" else result
+
+
+def format_duration(value) -> str:
+    """Format a timedelta of whole seconds as ``[-]P{d}DT{h}H{m}M{s}S`` without zero fields."""
+    if not isinstance(value, timedelta):
+        raise ValueError(f"expected timedelta, got {type(value).__name__} {value!r}")
+    if value.microseconds:
+        raise ValueError(f"{value!r} has a fraction of a second; xcal durations are whole seconds")
+    sign, value = ("-", -value) if value < timedelta(0) else ("", value)
+    days, rest = value.days, value.seconds
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    date_part = f"{days}D" if days else ""
+    time_part = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M"), (seconds, "S")) if n)
+    if not date_part and not time_part:
+        return "PT0S"
+    return f"{sign}P{date_part}" + (f"T{time_part}" if time_part else "")
+
+
+class _Duration(ValueType):
+    name = "duration"
+    python = "timedelta"
+
+    def parse(self, text: str) -> timedelta:
+        return parse_duration(text)
+
+    def format(self, value) -> str:
+        return format_duration(value)
+
+
+DURATION = _Duration()

@@ -1,0 +1,87 @@
+"""Error types: OpenADR rejections that travel as response codes, and library errors."""
+from __future__ import annotations
+
+
+class OpenADRError(Exception):
+    """Base class of every error this library raises."""
+
+
+class ConfigurationError(OpenADRError):
+    """The configuration is wrong; raised at start-up, naming the key and the problem."""
+
+
+class StoreError(OpenADRError):
+    """The store failed (driver error, unreachable server). Requests answer HTTP 503."""
+
+
+class MalformedMessage(OpenADRError):
+    """The body is not a well-formed, acceptable OpenADR document. Requests answer HTTP 400."""
+
+
+class EventError(OpenADRError, ValueError):
+    """An event breaks a conformance rule; the message names the rule and the value."""
+
+
+class Rejection(OpenADRError):
+    """A message was understood but refused: the paired reply carries ``response_code``.
+
+    Handlers raise this (or a subclass) to reject a message the OpenADR way::
+
+        raise Rejection(463, "VEN is not on the allow-list")
+    """
+
+    response_code: int = 469
+
+    def __init__(self, response_code: int | None = None, description: str | None = None):
+        if response_code is not None:
+            self.response_code = int(response_code)
+        self.description = description or self.default_description()
+        super().__init__(f"{self.response_code} {self.description}")
+
+    def default_description(self) -> str:
+        return RESPONSE_DESCRIPTIONS.get(self.response_code, "Error")
+
+
+class OutOfSequence(Rejection):
+    response_code = 450
+
+
+class NotAllowed(Rejection):
+    response_code = 451
+
+
+class InvalidID(Rejection):
+    response_code = 452
+
+
+class NotRecognized(Rejection):
+    response_code = 453
+
+
+class InvalidData(Rejection):
+    response_code = 454
+
+
+class ComplianceError(Rejection):
+    response_code = 459
+
+
+class NotRegistered(Rejection):
+    response_code = 463
+
+
+# The descriptions peers show in logs; the codes are the contract.
+RESPONSE_DESCRIPTIONS = {
+    200: "OK",
+    450: "Out of sequence",
+    451: "Not allowed",
+    452: "Invalid ID",
+    453: "Not recognized",
+    454: "Invalid data",
+    459: "Compliance error",
+    460: "Signal not supported",
+    461: "Report not supported",
+    462: "Target mismatch",
+    463: "Not registered or authorized",
+    469: "Deployment error or other error",
+}
