@@ -1,0 +1,484 @@
+"""The SQLite store (``sqlite:///path``): the embedded default, shared by every worker on one host.
+
+One database file holds the whole VTN, so any number of gunicorn workers (and threads in them)
+act as one VTN. It runs in WAL mode, where readers never block the writer and the writer never
+blocks readers; writers queue on ``BEGIN IMMEDIATE`` with a busy timeout, which is what makes
+:meth:`SQLiteStore.atomic` read-modify-write blocks safe across processes. The file must live on
+a local filesystem (WAL needs shared memory; network filesystems do not provide it), and every
+process must be on the same host. For several hosts use a server store (``redis://``,
+``postgresql://``), which arrive with extras in a later release.
+
+Connections are per process *and* per thread. A connection must never cross ``fork()`` (SQLite
+says so: the child would share the parent's file locks and can corrupt the database), so a
+connection is found by ``(os.getpid(), thread)``: a worker forked from a gunicorn master that
+had already opened the store opens its own connection, and never uses or closes the master's.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from typing import Any, Iterator
+
+from ..errors import ConfigurationError, StoreError
+from . import serialize
+from .base import (
+    EventResponseRecord,
+    OutboxItem,
+    VenRecord,
+    check_max_priority,
+    event_id_of,
+    event_response_key,
+    normalize_fingerprint,
+    outbox_priority,
+    received_at_text,
+    ven_id_of,
+)
+
+__all__ = ["SQLiteStore", "from_uri", "SCHEMA_VERSION"]
+
+#: The schema this code writes, kept in ``PRAGMA user_version``; 0 means a new, empty file.
+SCHEMA_VERSION = 1
+
+# One entry per version; _MIGRATIONS[n] takes a database from version n to n + 1.
+_MIGRATIONS: list[tuple[str, ...]] = [
+    (
+        """CREATE TABLE IF NOT EXISTS vens (
+            ven_id TEXT PRIMARY KEY,
+            fingerprint TEXT,  -- normalize_fingerprint(data.fingerprint), NULL when none
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS vens_fingerprint ON vens (fingerprint)",
+        # position, not rowid: VACUUM may renumber the rowids of a table with a TEXT key.
+        """CREATE TABLE IF NOT EXISTS events (
+            event_id TEXT PRIMARY KEY,
+            position INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_position ON events (position)",
+        """CREATE TABLE IF NOT EXISTS delivered (
+            ven_id TEXT PRIMARY KEY,
+            data TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS event_responses (
+            ven_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            modification_number INTEGER NOT NULL,
+            received_at TEXT,  -- UTC ISO text with microseconds, so it sorts by time
+            data TEXT NOT NULL,
+            PRIMARY KEY (ven_id, event_id, modification_number)
+        )""",
+        """CREATE INDEX IF NOT EXISTS event_responses_by_event
+            ON event_responses (event_id, received_at, ven_id, modification_number)""",
+        # AUTOINCREMENT so an id is never reused, which keeps FIFO order strict.
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ven_id TEXT NOT NULL,
+            priority INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX IF NOT EXISTS outbox_next ON outbox (ven_id, priority, id)",
+    ),
+]
+assert len(_MIGRATIONS) == SCHEMA_VERSION
+
+
+def from_uri(uri: str, *, instance_path: str | None = None) -> SQLiteStore:
+    """Open the store named by a ``sqlite:`` URI, read the way SQLAlchemy reads it.
+
+    - ``sqlite:///vtn.sqlite``: a relative path, under ``instance_path`` when given (Flask's
+      instance folder), else under the current directory; resolved once, here, so a later
+      ``chdir`` does not move the database;
+    - ``sqlite:////var/lib/vtn/vtn.sqlite``: an absolute path (four slashes).
+
+    The database's directory is created if it does not exist. ``sqlite://`` and
+    ``sqlite:///:memory:`` are refused: an in-memory database is private to one connection, and
+    a VTN's workers and threads must share one file. Query options are refused too, rather than
+    silently ignored.
+
+    :raises ConfigurationError: for a URI that does not name a database file.
+    """
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower() != "sqlite":
+        raise ConfigurationError(f"{uri!r} is not a sqlite:// URI")
+    if rest in ("", "/") or rest == "/:memory:":
+        raise ConfigurationError(
+            f"the store URI {uri!r} names an in-memory SQLite database, which each connection "
+            "sees on its own; name a file that every worker shares, such as "
+            "'sqlite:///openadr.sqlite' (in the instance folder) or 'sqlite:////var/lib/vtn.sqlite'"
+        )
+    if not rest.startswith("/"):
+        raise ConfigurationError(
+            f"the store URI {uri!r} has a host part; SQLite URIs take none: write "
+            "'sqlite:///relative/path' or 'sqlite:////absolute/path'"
+        )
+    if "?" in rest:
+        raise ConfigurationError(
+            f"the store URI {uri!r} has query options, which the SQLite store does not take; "
+            "remove everything from '?'"
+        )
+    path = rest[1:]
+    # os.path.join keeps an absolute path (four slashes, or C:\... on Windows) as it is.
+    path = os.path.abspath(os.path.join(instance_path or os.getcwd(), path))
+    return SQLiteStore(path, uri=uri)
+
+
+class _Connection:
+    """One thread's connection in one process, with that thread's ``atomic()`` nesting depth."""
+
+    __slots__ = ("sqlite", "thread", "depth")
+
+    def __init__(self, connection: sqlite3.Connection, thread: threading.Thread):
+        self.sqlite = connection
+        self.thread = weakref.ref(thread)
+        self.depth = 0
+
+
+class SQLiteStore:
+    """A :class:`~flask_openadr.store.base.Store` in one SQLite database file.
+
+    :param path: the database file; created, with its schema, on first use.
+    :param uri: the URI the store was opened with, for messages (default: built from ``path``).
+    :param timeout: seconds a writer waits for another writer before :class:`StoreError`.
+    """
+
+    def __init__(self, path: str, *, uri: str | None = None, timeout: float = 30.0):
+        self.path = path
+        self.uri = uri or f"sqlite:///{path}"
+        self.timeout = timeout
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._schema_ready = False
+        # (pid, thread ident) -> connection. Entries of other pids were inherited over fork and
+        # are kept, unused and open, so that garbage collection never closes them in the child.
+        self._connections: dict[tuple[int, int], _Connection] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.uri!r})"
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn driver errors into StoreError naming the database."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite store {self.uri} ({self.path}): {exc}") from exc
+
+    def _process_lock(self) -> threading.Lock:
+        # A child of fork() gets the lock in the state the parent's threads left it, possibly
+        # held by a thread that does not exist here; a fresh one cannot deadlock.
+        pid = os.getpid()
+        if pid != self._pid:
+            self._lock = threading.Lock()
+            self._schema_ready = False
+            self._pid = pid
+        return self._lock
+
+    def _connection(self) -> _Connection:
+        """This thread's connection in this process, opened (and the schema made) on first use."""
+        key = (os.getpid(), threading.get_ident())
+        thread = threading.current_thread()
+        conn = self._connections.get(key)
+        if conn is not None and conn.thread() is thread:
+            return conn
+        with self._process_lock():
+            self._close_dead_threads(key[0])
+            connection = self._connect()
+            if not self._schema_ready:
+                try:
+                    self._ensure_schema(connection)
+                except BaseException:
+                    connection.close()
+                    raise
+                self._schema_ready = True
+            conn = self._connections[key] = _Connection(connection, thread)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"SQLite store {self.uri}: cannot create the directory {directory!r}: {exc}"
+            ) from exc
+        with self._errors():
+            # isolation_level=None: no implicit transactions; atomic() issues BEGIN itself.
+            # check_same_thread=False only so close() may close other threads' connections;
+            # in use, a connection never leaves its thread.
+            connection = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                connection.execute("PRAGMA synchronous = NORMAL")
+                connection.execute("PRAGMA foreign_keys = ON")
+            except sqlite3.Error:
+                connection.close()
+                raise
+        return connection
+
+    def _ensure_schema(self, connection: sqlite3.Connection) -> None:
+        with self._errors():
+            self._use_wal(connection)
+            if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            connection.execute("BEGIN IMMEDIATE")  # another process may be migrating too
+            try:
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"SQLite store {self.uri}: {self.path} has schema version {version}, "
+                        f"written by a newer flask-openadr; this one knows up to {SCHEMA_VERSION}"
+                    )
+                for number in range(version, SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[number]:
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                raise
+
+    def _use_wal(self, connection: sqlite3.Connection) -> None:
+        """Switch the file to WAL (a setting stored in the file, so this happens once)."""
+        if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+            return
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            try:
+                # Outside any transaction: SQLite cannot switch journal mode inside one.
+                (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+                break
+            except sqlite3.OperationalError as exc:
+                # The switch needs the file to itself and does not wait on the busy timeout,
+                # so when several workers open a new file at once all but one see "locked".
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"SQLite store {self.uri}: {self.path} cannot use WAL journal mode "
+                f"(it stays in {mode!r}); put the database on a local filesystem"
+            )
+
+    def _close_dead_threads(self, pid: int) -> None:
+        """Close this process's connections whose thread has ended (a server that starts a
+        thread per request would otherwise collect one open connection per request)."""
+        for key, conn in list(self._connections.items()):
+            if key[0] != pid:
+                continue
+            thread = conn.thread()
+            if thread is None or not thread.is_alive():
+                del self._connections[key]
+                with contextlib.suppress(sqlite3.Error):
+                    conn.sqlite.close()
+
+    def close(self) -> None:
+        """Close every connection this process opened (in any thread). Connections inherited
+        from a parent process are left alone. The store reconnects if used again."""
+        pid = os.getpid()
+        with self._process_lock():
+            for key in [key for key in self._connections if key[0] == pid]:
+                conn = self._connections.pop(key)
+                with self._errors():
+                    conn.sqlite.close()
+
+    # -- transactions --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic`.
+
+        The outermost block runs ``BEGIN IMMEDIATE``, which takes the database's write lock at
+        once: a second writer (any thread, any process) waits there, before it has read
+        anything, so what a block reads is still true when it writes.
+        """
+        conn = self._connection()
+        if conn.depth:
+            conn.depth += 1
+            try:
+                yield
+            finally:
+                conn.depth -= 1
+            return
+        with self._errors():
+            conn.sqlite.execute("BEGIN IMMEDIATE")
+        conn.depth = 1
+        try:
+            yield
+        except BaseException:
+            conn.depth = 0
+            # The block's own exception is the one to see; a failed rollback only adds to it.
+            with contextlib.suppress(sqlite3.Error):
+                conn.sqlite.execute("ROLLBACK")
+            raise
+        conn.depth = 0
+        try:
+            with self._errors():
+                conn.sqlite.execute("COMMIT")
+        except StoreError:
+            with contextlib.suppress(sqlite3.Error):
+                if conn.sqlite.in_transaction:
+                    conn.sqlite.execute("ROLLBACK")
+            raise
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one SELECT; outside atomic() it sees one consistent snapshot on its own."""
+        conn = self._connection()
+        with self._errors():
+            return conn.sqlite.execute(sql, params).fetchall()
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """One statement, in its own transaction unless inside atomic()."""
+        with self.atomic():
+            conn = self._connection()
+            with self._errors():
+                conn.sqlite.execute(sql, params)
+
+    # -- VENs ----------------------------------------------------------------------------------
+    # Values are validated and encoded before the statement runs, so a refused value writes
+    # nothing.
+
+    def get_ven(self, ven_id: str) -> VenRecord | None:
+        rows = self._read("SELECT data FROM vens WHERE ven_id = ?", (ven_id,))
+        return serialize.loads(rows[0][0]) if rows else None
+
+    def get_ven_by_fingerprint(self, fingerprint: str) -> VenRecord | None:
+        wanted = normalize_fingerprint(fingerprint)
+        if wanted is None:
+            return None
+        rows = self._read(
+            "SELECT data FROM vens WHERE fingerprint = ? ORDER BY ven_id LIMIT 1", (wanted,)
+        )
+        return serialize.loads(rows[0][0]) if rows else None
+
+    def put_ven(self, ven: VenRecord) -> None:
+        ven_id = ven_id_of(ven)
+        key = normalize_fingerprint(ven.get("fingerprint"))
+        text = serialize.dumps(ven)
+        self._write(
+            "INSERT INTO vens (ven_id, fingerprint, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (ven_id) DO UPDATE SET fingerprint = excluded.fingerprint, "
+            "data = excluded.data",
+            (ven_id, key, text),
+        )
+
+    def list_vens(self) -> list[VenRecord]:
+        rows = self._read("SELECT data FROM vens ORDER BY ven_id")
+        return [serialize.loads(data) for (data,) in rows]
+
+    # -- events --------------------------------------------------------------------------------
+
+    def put_event(self, event: dict[str, Any]) -> None:
+        event_id = event_id_of(event)
+        text = serialize.dumps(event)
+        # A replaced event keeps its position; a new one goes after every other.
+        self._write(
+            "INSERT INTO events (event_id, position, data) "
+            "VALUES (?, (SELECT COALESCE(MAX(position), 0) + 1 FROM events), ?) "
+            "ON CONFLICT (event_id) DO UPDATE SET data = excluded.data",
+            (event_id, text),
+        )
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        rows = self._read("SELECT data FROM events WHERE event_id = ?", (event_id,))
+        return serialize.loads(rows[0][0]) if rows else None
+
+    def list_events(self) -> list[dict[str, Any]]:
+        rows = self._read("SELECT data FROM events ORDER BY position")
+        return [serialize.loads(data) for (data,) in rows]
+
+    def delete_event(self, event_id: str) -> None:
+        self._write("DELETE FROM events WHERE event_id = ?", (event_id,))
+
+    # -- delivery state ------------------------------------------------------------------------
+
+    def get_delivered(self, ven_id: str) -> dict[str, int]:
+        rows = self._read("SELECT data FROM delivered WHERE ven_id = ?", (ven_id,))
+        return serialize.loads(rows[0][0]) if rows else {}
+
+    def set_delivered(self, ven_id: str, delivered: dict[str, int]) -> None:
+        if not isinstance(delivered, dict):
+            raise TypeError(f"delivered must be a dict of event_id -> int, got {delivered!r}")
+        if not delivered:
+            self._write("DELETE FROM delivered WHERE ven_id = ?", (ven_id,))
+            return
+        self._write(
+            "INSERT INTO delivered (ven_id, data) VALUES (?, ?) "
+            "ON CONFLICT (ven_id) DO UPDATE SET data = excluded.data",
+            (ven_id, serialize.dumps(delivered)),
+        )
+
+    # -- event responses -----------------------------------------------------------------------
+
+    def put_event_response(self, response: EventResponseRecord) -> None:
+        ven_id, event_id, modification_number = event_response_key(response)
+        received_at = received_at_text(response)
+        text = serialize.dumps(response)
+        self._write(
+            "INSERT INTO event_responses "
+            "(ven_id, event_id, modification_number, received_at, data) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (ven_id, event_id, modification_number) DO UPDATE SET "
+            "received_at = excluded.received_at, data = excluded.data",
+            (ven_id, event_id, modification_number, received_at, text),
+        )
+
+    def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
+        # NULL received_at sorts first in SQLite, as it does in the memory store.
+        rows = self._read(
+            "SELECT data FROM event_responses WHERE event_id = ? "
+            "ORDER BY received_at, ven_id, modification_number",
+            (event_id,),
+        )
+        return [serialize.loads(data) for (data,) in rows]
+
+    # -- outbox --------------------------------------------------------------------------------
+
+    def push_outbox(self, ven_id: str, item: OutboxItem) -> None:
+        priority = outbox_priority(item)
+        self._write(
+            "INSERT INTO outbox (ven_id, priority, data) VALUES (?, ?, ?)",
+            (ven_id, priority, serialize.dumps(item)),
+        )
+
+    def pop_outbox(self, ven_id: str, max_priority: int | None = None) -> OutboxItem | None:
+        check_max_priority(max_priority)
+        # Select and delete inside one BEGIN IMMEDIATE transaction: no other process can pop
+        # between the two, so an item is handed out once. (DELETE ... RETURNING would need
+        # SQLite 3.35, newer than some supported systems ship.)
+        with self.atomic():
+            if max_priority is None:
+                rows = self._read(
+                    "SELECT id, data FROM outbox WHERE ven_id = ? ORDER BY priority, id LIMIT 1",
+                    (ven_id,),
+                )
+            else:
+                rows = self._read(
+                    "SELECT id, data FROM outbox WHERE ven_id = ? AND priority <= ? "
+                    "ORDER BY priority, id LIMIT 1",
+                    (ven_id, max_priority),
+                )
+            if not rows:
+                return None
+            item_id, data = rows[0]
+            self._write("DELETE FROM outbox WHERE id = ?", (item_id,))
+        return serialize.loads(data)
+
+    def list_outbox(self, ven_id: str) -> list[OutboxItem]:
+        rows = self._read(
+            "SELECT data FROM outbox WHERE ven_id = ? ORDER BY priority, id", (ven_id,)
+        )
+        return [serialize.loads(data) for (data,) in rows]
+
+    def clear_outbox(self, ven_id: str) -> None:
+        self._write("DELETE FROM outbox WHERE ven_id = ?", (ven_id,))
