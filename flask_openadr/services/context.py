@@ -1,0 +1,56 @@
+"""What the services get from the extension: settings, store, handlers, clock, signals.
+
+The services are plain functions over dicts and this context. They never import Flask or lxml,
+so they can be tested (and later reused) without a web stack.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from ..store.base import Store
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Settings:
+    """The effective configuration, read once in ``init_app`` (see :mod:`flask_openadr.config`)."""
+
+    vtn_id: str = "FLASK-OPENADR-VTN"
+    url_prefix: str = "/OpenADR2/Simple/2.0b"
+    store_uri: str | None = None
+    poll_frequency: timedelta = timedelta(seconds=10)
+    offline_after_missed_polls: int = 3
+    max_message_bytes: int = 1024 * 1024
+    market_context: str = "http://flask-openadr.example/default"
+
+
+@dataclass
+class Context:
+    """One VTN's collaborators. ``handlers`` maps handler names (``"on_poll"``, ...) to the user's
+    functions; ``emit(signal_name, **data)`` sends the blinker signal of that name."""
+
+    settings: Settings
+    store: Store
+    handlers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    clock: Callable[[], datetime] = utcnow
+    id_factory: Callable[[], str] = new_id
+    emit: Callable[..., None] = lambda signal_name, **data: None
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def new_id(self) -> str:
+        return self.id_factory()
+
+    def handler(self, name: str) -> Callable[..., Any] | None:
+        return self.handlers.get(name)

@@ -1,0 +1,448 @@
+"""EiEvent service: stored events, their distribution to VENs, and the VENs' opt answers."""
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any, Mapping
+
+from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
+from ..store.base import EventResponseRecord, VenRecord
+from .context import Context
+from .event_rules import (
+    build_event,
+    changed_event,
+    current_value,
+    distributable,
+    event_status,
+    next_version,
+    normalize_full_event,
+    normalize_target,
+    order_events,
+    render_event,
+    same_content,
+    strip_derived,
+    targets_ven,
+    validate_event,
+)
+from .replies import request_id_of
+from .replies import response as ei_response
+
+__all__ = [
+    "UnknownEvent",
+    "add_event",
+    "build_event",
+    "cancel_event",
+    "created_event",
+    "current_value",
+    "distribute_event_payload",
+    "distribution_pending",
+    "event_responses",
+    "event_status",
+    "events_for_ven",
+    "modify_event",
+    "normalize_full_event",
+    "normalize_target",
+    "order_events",
+    "render_event",
+    "request_event",
+    "targets_ven",
+    "validate_event",
+]
+
+#: The keyword arguments :func:`modify_event` understands.
+CHANGES = frozenset(
+    {
+        "intervals", "priority", "response_required", "targets", "ven_id", "market_context",
+        "ramp_up_period", "notification_period", "recovery_period", "start_after", "test_event",
+        "vtn_comment", "modification_reason", "event",
+    }
+)
+OPT_TYPES = frozenset({"optIn", "optOut"})  # rule 16
+
+
+# ---------------------------------------------------------------------------------------------
+# The VTN's own changes (the Python API).
+
+
+def add_event(ctx: Context, event: dict[str, Any]) -> str:
+    """Store a new event; it reaches the VENs it targets on their next poll.
+
+    :param ctx: the VTN context.
+    :param event: the stored form, from :func:`build_event` or :func:`normalize_full_event`.
+    :returns: the eventID.
+    :raises EventError: when the event breaks a rule, does not start at modification_number 0
+        (rule 4), or its eventID is taken.
+    """
+    validate_event(event)
+    descriptor = event["event_descriptor"]
+    event_id = descriptor["event_id"]
+    if descriptor["modification_number"] != 0:
+        raise EventError(
+            f"rule 4: event_descriptor.modification_number is {descriptor['modification_number']}"
+            "; a new event starts at 0"
+        )
+    with ctx.store.atomic():
+        if ctx.store.get_event(event_id) is not None:
+            raise EventError(
+                f"event_id {event_id!r} is already taken; eventIDs are unique (use "
+                "modify_event or cancel_event to change the existing event)"
+            )
+        ctx.store.put_event(event)
+    ctx.emit("event_added", event_id=event_id, modification_number=0)
+    return event_id
+
+
+def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
+    """Change an event: its modification_number goes up by exactly one (rule 5),
+    modification_date_time becomes now, and the VENs it targets get it on their next poll.
+
+    :param ctx: the VTN context.
+    :param event_id: the event to change.
+    :param changes: see :func:`~flask_openadr.services.event_rules.changed_event`, plus
+        ``modification_reason`` (which describes this change only).
+    :returns: the new stored event.
+    :raises UnknownEvent: for an eventID the store does not hold.
+    :raises EventError: for a cancelled event, a call that changes nothing (the version would
+        go up without a change), or a result that breaks a rule.
+    :raises TypeError: for an argument that is not a change.
+    """
+    unknown = sorted(set(changes) - CHANGES)
+    if unknown:
+        raise TypeError(f"modify_event() got unknown changes {unknown}; allowed: {sorted(CHANGES)}")
+    now = ctx.now()
+    with ctx.store.atomic():
+        current = _get(ctx, event_id)
+        if event_status(current, now) == "cancelled":
+            raise EventError(
+                f"event {event_id!r} is cancelled; a cancelled event cannot be modified "
+                "(add a new event instead)"
+            )
+        updated = changed_event(current, changes)
+        if same_content(current, updated):
+            raise EventError(
+                f"no change: the changes given leave event {event_id!r} as it is, so its "
+                f"modification_number stays {current['event_descriptor']['modification_number']}"
+            )
+        updated = next_version(updated, now, _reason(changes))
+        validate_event(updated)
+        ctx.store.put_event(updated)
+    ctx.emit(
+        "event_modified",
+        event_id=event_id,
+        modification_number=updated["event_descriptor"]["modification_number"],
+    )
+    return updated
+
+
+def _reason(changes: Mapping[str, Any]) -> str | None:
+    if changes.get("modification_reason") is not None:
+        return changes["modification_reason"]
+    replacement = changes.get("event")
+    if isinstance(replacement, Mapping):
+        return (replacement.get("event_descriptor") or {}).get("modification_reason")
+    return None
+
+
+def cancel_event(
+    ctx: Context, event_id: str, *, modification_reason: str | None = None
+) -> dict[str, Any]:
+    """Cancel an event: event_status "cancelled", modification_number up by one (rule 5).
+
+    The cancellation is sent once to every targeted VEN that knew the event. Cancelling a
+    cancelled event changes nothing and returns it as it is.
+
+    :param ctx: the VTN context.
+    :param event_id: the event to cancel.
+    :param modification_reason: why, if the VENs should be told.
+    :returns: the stored, cancelled event.
+    :raises UnknownEvent: for an eventID the store does not hold.
+    """
+    now = ctx.now()
+    with ctx.store.atomic():
+        event = _get(ctx, event_id)
+        if event["event_descriptor"].get("event_status") == "cancelled":
+            return event
+        event["event_descriptor"]["event_status"] = "cancelled"
+        event = next_version(event, now, modification_reason)
+        ctx.store.put_event(event)
+    ctx.emit(
+        "event_cancelled",
+        event_id=event_id,
+        modification_number=event["event_descriptor"]["modification_number"],
+    )
+    return event
+
+
+def event_responses(ctx: Context, event_id: str) -> list[EventResponseRecord]:
+    """The VENs' opt answers to an event, one per (ven_id, modification_number).
+
+    :param ctx: the VTN context.
+    :param event_id: the event; answers stay readable after the event is deleted.
+    """
+    return ctx.store.list_event_responses(event_id)
+
+
+def _get(ctx: Context, event_id: str) -> dict[str, Any]:
+    event = ctx.store.get_event(event_id)
+    if event is None:
+        raise UnknownEvent(event_id)
+    return event
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution: which events a VEN gets, and the oadrDistributeEvent that carries them.
+
+
+def events_for_ven(ctx: Context, ven: VenRecord, now: datetime) -> list[dict[str, Any]]:
+    """The stored events the next oadrDistributeEvent to ``ven`` carries, in sending order:
+    its far, near and active events, and cancellations it has not yet been sent of events it
+    knew (see :func:`~flask_openadr.services.event_rules.distributable`).
+
+    :param ctx: the VTN context.
+    :param ven: the VEN record.
+    :param now: the instant of sending.
+    """
+    delivered = ctx.store.get_delivered(ven["ven_id"])
+    return _select(ctx.store.list_events(), ven, delivered, now)
+
+
+def _select(
+    events: list[dict[str, Any]], ven: VenRecord, delivered: dict[str, int], now: datetime
+) -> list[dict[str, Any]]:
+    chosen = [
+        event
+        for event in events
+        if targets_ven(event, ven)
+        and distributable(event, delivered.get(event["event_descriptor"]["event_id"]), now)
+    ]
+    return order_events(chosen, now)
+
+
+def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
+    """Whether ``ven`` should be sent an oadrDistributeEvent: one of its events is new to it,
+    changed since it was sent (another modification_number), or a cancellation it has not
+    been sent. A status change alone (far to active, active to completed) is no reason: the VEN
+    derives status from the times it has.
+
+    :param ctx: the VTN context.
+    :param ven: the VEN record.
+    :param now: the instant of the check.
+    """
+    delivered = ctx.store.get_delivered(ven["ven_id"])
+    return any(
+        delivered.get(event["event_descriptor"]["event_id"])
+        != event["event_descriptor"]["modification_number"]
+        for event in _select(ctx.store.list_events(), ven, delivered, now)
+    )
+
+
+def distribute_event_payload(
+    ctx: Context,
+    ven: VenRecord,
+    now: datetime,
+    *,
+    request_id: str | None = None,
+    response: dict[str, Any] | None = None,
+    reply_limit: int | None = None,
+) -> dict[str, Any]:
+    """The oadrDistributeEvent for ``ven`` at ``now``, recorded as delivered.
+
+    :param ctx: the VTN context.
+    :param ven: the VEN record.
+    :param now: the instant of sending: createdDateTime, eventStatus and currentValue all
+        derive from it.
+    :param request_id: the payload's requestID; a new one when None or empty (the harness
+        wants it non-empty).
+    :param response: the eiResponse to include. None gives, for a pull VEN (the default when
+        the record does not say), 200 with an empty requestID (the poll-reply form), and for a
+        push VEN no eiResponse.
+    :param reply_limit: the VEN's replyLimit: at most this many events, trimmed from the end.
+        None or 0 means no limit (an empty list would tell the VEN every event is cancelled).
+    """
+    with ctx.store.atomic():
+        delivered = ctx.store.get_delivered(ven["ven_id"])
+        stored = ctx.store.list_events()
+        events = _select(stored, ven, delivered, now)
+        return _distribute(
+            ctx, ven, now, events, stored, delivered,
+            request_id=request_id, response=response, reply_limit=reply_limit,
+        )
+
+
+def _distribute(
+    ctx: Context,
+    ven: VenRecord,
+    now: datetime,
+    events: list[dict[str, Any]],
+    stored: list[dict[str, Any]],
+    delivered: dict[str, int],
+    *,
+    request_id: str | None,
+    response: dict[str, Any] | None,
+    reply_limit: int | None,
+) -> dict[str, Any]:
+    if reply_limit and reply_limit > 0:
+        events = events[:reply_limit]
+    ven_id = ven["ven_id"]
+    delivered = _delivered_after(delivered, events, stored)
+    ctx.store.set_delivered(ven_id, delivered)
+    payload: dict[str, Any] = {}
+    if response is None and ven.get("http_pull_model", True):
+        # The harness requires an eiResponse in pull mode [HAR].
+        response = _ok("")
+    if response is not None:
+        payload["response"] = response
+    payload["request_id"] = request_id or ctx.new_id()
+    payload["vtn_id"] = ctx.settings.vtn_id
+    payload["events"] = [render_event(event, ven_id, now) for event in events]
+    return payload
+
+
+def _delivered_after(
+    delivered: dict[str, int], sent: list[dict[str, Any]], stored: list[dict[str, Any]]
+) -> dict[str, int]:
+    # Entries of deleted events are dropped so the map does not grow forever; an event a
+    # handler made up (not in the store) is not tracked either.
+    known = {event["event_descriptor"]["event_id"] for event in stored}
+    merged = {event_id: number for event_id, number in delivered.items() if event_id in known}
+    for event in sent:
+        descriptor = event["event_descriptor"]
+        if descriptor["event_id"] in known:
+            merged[descriptor["event_id"]] = descriptor["modification_number"]
+    return merged
+
+
+def _ok(request_id: str) -> dict[str, Any]:
+    return ei_response(request_id, 200)
+
+
+# ---------------------------------------------------------------------------------------------
+# Messages from VENs.
+
+
+def request_event(
+    ctx: Context, ven: VenRecord, payload: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Answer oadrRequestEvent with oadrDistributeEvent (200, echoing the requestID).
+
+    A user ``on_request_event(ven_id)`` handler is asked first: a list it returns (stored or
+    full event dicts, or convenience-form dicts as :func:`build_event` takes them) is sent
+    instead of the built-in set, in the protocol's order. Anything else sends the built-in set.
+
+    :param ctx: the VTN context.
+    :param ven: the authenticated VEN record.
+    :param payload: ``{"request_id", "ven_id", "reply_limit"?}``.
+    """
+    echo = _ok(payload.get("request_id", ""))
+    reply_limit = payload.get("reply_limit")
+    handler = ctx.handler("on_request_event")
+    chosen = handler(ven["ven_id"]) if handler is not None else None
+    now = ctx.now()
+    if not isinstance(chosen, list):
+        return "oadrDistributeEvent", distribute_event_payload(
+            ctx, ven, now, response=echo, reply_limit=reply_limit
+        )
+    events = order_events([_handler_event(ctx, item) for item in chosen], now)
+    with ctx.store.atomic():
+        delivered = ctx.store.get_delivered(ven["ven_id"])
+        reply = _distribute(
+            ctx, ven, now, events, ctx.store.list_events(), delivered,
+            request_id=None, response=echo, reply_limit=reply_limit,
+        )
+    return "oadrDistributeEvent", reply
+
+
+def _handler_event(ctx: Context, item: Any) -> dict[str, Any]:
+    if not isinstance(item, Mapping):
+        raise EventError(f"on_request_event returned {item!r} in its list; each must be a dict")
+    if "event_descriptor" in item:
+        event = strip_derived(item)
+        validate_event(event)
+        return event
+    fields = dict(item)
+    fields.setdefault("event_id", ctx.new_id())
+    fields.setdefault("market_context", ctx.settings.market_context)
+    return build_event(**fields)
+
+
+def created_event(
+    ctx: Context, ven: VenRecord, payload: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """Record a VEN's oadrCreatedEvent (its optIn/optOut answers) and reply oadrResponse 200.
+
+    Every answer is checked before anything is written: an eventID the store does not hold,
+    or a modification_number newer than the event's, is answered 452 (a VEN cannot have
+    seen that version). Answers to older versions are kept: rule 17 allows a late optOut.
+    One answer is kept per (ven_id, event_id, modification_number); a later one replaces it.
+    The ``on_created_event({"ven_id", "event_responses"})`` handler sees the checked answers
+    (as received) before they are written, outside the store's transaction (user code must
+    not hold the write lock), so a handler that raises a Rejection leaves the store unchanged.
+
+    :param ctx: the VTN context.
+    :param ven: the authenticated VEN record.
+    :param payload: ``{"response", "event_responses", "ven_id"}``; each event response holds
+        ``response_code``, ``response_description``?, ``request_id``, ``qualified_event_id``
+        (``event_id``, ``modification_number``) and ``opt_type``.
+    :raises InvalidID: 452, for an unknown event or a future version.
+    :raises InvalidData: 454, for an answer missing a field or with an unknown opt type.
+    """
+    ven_id = ven["ven_id"]
+    now = ctx.now()
+    answers = payload.get("event_responses") or []
+    records = [_response_record(ven_id, raw, now, index) for index, raw in enumerate(answers)]
+    _check_answers(ctx, records)
+    handler = ctx.handler("on_created_event")
+    if handler is not None:
+        # The answers as the VEN sent them (qualified_event_id nested), after the checks.
+        handler({"ven_id": ven_id, "event_responses": copy.deepcopy(answers)})
+    with ctx.store.atomic():
+        for record in records:
+            ctx.store.put_event_response(record)
+    for record in records:
+        ctx.emit(
+            "event_response_received",
+            ven_id=ven_id,
+            event_id=record["event_id"],
+            modification_number=record["modification_number"],
+            opt_type=record["opt_type"],
+        )
+    return "oadrResponse", {"response": _ok(request_id_of(payload)), "ven_id": ven_id}
+
+
+def _response_record(
+    ven_id: str, raw: Mapping[str, Any], now: datetime, index: int
+) -> EventResponseRecord:
+    where = f"event_responses[{index}]"
+    try:
+        # The codec nests the eventID as the schema does (qualifiedEventID); flat is accepted.
+        qualified = raw.get("qualified_event_id", raw)
+        record: EventResponseRecord = {
+            "ven_id": ven_id,
+            "event_id": str(qualified["event_id"]),
+            "modification_number": int(qualified["modification_number"]),
+            "opt_type": raw["opt_type"],
+            "response_code": int(raw["response_code"]),
+            "response_description": raw.get("response_description"),
+            "request_id": raw.get("request_id") or "",
+            "received_at": now,
+        }
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise InvalidData(description=f"{where} is incomplete or malformed ({error!r})") from None
+    if record["opt_type"] not in OPT_TYPES:
+        raise InvalidData(
+            description=f"{where}.opt_type is {record['opt_type']!r}; it must be optIn or optOut"
+        )
+    return record
+
+
+def _check_answers(ctx: Context, records: list[EventResponseRecord]) -> None:
+    for record in records:
+        event = ctx.store.get_event(record["event_id"])
+        if event is None:
+            raise InvalidID(description=f"eventID {record['event_id']!r} is not known to this VTN")
+        current = event["event_descriptor"]["modification_number"]
+        if record["modification_number"] > current:
+            raise InvalidID(
+                description=f"eventID {record['event_id']!r} has modificationNumber {current}; "
+                f"{record['modification_number']} was never sent"
+            )
