@@ -22,6 +22,18 @@ class EventError(OpenADRError, ValueError):
     """An event breaks a conformance rule; the message names the rule and the value."""
 
 
+class UnknownEvent(OpenADRError, KeyError):
+    """The Python API was given an eventID the store does not hold."""
+
+    def __init__(self, event_id: str):
+        self.event_id = event_id
+        super().__init__(f"event {event_id!r} is not known to this VTN")
+
+    def __str__(self) -> str:
+        # KeyError would show the message in quotes.
+        return str(self.args[0])
+
+
 class Rejection(OpenADRError):
     """A message was understood but refused: the paired reply carries ``response_code``.
 

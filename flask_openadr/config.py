@@ -1,0 +1,140 @@
+"""Configuration keys, their defaults and checks, and the optional YAML file.
+
+Precedence: arguments to :class:`~flask_openadr.VTN` win over ``app.config``, which wins over the
+YAML file named by ``OPENADR_CONFIG_FILE``, which wins over the defaults. The YAML file and the
+defaults are written into ``app.config`` with ``setdefault``, so the application can read the
+effective values there; constructor arguments stay with the extension.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .errors import ConfigurationError
+from .services.context import Settings
+
+PREFIX = "OPENADR_"
+CONFIG_FILE_KEY = "OPENADR_CONFIG_FILE"
+
+
+def _positive_duration(key: str, value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"{key} must be a number of seconds or a timedelta, not {value!r}"
+        )
+    if seconds <= 0 or seconds != int(seconds):
+        raise ConfigurationError(f"{key} must be a positive whole number of seconds, not {value!r}")
+    return timedelta(seconds=int(seconds))
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigurationError(f"{key} must be a positive integer, not {value!r}")
+    return value
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{key} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _url_prefix(key: str, value: Any) -> str:
+    value = _text(key, value)
+    if not value.startswith("/"):
+        raise ConfigurationError(f"{key} must start with '/', not {value!r}")
+    return value.rstrip("/")
+
+
+def _optional_text(key: str, value: Any) -> str | None:
+    return None if value is None else _text(key, value)
+
+
+# config key -> (Settings field, default, check). The check turns a raw value into the typed one
+# or raises ConfigurationError naming the key.
+KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
+    "OPENADR_VTN_ID": ("vtn_id", Settings.vtn_id, _text),
+    "OPENADR_URL_PREFIX": ("url_prefix", Settings.url_prefix, _url_prefix),
+    # None means: sqlite:///openadr.sqlite3 in the app's instance folder (see resolve_store_uri).
+    "OPENADR_STORE_URI": ("store_uri", None, _optional_text),
+    "OPENADR_POLL_FREQUENCY": ("poll_frequency", Settings.poll_frequency, _positive_duration),
+    "OPENADR_OFFLINE_AFTER_MISSED_POLLS": (
+        "offline_after_missed_polls", Settings.offline_after_missed_polls, _positive_int,
+    ),
+    "OPENADR_MAX_MESSAGE_BYTES": ("max_message_bytes", Settings.max_message_bytes, _positive_int),
+    "OPENADR_MARKET_CONTEXT": ("market_context", Settings.market_context, _text),
+}
+
+DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"
+
+# Constructor keyword -> config key: the key without the prefix, in lower case.
+OPTION_NAMES = {key[len(PREFIX):].lower(): key for key in [*KEYS, CONFIG_FILE_KEY]}
+
+
+def options_to_keys(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Map ``VTN(...)`` keyword arguments to config keys, refusing unknown names."""
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(
+            f"unknown VTN option(s) {', '.join(unknown)}; "
+            f"known options are {', '.join(sorted(OPTION_NAMES))}"
+        )
+    return {OPTION_NAMES[name]: value for name, value in options.items()}
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read the OPENADR_* keys of a YAML file; other top-level keys are left to the application."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigurationError(f"{CONFIG_FILE_KEY}: cannot read {path!r}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{CONFIG_FILE_KEY}: {path!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(
+            f"{CONFIG_FILE_KEY}: {path!r} must hold a mapping of keys to values, "
+            f"not a {type(data).__name__}"
+        )
+    ours = {k: v for k, v in data.items() if isinstance(k, str) and k.startswith(PREFIX)}
+    # A misspelt key would silently fall back to its default: refuse it instead.
+    unknown = sorted(set(ours) - set(KEYS))
+    if unknown:
+        raise ConfigurationError(
+            f"{CONFIG_FILE_KEY}: {path!r} has unknown key(s) {', '.join(unknown)}; "
+            f"known keys are {', '.join(sorted(KEYS))}"
+        )
+    for key, value in ours.items():
+        KEYS[key][2](key, value)  # fail at start-up, naming the key in the file
+    return ours
+
+
+def load_settings(config: dict[str, Any], options: Mapping[str, Any]) -> Settings:
+    """Fill ``config`` (an ``app.config``) with defaults and return the effective :class:`Settings`.
+
+    :param config: the application's config; YAML values and defaults are ``setdefault`` into it.
+    :param options: config keys given to the constructor; they win over ``config``.
+    """
+    path = options.get(CONFIG_FILE_KEY, config.get(CONFIG_FILE_KEY))
+    if path is not None:
+        for key, value in load_yaml(os.fspath(path)).items():
+            config.setdefault(key, value)
+    values = {}
+    for key, (field, default, check) in KEYS.items():
+        config.setdefault(key, default)
+        raw = options[key] if key in options else config[key]
+        values[field] = check(key, raw)
+    return Settings(**values)
+
+
+def resolve_store_uri(settings: Settings) -> str:
+    return settings.store_uri or DEFAULT_STORE_URI

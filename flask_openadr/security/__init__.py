@@ -1,0 +1,1 @@
+"""Caller identity: certificate fingerprints and where the client certificate comes from."""

@@ -1,0 +1,96 @@
+"""Protocol logic on plain dicts: which service handles which payload, and who is asking."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import InvalidID, NotRecognized, NotRegistered, Rejection
+from ..store.base import VenRecord
+from . import events, poll, registration, reports
+from .context import Context
+from .replies import PAIRED_REPLY, error_reply, response
+
+# Payloads a VEN may send before it is registered: they get (ctx, payload, fingerprint).
+OPEN = {
+    "oadrQueryRegistration": registration.query,
+    "oadrCreatePartyRegistration": registration.create,
+}
+
+# Service endpoint -> payload -> function(ctx, ven, payload) for registered VENs.
+SERVICES: dict[str, dict[str, Callable[..., tuple[str, dict[str, Any]]]]] = {
+    "EiRegisterParty": {
+        "oadrCancelPartyRegistration": registration.cancel,
+        "oadrCanceledPartyRegistration": registration.canceled,
+        "oadrResponse": registration.acknowledged,
+    },
+    "EiEvent": {
+        "oadrRequestEvent": events.request_event,
+        "oadrCreatedEvent": events.created_event,
+    },
+    "EiReport": {
+        "oadrRegisterReport": reports.register_report,
+        "oadrRegisteredReport": reports.registered_report,
+    },
+    "EiOpt": {},
+    "OadrPoll": {"oadrPoll": poll.poll},
+}
+SERVICE_OF = {name: service for service, table in SERVICES.items() for name in table}
+SERVICE_OF.update(dict.fromkeys(OPEN, "EiRegisterParty"))
+
+
+@dataclass
+class Outcome:
+    """What the view encodes and returns; ``ven_id`` is the caller, when known."""
+
+    payload_name: str
+    payload: dict[str, Any]
+    ven_id: str | None
+
+
+def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
+    """The registered VEN a message comes from (notes 4.2): 452 for an unknown venID (compared
+    case-sensitively), 463 for a VEN that is not registered or whose certificate differs."""
+    ven_id = payload.get("ven_id")
+    if ven_id is None:
+        ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
+        if ven is None:
+            raise InvalidID(description="the message carries no venID")
+    else:
+        ven = ctx.store.get_ven(ven_id)
+        if ven is None:
+            raise InvalidID(description=f"venID {ven_id!r} is not known to this VTN")
+    if fingerprint and ven.get("fingerprint") and ven["fingerprint"] != fingerprint:
+        raise NotRegistered(description=f"the client certificate does not belong to venID "
+                            f"{ven['ven_id']!r}")
+    if not ven.get("registration_id"):
+        raise NotRegistered(description=f"venID {ven['ven_id']!r} has no active registration")
+    return ven
+
+
+def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any],
+           fingerprint: str | None = None) -> Outcome:
+    """Run the service logic for one decoded message; protocol errors become paired replies.
+
+    Exceptions other than :class:`~flask_openadr.errors.Rejection` propagate: they are bugs or
+    store failures, and the view turns them into HTTP 500 or 503.
+    """
+    ven_id = payload.get("ven_id")
+    try:
+        if SERVICE_OF.get(payload_name) != service:
+            expected = SERVICE_OF.get(payload_name)
+            raise NotRecognized(description=f"{payload_name} is not accepted at {service}"
+                                + (f"; send it to {expected}" if expected else ""))
+        if payload_name in OPEN:
+            name, reply = OPEN[payload_name](ctx, payload, fingerprint)
+            return Outcome(name, reply, reply.get("ven_id"))
+        ven = authenticate(ctx, payload, fingerprint)
+        ven_id = ven["ven_id"]
+        name, reply = SERVICES[service][payload_name](ctx, ven, payload)
+        return Outcome(name, reply, ven_id)
+    except Rejection as rejection:
+        if payload_name not in PAIRED_REPLY:
+            # A VTN-to-VEN payload sent to us: nothing pairs with it.
+            return Outcome("oadrResponse", {"response": response(
+                "", rejection.response_code, rejection.description)}, ven_id)
+        name, reply = error_reply(ctx, payload_name, payload, rejection)
+        return Outcome(name, reply, ven_id)

@@ -1,0 +1,32 @@
+"""OadrPoll: the user's on_poll first, then the VEN's outbox and pending event distribution."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..store.base import VenRecord
+from . import events
+from .context import Context
+from .outbox import BEFORE_EVENTS
+from .replies import response
+
+
+def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """Answer one oadrPoll with exactly one pending message, or oadrResponse 200."""
+    ven_id = ven["ven_id"]
+    handler = ctx.handler("on_poll")
+    if handler is not None:
+        result = handler(ven_id)
+        if result:
+            name, reply = result
+            return name, reply
+    now = ctx.now()
+    with ctx.store.atomic():
+        item = ctx.store.pop_outbox(ven_id, max_priority=BEFORE_EVENTS)
+        if item is not None:
+            return item["payload_name"], item["payload"]
+        if events.distribution_pending(ctx, ven, now):
+            return "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now)
+        item = ctx.store.pop_outbox(ven_id)
+        if item is not None:
+            return item["payload_name"], item["payload"]
+    return "oadrResponse", {"response": response(""), "ven_id": ven_id}

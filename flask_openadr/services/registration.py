@@ -1,0 +1,230 @@
+"""EiRegisterParty: query, create, cancel and re-register, on dicts (protocol notes 5.1)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
+from ..store.base import VenRecord
+from . import outbox
+from .context import Context
+from .replies import PROFILES, response
+
+
+def _registered_reply(ctx: Context, request_id: str, ven: VenRecord | None) -> dict[str, Any]:
+    reply: dict[str, Any] = {"response": response(request_id), "vtn_id": ctx.settings.vtn_id,
+                             "profiles": PROFILES,
+                             "requested_oadr_poll_freq": ctx.settings.poll_frequency}
+    if ven is not None and ven.get("registration_id"):
+        reply["registration_id"] = ven["registration_id"]
+        reply["ven_id"] = ven["ven_id"]
+    return reply
+
+
+def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
+    """oadrQueryRegistration: what the VTN offers, and the caller's IDs if it is registered.
+
+    Without a client certificate the caller cannot be told apart from any other, so no IDs are
+    returned then (the VEN sends its IDs itself when it re-registers).
+    """
+    ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
+    reply = _registered_reply(ctx, payload["request_id"], ven)
+    handler = ctx.handler("on_query_registration")
+    if handler is not None:
+        extra = handler(dict(payload, fingerprint=fingerprint))
+        if extra and "service_specific_info" in extra:
+            reply["service_specific_info"] = extra["service_specific_info"]
+    return "oadrCreatedPartyRegistration", reply
+
+
+def _check_profile(payload: dict[str, Any]) -> None:
+    if payload["profile_name"] != "2.0b":
+        raise ComplianceError(description=f"oadrProfileName {payload['profile_name']!r} is not "
+                              "supported; this VTN speaks 2.0b")
+    if payload["transport_name"] != "simpleHttp":
+        raise NotAllowed(description=f"oadrTransportName {payload['transport_name']!r} is not "
+                         "offered; use simpleHttp")
+    if "http_pull_model" not in payload:
+        raise ComplianceError(description="oadrHttpPullModel is required with simpleHttp")
+    if not payload["http_pull_model"]:
+        # Accepting a push VEN we cannot push to would leave it waiting for events forever.
+        raise NotAllowed(description="the push model is not offered; register with "
+                         "oadrHttpPullModel true")
+
+
+def _handler_ids(result: Any) -> dict[str, Any]:
+    """Normalise what on_create_party_registration returned (see docs/handlers.rst)."""
+    if result is None:
+        return {}
+    if isinstance(result, str):
+        return {"registration_id": result}
+    if isinstance(result, tuple) and len(result) == 2:
+        return {"ven_id": result[0], "registration_id": result[1]}
+    if isinstance(result, dict):
+        allowed = {"ven_id", "registration_id", "group_ids", "resource_ids", "party_ids"}
+        unknown = set(result) - allowed
+        if unknown:
+            raise TypeError(f"on_create_party_registration returned unknown key(s) "
+                            f"{sorted(unknown)}; allowed are {sorted(allowed)}")
+        return dict(result)
+    raise TypeError("on_create_party_registration must return None, a registration_id, a "
+                    f"(ven_id, registration_id) tuple or a dict, not {result!r}")
+
+
+def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
+    """oadrCreatePartyRegistration: a new registration, or the renewal of the current one."""
+    _check_profile(payload)
+    ven_id = payload.get("ven_id")
+    registration_id = payload.get("registration_id")
+    current = ctx.store.get_ven(ven_id) if ven_id else None
+    if current is None and fingerprint:
+        current = ctx.store.get_ven_by_fingerprint(fingerprint)
+
+    if registration_id is not None:
+        # Renewal (notes 5.1 step 4): only with the VEN's current registrationID.
+        if current is None or current.get("registration_id") != registration_id:
+            raise InvalidID(description=f"registrationID {registration_id!r} is not the current "
+                            "registration of this VEN")
+        ven = _updated_record(current, payload, fingerprint)
+        ven["poll_frequency"] = ctx.settings.poll_frequency
+        with ctx.store.atomic():
+            ctx.store.put_ven(ven)
+        ctx.emit("registration_created", ven_id=ven["ven_id"],
+                 registration_id=registration_id, reregistration=True)
+        return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+
+    handler = ctx.handler("on_create_party_registration")
+    ids = _handler_ids(handler(_handler_payload(payload, fingerprint)) if handler else None)
+    if ven_id is not None and ids.get("ven_id", ven_id) != ven_id:
+        # Rule 402: a pre-allocated venID is returned unchanged.
+        raise ValueError(f"on_create_party_registration returned venID {ids['ven_id']!r} for a "
+                         f"VEN that sent the pre-allocated venID {ven_id!r}; rule 402 requires "
+                         "the VTN to echo it (raise Rejection to refuse the VEN instead)")
+    # A VEN that lost its IDs but presents a known certificate keeps its venID.
+    known_ven_id = current["ven_id"] if current is not None else None
+    new_ven_id = ven_id or ids.get("ven_id") or known_ven_id or fingerprint or ctx.new_id()
+    if new_ven_id != known_ven_id:
+        current = ctx.store.get_ven(new_ven_id)
+    base: VenRecord = current or {"ven_id": new_ven_id, "group_ids": [], "resource_ids": [],
+                                  "party_ids": []}
+    ven = _updated_record(base, payload, fingerprint)
+    ven.update(
+        ven_id=new_ven_id,
+        registration_id=ids.get("registration_id") or ctx.new_id(),
+        poll_frequency=ctx.settings.poll_frequency,
+        registered_at=ctx.now(),
+        cancel_requested=False,
+    )
+    for key in ("group_ids", "resource_ids", "party_ids"):
+        if key in ids:
+            ven[key] = list(ids[key])
+    with ctx.store.atomic():
+        ctx.store.put_ven(ven)
+        # A new registration starts afresh: nothing queued for the old one is sent, and every
+        # current event is distributed again.
+        ctx.store.clear_outbox(new_ven_id)
+        ctx.store.set_delivered(new_ven_id, {})
+        outbox.push_register_report(ctx, new_ven_id)
+    ctx.emit("registration_created", ven_id=new_ven_id,
+             registration_id=ven["registration_id"], reregistration=False)
+    return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+
+
+def _handler_payload(payload: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
+    return {
+        "request_id": payload["request_id"],
+        "ven_id": payload.get("ven_id"),
+        "ven_name": payload.get("ven_name"),
+        "profile_name": payload["profile_name"],
+        "transport_name": payload["transport_name"],
+        "transport_address": payload.get("transport_address"),
+        "report_only": payload["report_only"],
+        "xml_signature": payload["xml_signature"],
+        "http_pull_model": payload.get("http_pull_model"),
+        "fingerprint": fingerprint,
+    }
+
+
+def _updated_record(base: VenRecord, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
+    ven: VenRecord = dict(base)  # type: ignore[assignment]
+    ven.update(
+        ven_name=payload.get("ven_name", base.get("ven_name")),
+        profile_name=payload["profile_name"],
+        transport_name=payload["transport_name"],
+        transport_address=payload.get("transport_address"),
+        report_only=payload["report_only"],
+        xml_signature=payload["xml_signature"],
+        http_pull_model=payload.get("http_pull_model", True),
+        fingerprint=fingerprint or base.get("fingerprint"),
+    )
+    return ven
+
+
+def _end_registration(ctx: Context, ven: VenRecord) -> None:
+    """Drop a registration and what was pending for it (notes 5.1 step 6). The VEN record stays,
+    so later messages from it get 463 (not registered) rather than 452 (unknown)."""
+    ended = dict(ven, registration_id=None, cancel_requested=False)
+    with ctx.store.atomic():
+        ctx.store.put_ven(ended)  # type: ignore[arg-type]
+        ctx.store.clear_outbox(ven["ven_id"])
+        ctx.store.set_delivered(ven["ven_id"], {})
+    ctx.emit("registration_cancelled", ven_id=ven["ven_id"],
+             registration_id=ven["registration_id"])
+
+
+def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrCancelPartyRegistration from the VEN."""
+    if payload["registration_id"] != ven["registration_id"]:
+        raise InvalidID(description=f"registrationID {payload['registration_id']!r} is not the "
+                        "current registration of this VEN")
+    handler = ctx.handler("on_cancel_party_registration")
+    if handler is not None:
+        handler(ven["ven_id"], dict(payload))
+    _end_registration(ctx, ven)
+    return "oadrCanceledPartyRegistration", {
+        "response": response(payload["request_id"]),
+        "registration_id": payload["registration_id"],
+        "ven_id": ven["ven_id"],
+    }
+
+
+def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrCanceledPartyRegistration: the VEN acknowledges a cancellation the VTN asked for."""
+    if not ven.get("cancel_requested"):
+        raise OutOfSequence(description="the VTN has not asked this VEN to cancel its "
+                            "registration")
+    if payload.get("registration_id", ven["registration_id"]) != ven["registration_id"]:
+        raise InvalidID(description=f"registrationID {payload['registration_id']!r} is not the "
+                        "current registration of this VEN")
+    if payload["response"]["response_code"] // 100 == 2:
+        _end_registration(ctx, ven)
+    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
+                            "ven_id": ven["ven_id"]}
+
+
+def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrResponse from the VEN (the acknowledgement of oadrRequestReregistration)."""
+    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
+                            "ven_id": ven["ven_id"]}
+
+
+def request_cancel(ctx: Context, ven_id: str) -> None:
+    """Queue oadrCancelPartyRegistration; the registration ends when the VEN acknowledges."""
+    with ctx.store.atomic():
+        ven = ctx.store.get_ven(ven_id)
+        if ven is None or not ven.get("registration_id"):
+            raise LookupError(f"VEN {ven_id!r} has no active registration")
+        ctx.store.put_ven(dict(ven, cancel_requested=True))  # type: ignore[arg-type]
+        outbox.push(ctx, ven_id, "oadrCancelPartyRegistration", {
+            "request_id": ctx.new_id(),
+            "registration_id": ven["registration_id"],
+            "ven_id": ven_id,
+        })
+
+
+def request_reregistration(ctx: Context, ven_id: str) -> None:
+    """Queue oadrRequestReregistration for the VEN's next poll."""
+    with ctx.store.atomic():
+        ven = ctx.store.get_ven(ven_id)
+        if ven is None or not ven.get("registration_id"):
+            raise LookupError(f"VEN {ven_id!r} has no active registration")
+        outbox.push(ctx, ven_id, "oadrRequestReregistration", {"ven_id": ven_id})

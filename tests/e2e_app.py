@@ -1,0 +1,65 @@
+"""The application the end-to-end tests serve with gunicorn: a VTN on a shared SQLite file.
+
+Its handlers append what they see to the JSON-lines file named by E2E_LOG, so the test process
+can check what the workers did.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from flask import Flask, jsonify, request
+
+from flask_openadr import VTN
+
+
+def create_app() -> Flask:
+    app = Flask("e2e_vtn", instance_path=os.environ["E2E_INSTANCE"])
+    app.config.update(
+        OPENADR_STORE_URI=os.environ["E2E_STORE_URI"],
+        OPENADR_VTN_ID="E2E-VTN",
+        OPENADR_POLL_FREQUENCY=1,
+    )
+    vtn = VTN(app)
+    log_path = os.environ["E2E_LOG"]
+
+    def log(kind, **data):
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"kind": kind, "pid": os.getpid(), **data}) + "\n")
+
+    @vtn.on_create_party_registration
+    def register(payload):
+        log("registration", ven_name=payload["ven_name"])
+        return None  # the built-in IDs
+
+    @vtn.on_created_event
+    def created(payload):
+        for response in payload["event_responses"]:
+            log("created_event", ven_id=payload["ven_id"], opt_type=response["opt_type"],
+                event_id=response["qualified_event_id"]["event_id"],
+                modification_number=response["qualified_event_id"]["modification_number"])
+
+    @app.get("/health")
+    def health():
+        return "ok"
+
+    @app.post("/operator/events")
+    def add_event():
+        # An operator action handled by whichever process serves it; the tests check that a
+        # different server process delivers the event.
+        from datetime import datetime, timedelta, timezone
+
+        data = request.get_json()
+        start = datetime.now(timezone.utc) + timedelta(hours=1)
+        event_id = vtn.add_event(
+            targets={"group_ids": [data["group_id"]]}, signal_name="SIMPLE", signal_type="level",
+            intervals=[{"dtstart": start, "duration": timedelta(minutes=30),
+                        "signal_payload": float(data["level"])}])
+        return jsonify(event_id=event_id, pid=os.getpid())
+
+    @app.after_request
+    def tag(response):
+        response.headers["X-Worker-Pid"] = str(os.getpid())
+        return response
+
+    return app

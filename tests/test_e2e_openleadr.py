@@ -1,0 +1,212 @@
+"""End to end: the real openleadr VEN client against our VTN served by gunicorn (2 workers).
+
+Events are added through a third process's VTN on the same SQLite file, so this also shows
+that several processes sharing one store behave as one VTN.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from flask import Flask
+
+from flask_openadr import VTN, codec
+
+openleadr = pytest.importorskip("openleadr")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    """A gunicorn server for tests/e2e_app.py on a free loopback port, stopped by stop()."""
+
+    def __init__(self, tmp_path, store_uri, log_path, workers):
+        port = free_port()
+        env = dict(os.environ, E2E_STORE_URI=store_uri, E2E_LOG=str(log_path),
+                   E2E_INSTANCE=str(tmp_path / "instance"), PYTHONPATH=HERE)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--workers", str(workers),
+             "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--log-level", "warning",
+             "e2e_app:create_app()"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.base + "/health", timeout=1).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail("gunicorn did not start")
+                time.sleep(0.2)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """gunicorn with two workers serving tests/e2e_app.py; yields (base URL, store URI, log)."""
+    store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
+    log_path = tmp_path / "handlers.jsonl"
+    server = Gunicorn(tmp_path, store_uri, log_path, workers=2)
+    try:
+        yield server.base, store_uri, log_path
+    finally:
+        server.stop()
+
+
+def operator_app(tmp_path, store_uri) -> tuple[Flask, VTN]:
+    """A separate VTN process-side view of the same store, as an operator's portal would have."""
+    app = Flask("operator", instance_path=str(tmp_path / "operator"))
+    app.config.update(OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="E2E-VTN")
+    return app, VTN(app)
+
+
+def read_log(path) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+async def wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+def test_openleadr_client_registers_receives_events_and_opts_in(served, tmp_path):
+    base, store_uri, log_path = served
+    app, vtn = operator_app(tmp_path, store_uri)
+    received: list[dict] = []
+    updated: list[dict] = []
+
+    async def scenario():
+        client = openleadr.OpenADRClient(ven_name="ven-e2e",
+                                         vtn_url=base + "/OpenADR2/Simple/2.0b",
+                                         allow_jitter=False)
+
+        async def on_event(event):
+            received.append(event)
+            return "optIn"
+
+        async def on_update_event(event):
+            updated.append(event)
+            return "optIn"
+
+        client.add_handler("on_event", on_event)
+        client.add_handler("on_update_event", on_update_event)
+        await client.run()
+        try:
+            assert client.registration_id and client.ven_id
+            start = datetime.now(timezone.utc) + timedelta(hours=1)
+            with app.app_context():
+                event_id = vtn.add_event(
+                    ven_id=client.ven_id, signal_name="SIMPLE", signal_type="level",
+                    intervals=[{"dtstart": start, "duration": timedelta(minutes=30),
+                                "signal_payload": 2.0}],
+                    market_context="http://utility.example/peak",
+                )
+            await wait_for(lambda: received)
+            event = received[0]
+            assert event["event_descriptor"]["event_id"] == event_id
+            assert event["event_descriptor"]["event_status"] == "far"
+            assert event["event_signals"][0]["intervals"][0]["signal_payload"] == 2.0
+            await wait_for(lambda: any(e["kind"] == "created_event" for e in read_log(log_path)))
+
+            with app.app_context():
+                vtn.modify_event(event_id, intervals=[
+                    {"dtstart": start, "duration": timedelta(minutes=30), "signal_payload": 3.0}])
+            await wait_for(lambda: updated)
+            assert updated[0]["event_descriptor"]["modification_number"] == 1
+            assert updated[0]["event_signals"][0]["intervals"][0]["signal_payload"] == 3.0
+
+            with app.app_context():
+                vtn.cancel_event(event_id)
+            await wait_for(lambda: len(updated) >= 2)
+            assert updated[1]["event_descriptor"]["event_status"] == "cancelled"
+            assert updated[1]["event_descriptor"]["modification_number"] == 2
+            return client.ven_id, event_id
+        finally:
+            await client.stop()
+
+    ven_id, event_id = asyncio.run(scenario())
+    log = read_log(log_path)
+    assert [e["ven_name"] for e in log if e["kind"] == "registration"] == ["ven-e2e"]
+    created = [e for e in log if e["kind"] == "created_event"]
+    assert created[0] == {**created[0], "ven_id": ven_id, "event_id": event_id,
+                          "opt_type": "optIn", "modification_number": 0}
+    with app.app_context():
+        responses = vtn.event_responses(event_id)
+    assert {r["modification_number"] for r in responses} >= {0, 1}
+    assert all(r["ven_id"] == ven_id and r["opt_type"] == "optIn" for r in responses)
+
+
+def post_xml(url, body: bytes):
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/xml"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers["X-Worker-Pid"], codec.decode(response.read())
+
+
+def test_two_gunicorn_servers_on_one_sqlite_file_act_as_one_vtn(tmp_path):
+    store_uri = "sqlite:///" + str(tmp_path / "shared.sqlite3")
+    first = Gunicorn(tmp_path, store_uri, tmp_path / "a.jsonl", workers=1)
+    second = Gunicorn(tmp_path, store_uri, tmp_path / "b.jsonl", workers=1)
+    prefix = "/OpenADR2/Simple/2.0b"
+    try:
+        # Register through the first server.
+        _, (name, reply) = post_xml(first.base + prefix + "/EiRegisterParty", codec.encode(
+            "oadrCreatePartyRegistration", {
+                "request_id": "r1", "profile_name": "2.0b", "transport_name": "simpleHttp",
+                "report_only": False, "xml_signature": False, "ven_name": "shared",
+                "http_pull_model": True}))
+        ven_id = reply["ven_id"]
+        # Put the VEN in a group, then add an event for the group through the first server.
+        app, vtn = operator_app(tmp_path, store_uri)
+        with app.app_context():
+            vtn.update_ven(ven_id, group_ids=["north"])
+        request = urllib.request.Request(
+            first.base + "/operator/events", data=json.dumps({"group_id": "north",
+                                                              "level": 2}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            added = json.loads(response.read())
+        # Poll through the second server: the METADATA report, then the event.
+        poll = codec.encode("oadrPoll", {"ven_id": ven_id})
+        pid1, (name1, _) = post_xml(second.base + prefix + "/OadrPoll", poll)
+        pid2, (name2, dist) = post_xml(second.base + prefix + "/OadrPoll", poll)
+        assert pid1 == pid2 != str(added["pid"])
+        assert (name1, name2) == ("oadrRegisterReport", "oadrDistributeEvent")
+        assert dist["events"][0]["event_descriptor"]["event_id"] == added["event_id"]
+        assert dist["events"][0]["event_signals"][0]["intervals"][0]["signal_payload"] == 2.0
+        # Delivered once, for the whole VTN: the first server has nothing more for the VEN.
+        _, (name3, reply3) = post_xml(first.base + prefix + "/OadrPoll", poll)
+        assert name3 == "oadrResponse" and reply3["response"]["response_code"] == 200
+    finally:
+        first.stop()
+        second.stop()

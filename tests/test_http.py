@@ -1,0 +1,112 @@
+"""The request pipeline: HTTP-level refusals, protocol errors as paired replies, crash safety."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_ven
+from flask_openadr import codec
+
+PREFIX = "/OpenADR2/Simple/2.0b"
+
+
+def code(reply):
+    return reply["response"]["response_code"]
+
+
+@pytest.mark.parametrize("service", ["EiRegisterParty", "EiEvent", "EiReport", "EiOpt", "OadrPoll"])
+def test_only_post_is_allowed(app, service):
+    assert app.test_client().get(f"{PREFIX}/{service}").status_code == 405
+
+
+def test_unknown_service_is_404(app):
+    assert app.test_client().post(f"{PREFIX}/EiNothing", data=b"<x/>").status_code == 404
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"<oadrPayload", "malformed"),
+    (b"not xml at all", "malformed"),
+    (b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e 'boom'>]><x>&e;</x>", "malformed"),
+    (b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY e SYSTEM 'file:///etc/passwd'>]><x>&e;</x>",
+     "malformed"),
+    (b"<html xmlns='http://www.w3.org/1999/xhtml'/>", "malformed"),
+])
+def test_bad_documents_get_400_and_change_nothing(app, vtn, body, reason):
+    response = make_ven(app).post("OadrPoll", body)
+    assert response.status_code == 400
+    assert reason in response.get_data(as_text=True)
+    assert "root:" not in response.get_data(as_text=True)  # /etc/passwd was never read
+    with app.app_context():
+        assert vtn.vens() == []
+
+
+def test_body_over_the_limit_is_400(app):
+    app.extensions["openadr"].context.settings.max_message_bytes = 200
+    body = codec.encode("oadrQueryRegistration", {"request_id": "x" * 400})
+    response = make_ven(app).post("EiRegisterParty", body)
+    assert response.status_code == 400
+    assert "larger than 200 bytes" in response.get_data(as_text=True)
+
+
+def test_wrong_content_type_is_400(app):
+    body = codec.encode("oadrQueryRegistration", {"request_id": "1"})
+    response = make_ven(app).post("EiRegisterParty", body, content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_payload_at_the_wrong_endpoint_gets_453_in_the_paired_reply(app, registered_ven):
+    response = registered_ven.post("EiEvent", codec.encode("oadrPoll",
+                                                           {"ven_id": registered_ven.ven_id}))
+    assert response.status_code == 200
+    name, reply = codec.decode(response.get_data())
+    assert name == "oadrResponse" and code(reply) == 453
+    assert "OadrPoll" in reply["response"]["response_description"]
+    _, reply = registered_ven.send("EiEvent", "oadrQueryRegistration", {"request_id": "q1"})
+    assert code(reply) == 453 and reply["response"]["request_id"] == "q1"
+
+
+def test_unknown_ven_id_gets_452_case_sensitively(app, registered_ven):
+    ven_id = registered_ven.ven_id
+    registered_ven.ven_id = ven_id.swapcase() if ven_id.swapcase() != ven_id else ven_id + "x"
+    name, reply = registered_ven.poll()
+    assert name == "oadrResponse" and code(reply) == 452
+    assert reply["ven_id"] == registered_ven.ven_id
+    name, reply = registered_ven.request_event()
+    assert name == "oadrDistributeEvent" and code(reply) == 452 and reply["events"] == []
+    assert reply["response"]["request_id"]  # the request's ID echoed
+
+
+def test_ven_without_registration_gets_463(app, registered_ven):
+    registered_ven.cancel_registration()
+    name, reply = registered_ven.request_event()
+    assert name == "oadrDistributeEvent" and code(reply) == 463
+
+
+def test_unexpected_handler_error_is_500_with_traceback(tmp_path, clock, caplog):
+    from flask import Flask
+    from flask_openadr import VTN
+
+    app = Flask("crash", instance_path=str(tmp_path))
+    app.config["OPENADR_STORE_URI"] = "memory://"
+    vtn = VTN(app, clock=clock)
+
+    @vtn.on_poll
+    def poll(ven_id):
+        raise ZeroDivisionError("handler bug")
+
+    ven = make_ven(app)
+    ven.register()
+    response = ven.post("OadrPoll", codec.encode("oadrPoll", {"ven_id": ven.ven_id}))
+    assert response.status_code == 500
+    assert "ZeroDivisionError" in caplog.text
+    with app.app_context():
+        # The METADATA report is still queued: the failed poll consumed nothing.
+        assert [i["payload_name"] for i in vtn.store.list_outbox(ven.ven_id)] == ["oadrRegisterReport"]
+
+
+def test_replies_carry_content_length_and_xml_type(app, ven):
+    response = ven.post("EiRegisterParty", codec.encode("oadrQueryRegistration",
+                                                        {"request_id": "abc"}))
+    assert response.status_code == 200
+    assert response.mimetype == "application/xml"
+    assert int(response.headers["Content-Length"]) == len(response.get_data())
+    assert b'schemaVersion="2.0b"' in response.get_data()
