@@ -8,6 +8,7 @@ from typing import Any, Callable, TypeVar
 from flask import Flask, current_app
 
 from . import signals
+from .errors import UnknownEvent
 from .config import load_settings, options_to_keys, resolve_store_uri
 from .services import events, registration
 from .services.context import Context, utcnow
@@ -227,8 +228,20 @@ class VTN:
         return events.cancel_event(self._context(), event_id)
 
     def events(self) -> list[dict[str, Any]]:
-        """Every stored event (without the fields derived at send time)."""
-        return self._context().store.list_events()
+        """Every stored event, with ``event_descriptor["event_status"]`` as it is now."""
+        ctx = self._context()
+        return [_with_status(event, ctx.now()) for event in ctx.store.list_events()]
+
+    def get_event(self, event_id: str) -> dict[str, Any]:
+        """One stored event, with its ``event_status`` as it is now.
+
+        :raises flask_openadr.errors.UnknownEvent: for an eventID the store does not hold.
+        """
+        ctx = self._context()
+        event = ctx.store.get_event(event_id)
+        if event is None:
+            raise UnknownEvent(event_id)
+        return _with_status(event, ctx.now())
 
     def event_responses(self, event_id: str) -> list[dict[str, Any]]:
         """The VENs' opt answers to an event: one per VEN and modification number."""
@@ -266,3 +279,8 @@ class VTN:
     def vens(self) -> list[VenRecord]:
         """Every VEN the VTN knows, registered or not."""
         return self._context().store.list_vens()
+
+
+def _with_status(event: dict[str, Any], now: datetime) -> dict[str, Any]:
+    descriptor = dict(event["event_descriptor"], event_status=events.event_status(event, now))
+    return dict(event, event_descriptor=descriptor)

@@ -218,3 +218,15 @@ def test_full_event_form_with_two_signals(app, vtn, registered_ven):
     assert sent["event_descriptor"]["event_id"] == event_id
     assert [s["signal_id"] for s in sent["event_signals"]] == ["s0", "s1"]
     assert sent["response_required"] == "never"
+
+
+def test_events_and_get_event_show_the_status_now(app, vtn, registered_ven, clock):
+    from flask_openadr import UnknownEvent
+
+    event_id = add(app, vtn, ven_id=registered_ven.ven_id)
+    with app.app_context():
+        assert vtn.get_event(event_id)["event_descriptor"]["event_status"] == "far"
+        clock.advance(timedelta(hours=1, minutes=5))
+        assert [e["event_descriptor"]["event_status"] for e in vtn.events()] == ["active"]
+        with pytest.raises(UnknownEvent):
+            vtn.get_event("nope")

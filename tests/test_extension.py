@@ -6,7 +6,6 @@ from flask import Flask
 
 from conftest import make_ven
 from flask_openadr import VTN, signals
-from flask_openadr.testing import utc
 
 
 def make_app(tmp_path, name="ext"):

@@ -1,0 +1,1 @@
+"""An example utility portal embedding flask-openadr; see ``example_app/app.py``."""
