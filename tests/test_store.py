@@ -1,7 +1,6 @@
 """Store conformance: one suite every backend passes, plus the shared-file and process tests.
 
-A new backend joins by adding its name to BACKENDS (and SHARED_BACKENDS when several processes
-share it) and a line to STORE_URIS; the tests themselves do not change.
+A new backend joins in tests/backends.py; the tests themselves do not change.
 """
 from __future__ import annotations
 
@@ -23,19 +22,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backends import SHARED, URI_FACTORIES
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import BACKENDS as STORE_BACKENDS
 from flask_openadr.store import open_store, serialize
 from flask_openadr.store.memory import MemoryStore
 from flask_openadr.store.sqlite import SCHEMA_VERSION, SQLiteStore
 
-BACKENDS = ["memory", "sqlite"]
-SHARED_BACKENDS = ["sqlite"]  # backends that several processes see as one store
-
-STORE_URIS = {
-    "memory": lambda tmp_path: "memory://",
-    "sqlite": lambda tmp_path: f"sqlite:///{tmp_path / 'vtn.sqlite'}",
-}
+BACKENDS = list(URI_FACTORIES)
+SHARED_BACKENDS = SHARED
+STORE_URIS = URI_FACTORIES
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -955,13 +951,13 @@ def test_open_store_refuses_malformed_sqlite_uris(uri, problem):
     assert repr(uri) in str(raised.value)
 
 
-@pytest.mark.parametrize("uri", ["mongodb://db.example/vtn", "vtn.sqlite", "", "redis://h/0"])
+@pytest.mark.parametrize("uri", ["mongodb://db.example/vtn", "vtn.sqlite", ""])
 def test_open_store_unknown_scheme_names_the_uri_and_the_choices(uri):
     with pytest.raises(ConfigurationError) as raised:
         open_store(uri)
     message = str(raised.value)
     assert repr(uri) in message
-    for mentioned in ("memory://", "sqlite://", "redis://", "postgresql://", "later release"):
+    for mentioned in ("memory://", "sqlite://", "redis://", "postgresql://"):
         assert mentioned in message
 
 
@@ -1108,3 +1104,655 @@ def test_serialize_refuses_other_types(value, named):
 def test_serialize_refuses_unknown_tags():
     with pytest.raises(ValueError, match=r"\$bytes"):
         serialize.loads('{"$bytes":"AAEC"}')
+
+
+# == Store protocol v2: records, liveness, create_schema =========================================
+# Conformance tests (every backend, public protocol only), then the shared-store process tests,
+# then SQLite specifics (schema migration, query plans).
+
+TTL = timedelta(seconds=30)  # offline_at - now, as the liveness service would compute it
+LEASE = timedelta(seconds=60)  # lease_until - now
+SECOND = timedelta(seconds=1)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def seen(store, ven_id, at=T0):
+    """record_seen the way the liveness service calls it: offline after TTL, a lease of LEASE."""
+    return store.record_seen(ven_id, at, at + TTL, at + LEASE)
+
+
+def online(ven_id, epoch):
+    return {"ven_id": ven_id, "kind": "online", "epoch": epoch}
+
+
+def offline(ven_id, epoch):
+    return {"ven_id": ven_id, "kind": "offline", "epoch": epoch}
+
+
+def make_record(name="r-1", **fields):
+    record = {
+        "name": name,
+        "created": T0,
+        "granularity": timedelta(minutes=1),
+        "points": [{"r_id": "007", "value": 1.5}],
+        "user_map": {"$dt": "a user key, not a tag"},
+    }
+    record.update(fields)
+    return record
+
+
+def test_create_schema_is_callable_and_idempotent(store):
+    store.create_schema()
+    store.create_schema()
+    store.put_record("opt", "007", "a", make_record())
+    assert seen(store, "007") == online("007", 1)
+    store.create_schema()  # on a store in use: changes nothing
+    assert store.get_record("opt", "007", "a") == make_record()
+    assert store.get_liveness("007")["epoch"] == 1
+
+
+# -- records -------------------------------------------------------------------------------------
+
+
+def test_missing_records_and_liveness_are_none_or_empty(store):
+    assert store.get_record("opt", "007", "a") is None
+    assert store.list_records("opt", "007") == []
+    store.delete_record("opt", "007", "a")
+    store.clear_records("opt", "007")
+    assert store.get_liveness("007") is None
+    assert store.list_liveness() == {}
+    assert store.due_offline(T0, 10) == []
+    assert store.stale_transitions(T0, 10) == []
+    assert store.claim_offline("007", 1, T0, T0 + LEASE) is None
+    assert store.reclaim_transition("007", 1, T0, T0 + LEASE) is False
+    store.complete_transition("007", 1)
+    store.forget_liveness("007")
+    assert store.list_liveness() == {}
+
+
+def test_record_round_trip_is_exact_and_values_are_copies(store):
+    record = make_record()
+    store.put_record("report_request", "007", "r-1", record)
+    record["points"].append("changed after put")
+    record["name"] = "changed after put"
+    for got in (
+        store.get_record("report_request", "007", "r-1"),
+        store.list_records("report_request", "007")[0],
+    ):
+        assert_exact(got, make_record())
+        got["points"].clear()
+        got["name"] = "changed after get"
+    assert_exact(store.get_record("report_request", "007", "r-1"), make_record())
+    assert store.get_record("report_request", "007", "R-1") is None  # keys are exact
+    assert store.get_record("report_request", "7", "r-1") is None  # "007" is an ID
+
+
+def test_records_list_in_insertion_order_and_a_replacement_keeps_its_place(store):
+    for name in ["b", "10", "a", "9"]:
+        store.put_record("opt", "007", name, make_record(name))
+    replacement = make_record("10", note="replaced")
+    store.put_record("opt", "007", "10", replacement)
+    listed = store.list_records("opt", "007")
+    assert [r["name"] for r in listed] == ["b", "10", "a", "9"]
+    assert_exact(listed[1], replacement)
+
+
+def test_delete_record_and_a_record_put_again_goes_last(store):
+    for name in "abc":
+        store.put_record("opt", "007", name, make_record(name))
+    store.delete_record("opt", "007", "a")
+    store.delete_record("opt", "007", "a")  # already gone: not an error
+    assert store.get_record("opt", "007", "a") is None
+    assert [r["name"] for r in store.list_records("opt", "007")] == ["b", "c"]
+    store.put_record("opt", "007", "a", make_record("a"))
+    assert [r["name"] for r in store.list_records("opt", "007")] == ["b", "c", "a"]
+    store.delete_record("opt", "007", "a")  # the newest gone, a new one still goes last
+    store.put_record("opt", "007", "d", make_record("d"))
+    store.put_record("opt", "007", "b", make_record("b", note="replaced"))
+    assert [r["name"] for r in store.list_records("opt", "007")] == ["b", "c", "d"]
+
+
+def test_records_are_isolated_by_kind_and_ven_id_and_clear_empties_one_collection(store):
+    # Owners that would collide if a backend joined kind, ven_id and key with ":" or "/".
+    owners = [
+        ("opt", "007", "k"),
+        ("opt", "7", "k"),
+        ("report_request", "007", "k"),
+        ("opt", "a:b", "c"),
+        ("opt", "a", "b:c"),
+        ("opt:a", "b", "c"),
+        ("opt", "a/b", "c"),
+    ]
+    for kind, ven_id, key in owners:
+        store.put_record(kind, ven_id, key, make_record(f"{kind}|{ven_id}|{key}"))
+    for kind, ven_id, key in owners:
+        assert store.get_record(kind, ven_id, key)["name"] == f"{kind}|{ven_id}|{key}"
+        assert [r["name"] for r in store.list_records(kind, ven_id)] == [f"{kind}|{ven_id}|{key}"]
+    store.clear_records("opt", "007")
+    store.clear_records("opt", "a")
+    store.delete_record("opt", "a/b", "x")  # another key of a collection that exists: nothing
+    left = {owner for owner in owners if store.get_record(*owner) is not None}
+    assert left == set(owners) - {("opt", "007", "k"), ("opt", "a", "b:c")}
+    assert store.list_records("opt", "007") == []
+    store.put_record("opt", "007", "k", make_record("after clear"))
+    assert [r["name"] for r in store.list_records("opt", "007")] == ["after clear"]
+
+
+def test_put_record_refuses_bad_values_and_writes_nothing(store):
+    with pytest.raises(ValueError, match="naive"):
+        store.put_record("opt", "007", "k", make_record(created=datetime(2024, 5, 1, 12, 0)))
+    with pytest.raises(TypeError, match="set"):
+        store.put_record("opt", "007", "k", make_record(points={1, 2}))
+    with pytest.raises(TypeError, match="dict"):
+        store.put_record("opt", "007", "k", [("not", "a dict")])
+    for kind, ven_id, key, named in [
+        (None, "007", "k", "kind"),
+        ("opt", 7, "k", "ven_id"),
+        ("opt", "007", 1, "key"),
+    ]:
+        with pytest.raises(ValueError, match=named):
+            store.put_record(kind, ven_id, key, make_record())
+    assert store.list_records("opt", "007") == []
+    # A refused replacement leaves the record that was there.
+    store.put_record("opt", "007", "k", make_record("kept"))
+    with pytest.raises(ValueError, match="naive"):
+        store.put_record("opt", "007", "k", make_record(created=datetime(2024, 5, 1, 12, 0)))
+    assert_exact(store.get_record("opt", "007", "k"), make_record("kept"))
+
+
+# -- liveness ------------------------------------------------------------------------------------
+
+
+def test_first_record_seen_makes_the_ven_online_at_epoch_1(store):
+    assert seen(store, "007") == online("007", 1)
+    assert_exact(
+        store.get_liveness("007"),
+        {
+            "ven_id": "007",
+            "state": "online",
+            "epoch": 1,
+            "last_seen": T0,
+            "offline_at": T0 + TTL,
+            "pending": {"kind": "online", "epoch": 1, "lease_until": T0 + LEASE},
+        },
+    )
+    assert store.get_liveness("7") is None
+
+
+def test_record_seen_when_online_returns_none_and_moves_last_seen_and_offline_at(store):
+    seen(store, "007")
+    later = T0 + 10 * SECOND
+    assert store.record_seen("007", later, later + TTL, later + 5 * LEASE) is None
+    liveness = store.get_liveness("007")
+    assert (liveness["state"], liveness["epoch"]) == ("online", 1)
+    assert (liveness["last_seen"], liveness["offline_at"]) == (later, later + TTL)
+    # The pending transition (and its lease) belongs to whoever won it: untouched.
+    assert liveness["pending"] == {"kind": "online", "epoch": 1, "lease_until": T0 + LEASE}
+    assert store.due_offline(T0 + TTL, 10) == []
+    assert store.due_offline(later + TTL, 10) == [("007", 1)]
+
+
+def test_liveness_compares_instants_whatever_the_offset(store):
+    plus_two, minus_five = timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))
+    # offline_at is 14:00:30+02:00; the nows below are 07:00:xx-05:00, whose text sorts first.
+    store.record_seen("007", T0.astimezone(plus_two), (T0 + TTL).astimezone(plus_two), T0 + LEASE)
+    assert store.due_offline((T0 + TTL + SECOND).astimezone(minus_five), 10) == [("007", 1)]
+    assert store.due_offline((T0 + TTL - MICROSECOND).astimezone(minus_five), 10) == []
+    liveness = store.get_liveness("007")
+    assert_exact(liveness["last_seen"], T0)  # in UTC, to the microsecond
+    assert_exact(liveness["offline_at"], T0 + TTL)
+    assert store.claim_offline("007", 1, (T0 + TTL).astimezone(minus_five), T0) == offline("007", 2)
+
+
+def test_due_offline_is_earliest_first_limited_and_only_online_vens_that_are_due(store):
+    # offline_at: c at +1s; a and b at +2s (a tie, ordered by ven_id); d at +3s; e much later.
+    for ven_id, seconds in [("d", 3), ("b", 2), ("c", 1), ("a", 2), ("e", 100)]:
+        store.record_seen(ven_id, T0, T0 + seconds * SECOND, T0 + LEASE)
+    store.record_seen("f", T0, T0, T0 + LEASE)  # due, but already offline:
+    assert store.claim_offline("f", 1, T0, T0 + LEASE) == offline("f", 2)
+    now = T0 + 3 * SECOND
+    assert store.due_offline(now, 10) == [("c", 1), ("a", 1), ("b", 1), ("d", 1)]
+    assert store.due_offline(now, 2) == [("c", 1), ("a", 1)]
+    assert store.due_offline(now, 0) == []
+    assert store.due_offline(now - MICROSECOND, 10) == [("c", 1), ("a", 1), ("b", 1)]
+    assert store.due_offline(T0 + SECOND, 10) == [("c", 1)]  # offline_at == now is due
+    assert store.due_offline(T0, 10) == []
+    # The epoch is the current one, after transitions.
+    seen(store, "f", now)
+    assert store.due_offline(now + TTL, 10)[-1] == ("f", 3)
+
+
+def test_claim_offline_is_a_compare_and_set(store):
+    seen(store, "007")  # online at epoch 1, due at T0 + TTL
+    due, lease = T0 + TTL, T0 + TTL + LEASE
+    assert store.claim_offline("007", 2, due, lease) is None  # wrong epoch
+    assert store.claim_offline("007", 0, due, lease) is None
+    assert store.claim_offline("007", 1, due - MICROSECOND, lease) is None  # not due yet
+    assert store.claim_offline("008", 1, due, lease) is None  # never seen
+    assert store.get_liveness("007")["state"] == "online"
+    # The sweep read ("007", 1) as due, then a message came in before it claimed.
+    seen(store, "007", T0 + 20 * SECOND)
+    assert store.claim_offline("007", 1, due, lease) is None
+    due = T0 + 20 * SECOND + TTL
+    assert store.claim_offline("007", 1, due, lease) == offline("007", 2)
+    assert_exact(
+        store.get_liveness("007"),
+        {
+            "ven_id": "007",
+            "state": "offline",
+            "epoch": 2,
+            "last_seen": T0 + 20 * SECOND,
+            "offline_at": due,
+            "pending": {"kind": "offline", "epoch": 2, "lease_until": lease},
+        },
+    )
+    # Already offline: another sweeper with the same (stale) read loses, and so does any epoch.
+    assert store.claim_offline("007", 1, due, lease) is None
+    assert store.claim_offline("007", 2, due + LEASE, lease) is None
+    assert store.due_offline(due + timedelta(days=1), 10) == []
+
+
+def test_record_seen_after_offline_is_a_new_online_transition(store):
+    seen(store, "007")
+    store.complete_transition("007", 1)
+    assert store.claim_offline("007", 1, T0 + TTL, T0 + TTL + LEASE) == offline("007", 2)
+    back = T0 + 100 * SECOND
+    assert store.record_seen("007", back, back + TTL, back + LEASE) == online("007", 3)
+    liveness = store.get_liveness("007")
+    assert (liveness["state"], liveness["epoch"]) == ("online", 3)
+    assert (liveness["last_seen"], liveness["offline_at"]) == (back, back + TTL)
+    # The offline callback never completed; the newer transition replaced it.
+    assert liveness["pending"] == {"kind": "online", "epoch": 3, "lease_until": back + LEASE}
+    assert store.record_seen("007", back + SECOND, back + SECOND + TTL, back + LEASE) is None
+    assert store.due_offline(back + SECOND + TTL, 10) == [("007", 3)]
+    store.complete_transition("007", 2)  # the offline callback finishing late changes nothing
+    assert store.get_liveness("007")["pending"]["epoch"] == 3
+
+
+def test_complete_transition_clears_only_the_matching_epoch(store):
+    seen(store, "007")
+    seen(store, "008")
+    for ven_id, epoch in [("007", 2), ("007", 0), ("009", 1)]:
+        store.complete_transition(ven_id, epoch)
+    assert store.get_liveness("007")["pending"] == {
+        "kind": "online",
+        "epoch": 1,
+        "lease_until": T0 + LEASE,
+    }
+    store.complete_transition("007", 1)
+    liveness = store.get_liveness("007")
+    assert liveness["pending"] is None
+    assert (liveness["state"], liveness["epoch"]) == ("online", 1)  # only pending changes
+    store.complete_transition("007", 1)  # again: nothing, no error
+    assert store.get_liveness("008")["pending"]["epoch"] == 1  # another VEN's is its own
+    assert store.stale_transitions(T0 + timedelta(days=1), 10) == [online("008", 1)]
+
+
+def test_stale_transitions_are_oldest_lease_first_and_limited(store):
+    # lease_until: d at +1s (but completed); a and b at +2s (a tie, by ven_id); c at +3s.
+    for ven_id, seconds in [("c", 3), ("a", 2), ("b", 2), ("d", 1), ("e", 100)]:
+        store.record_seen(ven_id, T0, T0 + timedelta(days=1), T0 + seconds * SECOND)
+    store.complete_transition("d", 1)
+    store.record_seen("f", T0, T0, T0)  # an offline transition pending, lease to +2s
+    assert store.claim_offline("f", 1, T0, T0 + 2 * SECOND) == offline("f", 2)
+    now = T0 + 3 * SECOND
+    assert store.stale_transitions(now, 10) == [
+        online("a", 1),
+        online("b", 1),
+        offline("f", 2),
+        online("c", 1),
+    ]
+    assert store.stale_transitions(now, 2) == [online("a", 1), online("b", 1)]
+    assert store.stale_transitions(now, 0) == []
+    assert store.stale_transitions(T0 + 2 * SECOND, 10)[-1] == offline("f", 2)  # == now is stale
+    assert store.stale_transitions(T0 + 2 * SECOND - MICROSECOND, 10) == []
+
+
+def test_reclaim_transition_is_a_compare_and_set(store):
+    seen(store, "007")  # pending online 1, lease until T0 + LEASE
+    expired, new_lease = T0 + LEASE, T0 + 2 * LEASE
+    assert store.reclaim_transition("007", 1, expired - MICROSECOND, new_lease) is False
+    assert store.reclaim_transition("007", 2, expired, new_lease) is False  # wrong epoch
+    assert store.reclaim_transition("008", 1, expired, new_lease) is False  # never seen
+    assert store.reclaim_transition("007", 1, expired, new_lease) is True
+    assert store.get_liveness("007")["pending"] == {
+        "kind": "online",
+        "epoch": 1,
+        "lease_until": new_lease,
+    }
+    # A second sweeper that read the same stale list loses: the lease runs again.
+    assert store.reclaim_transition("007", 1, expired, new_lease + SECOND) is False
+    assert store.stale_transitions(new_lease - MICROSECOND, 10) == []
+    assert store.stale_transitions(new_lease, 10) == [online("007", 1)]
+    store.complete_transition("007", 1)
+    assert store.reclaim_transition("007", 1, new_lease, new_lease + LEASE) is False  # done
+
+
+def test_forget_liveness_removes_the_ven_from_every_sweep(store):
+    for ven_id in ("007", "008"):
+        store.record_seen(ven_id, T0, T0, T0)  # due and stale at once
+    store.forget_liveness("007")
+    store.forget_liveness("007")  # already gone: not an error
+    assert store.get_liveness("007") is None
+    assert store.due_offline(T0, 10) == [("008", 1)]
+    assert store.stale_transitions(T0, 10) == [online("008", 1)]
+    assert store.claim_offline("007", 1, T0, T0 + LEASE) is None
+    assert store.reclaim_transition("007", 1, T0, T0 + LEASE) is False
+    assert list(store.list_liveness()) == ["008"]
+    assert seen(store, "007") == online("007", 1)  # seen again, it starts afresh
+
+
+def test_list_liveness_has_every_row_by_ven_id_and_gives_copies(store):
+    seen(store, "b")
+    seen(store, "10", T0 + SECOND)
+    seen(store, "a")
+    store.claim_offline("a", 1, T0 + TTL, T0 + TTL + LEASE)
+    everything = store.list_liveness()
+    assert list(everything) == ["10", "a", "b"]
+    for ven_id, liveness in everything.items():
+        assert_exact(liveness, store.get_liveness(ven_id))
+    assert (everything["a"]["state"], everything["a"]["epoch"]) == ("offline", 2)
+    everything["b"]["pending"]["epoch"] = 99
+    everything["b"]["state"] = "changed"
+    got = store.get_liveness("b")
+    got["pending"]["epoch"] = 98
+    assert store.get_liveness("b")["pending"]["epoch"] == 1
+    assert store.list_liveness()["b"]["state"] == "online"
+
+
+def test_liveness_refuses_bad_arguments_and_writes_nothing(store):
+    naive = datetime(2024, 5, 1, 12, 0)
+    for args, named in [
+        ((naive, T0, T0), "now"),
+        ((T0, naive, T0), "offline_at"),
+        ((T0, T0, naive), "lease_until"),
+        ((T0, "2024-05-01T12:00:00+00:00", T0), "offline_at"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{named} must be an aware datetime"):
+            store.record_seen("007", *args)
+    assert store.get_liveness("007") is None
+    seen(store, "007")
+    before = store.get_liveness("007")
+    with pytest.raises(ValueError, match="^now "):
+        store.record_seen("007", naive, T0 + TTL, T0 + LEASE)  # the fast path checks too
+    for bad_limit in (-1, "10", 1.0, True, None):
+        with pytest.raises(ValueError, match="limit"):
+            store.due_offline(T0, bad_limit)
+        with pytest.raises(ValueError, match="limit"):
+            store.stale_transitions(T0, bad_limit)
+    for bad_epoch in ("1", 1.0, True, None):
+        with pytest.raises(ValueError, match="epoch"):
+            store.claim_offline("007", bad_epoch, T0 + TTL, T0 + LEASE)
+        with pytest.raises(ValueError, match="epoch"):
+            store.complete_transition("007", bad_epoch)
+        with pytest.raises(ValueError, match="epoch"):
+            store.reclaim_transition("007", bad_epoch, T0 + LEASE, T0 + LEASE)
+    with pytest.raises(ValueError, match="^now "):
+        store.due_offline(naive, 10)
+    with pytest.raises(ValueError, match="^lease_until "):
+        store.claim_offline("007", 1, T0 + TTL, naive)
+    with pytest.raises(ValueError, match="^now "):
+        store.reclaim_transition("007", 1, naive, T0 + LEASE)
+    assert store.get_liveness("007") == before
+
+
+def test_records_and_liveness_roll_back_with_atomic(store):
+    store.put_record("opt", "007", "a", make_record("a"))
+    seen(store, "007")
+    seen(store, "forgotten")
+    before = (store.list_records("opt", "007"), store.list_liveness())
+    with pytest.raises(RuntimeError, match="roll back"):
+        with store.atomic():
+            store.put_record("opt", "007", "b", make_record("b"))
+            store.put_record("opt", "007", "a", make_record("a", note="replaced"))
+            store.put_record("report", "008", "c", make_record("c"))
+            store.clear_records("opt", "007")
+            assert store.claim_offline("007", 1, T0 + TTL, T0 + LEASE) == offline("007", 2)
+            assert seen(store, "007", T0 + TTL) == online("007", 3)
+            assert seen(store, "008") == online("008", 1)
+            store.complete_transition("007", 3)
+            store.forget_liveness("forgotten")
+            raise RuntimeError("roll back")
+    assert (store.list_records("opt", "007"), store.list_liveness()) == before
+    assert store.list_records("report", "008") == []
+
+
+def _in_rounds(items, size=2):
+    """The items in rounds of ``size``: the race tests release all racers at each round's start."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _race_in_threads(body, rounds, count=4):
+    """Run body(round) for every round in ``count`` threads, each round released in all threads
+    at once (see the process tests below for why); every result, in no particular order."""
+    barrier = threading.Barrier(count)
+    results, errors = [], []
+
+    def run():
+        try:
+            for work in rounds:
+                barrier.wait(10)
+                results.extend(body(work))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    return results
+
+
+def test_threads_claiming_the_same_due_vens_claim_each_once(store):
+    ven_ids = [f"ven-{i:03d}" for i in range(200)]
+    for ven_id in ven_ids:
+        store.record_seen(ven_id, T0, T0, T0 + LEASE)
+    due = store.due_offline(T0, 1000)
+    assert len(due) == 200
+
+    def claim(due):
+        return [t for ven_id, epoch in due if (t := store.claim_offline(ven_id, epoch, T0, T0))]
+
+    won = _race_in_threads(claim, _in_rounds(due))
+    assert sorted(won, key=lambda t: t["ven_id"]) == [offline(v, 2) for v in ven_ids]
+
+
+def test_threads_seeing_the_same_offline_vens_make_each_online_once(store):
+    ven_ids = [f"ven-{i:03d}" for i in range(200)]
+    for ven_id in ven_ids:
+        store.record_seen(ven_id, T0, T0, T0 + LEASE)
+        store.claim_offline(ven_id, 1, T0, T0 + LEASE)
+
+    def see(ven_ids):
+        return [t for ven_id in ven_ids if (t := seen(store, ven_id, T0 + TTL))]
+
+    won = _race_in_threads(see, _in_rounds(ven_ids))
+    assert sorted(won, key=lambda t: t["ven_id"]) == [online(v, 3) for v in ven_ids]
+
+
+# -- liveness across processes (shared stores) ---------------------------------------------------
+# The work comes in rounds with a barrier before each: every round starts with all processes on
+# the same VEN at the same moment, which is when a compare-and-set that is not atomic shows.
+# Every process tries every VEN, so a claim that is no compare-and-set at all fails whatever the
+# timing. There is no check that several processes won some: how the calls interleave is up to
+# the scheduler, and one process may win them all.
+
+
+def _claim_offline_worker(target, rounds, barrier, result_path):
+    store = _open_target(target)
+    store.get_liveness("warm-up")  # connect before the race, not in it
+    won = []
+    for due in rounds:
+        barrier.wait()
+        won += [t for ven_id, epoch in due if (t := store.claim_offline(ven_id, epoch, T0, T0))]
+    Path(result_path).write_text(json.dumps(won))
+    store.close()
+
+
+def _record_seen_worker(target, rounds, barrier, result_path):
+    store = _open_target(target)
+    store.get_liveness("warm-up")
+    won = []
+    for ven_ids in rounds:
+        barrier.wait()
+        won += [t for ven_id in ven_ids if (t := seen(store, ven_id, T0 + TTL))]
+    Path(result_path).write_text(json.dumps(won))
+    store.close()
+
+
+def _race_in_processes(method, worker, target, rounds, tmp_path, count=4):
+    """Run worker(target, rounds, barrier, result_path) in ``count`` processes; their results."""
+    barrier = multiprocessing.get_context(method).Barrier(count)
+    paths = [tmp_path / f"won-{i}.json" for i in range(count)]
+    _run_processes(method, worker, [(target, rounds, barrier, str(path)) for path in paths])
+    return [json.loads(path.read_text()) for path in paths]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_processes_claiming_the_same_due_vens_claim_each_once(shared_uri, method, tmp_path):
+    parent = open_store(shared_uri)
+    ven_ids = [f"ven-{i:03d}" for i in range(200)]
+    for ven_id in ven_ids:
+        parent.record_seen(ven_id, T0, T0, T0 + LEASE)
+    # Every process read the same sweep, then claims every VEN in it.
+    due = parent.due_offline(T0, 1000)
+    assert len(due) == 200
+    target = parent if method == "fork" else shared_uri
+    won = _race_in_processes(method, _claim_offline_worker, target, _in_rounds(due), tmp_path)
+    everything = sorted((t for mine in won for t in mine), key=lambda t: t["ven_id"])
+    assert everything == [offline(v, 2) for v in ven_ids], "a VEN was claimed twice or never"
+    assert parent.due_offline(T0, 1000) == []
+    parent.close()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_processes_seeing_the_same_offline_vens_make_each_online_once(
+    shared_uri, method, tmp_path
+):
+    parent = open_store(shared_uri)
+    ven_ids = [f"ven-{i:03d}" for i in range(200)]
+    for ven_id in ven_ids:
+        parent.record_seen(ven_id, T0, T0, T0 + LEASE)
+        assert parent.claim_offline(ven_id, 1, T0, T0 + LEASE) == offline(ven_id, 2)
+    target = parent if method == "fork" else shared_uri
+    won = _race_in_processes(method, _record_seen_worker, target, _in_rounds(ven_ids), tmp_path)
+    everything = sorted((t for mine in won for t in mine), key=lambda t: t["ven_id"])
+    assert everything == [online(v, 3) for v in ven_ids], "a VEN came online twice or never"
+    assert all(
+        (row["state"], row["epoch"]) == ("online", 3) for row in parent.list_liveness().values()
+    )
+    parent.close()
+
+
+# -- SQLite: schema version 2 --------------------------------------------------------------------
+
+
+def test_sqlite_migrates_a_version_1_file_and_keeps_its_data(tmp_path):
+    from flask_openadr.store.sqlite import _MIGRATIONS
+
+    path = tmp_path / "vtn.sqlite"
+    raw = sqlite3.connect(path, isolation_level=None)
+    for statement in _MIGRATIONS[0]:  # migrations are append-only: [0] is what version 1 wrote
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 1")
+    ven = make_ven("007")
+    raw.execute(
+        "INSERT INTO vens (ven_id, fingerprint, data) VALUES (?, ?, ?)",
+        ("007", FINGERPRINT.replace(":", ""), serialize.dumps(ven)),
+    )
+    raw.execute(
+        "INSERT INTO outbox (ven_id, priority, data) VALUES (?, ?, ?)",
+        ("007", 1, serialize.dumps(make_item(1, name="from v1"))),
+    )
+    raw.close()
+    assert SCHEMA_VERSION == 2
+    store = SQLiteStore(str(path))
+    try:
+        store.create_schema()
+        assert_exact(store.get_ven("007"), ven)
+        assert store.get_ven_by_fingerprint(FINGERPRINT)["ven_id"] == "007"
+        assert store.pop_outbox("007") == make_item(1, name="from v1")
+        store.put_record("opt", "007", "a", make_record())
+        assert seen(store, "007") == online("007", 1)
+        assert store.due_offline(T0 + TTL, 10) == [("007", 1)]
+    finally:
+        store.close()
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+        assert {"records", "records_order", "liveness", "liveness_due", "liveness_stale"} <= names
+    finally:
+        raw.close()
+
+
+def test_sqlite_create_schema_makes_the_tables_before_any_other_call(tmp_path):
+    path = tmp_path / "vtn.sqlite"
+    store = SQLiteStore(str(path))
+    store.create_schema()
+    store.create_schema()
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+        assert {"vens", "outbox", "records", "liveness", "liveness_due"} <= names
+    finally:
+        raw.close()
+        store.close()
+
+
+def _statements(sqlite_store, call):
+    """The SQL statements (with their values) that call() runs on this thread's connection."""
+    connection = sqlite_store._connection().sqlite
+    statements = []
+    connection.set_trace_callback(statements.append)
+    try:
+        call()
+    finally:
+        connection.set_trace_callback(None)
+    return statements
+
+
+def test_sqlite_record_seen_of_an_online_ven_is_one_statement(sqlite_store):
+    seen(sqlite_store, "007")
+    statements = _statements(sqlite_store, lambda: seen(sqlite_store, "007", T0 + SECOND))
+    assert len(statements) == 1 and statements[0].startswith("UPDATE liveness"), statements
+
+
+def test_sqlite_liveness_sweeps_read_only_the_partial_indexes(sqlite_store):
+    # Many VENs that the sweeps must not touch (online and not due, offline, nothing pending),
+    # and a few they return.
+    with sqlite_store.atomic():
+        for i in range(3000):
+            ven_id = f"quiet-{i:04d}"
+            sqlite_store.record_seen(ven_id, T0, T0 + timedelta(days=1), T0 + LEASE)
+            sqlite_store.complete_transition(ven_id, 1)
+            if i % 2:
+                sqlite_store.claim_offline(ven_id, 1, T0 + timedelta(days=1), T0)
+                sqlite_store.complete_transition(ven_id, 2)
+        for i in range(3):
+            sqlite_store.record_seen(f"due-{i}", T0, T0, T0)
+    connection = sqlite_store._connection().sqlite
+    connection.execute("ANALYZE")  # the plan must hold with statistics as well as without
+    for sweep, index in [
+        (lambda: sqlite_store.due_offline(T0, 10), "liveness_due"),
+        (lambda: sqlite_store.stale_transitions(T0, 10), "liveness_stale"),
+    ]:
+        (statement,) = _statements(sqlite_store, sweep)
+        if "?" in statement:  # pragma: no cover - Pythons that trace statements unexpanded
+            pytest.skip("this sqlite3 module traces statements without their values")
+        plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + statement)]
+        assert len(plan) == 1 and f"USING INDEX {index} (" in plan[0], plan
+        assert plan[0].startswith("SEARCH"), plan  # a range of the index, no scan, no sorting
+        # And the cost follows the rows returned: count the VM steps of the sweep.
+        steps = []
+        connection.set_progress_handler(lambda: steps.append(1), 1)
+        try:
+            assert len(sweep()) == 3
+        finally:
+            connection.set_progress_handler(None, 1)
+        assert len(steps) < 200, f"{len(steps)} VM steps for 3 rows of 3003"

@@ -5,10 +5,12 @@
                                        (relative paths are under the instance folder)
 ``sqlite:////var/lib/vtn/vtn.sqlite``  the same, with an absolute path (four slashes)
 ``memory://``                          one process only: tests, notebooks, ``flask run``
+``postgresql://user:pw@host/db``       PostgreSQL, for workers on several hosts (``[sqlalchemy]``
+                                       extra; also ``postgres://``, ``postgresql+psycopg://``)
+``mysql+pymysql://...``                any other database URL SQLAlchemy knows (untested)
 =====================================  ==========================================================
 
-``redis://`` and ``postgresql://`` (for several hosts) arrive with the ``[redis]`` and
-``[sqlalchemy]`` extras in a later release; each plugs in as one line of :data:`BACKENDS`.
+Each backend plugs in as one line of :data:`BACKENDS`.
 """
 from __future__ import annotations
 
@@ -37,6 +39,11 @@ Factory = Callable[..., Store]
 BACKENDS: dict[str, Union[str, Factory]] = {
     "memory": "flask_openadr.store.memory",
     "sqlite": "flask_openadr.store.sqlite",
+    "redis": "flask_openadr.store.redis", "rediss": "flask_openadr.store.redis",
+    "postgresql": "flask_openadr.store.sqlalchemy",
+    "postgresql+psycopg": "flask_openadr.store.sqlalchemy",
+    "postgres": "flask_openadr.store.sqlalchemy",  # read as postgresql+psycopg
+    "*": "flask_openadr.store.sqlalchemy",  # any other scheme: a SQLAlchemy URL (mysql+pymysql)
 }
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -58,17 +65,23 @@ def open_store(uri: str, *, instance_path: str | None = None) -> Store:
             f"the store URI must be a str such as 'sqlite:///openadr.sqlite', got {uri!r}"
         )
     match = _SCHEME.match(uri)
-    backend = BACKENDS.get(match.group(1).lower()) if match else None
+    # "*" takes the schemes no other entry names (the database URLs SQLAlchemy knows).
+    backend = BACKENDS.get(match.group(1).lower(), BACKENDS.get("*")) if match else None
     if backend is None:
-        supported = ", ".join(f"{scheme}://" for scheme in BACKENDS)
-        raise ConfigurationError(
-            f"unsupported store URI {redact(uri)!r}: the scheme must be one of {supported} "
-            "(for example 'sqlite:///openadr.sqlite'); redis:// and postgresql:// arrive with "
-            "the [redis] and [sqlalchemy] extras in a later release"
-        )
+        raise unsupported_scheme(uri)
     if isinstance(backend, str):
         backend = importlib.import_module(backend).from_uri
     return backend(uri, instance_path=instance_path)
+
+
+def unsupported_scheme(uri: str) -> ConfigurationError:
+    """The error for a URI no backend takes, naming the URI (password hidden) and the choices."""
+    supported = ", ".join(f"{scheme}://" for scheme in BACKENDS if scheme != "*")
+    return ConfigurationError(
+        f"unsupported store URI {redact(uri)!r}: the scheme must be one of {supported} "
+        "(for example 'sqlite:///openadr.sqlite'), or that of a database URL SQLAlchemy knows "
+        "(such as mysql+pymysql://) with its driver installed"
+    )
 
 
 def redact(uri: str) -> str:

@@ -61,6 +61,39 @@ class EventResponseRecord(TypedDict, total=False):
     received_at: datetime
 
 
+#: The liveness states, which are also the kinds of :class:`Transition`.
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+class Transition(TypedDict):
+    """A liveness transition one process won: ``kind`` is "online" or "offline"; ``epoch`` is the
+    VEN's epoch after the transition (it goes up by one per transition, so it names it)."""
+
+    ven_id: str
+    kind: str
+    epoch: int
+
+
+class Liveness(TypedDict):
+    """A VEN's liveness row.
+
+    ``state`` is "online", "offline", or None before the VEN was first seen (the backends in
+    this package create the row at the first :meth:`Store.record_seen`, so theirs are never
+    None). ``offline_at`` is when the VEN counts as offline if it sends nothing more; it keeps its
+    last value once the VEN is offline. ``pending`` is the transition whose callback has not been
+    completed yet, with the end of the lease of the process running it:
+    ``{"kind", "epoch", "lease_until"}``, or None. Datetimes come back in UTC, to the microsecond.
+    """
+
+    ven_id: str
+    state: str | None
+    epoch: int
+    last_seen: datetime | None
+    offline_at: datetime | None
+    pending: dict[str, Any] | None
+
+
 class Store(Protocol):
     """What every backend implements.
 
@@ -149,6 +182,94 @@ class Store(Protocol):
 
     def clear_outbox(self, ven_id: str) -> None: ...
 
+    # Records: small per-VEN collections the report and opt services keep (a VEN's report
+    # capabilities, report subscriptions in both directions, opt schedules). ``kind`` names the
+    # collection ("ven_report", "report_request", "opt", ...); ``key`` is unique within
+    # (kind, ven_id). Kinds are plain strings so a new service needs no new store method.
+    def put_record(self, kind: str, ven_id: str, key: str, record: dict[str, Any]) -> None:
+        """Insert or replace; a replaced record keeps its place in :meth:`list_records`, and one
+        put again after :meth:`delete_record` goes last. ``ValueError`` when ``kind``, ``ven_id``
+        or ``key`` is not a str, ``TypeError`` when ``record`` is not a dict (see
+        :func:`check_record_key`, :func:`check_record`)."""
+        ...
+
+    def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None: ...
+
+    def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
+        """The VEN's records of this kind, in the order they were first put."""
+        ...
+
+    def delete_record(self, kind: str, ven_id: str, key: str) -> None: ...
+
+    def clear_records(self, kind: str, ven_id: str) -> None:
+        """Remove every record of this kind for the VEN."""
+        ...
+
+    # Liveness (see flask_openadr.liveness). Each transition is one compare-and-set here, so with
+    # any number of processes exactly one wins it. The sweep's cost grows with the number of VENs
+    # it returns, not with all VENs: backends keep online VENs indexed by offline_at and pending
+    # callbacks indexed by lease_until (the memory store, one process only, scans instead).
+    #
+    # Every datetime must be aware (``ValueError`` otherwise, naming the argument, and nothing is
+    # written); instants are compared, whatever their offsets, to the microsecond. Epochs and
+    # limits are ints (``ValueError`` otherwise); a limit is >= 0. A transition always becomes the
+    # pending one, replacing an older pending transition that was not completed: the state that
+    # callback announced has already passed, so it is not run again.
+    def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
+                    lease_until: datetime) -> Transition | None:
+        """The VEN sent a message. Atomically set ``last_seen=now`` and ``offline_at``; if the
+        state was not "online" (offline, or no row yet), make it "online", add one to the epoch
+        (a new row starts at epoch 1), make this transition the pending one (with
+        ``lease_until``) and return it; otherwise return None and leave ``pending`` alone.
+
+        Called on every message a VEN sends, so backends keep the usual case (already online) to
+        one statement or round trip."""
+        ...
+
+    def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        """``(ven_id, epoch)`` of online VENs whose ``offline_at <= now``, earliest ``offline_at``
+        first (then by ``ven_id``), at most ``limit`` of them."""
+        ...
+
+    def claim_offline(self, ven_id: str, epoch: int, now: datetime,
+                      lease_until: datetime) -> Transition | None:
+        """Compare-and-set: if the VEN is online at this ``epoch`` and ``offline_at <= now``, make
+        it "offline", add one to the epoch, make this transition the pending one and return it;
+        otherwise (another process won, or the VEN was seen meanwhile) return None."""
+        ...
+
+    def complete_transition(self, ven_id: str, epoch: int) -> None:
+        """The callback of the transition ``epoch`` finished: clear ``pending`` if it is still
+        that transition (a newer one is left alone)."""
+        ...
+
+    def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
+        """Pending transitions whose lease ended (``lease_until <= now``): the process running
+        their callback died. Oldest lease first (then by ``ven_id``), at most ``limit``."""
+        ...
+
+    def reclaim_transition(self, ven_id: str, epoch: int, now: datetime,
+                           lease_until: datetime) -> bool:
+        """Compare-and-set: if the VEN's pending transition is ``epoch`` and its lease ended,
+        give it the new ``lease_until`` and return True (this process runs the callback again)."""
+        ...
+
+    def get_liveness(self, ven_id: str) -> Liveness | None: ...
+
+    def list_liveness(self) -> dict[str, Liveness]:
+        """Every liveness row, by venID, in ``ven_id`` order."""
+        ...
+
+    def forget_liveness(self, ven_id: str) -> None:
+        """Drop the VEN's liveness row (its registration ended): it is no longer swept, and when
+        it is seen again it starts afresh at epoch 1."""
+        ...
+
+    def create_schema(self) -> None:
+        """Create whatever the backend needs (tables, indexes); idempotent. Backends also do this
+        on first use; ``flask openadr init-db`` calls it explicitly."""
+        ...
+
 
 # Helpers every backend shares, so that they agree on keys and validation.
 
@@ -208,6 +329,72 @@ def received_at_text(response: EventResponseRecord) -> str | None:
             f"an event response's 'received_at' must be an aware datetime, got {received_at!r}"
         )
     return received_at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def check_record_key(kind: str, ven_id: str, key: str) -> None:
+    """``ValueError`` unless the (kind, ven_id, key) of a record are all str."""
+    for name, value in (("kind", kind), ("ven_id", ven_id), ("key", key)):
+        if not isinstance(value, str):
+            raise ValueError(f"a record's {name} must be a str, got {value!r}")
+
+
+def check_record(record: dict[str, Any]) -> None:
+    """``TypeError`` unless a record is a dict (its contents are checked when it is encoded)."""
+    if not isinstance(record, dict):
+        raise TypeError(f"a record must be a dict, got {record!r}")
+
+
+def check_int(value: int, name: str, *, minimum: int | None = None) -> None:
+    """``ValueError`` unless ``value`` is an int (not a bool), and ``>= minimum`` when given."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def utc_text(value: datetime, name: str) -> str:
+    """An aware datetime as UTC text that sorts by time, the text of
+    :mod:`~flask_openadr.store.serialize`'s ``$dt`` tag (six fractional digits), so that
+    backends can compare instants as strings; ``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime, got {value!r}")
+    try:
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    except OverflowError:
+        raise ValueError(f"{name} is {value.isoformat()}, which has no UTC equivalent") from None
+
+
+def from_utc_text(text: str | None) -> datetime | None:
+    """The datetime :func:`utc_text` made (in UTC), or None for None."""
+    return None if text is None else datetime.fromisoformat(text).astimezone(timezone.utc)
+
+
+def liveness_from_row(
+    ven_id: str,
+    state: str | None,
+    epoch: int,
+    last_seen: str | None,
+    offline_at: str | None,
+    pending_kind: str | None,
+    pending_epoch: int | None,
+    lease_until: str | None,
+) -> Liveness:
+    """A :class:`Liveness` from the flat columns backends keep (datetimes as :func:`utc_text`)."""
+    pending = None
+    if pending_kind is not None:
+        pending = {
+            "kind": pending_kind,
+            "epoch": pending_epoch,
+            "lease_until": from_utc_text(lease_until),
+        }
+    return {
+        "ven_id": ven_id,
+        "state": state,
+        "epoch": epoch,
+        "last_seen": from_utc_text(last_seen),
+        "offline_at": from_utc_text(offline_at),
+        "pending": pending,
+    }
 
 
 def check_max_priority(max_priority: int | None) -> None:

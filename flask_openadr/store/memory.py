@@ -6,28 +6,44 @@ VTN of its own, with its own VENs and events. Use ``sqlite:///...`` there.
 Records are kept as the JSON text of :mod:`flask_openadr.store.serialize`, exactly as the SQLite
 backend keeps them. That makes every value going in and out a deep copy, refuses the same values
 the other backends refuse, and gives back the same values (datetimes in UTC), so code tested
-against this store behaves the same on a shared one.
+against this store behaves the same on a shared one. Liveness datetimes are kept as the same
+sortable UTC text the SQLite backend compares, for the same reason.
+
+The liveness sweeps (:meth:`MemoryStore.due_offline`, :meth:`MemoryStore.stale_transitions`)
+scan every VEN: O(n) per call, which one process with a few thousand VENs does not notice. The
+shared backends keep indexes instead.
 """
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import threading
 import warnings
-from typing import Any, Iterator
+from datetime import datetime
+from typing import Any, Iterator, NamedTuple
 
 from ..errors import ConfigurationError
 from . import serialize
 from .base import (
+    OFFLINE,
+    ONLINE,
     EventResponseRecord,
+    Liveness,
     OutboxItem,
+    Transition,
     VenRecord,
+    check_int,
     check_max_priority,
+    check_record,
+    check_record_key,
     event_id_of,
     event_response_key,
+    liveness_from_row,
     normalize_fingerprint,
     outbox_priority,
     received_at_text,
+    utc_text,
     ven_id_of,
 )
 
@@ -43,6 +59,18 @@ def from_uri(uri: str, *, instance_path: str | None = None) -> MemoryStore:
             "(it takes no host, path or options)"
         )
     return MemoryStore()
+
+
+class _Row(NamedTuple):
+    """One VEN's liveness, with datetimes as :func:`~flask_openadr.store.base.utc_text`."""
+
+    state: str
+    epoch: int
+    last_seen: str
+    offline_at: str
+    pending_kind: str | None
+    pending_epoch: int | None
+    lease_until: str | None
 
 
 class MemoryStore:
@@ -65,6 +93,11 @@ class MemoryStore:
         self._responses: dict[str, dict[tuple[str, int], tuple[str | None, str]]] = {}
         self._outbox: dict[str, list[tuple[int, int, str]]] = {}  # (priority, seq, text)
         self._next_seq = 0
+        # (kind, ven_id) -> key -> text; dict order is list_records() order.
+        self._records: dict[tuple[str, str], dict[str, str]] = {}
+        # ven_id -> _Row. Rows are immutable tuples, replaced on every change, so a snapshot
+        # only needs to copy the dict.
+        self._liveness: dict[str, _Row] = {}
 
     def __repr__(self) -> str:
         return "MemoryStore('memory://')"
@@ -123,11 +156,21 @@ class MemoryStore:
             dict(self._delivered),
             {event_id: dict(by_ven) for event_id, by_ven in self._responses.items()},
             {ven_id: list(items) for ven_id, items in self._outbox.items()},
+            {owner: dict(by_key) for owner, by_key in self._records.items()},
+            dict(self._liveness),
         )
 
     def _restore(self, snapshot: tuple[Any, ...] | None) -> None:
         assert snapshot is not None
-        (self._vens, self._events, self._delivered, self._responses, self._outbox) = snapshot
+        (
+            self._vens,
+            self._events,
+            self._delivered,
+            self._responses,
+            self._outbox,
+            self._records,
+            self._liveness,
+        ) = snapshot
 
     def close(self) -> None:
         """Nothing to release; the data stays for as long as the object lives."""
@@ -256,3 +299,150 @@ class MemoryStore:
     def clear_outbox(self, ven_id: str) -> None:
         with self._guard():
             self._outbox.pop(ven_id, None)
+
+    # -- records -------------------------------------------------------------------------------
+
+    def put_record(self, kind: str, ven_id: str, key: str, record: dict[str, Any]) -> None:
+        check_record_key(kind, ven_id, key)
+        check_record(record)
+        text = serialize.dumps(record)
+        with self._guard():
+            # An existing key keeps its position in the dict, hence in list_records().
+            self._records.setdefault((kind, ven_id), {})[key] = text
+
+    def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None:
+        with self._guard():
+            text = self._records.get((kind, ven_id), {}).get(key)
+        return None if text is None else serialize.loads(text)
+
+    def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
+        with self._guard():
+            texts = list(self._records.get((kind, ven_id), {}).values())
+        return [serialize.loads(text) for text in texts]
+
+    def delete_record(self, kind: str, ven_id: str, key: str) -> None:
+        with self._guard():
+            by_key = self._records.get((kind, ven_id))
+            if by_key is not None:
+                by_key.pop(key, None)
+                if not by_key:
+                    del self._records[(kind, ven_id)]
+
+    def clear_records(self, kind: str, ven_id: str) -> None:
+        with self._guard():
+            self._records.pop((kind, ven_id), None)
+
+    # -- liveness ------------------------------------------------------------------------------
+    # Each compare-and-set runs under the lock, which is what makes it one step for every thread
+    # of the process (and there is only one process).
+
+    def record_seen(
+        self, ven_id: str, now: datetime, offline_at: datetime, lease_until: datetime
+    ) -> Transition | None:
+        now_text = utc_text(now, "now")
+        offline_text = utc_text(offline_at, "offline_at")
+        lease_text = utc_text(lease_until, "lease_until")
+        with self._guard():
+            row = self._liveness.get(ven_id)
+            if row is not None and row.state == ONLINE:
+                self._liveness[ven_id] = row._replace(last_seen=now_text, offline_at=offline_text)
+                return None
+            epoch = 1 if row is None else row.epoch + 1
+            self._liveness[ven_id] = _Row(
+                ONLINE, epoch, now_text, offline_text, ONLINE, epoch, lease_text
+            )
+        return {"ven_id": ven_id, "kind": ONLINE, "epoch": epoch}
+
+    def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        now_text = utc_text(now, "now")
+        check_int(limit, "limit", minimum=0)
+        with self._guard():
+            due = [
+                (row.offline_at, ven_id, row.epoch)
+                for ven_id, row in self._liveness.items()
+                if row.state == ONLINE and row.offline_at <= now_text
+            ]
+        return [(ven_id, epoch) for _, ven_id, epoch in heapq.nsmallest(limit, due)]
+
+    def claim_offline(
+        self, ven_id: str, epoch: int, now: datetime, lease_until: datetime
+    ) -> Transition | None:
+        check_int(epoch, "epoch")
+        now_text = utc_text(now, "now")
+        lease_text = utc_text(lease_until, "lease_until")
+        with self._guard():
+            row = self._liveness.get(ven_id)
+            if (
+                row is None
+                or row.state != ONLINE
+                or row.epoch != epoch
+                or row.offline_at > now_text
+            ):
+                return None
+            self._liveness[ven_id] = row._replace(
+                state=OFFLINE,
+                epoch=epoch + 1,
+                pending_kind=OFFLINE,
+                pending_epoch=epoch + 1,
+                lease_until=lease_text,
+            )
+        return {"ven_id": ven_id, "kind": OFFLINE, "epoch": epoch + 1}
+
+    def complete_transition(self, ven_id: str, epoch: int) -> None:
+        check_int(epoch, "epoch")
+        with self._guard():
+            row = self._liveness.get(ven_id)
+            if row is not None and row.pending_kind is not None and row.pending_epoch == epoch:
+                self._liveness[ven_id] = row._replace(
+                    pending_kind=None, pending_epoch=None, lease_until=None
+                )
+
+    def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
+        now_text = utc_text(now, "now")
+        check_int(limit, "limit", minimum=0)
+        with self._guard():
+            stale = [
+                (row.lease_until, ven_id, row.pending_kind, row.pending_epoch)
+                for ven_id, row in self._liveness.items()
+                if row.pending_kind is not None and row.lease_until <= now_text
+            ]
+        return [
+            {"ven_id": ven_id, "kind": kind, "epoch": epoch}
+            for _, ven_id, kind, epoch in heapq.nsmallest(limit, stale)
+        ]
+
+    def reclaim_transition(
+        self, ven_id: str, epoch: int, now: datetime, lease_until: datetime
+    ) -> bool:
+        check_int(epoch, "epoch")
+        now_text = utc_text(now, "now")
+        lease_text = utc_text(lease_until, "lease_until")
+        with self._guard():
+            row = self._liveness.get(ven_id)
+            if (
+                row is None
+                or row.pending_kind is None
+                or row.pending_epoch != epoch
+                or row.lease_until > now_text
+            ):
+                return False
+            self._liveness[ven_id] = row._replace(lease_until=lease_text)
+        return True
+
+    def get_liveness(self, ven_id: str) -> Liveness | None:
+        with self._guard():
+            row = self._liveness.get(ven_id)
+        return None if row is None else liveness_from_row(ven_id, *row)
+
+    def list_liveness(self) -> dict[str, Liveness]:
+        with self._guard():
+            rows = sorted(self._liveness.items())
+        return {ven_id: liveness_from_row(ven_id, *row) for ven_id, row in rows}
+
+    def forget_liveness(self, ven_id: str) -> None:
+        with self._guard():
+            self._liveness.pop(ven_id, None)
+
+    def create_schema(self) -> None:
+        """Nothing to create: the dicts exist from the start."""
+

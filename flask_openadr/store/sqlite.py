@@ -5,13 +5,20 @@ act as one VTN. It runs in WAL mode, where readers never block the writer and th
 blocks readers; writers queue on ``BEGIN IMMEDIATE`` with a busy timeout, which is what makes
 :meth:`SQLiteStore.atomic` read-modify-write blocks safe across processes. The file must live on
 a local filesystem (WAL needs shared memory; network filesystems do not provide it), and every
-process must be on the same host. For several hosts use a server store (``redis://``,
-``postgresql://``), which arrive with extras in a later release.
+process must be on the same host. For several hosts use a server store (``redis://`` or
+``postgresql://``, with the ``[redis]`` and ``[sqlalchemy]`` extras).
 
 Connections are per process *and* per thread. A connection must never cross ``fork()`` (SQLite
 says so: the child would share the parent's file locks and can corrupt the database), so a
 connection is found by ``(os.getpid(), thread)``: a worker forked from a gunicorn master that
 had already opened the store opens its own connection, and never uses or closes the master's.
+
+Liveness is one row per VEN with its datetimes as sortable UTC text, so SQL compares instants.
+The sweeps read partial indexes that hold only online VENs (by ``offline_at``) and only pending
+transitions (by ``lease_until``), so a sweep costs what it returns, not what the table holds.
+Every liveness compare-and-set is one ``UPDATE ... WHERE <expected state>`` whose row count says
+who won, except the rare going-online path of :meth:`SQLiteStore.record_seen`, which reads and
+writes inside ``BEGIN IMMEDIATE``.
 """
 from __future__ import annotations
 
@@ -21,27 +28,37 @@ import sqlite3
 import threading
 import time
 import weakref
+from datetime import datetime
 from typing import Any, Iterator
 
 from ..errors import ConfigurationError, StoreError
 from . import serialize
 from .base import (
+    OFFLINE,
+    ONLINE,
     EventResponseRecord,
+    Liveness,
     OutboxItem,
+    Transition,
     VenRecord,
+    check_int,
     check_max_priority,
+    check_record,
+    check_record_key,
     event_id_of,
     event_response_key,
+    liveness_from_row,
     normalize_fingerprint,
     outbox_priority,
     received_at_text,
+    utc_text,
     ven_id_of,
 )
 
 __all__ = ["SQLiteStore", "from_uri", "SCHEMA_VERSION"]
 
 #: The schema this code writes, kept in ``PRAGMA user_version``; 0 means a new, empty file.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # One entry per version; _MIGRATIONS[n] takes a database from version n to n + 1.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -81,6 +98,37 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             data TEXT NOT NULL
         )""",
         "CREATE INDEX IF NOT EXISTS outbox_next ON outbox (ven_id, priority, id)",
+    ),
+    # 1 -> 2: per-VEN records and liveness.
+    (
+        """CREATE TABLE IF NOT EXISTS records (
+            kind TEXT NOT NULL,
+            ven_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            position INTEGER NOT NULL,  -- list_records() order; a replacement keeps its own
+            data TEXT NOT NULL,
+            PRIMARY KEY (kind, ven_id, key)
+        )""",
+        "CREATE INDEX IF NOT EXISTS records_order ON records (kind, ven_id, position)",
+        # WITHOUT ROWID: the row lives in the ven_id B-tree, so record_seen, which runs on every
+        # message, updates one B-tree (and the due index) rather than a table and its key index.
+        # Datetimes are UTC text with six fractional digits, so they compare as instants.
+        """CREATE TABLE IF NOT EXISTS liveness (
+            ven_id TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            epoch INTEGER NOT NULL,
+            last_seen TEXT NOT NULL,
+            offline_at TEXT NOT NULL,
+            pending_kind TEXT,  -- NULL when no transition is pending
+            pending_epoch INTEGER,
+            lease_until TEXT
+        ) WITHOUT ROWID""",
+        # Partial indexes: only online VENs are due, only pending transitions are stale, so
+        # the sweeps read just the rows they return. ven_id makes the order total.
+        """CREATE INDEX IF NOT EXISTS liveness_due ON liveness (offline_at, ven_id)
+            WHERE state = 'online'""",
+        """CREATE INDEX IF NOT EXISTS liveness_stale ON liveness (lease_until, ven_id)
+            WHERE pending_kind IS NOT NULL""",
     ),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -345,6 +393,23 @@ class SQLiteStore:
             with self._errors():
                 conn.sqlite.execute(sql, params)
 
+    def _change(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one writing statement as its own transaction, or as part of the open atomic()
+        block; the number of rows it changed. No BEGIN around it: a single statement is atomic
+        on its own and takes the write lock before it reads, and the two round trips that
+        BEGIN and COMMIT cost matter on the paths that run for every message."""
+        conn = self._connection()
+        with self._errors():
+            return conn.sqlite.execute(sql, params).rowcount
+
+    def create_schema(self) -> None:
+        """Create the tables and indexes, or migrate an older file; idempotent. The first use
+        of the store does the same, so calling this is optional (``flask openadr init-db``)."""
+        conn = self._connection()
+        with self._process_lock():
+            self._ensure_schema(conn.sqlite)
+            self._schema_ready = True
+
     # -- VENs ----------------------------------------------------------------------------------
     # Values are validated and encoded before the statement runs, so a refused value writes
     # nothing.
@@ -482,3 +547,151 @@ class SQLiteStore:
 
     def clear_outbox(self, ven_id: str) -> None:
         self._write("DELETE FROM outbox WHERE ven_id = ?", (ven_id,))
+
+    # -- records -------------------------------------------------------------------------------
+
+    def put_record(self, kind: str, ven_id: str, key: str, record: dict[str, Any]) -> None:
+        check_record_key(kind, ven_id, key)
+        check_record(record)
+        text = serialize.dumps(record)
+        # A replaced record keeps its position; a new one goes after the VEN's others of its kind.
+        self._write(
+            "INSERT INTO records (kind, ven_id, key, position, data) VALUES (?, ?, ?, "
+            "(SELECT COALESCE(MAX(position), 0) + 1 FROM records WHERE kind = ? AND ven_id = ?), "
+            "?) ON CONFLICT (kind, ven_id, key) DO UPDATE SET data = excluded.data",
+            (kind, ven_id, key, kind, ven_id, text),
+        )
+
+    def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None:
+        rows = self._read(
+            "SELECT data FROM records WHERE kind = ? AND ven_id = ? AND key = ?",
+            (kind, ven_id, key),
+        )
+        return serialize.loads(rows[0][0]) if rows else None
+
+    def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
+        rows = self._read(
+            "SELECT data FROM records WHERE kind = ? AND ven_id = ? ORDER BY position",
+            (kind, ven_id),
+        )
+        return [serialize.loads(data) for (data,) in rows]
+
+    def delete_record(self, kind: str, ven_id: str, key: str) -> None:
+        self._write(
+            "DELETE FROM records WHERE kind = ? AND ven_id = ? AND key = ?", (kind, ven_id, key)
+        )
+
+    def clear_records(self, kind: str, ven_id: str) -> None:
+        self._write("DELETE FROM records WHERE kind = ? AND ven_id = ?", (kind, ven_id))
+
+    # -- liveness ------------------------------------------------------------------------------
+    # The WHERE clause of each UPDATE is the compare of the compare-and-set: with any number of
+    # processes, exactly one statement finds the row as expected and changes it (rowcount 1).
+    # The SQL spells the states out ('online', 'offline', the values of base.ONLINE and
+    # base.OFFLINE) because the sweeps' WHERE clauses must repeat the partial indexes'
+    # conditions word for word for SQLite to use those indexes.
+
+    def record_seen(
+        self, ven_id: str, now: datetime, offline_at: datetime, lease_until: datetime
+    ) -> Transition | None:
+        seen = (utc_text(now, "now"), utc_text(offline_at, "offline_at"), ven_id)
+        lease_text = utc_text(lease_until, "lease_until")
+        # Nearly every call finds the VEN online: one statement, no transaction around it.
+        if self._change(_TOUCH_ONLINE, seen):
+            return None
+        # Offline or never seen: decide the transition with the write lock held, so that of all
+        # the processes that got here for this VEN, one makes it online and the others touch it.
+        with self.atomic():
+            rows = self._read("SELECT state, epoch FROM liveness WHERE ven_id = ?", (ven_id,))
+            if rows and rows[0][0] == ONLINE:
+                self._change(_TOUCH_ONLINE, seen)
+                return None
+            epoch = rows[0][1] + 1 if rows else 1
+            self._change(
+                "INSERT INTO liveness (ven_id, state, epoch, last_seen, offline_at, "
+                "pending_kind, pending_epoch, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (ven_id) DO UPDATE SET state = excluded.state, "
+                "epoch = excluded.epoch, last_seen = excluded.last_seen, "
+                "offline_at = excluded.offline_at, pending_kind = excluded.pending_kind, "
+                "pending_epoch = excluded.pending_epoch, lease_until = excluded.lease_until",
+                (ven_id, ONLINE, epoch, seen[0], seen[1], ONLINE, epoch, lease_text),
+            )
+        return {"ven_id": ven_id, "kind": ONLINE, "epoch": epoch}
+
+    def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        now_text = utc_text(now, "now")
+        check_int(limit, "limit", minimum=0)
+        rows = self._read(
+            "SELECT ven_id, epoch FROM liveness WHERE state = 'online' AND offline_at <= ? "
+            "ORDER BY offline_at, ven_id LIMIT ?",
+            (now_text, limit),
+        )
+        return [(ven_id, epoch) for ven_id, epoch in rows]
+
+    def claim_offline(
+        self, ven_id: str, epoch: int, now: datetime, lease_until: datetime
+    ) -> Transition | None:
+        check_int(epoch, "epoch")
+        now_text = utc_text(now, "now")
+        lease_text = utc_text(lease_until, "lease_until")
+        claimed = self._change(
+            "UPDATE liveness SET state = 'offline', epoch = epoch + 1, "
+            "pending_kind = 'offline', pending_epoch = epoch + 1, lease_until = ? "
+            "WHERE ven_id = ? AND state = 'online' AND epoch = ? AND offline_at <= ?",
+            (lease_text, ven_id, epoch, now_text),
+        )
+        return {"ven_id": ven_id, "kind": OFFLINE, "epoch": epoch + 1} if claimed else None
+
+    def complete_transition(self, ven_id: str, epoch: int) -> None:
+        check_int(epoch, "epoch")
+        self._change(
+            "UPDATE liveness SET pending_kind = NULL, pending_epoch = NULL, lease_until = NULL "
+            "WHERE ven_id = ? AND pending_kind IS NOT NULL AND pending_epoch = ?",
+            (ven_id, epoch),
+        )
+
+    def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
+        now_text = utc_text(now, "now")
+        check_int(limit, "limit", minimum=0)
+        rows = self._read(
+            "SELECT ven_id, pending_kind, pending_epoch FROM liveness "
+            "WHERE pending_kind IS NOT NULL AND lease_until <= ? "
+            "ORDER BY lease_until, ven_id LIMIT ?",
+            (now_text, limit),
+        )
+        return [{"ven_id": ven_id, "kind": kind, "epoch": epoch} for ven_id, kind, epoch in rows]
+
+    def reclaim_transition(
+        self, ven_id: str, epoch: int, now: datetime, lease_until: datetime
+    ) -> bool:
+        check_int(epoch, "epoch")
+        now_text = utc_text(now, "now")
+        lease_text = utc_text(lease_until, "lease_until")
+        return bool(
+            self._change(
+                "UPDATE liveness SET lease_until = ? WHERE ven_id = ? "
+                "AND pending_kind IS NOT NULL AND pending_epoch = ? AND lease_until <= ?",
+                (lease_text, ven_id, epoch, now_text),
+            )
+        )
+
+    def get_liveness(self, ven_id: str) -> Liveness | None:
+        rows = self._read(f"SELECT {_LIVENESS_COLUMNS} FROM liveness WHERE ven_id = ?", (ven_id,))
+        return liveness_from_row(*rows[0]) if rows else None
+
+    def list_liveness(self) -> dict[str, Liveness]:
+        rows = self._read(f"SELECT {_LIVENESS_COLUMNS} FROM liveness ORDER BY ven_id")
+        return {row[0]: liveness_from_row(*row) for row in rows}
+
+    def forget_liveness(self, ven_id: str) -> None:
+        self._change("DELETE FROM liveness WHERE ven_id = ?", (ven_id,))
+
+
+# The hot statement of record_seen: last_seen and offline_at move only if the VEN is online.
+_TOUCH_ONLINE = (
+    "UPDATE liveness SET last_seen = ?, offline_at = ? WHERE ven_id = ? AND state = 'online'"
+)
+# In the order of liveness_from_row's arguments.
+_LIVENESS_COLUMNS = (
+    "ven_id, state, epoch, last_seen, offline_at, pending_kind, pending_epoch, lease_until"
+)
