@@ -1166,7 +1166,6 @@ def test_missing_records_and_liveness_are_none_or_empty(store):
     assert store.claim_offline("007", 1, T0, T0 + LEASE) is None
     assert store.reclaim_transition("007", 1, T0, T0 + LEASE) is False
     store.complete_transition("007", 1)
-    store.forget_liveness("007")
     assert store.list_liveness() == {}
 
 
@@ -1428,20 +1427,6 @@ def test_reclaim_transition_is_a_compare_and_set(store):
     assert store.reclaim_transition("007", 1, new_lease, new_lease + LEASE) is False  # done
 
 
-def test_forget_liveness_removes_the_ven_from_every_sweep(store):
-    for ven_id in ("007", "008"):
-        store.record_seen(ven_id, T0, T0, T0)  # due and stale at once
-    store.forget_liveness("007")
-    store.forget_liveness("007")  # already gone: not an error
-    assert store.get_liveness("007") is None
-    assert store.due_offline(T0, 10) == [("008", 1)]
-    assert store.stale_transitions(T0, 10) == [online("008", 1)]
-    assert store.claim_offline("007", 1, T0, T0 + LEASE) is None
-    assert store.reclaim_transition("007", 1, T0, T0 + LEASE) is False
-    assert list(store.list_liveness()) == ["008"]
-    assert seen(store, "007") == online("007", 1)  # seen again, it starts afresh
-
-
 def test_list_liveness_has_every_row_by_ven_id_and_gives_copies(store):
     seen(store, "b")
     seen(store, "10", T0 + SECOND)
@@ -1511,7 +1496,8 @@ def test_records_and_liveness_roll_back_with_atomic(store):
             assert seen(store, "007", T0 + TTL) == online("007", 3)
             assert seen(store, "008") == online("008", 1)
             store.complete_transition("007", 3)
-            store.forget_liveness("forgotten")
+            assert store.claim_offline("forgotten", 1, T0 + TTL, T0 + LEASE) == offline(
+                "forgotten", 2)
             raise RuntimeError("roll back")
     assert (store.list_records("opt", "007"), store.list_liveness()) == before
     assert store.list_records("report", "008") == []

@@ -468,7 +468,6 @@ def random_operation(rng):
         ("reclaim_transition", (ven, rng.randrange(4), at, at + rng.randrange(20) * SECOND)),
         ("get_liveness", (ven,)),
         ("list_liveness", ()),
-        ("forget_liveness", (ven,)),
     ]
     return rng.choice(choices)
 

@@ -260,11 +260,6 @@ class Store(Protocol):
         """Every liveness row, by venID, in ``ven_id`` order."""
         ...
 
-    def forget_liveness(self, ven_id: str) -> None:
-        """Drop the VEN's liveness row (its registration ended): it is no longer swept, and when
-        it is seen again it starts afresh at epoch 1."""
-        ...
-
     def create_schema(self) -> None:
         """Create whatever the backend needs (tables, indexes); idempotent. Backends also do this
         on first use; ``flask openadr init-db`` calls it explicitly."""

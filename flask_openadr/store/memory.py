@@ -439,10 +439,6 @@ class MemoryStore:
             rows = sorted(self._liveness.items())
         return {ven_id: liveness_from_row(ven_id, *row) for ven_id, row in rows}
 
-    def forget_liveness(self, ven_id: str) -> None:
-        with self._guard():
-            self._liveness.pop(ven_id, None)
-
     def create_schema(self) -> None:
         """Nothing to create: the dicts exist from the start."""
 

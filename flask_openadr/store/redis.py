@@ -1403,6 +1403,3 @@ class RedisStore:
             rows.update(block.changes.liveness)
         return {ven_id: _liveness(ven_id, rows[ven_id]) for ven_id in sorted(rows) if rows[ven_id]}
 
-    def forget_liveness(self, ven_id: str) -> None:
-        _check_text(ven_id, "ven_id")
-        self._write(lambda changes: changes.liveness.__setitem__(ven_id, None), liveness=True)

@@ -1088,9 +1088,6 @@ class SQLStore:
         rows = self._rows(self._liveness_query().order_by(table.c.ven_id))
         return {row.ven_id: self._liveness(row) for row in rows}
 
-    def forget_liveness(self, ven_id: str) -> None:
-        table = self.tables.liveness
-        self._write(lambda c: c.execute(sa.delete(table).where(table.c.ven_id == ven_id)))
 
 
 def _dialect_module(backend: str) -> Any:

@@ -683,8 +683,6 @@ class SQLiteStore:
         rows = self._read(f"SELECT {_LIVENESS_COLUMNS} FROM liveness ORDER BY ven_id")
         return {row[0]: liveness_from_row(*row) for row in rows}
 
-    def forget_liveness(self, ven_id: str) -> None:
-        self._change("DELETE FROM liveness WHERE ven_id = ?", (ven_id,))
 
 
 # The hot statement of record_seen: last_seen and offline_at move only if the VEN is online.
