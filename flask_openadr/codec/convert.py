@@ -4,6 +4,7 @@ from __future__ import annotations
 from lxml import etree
 
 from ..errors import MalformedMessage
+from .compiled import decoder
 from .fields import (
     DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name,
     pretty, q,
@@ -56,19 +57,38 @@ def decode_element(root) -> tuple[str, dict]:
     return name, _decode_complex(payload, PAYLOAD_TYPES[name], name)
 
 
-def _children(element, where: str) -> list:
+# A location for error messages is built only when an error is raised: on the hot path it is a
+# cheap tuple ``(parent location, qname, index or None)`` below a root string.
+
+
+def _at(where, qname: str, index: int | None = None) -> tuple:
+    return (where, qname, index)
+
+
+def _render(where) -> str:
+    """``oadrUpdateReport/oadr:oadrReport[0]/strm:intervals/...`` from a location."""
+    parts = []
+    while isinstance(where, tuple):
+        where, qname, index = where
+        parts.append(f"/{pretty(qname)}" if index is None else f"/{pretty(qname)}[{index}]")
+    return where + "".join(reversed(parts))
+
+
+def _children(element, where) -> list:
     """Element children, skipping comments and processing instructions; text between them is
     refused because every complex type of the schema has element-only content."""
-    if element.text and element.text.strip():
-        raise MalformedMessage(f"{where}: unexpected text {_short(element.text)}")
+    text = element.text
+    if text and not text.isspace():
+        raise MalformedMessage(f"{_render(where)}: unexpected text {_short(text)}")
     found = []
     for child in element:
-        if isinstance(child.tag, str):
+        if child.tag.__class__ is str:
             found.append(child)
         elif child.tag is etree.Entity:
-            raise MalformedMessage(f"{where}: entity references are not allowed")
-        if child.tail and child.tail.strip():
-            raise MalformedMessage(f"{where}: unexpected text {_short(child.tail)}")
+            raise MalformedMessage(f"{_render(where)}: entity references are not allowed")
+        tail = child.tail
+        if tail and not tail.isspace():
+            raise MalformedMessage(f"{_render(where)}: unexpected text {_short(tail)}")
     return found
 
 
@@ -77,32 +97,39 @@ def _short(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def _text(element, where: str) -> str:
+def _text(element, where) -> str:
+    if not len(element):
+        return element.text or ""
     parts = [element.text or ""]
     for child in element:
         if isinstance(child.tag, str):
-            raise MalformedMessage(f"{where}: unexpected element {pretty(child.tag)} inside a simple value")
+            raise MalformedMessage(f"{_render(where)}: unexpected element {pretty(child.tag)} "
+                                   "inside a simple value")
         if child.tag is etree.Entity:
-            raise MalformedMessage(f"{where}: entity references are not allowed")
+            raise MalformedMessage(f"{_render(where)}: entity references are not allowed")
         parts.append(child.tail or "")
     return "".join(parts)
 
 
-def _unexpected(child, where: str, expected: str | None = None) -> MalformedMessage:
+def _unexpected(child, where, expected: str | None = None) -> MalformedMessage:
     if child.tag in UNSUPPORTED:
-        return MalformedMessage(f"{where}: {pretty(child.tag)} is not supported by flask-openadr")
+        return MalformedMessage(f"{_render(where)}: {pretty(child.tag)} is not supported by "
+                                "flask-openadr")
     hint = f" (expected {expected})" if expected else " (unknown here, or out of XSD order)"
-    return MalformedMessage(f"{where}: unexpected element {pretty(child.tag)}{hint}")
+    return MalformedMessage(f"{_render(where)}: unexpected element {pretty(child.tag)}{hint}")
 
 
-def _missing(children: list, pos: int, where: str, wanted) -> MalformedMessage:
+def _missing(children: list, pos: int, where, wanted) -> MalformedMessage:
     names = " or ".join(sorted(pretty(name) for name in wanted))
     if pos < len(children):
         return _unexpected(children[pos], where, names)
-    return MalformedMessage(f"{where}: missing required element {names}")
+    return MalformedMessage(f"{_render(where)}: missing required element {names}")
 
 
-def _decode_complex(element, ctype: ComplexType, where: str) -> dict:
+def _decode_complex(element, ctype: ComplexType, where) -> dict:
+    out = decoder(ctype)(element)  # the fast path, for plain input; None: decode generically
+    if out is not None:
+        return out
     children = _children(element, where)
     out: dict = {}
     pos = 0
@@ -113,7 +140,9 @@ def _decode_complex(element, ctype: ComplexType, where: str) -> dict:
     return out
 
 
-def _decode_member(member, children: list, pos: int, out: dict, where: str) -> int:
+def _decode_member(member, children: list, pos: int, out: dict, where) -> int:
+    if member.__class__ is Field:
+        return _decode_field(member, children, pos, out, where)
     here = children[pos] if pos < len(children) else None
     matches = here is not None and here.tag in member.first
     if isinstance(member, Nil):
@@ -123,7 +152,7 @@ def _decode_member(member, children: list, pos: int, out: dict, where: str) -> i
     if isinstance(member, Flatten):
         if not matches:
             raise _missing(children, pos, where, member.first)
-        out.update(_decode_complex(here, member.type, f"{where}/{pretty(here.tag)}"))
+        out.update(_decode_complex(here, member.type, _at(where, here.tag)))
         return pos + 1
     if isinstance(member, Choice):
         for option in member.options:
@@ -135,26 +164,27 @@ def _decode_member(member, children: list, pos: int, out: dict, where: str) -> i
     return _decode_field(member, children, pos, out, where)
 
 
-def _decode_field(member: Field, children: list, pos: int, out: dict, where: str) -> int:
+def _decode_field(member: Field, children: list, pos: int, out: dict, where) -> int:
+    first = member.first
     if member.many_at == 0:
         items = []
-        while pos < len(children) and children[pos].tag in member.first:
+        while pos < len(children) and children[pos].tag in first:
             child = children[pos]
-            items.append(_decode_path(child, member, 1, f"{where}/{pretty(child.tag)}[{len(items)}]"))
+            items.append(_decode_path(child, member, 1, _at(where, child.tag, len(items))))
             pos += 1
         if len(items) < member.min_items:
-            raise _missing(children, pos, where, member.first)
+            raise _missing(children, pos, where, first)
         out[member.key] = items
         return pos
-    if pos >= len(children) or children[pos].tag not in member.first:
-        if member.many and member.optional:
+    if pos >= len(children) or children[pos].tag not in first:
+        if member.many_at is not None and member.optional:
             out[member.key] = []
         elif not member.optional:
-            raise _missing(children, pos, where, member.first)
+            raise _missing(children, pos, where, first)
         return pos
     element = children[pos]
-    here = f"{where}/{pretty(element.tag)}"
-    if not member.many:
+    here = _at(where, element.tag)
+    if member.many_at is None:
         value = _decode_path(element, member, 1, here)
         if value is not _ABSENT:
             out[member.key] = value
@@ -163,44 +193,46 @@ def _decode_field(member: Field, children: list, pos: int, out: dict, where: str
         element, here = _single(element, step, here, optional=False)
     step = member.path[member.many_at]
     items = []
+    start = member.many_at + 1
     for child in _children(element, here):
         if child.tag != step:
             raise _unexpected(child, here, pretty(step))
-        items.append(_decode_path(child, member, member.many_at + 1, f"{here}/{pretty(step)}[{len(items)}]"))
+        items.append(_decode_path(child, member, start, _at(here, step, len(items))))
     if len(items) < member.min_items:
-        raise MalformedMessage(f"{here}: missing required element {pretty(step)}")
+        raise MalformedMessage(f"{_render(here)}: missing required element {pretty(step)}")
     out[member.key] = items
     return pos + 1
 
 
-def _single(element, step: str, where: str, optional: bool):
+def _single(element, step: str, where, optional: bool):
     """The one child ``step`` of a collapsed wrapper."""
     children = _children(element, where)
+    if len(children) == 1 and children[0].tag == step:
+        return children[0], _at(where, step)
     if not children:
         if optional:
             return _ABSENT, where
-        raise MalformedMessage(f"{where}: missing required element {pretty(step)}")
+        raise MalformedMessage(f"{_render(where)}: missing required element {pretty(step)}")
     if children[0].tag != step:
         raise _unexpected(children[0], where, pretty(step))
-    if len(children) > 1:
-        raise _unexpected(children[1], where)
-    return children[0], f"{where}/{pretty(step)}"
+    raise _unexpected(children[1], where)
 
 
-def _decode_path(element, member: Field, start: int, where: str):
-    for step in member.path[start:]:
-        element, where = _single(element, step, where, member.inner_optional)
+def _decode_path(element, member: Field, start: int, where):
+    path = member.path
+    for index in range(start, len(path)):
+        element, where = _single(element, path[index], where, member.inner_optional)
         if element is _ABSENT:
             return _ABSENT
     return _convert(element, member.type, where)
 
 
-def _convert(element, kind, where: str):
+def _convert(element, kind, where):
     if isinstance(kind, ValueType):
         try:
             return kind.parse(_text(element, where))
         except ValueProblem as problem:
-            raise MalformedMessage(f"{where}: {problem}") from None
+            raise MalformedMessage(f"{_render(where)}: {problem}") from None
     if isinstance(kind, Substitution):
         member_type = kind.by_qname(element.tag)
         if member_type is None:

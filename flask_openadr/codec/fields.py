@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Union
 
 from .values import Enum, ValueType
@@ -75,7 +76,7 @@ class ComplexType:
     name: str
     members: tuple
 
-    @property
+    @cached_property
     def keys(self) -> frozenset:
         """Every dict key this type accepts, including those of flattened children."""
         found = set()
@@ -91,7 +92,7 @@ class Substitution:
     name: str
     members: tuple  # of (qname, ComplexType)
 
-    @property
+    @cached_property
     def qnames(self) -> frozenset:
         return frozenset(qname for qname, _ in self.members)
 
@@ -136,7 +137,7 @@ class Field:
     def keys(self) -> frozenset:
         return frozenset({self.key})
 
-    @property
+    @cached_property
     def first(self) -> frozenset:
         """The qnames that can start this member in the parent's children."""
         if len(self.path) == 1 and isinstance(self.type, Substitution):
@@ -159,7 +160,7 @@ class Flatten:
     def keys(self) -> frozenset:
         return self.type.keys
 
-    @property
+    @cached_property
     def first(self) -> frozenset:
         return frozenset({self.qname})
 
@@ -171,7 +172,7 @@ class Nil:
     qname: str
     keys: frozenset = field(default=frozenset())
 
-    @property
+    @cached_property
     def first(self) -> frozenset:
         return frozenset({self.qname})
 
@@ -187,7 +188,7 @@ class Choice:
     def keys(self) -> frozenset:
         return frozenset(option.key for option in self.options)
 
-    @property
+    @cached_property
     def first(self) -> frozenset:
         return frozenset().union(*(option.first for option in self.options))
 
