@@ -57,6 +57,56 @@ def _optional_text(key: str, value: Any) -> str | None:
     return None if value is None else _text(key, value)
 
 
+# Longer liveness durations are mistakes (and infinity would not fit a timedelta).
+MAX_SECONDS = 365 * 24 * 3600
+
+
+def _seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta]:
+    """A check for a duration of at least ``minimum`` seconds, fractions allowed."""
+
+    def check(key: str, value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            seconds = value.total_seconds()
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            raise ConfigurationError(
+                f"{key} must be a number of seconds or a timedelta, not {value!r}"
+            )
+        if not seconds >= minimum or seconds > MAX_SECONDS:  # also refuses NaN
+            raise ConfigurationError(f"{key} must be at least {minimum:g} seconds (and less "
+                                     f"than a year), not {value!r}")
+        return timedelta(seconds=seconds)
+
+    return check
+
+
+BACKGROUND_MODES = ("thread", "off")
+
+
+def _background(key: str, value: Any) -> str | None:
+    if value is not None and value not in BACKGROUND_MODES:
+        raise ConfigurationError(
+            f"{key} must be {' or '.join(repr(m) for m in BACKGROUND_MODES)} (or None for "
+            f"the default), not {value!r}"
+        )
+    return value
+
+
+REPORT_POLICIES = ("none", "telemetry")
+
+
+def _report_policy(key: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if value not in REPORT_POLICIES:
+        raise ConfigurationError(
+            f"{key} must be {' or '.join(repr(p) for p in REPORT_POLICIES)} (or None for "
+            f"'none'), not {value!r}"
+        )
+    return value
+
+
 # config key -> (Settings field, default, check). The check turns a raw value into the typed one
 # or raises ConfigurationError naming the key.
 KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
@@ -70,6 +120,12 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     ),
     "OPENADR_MAX_MESSAGE_BYTES": ("max_message_bytes", Settings.max_message_bytes, _positive_int),
     "OPENADR_MARKET_CONTEXT": ("market_context", Settings.market_context, _text),
+    "OPENADR_REPORT_POLICY": ("report_policy", Settings.report_policy, _report_policy),
+    # None means: "thread", or "off" while the app is TESTING (see docs/liveness.rst).
+    "OPENADR_BACKGROUND": ("background", Settings.background, _background),
+    "OPENADR_OFFLINE_GRACE": ("offline_grace", Settings.offline_grace, _seconds_at_least(0)),
+    "OPENADR_SWEEP_INTERVAL": ("sweep_interval", Settings.sweep_interval, _seconds_at_least(0.1)),
+    "OPENADR_CALLBACK_LEASE": ("callback_lease", Settings.callback_lease, _seconds_at_least(1)),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import weakref
+from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
 
 from flask import Flask, current_app
 
-from . import signals
+from . import cli, codec, liveness, signals
 from .errors import UnknownEvent
 from .config import load_settings, options_to_keys, resolve_store_uri
-from .services import events, registration
+from .services import events, opt, registration, reports, vtn_reports
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
@@ -28,28 +29,70 @@ HANDLERS = (
     "on_poll",
     "on_request_event",
     "on_created_event",
-)
-#: Handler names reserved for the report, opt and liveness services of the next releases. They
-#: can be registered now, but are not called yet.
-LATER_HANDLERS = (
     "on_register_report",
-    "on_update_report",
     "on_created_report",
+    "on_update_report",
     "on_canceled_report",
+    "on_vtn_reports",
+    "on_vtn_report_request",
+    "on_vtn_report_cancel",
     "on_create_opt",
     "on_cancel_opt",
     "on_ven_online",
     "on_ven_offline",
 )
+#: Handler names reserved for later releases: they can be registered, but are not called yet.
+LATER_HANDLERS: tuple[str, ...] = ()
+LIVENESS_HANDLERS = ("on_ven_online", "on_ven_offline")
+
+# Every app state of this process, so that flask_openadr.gunicorn can start their sweepers in a
+# worker (apps loaded with --preload exist before the fork). liveness.stop_all stops them at exit.
+_STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
 
 
 class _AppState:
     """What one app keeps in ``app.extensions["openadr"]``."""
 
-    def __init__(self, vtn: VTN, context: Context):
+    def __init__(self, vtn: VTN, context: Context, app: Flask):
         self.vtn = vtn
         self.context = context
         self._seen_request = False
+        self._app = weakref.ref(app)
+        # The thread holds this state weakly, so a running sweeper does not keep a discarded app
+        # (and its store) alive: its next pass finds the app gone and stops.
+        state = weakref.ref(self)
+
+        def run_pass() -> None:
+            alive = state()
+            if alive is None:
+                raise liveness.SweeperDone
+            alive.sweep_once()
+
+        self.sweeper = liveness.Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
+                                        name=f"flask-openadr-sweeper[{app.name}]")
+        _STATES.add(self)
+
+    def sweep_once(self) -> int:
+        """One liveness pass in an application context, as the sweeper thread runs it."""
+        app = self._app()
+        if app is None:
+            raise liveness.SweeperDone
+        with app.app_context():
+            return liveness.sweep(self.context)
+
+    def background_mode(self) -> str:
+        """``OPENADR_BACKGROUND``, with the default decided now: "off" while the app is TESTING."""
+        if self.context.settings.background is not None:
+            return self.context.settings.background
+        app = self._app()
+        return "off" if app is None or app.testing else "thread"
+
+    def start_background(self) -> bool:
+        """Start this app's sweeper thread in this process unless OPENADR_BACKGROUND is off (or it
+        runs already); True when it was started now."""
+        if self.background_mode() == "off":
+            return False
+        return self.sweeper.start()
 
     def first_request(self, environ: dict[str, Any]) -> None:
         if self._seen_request:
@@ -61,6 +104,14 @@ class _AppState:
                 "OPENADR_STORE_URI is memory:// under a multi-process server: every worker "
                 "keeps its own VENs and events. Use sqlite:///... or a shared store."
             )
+        # This process serves requests, so it sweeps. Never in init_app: that also runs in the
+        # gunicorn master with --preload, in Werkzeug's reloader parent (which only watches files
+        # and serves no request) and in CLI commands.
+        try:
+            self.start_background()
+        except Exception:  # no thread is no reason to fail a VEN's message
+            logger.exception("could not start the liveness sweeper; VENs are not reported "
+                             "offline by this process")
 
 
 class VTN:
@@ -95,9 +146,11 @@ class VTN:
             signals.BY_NAME[signal_name].send(app, **data)
 
         context = Context(settings=settings, store=store, handlers=self._handlers,
-                          clock=self._clock, emit=emit)
-        app.extensions["openadr"] = _AppState(self, context)
+                          clock=self._clock, emit=emit, check_payload=_check_payload)
+        app.extensions["openadr"] = _AppState(self, context, app)
         app.register_blueprint(create_blueprint(settings.url_prefix))
+        if cli.openadr.name not in app.cli.commands:
+            app.cli.add_command(cli.openadr)
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -113,7 +166,9 @@ class VTN:
                     f"the handler {name} was registered after the VTN handled its first "
                     "request; register every handler before the application starts serving"
                 )
-            self._handlers[name] = fn
+            # A liveness handler's signature is checked once, here: it may take the epoch.
+            self._handlers[name] = (liveness.LivenessHandler(fn, name)
+                                    if name in LIVENESS_HANDLERS else fn)
             return fn
 
         return decorator
@@ -143,35 +198,61 @@ class VTN:
         return self.handler("on_created_event")(fn)
 
     def on_register_report(self, fn: F) -> F:
-        """Reserved for the report service of the next release; not called yet."""
+        """``fn(ven_id, report) -> None | list of data points``: once per METADATA report a VEN
+        registers; the data points returned are requested in oadrRegisteredReport. See
+        :doc:`reports`."""
         return self.handler("on_register_report")(fn)
 
-    def on_update_report(self, fn: F) -> F:
-        """Reserved for the report service of the next release; not called yet."""
-        return self.handler("on_update_report")(fn)
-
     def on_created_report(self, fn: F) -> F:
-        """Reserved for the report service of the next release; not called yet."""
+        """``fn(ven_id, created) -> None``: the VEN acknowledged report requests
+        (oadrCreatedReport); ``created`` says which it accepted and refused."""
         return self.handler("on_created_report")(fn)
 
+    def on_update_report(self, fn: F) -> F:
+        """``fn(ven_id, report) -> None``: report data from a VEN (oadrUpdateReport), once per
+        report, in the form described in :doc:`reports`."""
+        return self.handler("on_update_report")(fn)
+
     def on_canceled_report(self, fn: F) -> F:
-        """Reserved for the report service of the next release; not called yet."""
+        """``fn(ven_id, canceled) -> None``: the VEN acknowledged a cancel (oadrCanceledReport)."""
         return self.handler("on_canceled_report")(fn)
 
+    def on_vtn_reports(self, fn: F) -> F:
+        """``fn(ven_id) -> None | list of METADATA report dicts``: the reports the VTN offers this
+        VEN, asked whenever the VTN sends its oadrRegisterReport."""
+        return self.handler("on_vtn_reports")(fn)
+
+    def on_vtn_report_request(self, fn: F) -> F:
+        """``fn(ven_id, request) -> None``: a VEN asks for a VTN report; raise
+        :class:`~flask_openadr.Rejection` to refuse. Fill it with :meth:`send_report`."""
+        return self.handler("on_vtn_report_request")(fn)
+
+    def on_vtn_report_cancel(self, fn: F) -> F:
+        """``fn(ven_id, cancel) -> None``: a VEN cancels requests for VTN reports."""
+        return self.handler("on_vtn_report_cancel")(fn)
+
     def on_create_opt(self, fn: F) -> F:
-        """Reserved for the opt service of the next release; not called yet."""
+        """``fn(payload) -> None``: a VEN's oadrCreateOpt (an availability schedule or an
+        event-level opt), after the VTN's checks; raise :class:`~flask_openadr.Rejection` to
+        refuse it. See :doc:`opt`."""
         return self.handler("on_create_opt")(fn)
 
     def on_cancel_opt(self, fn: F) -> F:
-        """Reserved for the opt service of the next release; not called yet."""
+        """``fn(payload) -> None``: a VEN's oadrCancelOpt for one of its opts (``payload["opt"]``
+        is the stored opt); raise :class:`~flask_openadr.Rejection` to refuse."""
         return self.handler("on_cancel_opt")(fn)
 
     def on_ven_online(self, fn: F) -> F:
-        """Reserved for VEN liveness in the next release; not called yet."""
+        """``fn(ven_id)`` or ``fn(ven_id, epoch)``: a VEN that was offline (or not seen since it
+        registered) sent a message. Called once per transition across all processes, at least
+        once if a process dies in it: see :doc:`liveness`."""
         return self.handler("on_ven_online")(fn)
 
     def on_ven_offline(self, fn: F) -> F:
-        """Reserved for VEN liveness in the next release; not called yet."""
+        """``fn(ven_id)`` or ``fn(ven_id, epoch)``: a VEN missed
+        ``OPENADR_OFFLINE_AFTER_MISSED_POLLS`` poll intervals. Called by the sweep, once per
+        transition across all processes, at least once if a process dies in it: see
+        :doc:`liveness`."""
         return self.handler("on_ven_offline")(fn)
 
     # -- public API ----------------------------------------------------------------------
@@ -276,9 +357,109 @@ class VTN:
             ctx.store.put_ven(ven)
         return ven
 
-    def vens(self) -> list[VenRecord]:
-        """Every VEN the VTN knows, registered or not."""
-        return self._context().store.list_vens()
+    def vens(self) -> list[dict[str, Any]]:
+        """Every VEN the VTN knows, registered or not, with its liveness: ``online`` (True, False,
+        or None when it was not seen since it registered), ``last_seen`` (aware UTC datetime or
+        None) and ``epoch`` (the number of its last liveness transition, or None)."""
+        store = self._context().store
+        rows = store.list_liveness()
+        listed = []
+        for ven in store.list_vens():
+            row = rows.get(ven["ven_id"])
+            state = row["state"] if row else None
+            listed.append(dict(ven, online=None if state is None else state == "online",
+                               last_seen=row["last_seen"] if row else None,
+                               epoch=row["epoch"] if row else None))
+        return listed
+
+    def sweep(self) -> int:
+        """Run one liveness pass now (for tests, or a cron job with ``OPENADR_BACKGROUND = "off"``):
+        take offline the VENs that missed their polls and re-run callbacks whose lease ended.
+
+        :returns: how many transitions had their callback run.
+        """
+        return liveness.sweep(self._context())
+
+
+    # -- reports and opts (see docs/reports.rst and docs/opt.rst) --------------------------
+
+    def request_report(self, ven_id: str, report_specifier_id: str, r_ids: list[Any], *,
+                       granularity: timedelta | None = None,
+                       report_back_duration: timedelta | None = None,
+                       report_interval: dict[str, Any] | None = None) -> str:
+        """Ask a VEN for data points of a report it registered: one oadrReportRequest, sent in
+        oadrCreateReport on the VEN's next poll.
+
+        :param r_ids: rIDs of the report, or data point dicts (``r_id`` with the same
+            ``granularity`` and ``report_back_duration`` as the others).
+        :param granularity: sampling interval; 0 for "as registered", else within each rID's
+            oadrMinPeriod and oadrMaxPeriod.
+        :param report_back_duration: how often the VEN reports; 0 for a single report.
+        :param report_interval: ``{"dtstart", "duration"}``, the window to report on. A periodic
+            request without one gets ``{"dtstart": now, "duration": 0}`` (open-ended).
+        :returns: the reportRequestID its data will carry.
+        :raises LookupError: the VEN is not registered or did not register that report.
+        :raises ValueError: an rID it does not offer, or a granularity outside its sampling rate.
+        """
+        return reports.request_report(self._context(), ven_id, report_specifier_id, r_ids,
+                                      granularity=granularity,
+                                      report_back_duration=report_back_duration,
+                                      report_interval=report_interval)
+
+    def request_metadata(self, ven_id: str) -> str:
+        """Ask a VEN to register its reports again (oadrCreateReport for METADATA on its next
+        poll); returns the reportRequestID its oadrRegisterReport will echo."""
+        return reports.request_metadata(self._context(), ven_id)
+
+    def cancel_report(self, ven_id: str, report_request_id: str,
+                      report_to_follow: bool = False) -> str:
+        """Cancel a report request: oadrCancelReport on the VEN's next poll, also piggy-backed on
+        the reply to any data the VEN sends for it before it acknowledges. Returns the
+        requestID of the cancel. See :doc:`reports` for when the request ends."""
+        return reports.cancel_report(self._context(), ven_id, report_request_id,
+                                     report_to_follow)
+
+    def ven_reports(self, ven_id: str) -> list[dict[str, Any]]:
+        """The METADATA reports the VEN registered last (its capabilities)."""
+        return self._context().store.list_records(reports.VEN_REPORT, ven_id)
+
+    def report_requests(self, ven_id: str) -> list[dict[str, Any]]:
+        """The VTN's requests for the VEN's reports, with their ``state``."""
+        return self._context().store.list_records(reports.REPORT_REQUEST, ven_id)
+
+    def vtn_report_requests(self, ven_id: str) -> list[dict[str, Any]]:
+        """The VEN's requests for VTN reports (to fill with :meth:`send_report`)."""
+        return self._context().store.list_records(vtn_reports.VTN_REPORT_REQUEST, ven_id)
+
+    def send_report(self, ven_id: str, report_request_id: str, intervals: list[dict[str, Any]],
+                    *, dtstart: datetime | None = None) -> str:
+        """Send VTN report data for one of the VEN's requests (oadrUpdateReport on its next
+        poll); ``intervals`` take the form ``on_update_report`` receives. Returns the message's
+        requestID, which the VEN's oadrUpdatedReport echoes.
+
+        :raises LookupError: the VEN has no such request.
+        :raises ValueError: an rID it did not request, or a value that does not fit.
+        """
+        return vtn_reports.send_report(self._context(), ven_id, report_request_id, intervals,
+                                       dtstart)
+
+    def opts(self, ven_id: str) -> list[dict[str, Any]]:
+        """The VEN's opts (availability schedules and event-level opts), by optID."""
+        return self._context().store.list_records(opt.OPT, ven_id)
+
+    def opted_out(self, ven_id: str, start: datetime, end: datetime, *,
+                  market_context: str | None = None,
+                  event_id: str | None = None) -> list[dict[str, Any]]:
+        """The VEN's optOut opts that concern ``[start, end)``: schedules with an overlapping
+        window (for ``market_context`` or for every program) and, with ``event_id``, its
+        event-level optOuts of that event. An empty list (falsy) when it has not opted out."""
+        return opt.opted_out(self._context(), ven_id, start, end, market_context=market_context,
+                             event_id=event_id)
+
+
+def _check_payload(payload_name: str, payload: dict[str, Any]) -> None:
+    """Raise ValueError now, naming the field, for a payload that could not be sent later."""
+    codec.encode(payload_name, payload)
 
 
 def _with_status(event: dict[str, Any], now: datetime) -> dict[str, Any]:

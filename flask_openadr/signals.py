@@ -35,6 +35,16 @@ event_added = _signals.signal("openadr-event-added")
 event_modified = _signals.signal("openadr-event-modified")
 event_cancelled = _signals.signal("openadr-event-cancelled")
 
+#: A VEN came online: it sent a message while offline, or for the first time since it
+#: registered. Sent with ``ven_id`` and ``epoch`` (which names this transition), once per
+#: transition across every process, after the ``on_ven_online`` handler (and again with it when
+#: its callback is retried; see :doc:`liveness`).
+ven_online = _signals.signal("openadr-ven-online")
+
+#: A VEN went offline: it missed ``OPENADR_OFFLINE_AFTER_MISSED_POLLS`` poll intervals. Sent with
+#: ``ven_id`` and ``epoch``, like :data:`ven_online`, by the sweep that won the transition.
+ven_offline = _signals.signal("openadr-ven-offline")
+
 # The names the services use with Context.emit, mapped to the signals above.
 BY_NAME = {
     "message_received": message_received,
@@ -45,4 +55,6 @@ BY_NAME = {
     "event_added": event_added,
     "event_modified": event_modified,
     "event_cancelled": event_cancelled,
+    "ven_online": ven_online,
+    "ven_offline": ven_offline,
 }

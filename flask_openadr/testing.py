@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import codec
@@ -133,6 +133,130 @@ class VENTestClient:
             "response": {"response_code": 200, "response_description": "OK",
                          "request_id": register_report["request_id"]},
             "report_requests": [], "ven_id": self.ven_id})
+
+    def register_report(self, reports: list[dict[str, Any]],
+                        report_request_id: str | None = None):
+        """oadrRegisterReport with the VEN's METADATA reports (see :func:`metadata_report`);
+        ``report_request_id`` when answering the VTN's METADATA request."""
+        payload: dict[str, Any] = {"request_id": self.new_request_id(), "reports": reports,
+                                   "ven_id": self.ven_id}
+        if report_request_id is not None:
+            payload["report_request_id"] = report_request_id
+        return self.send("EiReport", "oadrRegisterReport", payload)
+
+    def created_report(self, request_id: str, pending_reports: list[str], code: int = 200):
+        """oadrCreatedReport: acknowledge report requests (``request_id`` of the message that
+        carried them) and list the requests that are active."""
+        return self.send("EiReport", "oadrCreatedReport", {
+            "response": {"response_code": code, "response_description": "OK",
+                         "request_id": request_id},
+            "pending_reports": pending_reports, "ven_id": self.ven_id})
+
+    def update_report(self, reports: list[dict[str, Any]]):
+        """oadrUpdateReport with data reports (see :func:`data_report`)."""
+        return self.send("EiReport", "oadrUpdateReport", {
+            "request_id": self.new_request_id(), "reports": reports, "ven_id": self.ven_id})
+
+    def canceled_report(self, request_id: str, pending_reports: list[str] | None = None,
+                        code: int = 200):
+        """oadrCanceledReport: acknowledge the VTN's oadrCancelReport ``request_id``."""
+        return self.send("EiReport", "oadrCanceledReport", {
+            "response": {"response_code": code, "response_description": "OK",
+                         "request_id": request_id},
+            "pending_reports": pending_reports or [], "ven_id": self.ven_id})
+
+    def create_report(self, report_requests: list[dict[str, Any]]):
+        """oadrCreateReport: ask the VTN for its reports (REPORT_REQUEST dicts)."""
+        return self.send("EiReport", "oadrCreateReport", {
+            "request_id": self.new_request_id(), "report_requests": report_requests,
+            "ven_id": self.ven_id})
+
+    def cancel_report(self, report_request_ids: list[str], report_to_follow: bool = False):
+        """oadrCancelReport: cancel requests for VTN reports."""
+        return self.send("EiReport", "oadrCancelReport", {
+            "request_id": self.new_request_id(), "report_request_ids": report_request_ids,
+            "report_to_follow": report_to_follow, "ven_id": self.ven_id})
+
+    def updated_report(self, request_id: str, code: int = 200,
+                       cancel_report: dict[str, Any] | None = None):
+        """oadrUpdatedReport: acknowledge a VTN report (``request_id`` of its oadrUpdateReport)."""
+        payload: dict[str, Any] = {"response": {"response_code": code,
+                                                "response_description": "OK",
+                                                "request_id": request_id},
+                                   "ven_id": self.ven_id}
+        if cancel_report is not None:
+            payload["cancel_report"] = cancel_report
+        return self.send("EiReport", "oadrUpdatedReport", payload)
+
+    def create_opt(self, opt_id: str, opt_type: str = "optOut", *,
+                   windows: list[tuple[datetime, Any]] | None = None,
+                   event_id: str | None = None, modification_number: int = 0,
+                   opt_reason: str = "x-schedule", created_date_time: datetime | None = None,
+                   **extra: Any):
+        """oadrCreateOpt: a schedule (``windows`` of ``(dtstart, duration)``) or, with
+        ``event_id``, an event-level opt. ``extra`` adds or overrides payload keys
+        (``market_context``, ``target``, ``device_class``, ``vavailability``, ...)."""
+        payload: dict[str, Any] = {
+            "opt_id": opt_id, "opt_type": opt_type, "opt_reason": opt_reason,
+            "ven_id": self.ven_id,
+            "created_date_time": created_date_time or datetime.now(timezone.utc),
+            "request_id": self.new_request_id(), "target": {}}
+        if windows is not None:
+            payload["vavailability"] = {"available": [{"dtstart": start, "duration": duration}
+                                                      for start, duration in windows]}
+        if event_id is not None:
+            payload["qualified_event_id"] = {"event_id": event_id,
+                                             "modification_number": modification_number}
+        payload.update(extra)
+        return self.send("EiOpt", "oadrCreateOpt", payload)
+
+    def cancel_opt(self, opt_id: str):
+        return self.send("EiOpt", "oadrCancelOpt", {"request_id": self.new_request_id(),
+                                                     "opt_id": opt_id, "ven_id": self.ven_id})
+
+
+def metadata_report(report_specifier_id: str, report_name: str,
+                    descriptions: list[dict[str, Any]], *,
+                    duration: timedelta = timedelta(hours=1)) -> dict[str, Any]:
+    """A METADATA report for :meth:`VENTestClient.register_report`. ``report_name`` is the plain
+    name (``"TELEMETRY_USAGE"``; well-known names get their ``METADATA_`` prefix); ``descriptions``
+    are oadrReportDescription dicts (see :func:`data_point`)."""
+    well_known = {"TELEMETRY_USAGE", "TELEMETRY_STATUS", "HISTORY_USAGE"}
+    return {"duration": duration, "report_descriptions": descriptions, "report_request_id": "0",
+            "report_specifier_id": report_specifier_id,
+            "report_name": "METADATA_" + report_name if report_name in well_known else report_name,
+            "created_date_time": datetime.now(timezone.utc)}
+
+
+def data_point(r_id: str, *, report_type: str = "usage", reading_type: str = "Direct Read",
+               min_period: timedelta | None = timedelta(seconds=10),
+               max_period: timedelta = timedelta(minutes=1), resource_id: str = "resource-1",
+               **extra: Any) -> dict[str, Any]:
+    """An oadrReportDescription: one data point of a METADATA report (``min_period=None`` for
+    no sampling rate); ``extra`` adds keys such as ``item_base``."""
+    description: dict[str, Any] = {"r_id": r_id,
+                                   "report_data_source": {"resource_ids": [resource_id]},
+                                   "report_type": report_type, "reading_type": reading_type}
+    description.update(extra)
+    if min_period is not None:
+        description["sampling_rate"] = {"min_period": min_period, "max_period": max_period,
+                                        "on_change": False}
+    return description
+
+
+def data_report(report_request_id: str, report_specifier_id: str, report_name: str,
+                intervals: list[dict[str, Any]], *, dtstart: datetime | None = None,
+                **extra: Any) -> dict[str, Any]:
+    """A data report for :meth:`VENTestClient.update_report`; ``intervals`` are REPORT
+    intervals (``{"dtstart"?, "duration"?, "uid"?, "report_payloads": [...]}``)."""
+    report: dict[str, Any] = {"intervals": intervals, "report_request_id": report_request_id,
+                              "report_specifier_id": report_specifier_id,
+                              "report_name": report_name,
+                              "created_date_time": datetime.now(timezone.utc)}
+    if dtstart is not None:
+        report["dtstart"] = dtstart
+    report.update(extra)
+    return report
 
 
 def utc(*args: int) -> datetime:

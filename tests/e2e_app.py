@@ -10,7 +10,7 @@ import os
 
 from flask import Flask, jsonify, request
 
-from flask_openadr import VTN
+from flask_openadr import VTN, signals
 
 
 def create_app() -> Flask:
@@ -20,6 +20,8 @@ def create_app() -> Flask:
         OPENADR_VTN_ID="E2E-VTN",
         OPENADR_POLL_FREQUENCY=1,
     )
+    if os.environ.get("E2E_REPORT_POLICY"):
+        app.config["OPENADR_REPORT_POLICY"] = os.environ["E2E_REPORT_POLICY"]
     vtn = VTN(app)
     log_path = os.environ["E2E_LOG"]
 
@@ -38,6 +40,22 @@ def create_app() -> Flask:
             log("created_event", ven_id=payload["ven_id"], opt_type=response["opt_type"],
                 event_id=response["qualified_event_id"]["event_id"],
                 modification_number=response["qualified_event_id"]["modification_number"])
+
+    @vtn.on_update_report
+    def update_report(ven_id, report):
+        log("update_report", ven_id=ven_id, report_request_id=report["report_request_id"],
+            report_name=report["report_name"],
+            points=[[interval["dtstart"].isoformat(), value["r_id"], value.get("value")]
+                    for interval in report["intervals"] for value in interval["values"]])
+
+    @signals.message_received.connect_via(app)
+    def received(sender, payload_name, **extra):
+        if payload_name == "oadrUpdateReport":  # every data message, even one answered 452
+            log("received", payload_name=payload_name)
+
+    @vtn.on_canceled_report
+    def canceled_report(ven_id, canceled):
+        log("canceled_report", ven_id=ven_id, report_request_ids=canceled["report_request_ids"])
 
     @app.get("/health")
     def health():

@@ -1,14 +1,18 @@
 """Protocol logic on plain dicts: which service handles which payload, and who is asking."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import liveness
 from ..errors import InvalidID, NotRecognized, NotRegistered, Rejection
-from ..store.base import VenRecord
-from . import events, poll, registration, reports
+from ..store.base import Transition, VenRecord
+from . import events, opt, poll, registration, reports, vtn_reports
 from .context import Context
 from .replies import PAIRED_REPLY, error_reply, response
+
+logger = logging.getLogger("flask_openadr")
 
 # Payloads a VEN may send before it is registered: they get (ctx, payload, fingerprint).
 OPEN = {
@@ -28,10 +32,20 @@ SERVICES: dict[str, dict[str, Callable[..., tuple[str, dict[str, Any]]]]] = {
         "oadrCreatedEvent": events.created_event,
     },
     "EiReport": {
+        # The VEN as report producer (reports) and as consumer of VTN reports (vtn_reports).
         "oadrRegisterReport": reports.register_report,
-        "oadrRegisteredReport": reports.registered_report,
+        "oadrCreatedReport": reports.created_report,
+        "oadrUpdateReport": reports.update_report,
+        "oadrCanceledReport": reports.canceled_report,
+        "oadrRegisteredReport": vtn_reports.registered_report,
+        "oadrCreateReport": vtn_reports.create_report,
+        "oadrUpdatedReport": vtn_reports.updated_report,
+        "oadrCancelReport": vtn_reports.cancel_report,
     },
-    "EiOpt": {},
+    "EiOpt": {
+        "oadrCreateOpt": opt.create_opt,
+        "oadrCancelOpt": opt.cancel_opt,
+    },
     "OadrPoll": {"oadrPoll": poll.poll},
 }
 SERVICE_OF = {name: service for service, table in SERVICES.items() for name in table}
@@ -75,6 +89,7 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
     store failures, and the view turns them into HTTP 500 or 503.
     """
     ven_id = payload.get("ven_id")
+    online = None  # the online transition this message won; its callback runs after the service
     try:
         if SERVICE_OF.get(payload_name) != service:
             expected = SERVICE_OF.get(payload_name)
@@ -82,15 +97,34 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
                                 + (f"; send it to {expected}" if expected else ""))
         if payload_name in OPEN:
             name, reply = OPEN[payload_name](ctx, payload, fingerprint)
+            if payload_name == "oadrCreatePartyRegistration" and reply.get("ven_id"):
+                # A registration is a message from the VEN too; a new one is its first sight.
+                _run_online(ctx, liveness.seen(ctx, reply["ven_id"]))
             return Outcome(name, reply, reply.get("ven_id"))
         ven = authenticate(ctx, payload, fingerprint)
         ven_id = ven["ven_id"]
+        online = liveness.seen(ctx, ven_id, ven)
         name, reply = SERVICES[service][payload_name](ctx, ven, payload)
+        _run_online(ctx, online)
         return Outcome(name, reply, ven_id)
     except Rejection as rejection:
+        _run_online(ctx, online)
         if payload_name not in PAIRED_REPLY:
             # A VTN-to-VEN payload sent to us: nothing pairs with it.
             return Outcome("oadrResponse", {"response": response(
                 "", rejection.response_code, rejection.description)}, ven_id)
         name, reply = error_reply(ctx, payload_name, payload, rejection)
         return Outcome(name, reply, ven_id)
+
+
+def _run_online(ctx: Context, transition: Transition | None) -> None:
+    """Run the online callback this message won. It never changes the VEN's reply: a failure is
+    logged, and the callback is retried by a sweep once its lease ends."""
+    if transition is None:
+        return
+    try:
+        liveness.run_transition(ctx, transition)
+    except Exception:
+        logger.exception("could not complete the online transition of VEN %r (epoch %d); a "
+                         "sweep retries it when its lease ends", transition["ven_id"],
+                         transition["epoch"])

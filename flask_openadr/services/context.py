@@ -32,6 +32,15 @@ class Settings:
     offline_after_missed_polls: int = 3
     max_message_bytes: int = 1024 * 1024
     market_context: str = "http://flask-openadr.example/default"
+    # OPENADR_REPORT_POLICY: which VEN reports to request without an on_register_report
+    # handler ("none" or "telemetry"; see flask_openadr.services.reports.policy_points).
+    report_policy: str = "none"
+    # Liveness (see flask_openadr.liveness). background None means "thread", or "off" while the
+    # app is TESTING (decided at the first request, so a test config set after init_app counts).
+    background: str | None = None
+    offline_grace: timedelta = timedelta(seconds=5)
+    sweep_interval: timedelta = timedelta(seconds=5)
+    callback_lease: timedelta = timedelta(seconds=60)
 
 
 @dataclass
@@ -45,6 +54,9 @@ class Context:
     clock: Callable[[], datetime] = utcnow
     id_factory: Callable[[], str] = new_id
     emit: Callable[..., None] = lambda signal_name, **data: None
+    # check_payload(payload_name, payload) raises ValueError when a payload the VTN is about to
+    # queue would not encode; the extension plugs in the codec (services know no XML).
+    check_payload: Callable[[str, dict], None] = lambda payload_name, payload: None
 
     def now(self) -> datetime:
         return self.clock()

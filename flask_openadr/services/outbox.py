@@ -23,9 +23,3 @@ def push(ctx: Context, ven_id: str, payload_name: str, payload: dict[str, Any]) 
     ctx.store.push_outbox(ven_id, {"priority": PRIORITY[payload_name],
                                    "payload_name": payload_name, "payload": payload})
 
-
-def push_register_report(ctx: Context, ven_id: str) -> None:
-    """Queue the VTN's own METADATA oadrRegisterReport, which the VEN expects on its first poll
-    after registering (notes 5.1 step 3). The VTN offers no reports of its own yet."""
-    push(ctx, ven_id, "oadrRegisterReport", {"request_id": ctx.new_id(), "reports": [],
-                                             "ven_id": ven_id})

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..store.base import VenRecord
-from . import events
+from . import events, reports
 from .context import Context
 from .outbox import BEFORE_EVENTS
 from .replies import response
@@ -27,6 +27,9 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
         if events.distribution_pending(ctx, ven, now):
             return "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now)
         item = ctx.store.pop_outbox(ven_id)
+        while item is not None and reports.superseded(ctx, ven_id, item):
+            # A cancel the VEN already acknowledged (it was piggy-backed on a reply to its data).
+            item = ctx.store.pop_outbox(ven_id)
         if item is not None:
             return item["payload_name"], item["payload"]
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}

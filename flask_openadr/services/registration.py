@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..store.base import VenRecord
-from . import outbox
+from . import opt, outbox, reports, vtn_reports
 from .context import Context
 from .replies import PROFILES, response
 
@@ -117,13 +118,15 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     for key in ("group_ids", "resource_ids", "party_ids"):
         if key in ids:
             ven[key] = list(ids[key])
+    vtn_offers = vtn_reports.offers(ctx, new_ven_id)  # user code: outside the transaction
     with ctx.store.atomic():
         ctx.store.put_ven(ven)
-        # A new registration starts afresh: nothing queued for the old one is sent, and every
-        # current event is distributed again.
+        # A new registration starts afresh: nothing queued for the old one is sent, every
+        # current event is distributed again, and report and opt state begins anew.
         ctx.store.clear_outbox(new_ven_id)
         ctx.store.set_delivered(new_ven_id, {})
-        outbox.push_register_report(ctx, new_ven_id)
+        _clear_records(ctx, new_ven_id)
+        vtn_reports.queue_register_report(ctx, new_ven_id, vtn_offers)
     ctx.emit("registration_created", ven_id=new_ven_id,
              registration_id=ven["registration_id"], reregistration=False)
     return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
@@ -159,6 +162,16 @@ def _updated_record(base: VenRecord, payload: dict[str, Any], fingerprint: str |
     return ven
 
 
+#: Store record kinds that belong to a registration: report capabilities and subscriptions in
+#: both directions, and opt schedules.
+RECORD_KINDS = reports.RECORD_KINDS + vtn_reports.RECORD_KINDS + opt.RECORD_KINDS
+
+
+def _clear_records(ctx: Context, ven_id: str) -> None:
+    for kind in RECORD_KINDS:
+        ctx.store.clear_records(kind, ven_id)
+
+
 def _end_registration(ctx: Context, ven: VenRecord) -> None:
     """Drop a registration and what was pending for it (notes 5.1 step 6). The VEN record stays,
     so later messages from it get 463 (not registered) rather than 452 (unknown)."""
@@ -167,6 +180,9 @@ def _end_registration(ctx: Context, ven: VenRecord) -> None:
         ctx.store.put_ven(ended)  # type: ignore[arg-type]
         ctx.store.clear_outbox(ven["ven_id"])
         ctx.store.set_delivered(ven["ven_id"], {})
+        _clear_records(ctx, ven["ven_id"])
+    # It left on purpose: it is no longer swept, so no on_ven_offline follows.
+    liveness.retire(ctx, ven["ven_id"])
     ctx.emit("registration_cancelled", ven_id=ven["ven_id"],
              registration_id=ven["registration_id"])
 

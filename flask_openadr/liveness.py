@@ -1,0 +1,323 @@
+"""VEN liveness: online/offline transitions decided once in the store, their callbacks, the sweeper.
+
+A transition is decided by one compare-and-set in the store (:meth:`Store.record_seen` for going
+online, :meth:`Store.claim_offline` for going offline), so among any number of processes exactly
+one wins it. The winner holds a lease on the transition while it runs the user's callback and
+then completes it. A process that dies (or a callback that raises) leaves the transition pending;
+when the lease ends, the next sweep in any process claims it again and re-runs the callback. The
+decision is exactly-once, the callback at-least-once; ``(ven_id, epoch)`` names one transition
+so that a handler can make itself idempotent. See ``docs/liveness.rst``.
+
+This module knows nothing about Flask: it works on a
+:class:`~flask_openadr.services.context.Context`. The extension wraps a sweep pass in an
+application context before handing it to :class:`Sweeper`.
+"""
+from __future__ import annotations
+
+import atexit
+import inspect
+import logging
+import os
+import threading
+import weakref
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from .services.context import Context, Settings
+from .store.base import Transition, VenRecord
+
+__all__ = [
+    "LivenessHandler",
+    "Sweeper",
+    "SweeperDone",
+    "offline_after",
+    "run_transition",
+    "seen",
+    "stop_all",
+    "sweep",
+]
+
+logger = logging.getLogger("flask_openadr")
+
+#: The handler and the signal of each kind of transition.
+HANDLER_OF = {"online": "on_ven_online", "offline": "on_ven_offline"}
+SIGNAL_OF = {"online": "ven_online", "offline": "ven_offline"}
+
+
+def offline_after(ven: VenRecord | None, settings: Settings) -> timedelta:
+    """How long a VEN may stay silent before it counts as offline: the poll frequency the VTN gave
+    it, times ``OPENADR_OFFLINE_AFTER_MISSED_POLLS``, plus ``OPENADR_OFFLINE_GRACE``."""
+    frequency = (ven or {}).get("poll_frequency") or settings.poll_frequency
+    return frequency * settings.offline_after_missed_polls + settings.offline_grace
+
+
+def seen(ctx: Context, ven_id: str, ven: VenRecord | None = None) -> Transition | None:
+    """Record that the VEN sent an authenticated message now.
+
+    :param ven: the VEN's record when the caller already has it (saves one read).
+    :returns: the online transition this process won (the VEN was offline or not seen since it
+        registered), whose callback the caller runs with :func:`run_transition`; or None.
+    """
+    if ven is None:
+        ven = ctx.store.get_ven(ven_id)
+    now = ctx.now()
+    return ctx.store.record_seen(ven_id, now, now + offline_after(ven, ctx.settings),
+                                 now + ctx.settings.callback_lease)
+
+
+class LivenessHandler:
+    """A user's ``on_ven_online`` / ``on_ven_offline`` function, with its signature checked once:
+    it is called ``fn(ven_id)``, or ``fn(ven_id, epoch=epoch)`` when it declares ``epoch`` (or
+    ``**kwargs``)."""
+
+    def __init__(self, fn: Callable[..., Any], name: str = "on_ven_online/on_ven_offline"):
+        self.fn = fn
+        self.wants_epoch = _wants_epoch(fn)
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin without a signature: trust it
+            return
+        try:
+            signature.bind("ven", **({"epoch": 1} if self.wants_epoch else {}))
+        except TypeError:
+            raise TypeError(
+                f"the {name} handler {getattr(fn, '__qualname__', fn)!r} cannot be called with "
+                f"the venID alone; its signature is {signature}, expected (ven_id) or "
+                "(ven_id, epoch)"
+            ) from None
+
+    def __call__(self, ven_id: str, epoch: int) -> Any:
+        if self.wants_epoch:
+            return self.fn(ven_id, epoch=epoch)
+        return self.fn(ven_id)
+
+    def __repr__(self) -> str:
+        return f"<LivenessHandler {self.fn!r} epoch={self.wants_epoch}>"
+
+
+def _wants_epoch(fn: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        (p.name == "epoch" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        or p.kind == p.VAR_KEYWORD
+        for p in parameters
+    )
+
+
+def run_transition(ctx: Context, transition: Transition) -> bool:
+    """Run the callback of a transition this process won (or reclaimed), then complete it.
+
+    Calls the ``on_ven_online`` / ``on_ven_offline`` handler (with ``epoch`` when it asks for
+    it), then sends the ``ven_online`` / ``ven_offline`` signal. An exception from either is
+    logged and swallowed, and the transition is *not* completed: its lease runs out and a later
+    sweep (in any process) runs the callback again. Store errors propagate.
+
+    :returns: True when the callback finished and the transition was completed.
+    """
+    ven_id, kind, epoch = transition["ven_id"], transition["kind"], transition["epoch"]
+    handler = ctx.handler(HANDLER_OF[kind])
+    try:
+        if handler is not None:
+            if not isinstance(handler, LivenessHandler):
+                handler = LivenessHandler(handler, HANDLER_OF[kind])
+            handler(ven_id, epoch)
+        ctx.emit(SIGNAL_OF[kind], ven_id=ven_id, epoch=epoch)
+    except Exception:
+        logger.exception(
+            "the %s callback for VEN %r (epoch %d) raised; it runs again after the lease of "
+            "%s ends", kind, ven_id, epoch, ctx.settings.callback_lease,
+        )
+        return False
+    ctx.store.complete_transition(ven_id, epoch)
+    logger.info("VEN %r is %s (epoch %d)", ven_id, kind, epoch)
+    return True
+
+
+def sweep(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:
+    """One pass: take offline the VENs that missed their polls, then re-run stale callbacks.
+
+    Each due VEN is claimed with a compare-and-set just before its callback runs, so a pass that
+    several processes make at once runs each callback once, and the lease starts when the callback
+    does. Batches of ``limit`` are fetched until one comes back short; the cost is proportional to
+    the number of VENs that changed, not to all VENs.
+
+    :param now: the time to sweep at; the context's clock by default.
+    :returns: how many transitions this pass ran the callback of (whether or not it succeeded).
+    """
+    now = ctx.now() if now is None else now
+    ran = 0
+    while True:
+        due = ctx.store.due_offline(now, limit)
+        progress = 0
+        for ven_id, epoch in due:
+            ven = ctx.store.get_ven(ven_id)
+            if ven is None or not ven.get("registration_id"):
+                # Its registration ended while it was online (a message raced the cancellation):
+                # it left on purpose, so it is not reported offline.
+                _silent_offline(ctx, ven_id, epoch, now)
+                progress += 1
+                continue
+            transition = ctx.store.claim_offline(ven_id, epoch, now, _lease_until(ctx, now))
+            if transition is not None:
+                progress += 1
+                ran += 1
+                run_transition(ctx, transition)
+        # A full batch where nothing changed means other processes hold these rows; stop rather
+        # than fetch the same rows again.
+        if len(due) < limit or progress == 0:
+            break
+    while True:
+        stale = ctx.store.stale_transitions(now, limit)
+        reclaimed = 0
+        for transition in stale:
+            if ctx.store.reclaim_transition(transition["ven_id"], transition["epoch"], now,
+                                            _lease_until(ctx, now)):
+                reclaimed += 1
+                logger.warning("re-running the %s callback of VEN %r (epoch %d): the process "
+                               "that ran it did not complete it within its lease",
+                               transition["kind"], transition["ven_id"], transition["epoch"])
+                run_transition(ctx, transition)
+        ran += reclaimed
+        if len(stale) < limit or reclaimed == 0:
+            break
+    return ran
+
+
+def retire(ctx: Context, ven_id: str) -> None:
+    """The VEN's registration ended: stop sweeping it, without an ``on_ven_offline`` call (it
+    left on purpose).
+
+    This is the offline transition a sweep would make, completed at once instead of running the
+    callback, so the row stays and the epoch keeps counting up: ``(ven_id, epoch)`` names one
+    transition even across registrations.
+    """
+    for _ in range(3):  # a message racing the cancellation can win the row once or twice
+        row = ctx.store.get_liveness(ven_id)
+        if row is None or row["state"] != "online":
+            return
+        if _silent_offline(ctx, ven_id, row["epoch"], _END_OF_TIME):
+            return
+
+
+# A moment no offline deadline comes after: with it claim_offline takes a VEN offline at once.
+_END_OF_TIME = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+def _silent_offline(ctx: Context, ven_id: str, epoch: int, now: datetime) -> bool:
+    transition = ctx.store.claim_offline(ven_id, epoch, now, _lease_until(ctx, ctx.now()))
+    if transition is None:
+        return False
+    ctx.store.complete_transition(ven_id, transition["epoch"])
+    return True
+
+
+def _lease_until(ctx: Context, now: datetime) -> datetime:
+    # Callbacks earlier in a pass take time: the lease runs from when this callback starts.
+    return max(now, ctx.now()) + ctx.settings.callback_lease
+
+
+class SweeperDone(Exception):
+    """Raised by a sweeper's pass to end its thread (the app it sweeps for is gone)."""
+
+
+# Every Sweeper of this process, so that a forked child starts from a clean slate.
+_SWEEPERS: weakref.WeakSet[Sweeper] = weakref.WeakSet()
+
+
+class Sweeper:
+    """A daemon thread that calls ``run_pass()`` every ``interval`` seconds until stopped.
+
+    An exception from a pass is logged and the loop goes on. :meth:`start` is idempotent. A
+    Sweeper inherited over ``fork()`` is not running in the child (its thread stayed in the
+    parent), so the child's :meth:`start` starts a thread of its own.
+    """
+
+    def __init__(self, run_pass: Callable[[], Any], interval: float,
+                 name: str = "flask-openadr-sweeper"):
+        self._run_pass = run_pass
+        self.interval = float(interval)
+        self.name = name
+        self._reset()
+        _SWEEPERS.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """True when this process has the sweeper's thread and it is alive."""
+        thread = self._thread
+        return thread is not None and self._pid == os.getpid() and thread.is_alive()
+
+    def start(self) -> bool:
+        """Start the thread unless it runs already; True when this call started it."""
+        with self._lock:
+            if self.running:
+                return False
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, args=(self._stop,),
+                                            name=self.name, daemon=True)
+            self._pid = os.getpid()
+            self._thread.start()
+        logger.info("liveness sweeper started in process %d (every %s s)", self._pid,
+                    self.interval)
+        return True
+
+    def stop(self, timeout: float | None = 10.0) -> bool:
+        """Ask the thread to stop after its current pass and wait up to ``timeout`` seconds.
+
+        :returns: True when no thread of this sweeper runs in this process any more.
+        """
+        with self._lock:
+            thread, stop = self._thread, self._stop
+            if thread is None or self._pid != os.getpid():
+                return True
+            stop.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        stopped = not thread.is_alive()
+        if stopped:
+            logger.info("liveness sweeper stopped in process %d", os.getpid())
+        return stopped
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._run_pass()
+            except SweeperDone:
+                logger.info("liveness sweeper of a discarded app stopped in process %d",
+                            os.getpid())
+                return
+            except Exception:
+                logger.exception("liveness sweep failed; the next pass runs in %s s",
+                                 self.interval)
+            stop.wait(self.interval)
+
+
+def stop_all(timeout: float | None = 10.0) -> None:
+    """Stop every sweeper of this process (at exit, in gunicorn's ``worker_exit``), letting a pass
+    in progress finish; each gets up to ``timeout`` seconds."""
+    for sweeper in list(_SWEEPERS):
+        sweeper.stop(timeout)
+
+
+# Daemon threads would die at exit anyway, but possibly inside a store transaction or a callback;
+# stopping them first lets the current pass finish.
+atexit.register(stop_all, 5.0)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist in the child, and a lock held by one of them at the
+    # moment of the fork would stay locked forever.
+    for sweeper in list(_SWEEPERS):
+        sweeper._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,308 @@
+"""EiReport with the VTN as producer: its METADATA, the VENs' requests for VTN reports, the data.
+
+The application offers reports with an ``on_vtn_reports(ven_id)`` handler, asked whenever the
+VTN sends its METADATA oadrRegisterReport (after each new registration, and when a VEN asks for
+METADATA). What each VEN was offered, and what it asked for, are store records:
+
+``vtn_report``
+    the METADATA reports sent to the VEN, keyed by reportSpecifierID;
+``vtn_report_request``
+    the VEN's requests for VTN reports, keyed by reportRequestID, ``state`` ``active`` or
+    ``final_report`` (the VEN cancelled with reportToFollow: one more report may be sent).
+"""
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any, Mapping
+
+from ..errors import InvalidID, Rejection
+from ..store.base import VenRecord
+from . import outbox
+from .context import Context
+from .replies import response
+from .reports import METADATA, plain_name
+
+VTN_REPORT = "vtn_report"
+VTN_REPORT_REQUEST = "vtn_report_request"
+#: Record kinds this module keeps per VEN (cleared when a registration ends).
+RECORD_KINDS = (VTN_REPORT, VTN_REPORT_REQUEST)
+
+#: Report names that are registered with a ``METADATA_`` prefix (notes 5.3.5).
+WELL_KNOWN = frozenset({"TELEMETRY_USAGE", "TELEMETRY_STATUS", "HISTORY_USAGE",
+                        "HISTORY_GREENBUTTON"})
+
+
+# ---------------------------------------------------------------------------------------------
+# The VTN's METADATA.
+
+
+def offers(ctx: Context, ven_id: str) -> list[dict[str, Any]]:
+    """The METADATA reports the application offers this VEN (``on_vtn_reports``; none without
+    it), completed: ``METADATA_`` prefix on well-known names, reportRequestID "0", createdDateTime
+    now. Call it outside a store transaction: it runs user code.
+
+    :raises TypeError, ValueError: the handler returned something that is not a list of
+        METADATA report dicts (the message names the report and the field).
+    """
+    handler = ctx.handler("on_vtn_reports")
+    result = handler(ven_id) if handler is not None else None
+    if result is None:
+        return []
+    if not isinstance(result, (list, tuple)):
+        raise TypeError(f"on_vtn_reports must return None or a list of report dicts, not "
+                        f"{result!r}")
+    now = ctx.now()
+    reports = [_offer(report, now) for report in result]
+    spec_ids = [r["report_specifier_id"] for r in reports]
+    duplicates = sorted({s for s in spec_ids if spec_ids.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"on_vtn_reports offers reportSpecifierID(s) {duplicates} twice")
+    return reports
+
+
+def _offer(report: Any, now) -> dict[str, Any]:
+    if not isinstance(report, Mapping):
+        raise TypeError(f"on_vtn_reports: a report is a dict, not {report!r}")
+    report = copy.deepcopy(dict(report))
+    spec_id = report.get("report_specifier_id")
+    if not isinstance(spec_id, str) or not spec_id or spec_id == METADATA:
+        raise ValueError(f"on_vtn_reports: report_specifier_id must be a non-empty str other "
+                         f"than 'METADATA', not {spec_id!r}")
+    where = f"on_vtn_reports: report {spec_id!r}"
+    name = report.get("report_name")
+    if not isinstance(name, str):
+        raise ValueError(f"{where} needs a report_name such as 'TELEMETRY_USAGE' or 'x-...'")
+    if name in WELL_KNOWN:
+        name = "METADATA_" + name
+    if not isinstance(report.get("duration"), timedelta):
+        raise ValueError(f"{where} needs 'duration' (a timedelta: how much history it keeps)")
+    for key in ("dtstart", "intervals", "report_id"):
+        if report.get(key):
+            raise ValueError(f"{where}: METADATA reports carry no {key!r}")
+    r_ids = [d.get("r_id") for d in report.get("report_descriptions") or []]
+    if len(set(r_ids)) != len(r_ids):
+        raise ValueError(f"{where} lists an rID twice: {r_ids}")
+    report.pop("intervals", None)
+    report.update(report_name=name, report_request_id="0", created_date_time=now)
+    report.setdefault("report_descriptions", [])
+    return report
+
+
+def queue_register_report(ctx: Context, ven_id: str, reports: list[dict[str, Any]],
+                          report_request_id: str | None = None) -> None:
+    """Record what the VEN is offered and queue the VTN's oadrRegisterReport (``report_request_id``
+    when it answers the VEN's METADATA request). Subscriptions to reports or rIDs no longer
+    offered end."""
+    payload: dict[str, Any] = {"request_id": ctx.new_id(), "reports": reports, "ven_id": ven_id}
+    if report_request_id is not None:
+        payload["report_request_id"] = report_request_id
+    ctx.check_payload("oadrRegisterReport", payload)
+    offered = {r["report_specifier_id"]: {d["r_id"] for d in r["report_descriptions"]}
+               for r in reports}
+    with ctx.store.atomic():
+        ctx.store.clear_records(VTN_REPORT, ven_id)
+        for report in reports:
+            ctx.store.put_record(VTN_REPORT, ven_id, report["report_specifier_id"], report)
+        for request in ctx.store.list_records(VTN_REPORT_REQUEST, ven_id):
+            if not set(request["r_ids"]) <= offered.get(request["report_specifier_id"], set()):
+                ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, request["report_request_id"])
+        outbox.push(ctx, ven_id, "oadrRegisterReport", payload)
+
+
+# ---------------------------------------------------------------------------------------------
+# The VEN's requests for VTN reports.
+
+
+def _pending(ctx: Context, ven_id: str) -> list[str]:
+    return [r["report_request_id"] for r in ctx.store.list_records(VTN_REPORT_REQUEST, ven_id)]
+
+
+def _created(ctx: Context, ven_id: str, request_id: str, code: int = 200,
+             description: str | None = None):
+    return "oadrCreatedReport", {"response": response(request_id, code, description),
+                                 "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
+
+
+def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrRegisteredReport: the VEN acknowledges the VTN's METADATA. Without requests the VTN
+    answers oadrResponse; with requests, oadrCreatedReport (the harness expects it)."""
+    request_id = payload["response"]["request_id"]
+    requests = payload.get("report_requests") or []
+    if not requests:
+        return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
+    return _accept(ctx, ven, requests, request_id)
+
+
+def create_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrCreateReport: the VEN asks for VTN reports (or for the VTN's METADATA)."""
+    return _accept(ctx, ven, payload["report_requests"], payload["request_id"])
+
+
+def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], request_id: str):
+    """Check every request, let ``on_vtn_report_request`` see each, store them and answer
+    oadrCreatedReport listing every active request. Any unknown reportSpecifierID or rID refuses
+    the message with 452 and stores nothing; the pending list then shows what was active."""
+    ven_id = ven["ven_id"]
+    try:
+        records, metadata = _check_requests(ctx, ven_id, requests, request_id)
+        handler = ctx.handler("on_vtn_report_request")
+        if handler is not None:
+            for record in records:
+                handler(ven_id, _public(record))
+        answers = [offers(ctx, ven_id) for _ in metadata]
+    except Rejection as rejection:
+        return _created(ctx, ven_id, request_id, rejection.response_code, rejection.description)
+    with ctx.store.atomic():
+        for record in records:
+            ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, record["report_request_id"], record)
+        for report_request_id, reports in zip(metadata, answers):
+            queue_register_report(ctx, ven_id, reports, report_request_id)
+    return _created(ctx, ven_id, request_id)
+
+
+def _check_requests(ctx: Context, ven_id: str, requests: list[dict[str, Any]],
+                    request_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+    offered = {r["report_specifier_id"]: r for r in ctx.store.list_records(VTN_REPORT, ven_id)}
+    records, metadata = [], []
+    now = ctx.now()
+    for request in requests:
+        report_request_id = request["report_request_id"]
+        if report_request_id in ("", "0"):
+            raise InvalidID(description=f"reportRequestID {report_request_id!r} is reserved; "
+                            "use a unique, non-zero ID")
+        specifier = request["report_specifier"]
+        spec_id = specifier["report_specifier_id"]
+        r_ids = [p["r_id"] for p in specifier["specifier_payloads"]]
+        if spec_id == METADATA:
+            metadata.append(report_request_id)
+            continue
+        report = offered.get(spec_id)
+        if report is None:
+            raise InvalidID(description=f"reportSpecifierID {spec_id!r} is not offered by this "
+                            f"VTN (offered: {sorted(offered)})")
+        known = {d["r_id"] for d in report["report_descriptions"]}
+        unknown = [r for r in r_ids if r not in known]
+        if unknown:
+            raise InvalidID(description=f"rID(s) {unknown} are not in the VTN's report "
+                            f"{spec_id!r} (offered: {sorted(known)})")
+        records.append({
+            "report_request_id": report_request_id,
+            "report_specifier_id": spec_id,
+            "report_name": plain_name(report["report_name"]),
+            "r_ids": r_ids,
+            "granularity": specifier["granularity"],
+            "report_back_duration": specifier["report_back_duration"],
+            "report_interval": specifier.get("report_interval"),
+            "state": "active",
+            "message_request_id": request_id,
+            "created_at": now,
+        })
+    return records, metadata
+
+
+def _public(record: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("report_request_id", "report_specifier_id", "report_name", "r_ids", "granularity",
+            "report_back_duration", "report_interval")
+    return {key: copy.deepcopy(record.get(key)) for key in keys}
+
+
+def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrCancelReport: the VEN cancels requests for VTN reports; an unknown reportRequestID
+    refuses the message with 452. Answered with oadrCanceledReport and the remaining list."""
+    ven_id = ven["ven_id"]
+    request_id = payload["request_id"]
+    try:
+        _cancel(ctx, ven_id, payload, strict=True)
+    except Rejection as rejection:
+        return "oadrCanceledReport", {
+            "response": response(request_id, rejection.response_code, rejection.description),
+            "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
+    return "oadrCanceledReport", {"response": response(request_id),
+                                  "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
+
+
+def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) -> None:
+    ids = list(cancel["report_request_ids"])
+    records = {i: ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, i) for i in ids}
+    unknown = [i for i, record in records.items() if record is None]
+    if unknown and strict:
+        raise InvalidID(description=f"reportRequestID(s) {unknown} name no active request for "
+                        "VTN reports")
+    known = [i for i in ids if records[i] is not None]
+    handler = ctx.handler("on_vtn_report_cancel")
+    if handler is not None and known:
+        handler(ven_id, {"request_id": cancel["request_id"], "report_request_ids": known,
+                         "report_to_follow": cancel["report_to_follow"]})
+    with ctx.store.atomic():
+        for report_request_id in known:
+            if cancel["report_to_follow"]:
+                record = records[report_request_id]
+                record["state"] = "final_report"
+                ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, report_request_id, record)
+            else:
+                ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+
+
+def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+    """oadrUpdatedReport: the VEN acknowledges a VTN report; a piggy-backed oadrCancelReport in
+    it is applied (IDs the VTN does not know are ignored, since there is no reply to refuse)."""
+    if payload.get("cancel_report"):
+        _cancel(ctx, ven["ven_id"], payload["cancel_report"], strict=False)
+    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
+                            "ven_id": ven["ven_id"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sending VTN report data.
+
+
+def send_report(ctx: Context, ven_id: str, report_request_id: str,
+                intervals: list[Mapping[str, Any]], dtstart=None) -> str:
+    """Queue oadrUpdateReport with data for one of the VEN's requests; returns its requestID.
+
+    ``intervals`` use the form ``on_update_report`` receives: ``{"dtstart"?, "duration"?,
+    "uid"?, "values": [{"r_id", "value" | "resource_status", "confidence"?, "accuracy"?,
+    "data_quality"?}]}``.
+
+    :raises LookupError: the VEN has no such request.
+    :raises ValueError: an rID the VEN did not request, no start time, or a value that does not
+        fit the report shape.
+    """
+    record = ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+    if record is None:
+        raise LookupError(f"VEN {ven_id!r} has no active request {report_request_id!r} for VTN "
+                          "reports")
+    wire = []
+    for position, interval in enumerate(intervals):
+        if not isinstance(interval, Mapping) or "values" not in interval:
+            raise ValueError(f"intervals[{position}] must be a dict with 'values', not "
+                             f"{interval!r}")
+        extra = set(interval) - {"dtstart", "duration", "uid", "values"}
+        if extra:
+            raise ValueError(f"intervals[{position}] has unknown key(s) {sorted(extra)}")
+        for value in interval["values"]:
+            if value.get("r_id") not in record["r_ids"]:
+                raise ValueError(f"intervals[{position}]: rID {value.get('r_id')!r} was not "
+                                 f"requested by {report_request_id!r} ({record['r_ids']})")
+        item = {k: v for k, v in interval.items() if k != "values" and v is not None}
+        item["report_payloads"] = [dict(v) for v in interval["values"]]
+        wire.append(item)
+    if dtstart is None and wire:
+        dtstart = wire[0].get("dtstart")
+    if dtstart is None:
+        raise ValueError("send_report needs dtstart, or a dtstart on the first interval")
+    report = {"dtstart": dtstart, "intervals": wire, "report_id": ctx.new_id(),
+              "report_request_id": report_request_id,
+              "report_specifier_id": record["report_specifier_id"],
+              "report_name": record["report_name"], "created_date_time": ctx.now()}
+    payload = {"request_id": ctx.new_id(), "reports": [report], "ven_id": ven_id}
+    ctx.check_payload("oadrUpdateReport", payload)
+    with ctx.store.atomic():
+        current = ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+        if current is None:
+            raise LookupError(f"VEN {ven_id!r} cancelled request {report_request_id!r}")
+        if current["state"] == "final_report":
+            ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+        outbox.push(ctx, ven_id, "oadrUpdateReport", payload)
+    return payload["request_id"]
