@@ -20,15 +20,17 @@ PREFIX = "OPENADR_"
 CONFIG_FILE_KEY = "OPENADR_CONFIG_FILE"
 
 
-def _positive_duration(key: str, value: Any) -> timedelta:
+def _seconds(key: str, value: Any) -> float:
+    """A duration given as a number of seconds or a timedelta, in seconds."""
     if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ConfigurationError(
-            f"{key} must be a number of seconds or a timedelta, not {value!r}"
-        )
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigurationError(f"{key} must be a number of seconds or a timedelta, not {value!r}")
+
+
+def _positive_duration(key: str, value: Any) -> timedelta:
+    seconds = _seconds(key, value)
     if seconds <= 0 or seconds != int(seconds):
         raise ConfigurationError(f"{key} must be a positive whole number of seconds, not {value!r}")
     return timedelta(seconds=int(seconds))
@@ -65,14 +67,7 @@ def _seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta]:
     """A check for a duration of at least ``minimum`` seconds, fractions allowed."""
 
     def check(key: str, value: Any) -> timedelta:
-        if isinstance(value, timedelta):
-            seconds = value.total_seconds()
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        else:
-            raise ConfigurationError(
-                f"{key} must be a number of seconds or a timedelta, not {value!r}"
-            )
+        seconds = _seconds(key, value)
         if not seconds >= minimum or seconds > MAX_SECONDS:  # also refuses NaN
             raise ConfigurationError(f"{key} must be at least {minimum:g} seconds (and less "
                                      f"than a year), not {value!r}")
