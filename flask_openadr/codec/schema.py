@@ -14,24 +14,20 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from .. import enums
 from . import values as v
 from .fields import Choice, Flatten, Nil, Substitution, ctype, f, q
 
 # ---------------------------------------------------------------- enumerations (from the XSD)
 
-EVENT_STATUS = v.Enum("eventStatus", ["none", "far", "near", "active", "completed", "cancelled"])
-SIGNAL_TYPE = v.Enum("signalType", [
-    "delta", "level", "multiplier", "price", "priceMultiplier", "priceRelative", "setpoint",
-    "x-loadControlCapacity", "x-loadControlLevelOffset", "x-loadControlPercentOffset",
-    "x-loadControlSetpoint"])
-SIGNAL_NAME = v.Enum("signalName", [
-    "SIMPLE", "simple", "ELECTRICITY_PRICE", "ENERGY_PRICE", "DEMAND_CHARGE", "BID_PRICE",
-    "BID_LOAD", "BID_ENERGY", "CHARGE_STATE", "LOAD_DISPATCH", "LOAD_CONTROL"], extensible=True)
-OPT_TYPE = v.Enum("optType", ["optIn", "optOut"])
+EVENT_STATUS = v.Enum("eventStatus", enums.EVENT_STATUSES)
+SIGNAL_TYPE = v.Enum("signalType", enums.SIGNAL_TYPES)
+SIGNAL_NAME = v.Enum("signalName", enums.SIGNAL_NAMES, extensible=True)
+OPT_TYPE = v.Enum("optType", enums.OPT_TYPES)
 OPT_REASON = v.Enum("optReason", [
     "economic", "emergency", "mustRun", "notParticipating", "outageRunStatus", "overrideStatus",
     "participating", "x-schedule"], extensible=True)
-RESPONSE_REQUIRED = v.Enum("oadrResponseRequired", ["always", "never"], token=False)
+RESPONSE_REQUIRED = v.Enum("oadrResponseRequired", enums.RESPONSE_REQUIRED, token=False)
 PROFILE_NAME = v.Enum("oadrProfileName", ["2.0a", "2.0b"])
 TRANSPORT_NAME = v.Enum("oadrTransportName", ["simpleHttp", "xmpp"])
 SERVICE_NAME = v.Enum("oadrServiceName", ["EiEvent", "EiOpt", "EiReport", "EiRegisterParty", "OadrPoll"])

@@ -7,6 +7,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable, Mapping
 
+from .. import enums
 from ..errors import EventError
 
 __all__ = [
@@ -32,26 +33,15 @@ __all__ = [
     "validate_event",
 ]
 
-# Protocol notes 5.2 and the XSD enumerations. signalName also takes "x-" extension tokens,
+# The XSD enumerations (flask_openadr.enums) as sets. signalName also takes "x-" extension tokens,
 # signalType does not.
-SIGNAL_TYPES = frozenset(
-    {
-        "delta", "level", "multiplier", "price", "priceMultiplier", "priceRelative", "setpoint",
-        "x-loadControlCapacity", "x-loadControlLevelOffset", "x-loadControlPercentOffset",
-        "x-loadControlSetpoint",
-    }
-)
-SIGNAL_NAMES = frozenset(
-    {
-        "SIMPLE", "simple", "ELECTRICITY_PRICE", "ENERGY_PRICE", "DEMAND_CHARGE", "BID_PRICE",
-        "BID_LOAD", "BID_ENERGY", "CHARGE_STATE", "LOAD_DISPATCH", "LOAD_CONTROL",
-    }
-)
+SIGNAL_TYPES = frozenset(enums.SIGNAL_TYPES)
+SIGNAL_NAMES = frozenset(enums.SIGNAL_NAMES)
 _EXTENSION_TOKEN = re.compile(r"x-\S.*")  # the XSD's EiExtensionTokenType pattern
 SIMPLE_SIGNAL_NAMES = frozenset({"SIMPLE", "simple"})
 SIMPLE_LEVELS = frozenset({0, 1, 2, 3})  # normal, moderate, high, special (rule 9)
-RESPONSE_REQUIRED = frozenset({"always", "never"})
-EVENT_STATUSES = frozenset({"none", "far", "near", "active", "completed", "cancelled"})
+RESPONSE_REQUIRED = frozenset(enums.RESPONSE_REQUIRED)
+EVENT_STATUSES = frozenset(enums.EVENT_STATUSES)
 
 #: The eiTarget members an event dict carries, each a list (a missing key means []).
 TARGET_KEYS = (

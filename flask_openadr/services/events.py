@@ -5,6 +5,7 @@ import copy
 from datetime import datetime
 from typing import Any, Mapping
 
+from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
 from ..store.base import EventResponseRecord, VenRecord
 from .context import Context
@@ -57,7 +58,7 @@ CHANGES = frozenset(
         "vtn_comment", "modification_reason", "event",
     }
 )
-OPT_TYPES = frozenset({"optIn", "optOut"})  # rule 16
+OPT_TYPES = frozenset(enums.OPT_TYPES)  # rule 16
 
 
 # ---------------------------------------------------------------------------------------------
