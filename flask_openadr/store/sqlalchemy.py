@@ -40,6 +40,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 
@@ -413,7 +414,7 @@ class SQLStore:
         return engine
 
     def _create_engine(self) -> Any:
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        options: dict[str, Any] = {}
         if self._postgresql and self.url.get_driver_name() in ("psycopg", "psycopg2"):
             # Fail fast while the server is unreachable (the default is to wait forever).
             connect_args = {}
@@ -431,7 +432,9 @@ class SQLStore:
             options["isolation_level"] = "READ COMMITTED"
         options.update(self._engine_options)
         with self._errors():
-            return sa.create_engine(self.url, **options)
+            engine = sa.create_engine(self.url, **options)
+        _ping_when_idle(engine)
+        return engine
 
     def features(self) -> _Features:
         """What this database does in one statement (known once the first engine exists)."""
@@ -1093,6 +1096,36 @@ class SQLStore:
         rows = self._rows(self._liveness_query().order_by(table.c.ven_id))
         return {row.ven_id: self._liveness(row) for row in rows}
 
+
+
+#: A pooled connection unused for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE = 1.0
+
+
+def _ping_when_idle(engine: Any) -> None:
+    """Check a pooled connection before use only when it sat idle, so the store recovers by
+    itself after the database restarted without paying a round trip per statement.
+
+    ``pool_pre_ping`` pings at every checkout: a third of a simple statement's time, and the
+    sweep or a poll checks out a connection several times in a row. A connection used a moment
+    ago is as good as a ping; one idle across an outage is pinged, fails, and is replaced (the
+    pool retries the checkout with a fresh connection). A connection that breaks while in use
+    raises StoreError once and is discarded with the rest of the pool, as before.
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def stamp(dbapi_connection: Any, record: Any) -> None:
+        record.info["flask_openadr_idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("flask_openadr_idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
 def _dialect_module(backend: str) -> Any:
