@@ -8,7 +8,6 @@ import json
 import math
 import multiprocessing
 import os
-import signal
 import sqlite3
 import threading
 import time
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends import SHARED, URI_FACTORIES
+from forking import wait_for_child
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import BACKENDS as STORE_BACKENDS
 from flask_openadr.store import open_store, serialize
@@ -819,18 +819,6 @@ def test_sqlite_close_closes_this_processes_connections(sqlite_store):
     assert sqlite_store._connection().sqlite is not connection
 
 
-def _wait_for_child(pid, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)  # pragma: no cover - only on a hang
-    os.waitpid(pid, 0)
-    pytest.fail(f"the forked child {pid} hung")
-
-
 def _in_child(body):
     """Run body() in the child of a fork and leave with its verdict, never returning to pytest."""
     code = 1
@@ -860,7 +848,7 @@ def test_sqlite_child_of_fork_never_uses_the_parents_connection(sqlite_store):
     pid = os.fork()
     if pid == 0:
         _in_child(child)
-    assert _wait_for_child(pid) == 0
+    assert wait_for_child(pid) == 0
     # The parent's connection is still its own, open, and sees what the child wrote.
     assert sqlite_store._connection().sqlite is parent_connection
     assert sqlite_store.get_ven("child") is not None
@@ -894,7 +882,7 @@ def test_memory_store_works_in_a_child_forked_while_a_thread_holds_its_lock():
             pid = os.fork()
         if pid == 0:
             _in_child(child)
-        assert _wait_for_child(pid) == 0
+        assert wait_for_child(pid) == 0
     finally:
         release.set()
         holder.join()

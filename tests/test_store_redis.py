@@ -24,6 +24,7 @@ import pytest
 from flask import Flask
 
 from backends import REDIS_URI, redis_reachable, redis_uri, require_server
+from forking import wait_for_child
 from flask_openadr import VTN, codec
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import open_store
@@ -518,18 +519,6 @@ def test_blocks_answer_like_the_memory_store(tmp_path, seed):
 # -- fork ----------------------------------------------------------------------------------------
 
 
-def _wait_for_child(pid, seconds=30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)  # pragma: no cover - only on a hang
-    os.waitpid(pid, 0)
-    pytest.fail(f"the forked child {pid} hung")
-
-
 def _in_child(body):
     code = 1
     try:
@@ -564,7 +553,7 @@ def test_a_forked_child_never_uses_the_parents_connections(store):
     pid = os.fork()
     if pid == 0:
         _in_child(child)
-    assert _wait_for_child(pid) == 0
+    assert wait_for_child(pid) == 0
     # The parent's connection is the one it had: the child neither used nor closed it.
     assert parent_client.client_id() == connection_id
     assert store._client() is parent_client
@@ -582,7 +571,7 @@ def test_a_child_forked_inside_a_block_is_not_in_it(store):
         pid = os.fork()
         if pid == 0:
             _in_child(child)
-        assert _wait_for_child(pid) == 0
+        assert wait_for_child(pid) == 0
         assert store.get_ven("in-parent-block") is not None
     assert store.get_ven("in-parent-block") is not None
 

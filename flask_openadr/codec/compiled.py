@@ -256,6 +256,8 @@ def _field(member: Field) -> Step:
 # above. The generated code does exactly what those closures would do; a Python function per
 # type avoids a call per member, which is most of the cost on large reports.
 
+# The prologue is _plain_children() inlined: one call fewer per element decoded. Change both
+# together.
 _PROLOGUE = """\
 def decode(element):
     text = element.text

@@ -1,0 +1,21 @@
+"""Helpers for tests that fork: wait for a child without letting a hang stall the suite."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+
+def wait_for_child(pid: int, seconds: float = 30) -> int:
+    """The exit code of a forked child; kill it and fail the test if it runs past ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)  # pragma: no cover - only on a hang
+    os.waitpid(pid, 0)
+    pytest.fail(f"the forked child {pid} hung")
