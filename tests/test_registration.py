@@ -86,6 +86,7 @@ def test_wrong_registration_id_gets_452_and_changes_nothing(app, vtn):
 @pytest.mark.parametrize("extra, expected", [
     ({"profile_name": "2.0a"}, 459),
     ({"http_pull_model": False, "transport_address": "http://ven.example"}, 451),
+    ({"xml_signature": True}, 451),
 ])
 def test_unsupported_registrations_are_refused(app, vtn, extra, expected):
     _, reply = make_ven(app).register(**extra)

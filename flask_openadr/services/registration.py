@@ -50,6 +50,11 @@ def _check_profile(payload: dict[str, Any]) -> None:
         # Accepting a push VEN we cannot push to would leave it waiting for events forever.
         raise NotAllowed(description="the push model is not offered; register with "
                          "oadrHttpPullModel true")
+    if payload["xml_signature"]:
+        # A VEN that asked for signatures rejects every unsigned reply; refuse it clearly
+        # rather than register it and leave it unable to use anything the VTN sends.
+        raise NotAllowed(description="XML signatures are not offered yet; register with "
+                         "oadrXmlSignature false (TLS with client certificates still applies)")
 
 
 def _handler_ids(result: Any) -> dict[str, Any]:
