@@ -1,6 +1,7 @@
 """The codec: value conversions, parser hardening, decode errors, and messages from a real peer."""
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -533,6 +534,12 @@ def test_peer_created_event():
 
 
 def _peer_reports():
+    # The client (its scheduler) wants an event loop; build it inside one that asyncio.run
+    # closes again, so no loop is left open (Python < 3.10 would warn about it).
+    return asyncio.run(_build_peer_reports())
+
+
+async def _build_peer_reports():
     from openleadr import OpenADRClient
     client = OpenADRClient(ven_name="ven 007", vtn_url="http://vtn.example")
     client.add_report(callback=lambda: 1.0, resource_id="device-1", measurement="power_real",

@@ -308,7 +308,7 @@ class SQLiteStore:
             except sqlite3.OperationalError as exc:
                 # The switch needs the file to itself and does not wait on the busy timeout,
                 # so when several workers open a new file at once all but one see "locked".
-                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                busy = _is_busy(exc)
                 if not busy or time.monotonic() >= deadline:
                     raise
                 time.sleep(delay)
@@ -693,3 +693,12 @@ _TOUCH_ONLINE = (
 _LIVENESS_COLUMNS = (
     "ven_id, state, epoch, last_seen, offline_at, pending_kind, pending_epoch, lease_until"
 )
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite said SQLITE_BUSY ("database is locked"). The error code is on the
+    exception from Python 3.11; before that only the message tells."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(exc)
