@@ -15,6 +15,7 @@ from .services import events, opt, registration, reports, vtn_reports
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
+from .store.memory import MemoryStore
 from .views import create_blueprint
 
 logger = logging.getLogger("flask_openadr")
@@ -99,7 +100,7 @@ class _AppState:
             return
         self._seen_request = True
         self.vtn._started = True
-        if environ.get("wsgi.multiprocess") and self.context.store.__class__.__name__ == "MemoryStore":
+        if environ.get("wsgi.multiprocess") and isinstance(self.context.store, MemoryStore):
             logger.warning(
                 "OPENADR_STORE_URI is memory:// under a multi-process server: every worker "
                 "keeps its own VENs and events. Use sqlite:///... or a shared store."

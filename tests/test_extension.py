@@ -5,7 +5,7 @@ import pytest
 from flask import Flask
 
 from conftest import make_ven
-from flask_openadr import VTN, signals
+from flask_openadr import VTN, codec, signals
 
 
 def make_app(tmp_path, name="ext"):
@@ -115,3 +115,21 @@ def test_update_ven_sets_targeting_membership(tmp_path):
             vtn.update_ven("nobody", group_ids=[])
         with pytest.raises(TypeError):
             vtn.update_ven(ven.ven_id, group_ids="north")
+
+
+@pytest.mark.parametrize("uri, warned", [("memory://", True), ("sqlite", False)])
+def test_memory_store_under_a_multiprocess_server_warns_once(tmp_path, caplog, uri, warned):
+    app = make_app(tmp_path)
+    if uri == "sqlite":
+        uri = f"sqlite:///{tmp_path / 'vtn.sqlite3'}"
+    app.config["OPENADR_STORE_URI"] = uri
+    VTN(app)
+    body = codec.encode("oadrQueryRegistration", {"request_id": "q"})
+    client = app.test_client()
+    for _ in range(2):  # environ_overrides: the test client sets wsgi.multiprocess itself
+        response = client.post("/OpenADR2/Simple/2.0b/EiRegisterParty", data=body,
+                               content_type="application/xml",
+                               environ_overrides={"wsgi.multiprocess": True})
+        assert response.status_code == 200
+    messages = [r.getMessage() for r in caplog.records if "multi-process" in r.getMessage()]
+    assert len(messages) == (1 if warned else 0)

@@ -11,7 +11,6 @@ import os
 import sqlite3
 import threading
 import time
-import traceback
 import warnings
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -22,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends import SHARED, URI_FACTORIES
-from forking import wait_for_child
+from forking import in_child, wait_for_child
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import BACKENDS as STORE_BACKENDS
 from flask_openadr.store import open_store, serialize
@@ -819,18 +818,6 @@ def test_sqlite_close_closes_this_processes_connections(sqlite_store):
     assert sqlite_store._connection().sqlite is not connection
 
 
-def _in_child(body):
-    """Run body() in the child of a fork and leave with its verdict, never returning to pytest."""
-    code = 1
-    try:
-        body()
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
 @fork_only
 def test_sqlite_child_of_fork_never_uses_the_parents_connection(sqlite_store):
     sqlite_store.put_ven(make_ven("parent"))
@@ -847,7 +834,7 @@ def test_sqlite_child_of_fork_never_uses_the_parents_connection(sqlite_store):
 
     pid = os.fork()
     if pid == 0:
-        _in_child(child)
+        in_child(child)
     assert wait_for_child(pid) == 0
     # The parent's connection is still its own, open, and sees what the child wrote.
     assert sqlite_store._connection().sqlite is parent_connection
@@ -881,7 +868,7 @@ def test_memory_store_works_in_a_child_forked_while_a_thread_holds_its_lock():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, on 3.12+
             pid = os.fork()
         if pid == 0:
-            _in_child(child)
+            in_child(child)
         assert wait_for_child(pid) == 0
     finally:
         release.set()

@@ -17,14 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
 
 from backends import REDIS_URI, redis_reachable, redis_uri, require_server
-from forking import wait_for_child
+from forking import in_child, wait_for_child
 from flask_openadr import VTN, codec
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import open_store
@@ -519,17 +518,6 @@ def test_blocks_answer_like_the_memory_store(tmp_path, seed):
 # -- fork ----------------------------------------------------------------------------------------
 
 
-def _in_child(body):
-    code = 1
-    try:
-        body()
-        code = 0
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        os._exit(code)
-
-
 fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
 
@@ -552,7 +540,7 @@ def test_a_forked_child_never_uses_the_parents_connections(store):
 
     pid = os.fork()
     if pid == 0:
-        _in_child(child)
+        in_child(child)
     assert wait_for_child(pid) == 0
     # The parent's connection is the one it had: the child neither used nor closed it.
     assert parent_client.client_id() == connection_id
@@ -570,7 +558,7 @@ def test_a_child_forked_inside_a_block_is_not_in_it(store):
         store.put_ven(make_ven("in-parent-block"))
         pid = os.fork()
         if pid == 0:
-            _in_child(child)
+            in_child(child)
         assert wait_for_child(pid) == 0
         assert store.get_ven("in-parent-block") is not None
     assert store.get_ven("in-parent-block") is not None
