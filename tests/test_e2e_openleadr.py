@@ -23,6 +23,7 @@ from flask_openadr import VTN, codec
 openleadr = pytest.importorskip("openleadr")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 
 def free_port() -> int:
@@ -37,7 +38,9 @@ class Gunicorn:
     def __init__(self, tmp_path, store_uri, log_path, workers):
         port = free_port()
         env = dict(os.environ, E2E_STORE_URI=store_uri, E2E_LOG=str(log_path),
-                   E2E_INSTANCE=str(tmp_path / "instance"), PYTHONPATH=HERE)
+                   E2E_INSTANCE=str(tmp_path / "instance"),
+                   # this checkout's package, not whichever one is installed
+                   PYTHONPATH=os.pathsep.join([HERE, ROOT]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--workers", str(workers),
              "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--log-level", "warning",
