@@ -1,6 +1,7 @@
 """The hardened XML parser: size limit first, no DTD, no entities, no network, one parser per thread."""
 from __future__ import annotations
 
+import re
 import threading
 
 from lxml import etree
@@ -35,6 +36,31 @@ def _new_parser() -> etree.XMLParser:
     )
 
 
+# libxml2 reads a DOCTYPE's internal subset while it parses, whatever load_dtd says: a parameter
+# entity naming file:///dev/zero never returns, and one naming a file that exists fails differently
+# from one that does not. So a DOCTYPE is refused from the bytes, before libxml2 sees any of them.
+_DOCTYPE = b"<!DOCTYPE"
+# That byte scan only works for encodings in which "<!DOCTYPE" is those ASCII bytes. A document
+# declared in another one (UTF-16, UTF-7, EBCDIC) could hide it, so those are refused too; every
+# OpenADR peer sends UTF-8.
+_ASCII_ENCODINGS = {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1"}
+_DECLARED_ENCODING = re.compile(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]*)[\"']")
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def _refuse_hidden_dtd(body: bytes) -> None:
+    start = (body[len(_UTF8_BOM):] if body.startswith(_UTF8_BOM) else body).lstrip(b" \t\r\n")
+    if not start.startswith(b"<"):
+        raise MalformedMessage("the body must be an XML document in UTF-8")
+    # Not sliced: padding must not push the encoding out of sight ([^>] keeps this linear).
+    declared = _DECLARED_ENCODING.match(start)
+    if declared and declared.group(1).decode("ascii").lower() not in _ASCII_ENCODINGS:
+        raise MalformedMessage(f"encoding {declared.group(1)[:40].decode('ascii')!r} is not "
+                               "accepted; send UTF-8")
+    if _DOCTYPE in body:
+        raise MalformedMessage("DOCTYPE declarations are not allowed")
+
+
 def _parser() -> etree.XMLParser:
     parser = getattr(_local, "parser", None)
     if parser is None:
@@ -57,6 +83,7 @@ def parse(body: bytes, *, max_bytes: int | None = None):
         raise MalformedMessage(f"body is {len(body)} bytes, over the limit of {max_bytes} bytes")
     if not body.strip():
         raise MalformedMessage("body is empty (expected an OpenADR XML document)")
+    _refuse_hidden_dtd(body)
     try:
         root = etree.fromstring(body, _parser())
     except etree.XMLSyntaxError as error:
