@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, Response, current_app, request
 
 from . import codec, services
+from .codec.values import shown
 from .errors import MalformedMessage, StoreError
 from .security.fingerprint import client_fingerprint
 
@@ -32,7 +33,14 @@ def _view(service: str):
     return view
 
 
+#: A 400 reason is for a person reading a log: short, whatever the peer sent (every place that
+#: repeats an inbound value shortens it; this is the last guard).
+MAX_REASON_CHARS = 200
+
+
 def _bad_request(reason: str) -> Response:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS - 3] + "..."
     return Response(reason + "\n", status=400, content_type="text/plain; charset=utf-8")
 
 
@@ -50,7 +58,7 @@ def handle_request(service: str) -> Response:
     ctx = state.context
 
     if request.mimetype and request.mimetype not in XML_TYPES:
-        return _bad_request(f"Content-Type must be application/xml, not {request.mimetype}")
+        return _bad_request(f"Content-Type must be application/xml, not {shown(request.mimetype)}")
     body = _read_body(ctx.settings.max_message_bytes)
     if body is None:
         return _bad_request(f"message larger than {ctx.settings.max_message_bytes} bytes")

@@ -253,6 +253,75 @@ def test_external_entity_is_refused_and_never_read(tmp_path):
     assert "root:" not in message
 
 
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/urandom", "/etc/passwd", "/nonexistent"])
+def test_parameter_entity_on_a_device_is_refused_at_once_without_opening_it(target, monkeypatch):
+    # libxml2 reads a DOCTYPE's internal subset even with load_dtd=False: %p; on /dev/zero never
+    # returns. The DOCTYPE must be refused before libxml2 sees it, whatever the file is, with
+    # one reason (no oracle for which files exist).
+    from flask_openadr.codec import parser
+    monkeypatch.setattr(parser, "_parser", lambda: pytest.fail("libxml2 saw a DOCTYPE"))
+    body = f'<!DOCTYPE r [<!ENTITY % p SYSTEM "file://{target}"> %p;]><r/>'.encode()
+    start = time.perf_counter()
+    assert malformed(body, "DOCTYPE") == "DOCTYPE declarations are not allowed"
+    assert time.perf_counter() - start < 0.1
+
+
+@pytest.mark.parametrize("body", [
+    # Encodings in which "<!DOCTYPE" is not those ASCII bytes could hide one from the byte scan.
+    '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-16"),
+    b'<?xml version="1.0" encoding="UTF-7"?>+ADw-!DOCTYPE r+AD4-<r/>',
+    b'<?xml version="1.0"' + b" " * 400 + b'encoding="UTF-16"?><r/>',
+    "<r/>".encode("utf-32"),
+    "<r/>".encode("cp500"),  # EBCDIC
+])
+def test_documents_in_encodings_that_could_hide_a_doctype_are_refused(body):
+    message = malformed(body)
+    assert "UTF-8" in message
+
+
+def test_utf8_with_bom_and_declared_ascii_compatible_encodings_are_accepted():
+    body = envelope(poll())
+    assert codec.decode(b"\xef\xbb\xbf" + body)[0] == "oadrPoll"
+    for encoding in ("UTF-8", "utf-8", "US-ASCII", "ISO-8859-1"):
+        declared = f'<?xml version="1.0" encoding="{encoding}"?>'.encode() + body
+        assert codec.decode(declared) == ("oadrPoll", {"ven_id": "007"})
+
+
+@pytest.mark.parametrize("text", ["1" * 5000, "0" * 20 + "4294967296", "99999999999"])
+def test_huge_integers_are_a_value_problem_not_a_crash(text):
+    with pytest.raises(ValueProblem, match="out of range"):
+        values.UNSIGNED_INT.parse(text)
+    assert values.UNSIGNED_INT.parse("0" * 50 + "42") == 42  # leading zeros are not digits
+
+
+@pytest.mark.parametrize("text", ["P99999999999W", "99999999999W", "P" + "9" * 5000 + "D",
+                                  "PT" + "9" * 11 + "S", "P1000000000D"])
+def test_huge_durations_are_a_value_problem_not_a_crash(text):
+    with pytest.raises(ValueProblem, match="too long a duration"):
+        values.parse_duration(text)
+
+
+def test_value_problems_repeat_at_most_a_short_prefix_of_the_value():
+    with pytest.raises(ValueProblem) as info:
+        values.parse_duration("x" * 1_000_000)
+    assert len(str(info.value)) < 200
+    assert "1000000 characters" in str(info.value)
+
+
+def test_huge_values_in_a_message_are_400_with_a_short_reason():
+    body = envelope(f'<oadr:oadrCreatedEvent ei:schemaVersion="2.0b"><pyld:eiCreatedEvent>'
+                    f'<ei:eiResponse><ei:responseCode>200</ei:responseCode>'
+                    f'<pyld:requestID>{"r" * 100}</pyld:requestID></ei:eiResponse>'
+                    f'<ei:eventResponses><ei:eventResponse><ei:responseCode>200</ei:responseCode>'
+                    f'<pyld:requestID>r</pyld:requestID><ei:qualifiedEventID>'
+                    f'<ei:eventID>e</ei:eventID><ei:modificationNumber>{"7" * 5000}'
+                    f'</ei:modificationNumber></ei:qualifiedEventID><ei:optType>optIn</ei:optType>'
+                    f'</ei:eventResponse></ei:eventResponses><ei:venID>v</ei:venID>'
+                    f'</pyld:eiCreatedEvent></oadr:oadrCreatedEvent>')
+    message = malformed(body, "modificationNumber", "out of range")
+    assert len(message) < 300
+
+
 def test_billion_laughs_is_refused_quickly():
     lol = ['<!ENTITY lol "lol">']
     for i in range(1, 10):

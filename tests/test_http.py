@@ -53,6 +53,24 @@ def test_wrong_content_type_is_400(app):
     assert response.status_code == 400
 
 
+def test_400_reasons_stay_short_whatever_the_peer_sent(app, vtn):
+    body = codec.encode("oadrQueryRegistration", {"request_id": "1"})
+    response = make_ven(app).post("EiRegisterParty", body, content_type="application/x" + "y" * 6000)
+    assert response.status_code == 400
+    assert "Content-Type" in response.get_data(as_text=True)
+    assert len(response.get_data()) <= 201
+    registration = codec.encode("oadrCreatePartyRegistration", {
+        "request_id": "1", "profile_name": "2.0b", "transport_name": "simpleHttp",
+        "report_only": False, "xml_signature": False, "ven_name": "v", "http_pull_model": True,
+    }).replace(b">simpleHttp<", b">" + b"t" * 1_000_000 + b"<")
+    response = make_ven(app).post("EiRegisterParty", registration)
+    assert response.status_code == 400
+    assert "oadrTransportName" in response.get_data(as_text=True)
+    assert len(response.get_data()) <= 201
+    with app.app_context():
+        assert vtn.vens() == []
+
+
 def test_payload_at_the_wrong_endpoint_gets_453_in_the_paired_reply(app, registered_ven):
     response = registered_ven.post("EiEvent", codec.encode("oadrPoll",
                                                            {"ven_id": registered_ven.ven_id}))

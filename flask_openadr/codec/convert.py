@@ -10,7 +10,7 @@ from .fields import (
     pretty, q,
 )
 from .schema import PAYLOAD_TYPES, UNSUPPORTED
-from .values import ValueProblem, ValueType
+from .values import ValueProblem, ValueType, shown
 
 _ABSENT = object()
 _PAYLOAD_ROOT = q("oadr", "oadrPayload")
@@ -79,7 +79,7 @@ def _children(element, where) -> list:
     refused because every complex type of the schema has element-only content."""
     text = element.text
     if text and not text.isspace():
-        raise MalformedMessage(f"{_render(where)}: unexpected text {_short(text)}")
+        raise MalformedMessage(f"{_render(where)}: unexpected text {shown(text.strip())}")
     found = []
     for child in element:
         if child.tag.__class__ is str:
@@ -88,13 +88,8 @@ def _children(element, where) -> list:
             raise MalformedMessage(f"{_render(where)}: entity references are not allowed")
         tail = child.tail
         if tail and not tail.isspace():
-            raise MalformedMessage(f"{_render(where)}: unexpected text {_short(tail)}")
+            raise MalformedMessage(f"{_render(where)}: unexpected text {shown(tail.strip())}")
     return found
-
-
-def _short(text: str) -> str:
-    text = text.strip()
-    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def _text(element, where) -> str:

@@ -33,6 +33,28 @@ class ValueProblem(Exception):
     """Text that does not convert to the declared type; the message says what would be right."""
 
 
+#: How much of an offending inbound value an error message repeats: enough to recognise it, never
+#: so much that a hostile peer can make the VTN echo a megabyte back in a 400 reason.
+SHOWN_CHARS = 40
+
+#: The most digits an integer or a duration field may have. unsignedInt needs 10; a duration field
+#: of 10 digits is already 300 years of seconds. Without a bound, int() of a 5,000-digit field
+#: raises (Python's integer string limit) and timedelta() overflows: a 500 instead of a 400.
+MAX_DIGITS = 10
+
+
+def shown(text: str) -> str:
+    """``repr(text)``, shortened to about :data:`SHOWN_CHARS` characters for error messages."""
+    if len(text) <= SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:SHOWN_CHARS]!r}... ({len(text)} characters)"
+
+
+def _digits(text: str) -> str:
+    """``text`` (ASCII digits) without leading zeros; '0' for all zeros."""
+    return text.lstrip("0") or "0"
+
+
 def _collapse(text: str) -> str:
     # XSD whiteSpace="collapse" (token, boolean, numbers, dateTime): runs of spaces become one,
     # leading and trailing ones go.
@@ -102,7 +124,7 @@ class Enum(ValueType):
     def parse(self, text: str) -> str:
         value = _collapse(text) if self.token else text
         if not self._ok(value):
-            raise ValueProblem(f"{text!r} is not a valid {self.name} (expected {self._expected()})")
+            raise ValueProblem(f"{shown(text)} is not a valid {self.name} (expected {self._expected()})")
         return value
 
     def format(self, value) -> str:
@@ -121,7 +143,7 @@ class _Boolean(ValueType):
             return True
         if value in ("false", "0"):
             return False
-        raise ValueProblem(f"{text!r} is not an xs:boolean (expected true, false, 1 or 0)")
+        raise ValueProblem(f"{shown(text)} is not an xs:boolean (expected true, false, 1 or 0)")
 
     def format(self, value) -> str:
         if not isinstance(value, bool):
@@ -142,12 +164,14 @@ class _UnsignedInt(ValueType):
     def parse(self, text: str) -> int:
         value = _collapse(text)
         if re.fullmatch(r"-0*[1-9]\d*", value):
-            raise ValueProblem(f"{text!r} is negative; {self.name} must be 0..{self.maximum}")
+            raise ValueProblem(f"{shown(text)} is negative; {self.name} must be 0..{self.maximum}")
         if not re.fullmatch(r"[+]?\d+|-0+", value):
-            raise ValueProblem(f"{text!r} is not an integer ({self.name}, 0..{self.maximum})")
+            raise ValueProblem(f"{shown(text)} is not an integer ({self.name}, 0..{self.maximum})")
+        if len(_digits(value.lstrip("+-"))) > MAX_DIGITS:
+            raise ValueProblem(f"{shown(text)} is out of range for {self.name} (0..{self.maximum})")
         number = int(value)
         if number > self.maximum:
-            raise ValueProblem(f"{text!r} is out of range for {self.name} (0..{self.maximum})")
+            raise ValueProblem(f"{shown(text)} is out of range for {self.name} (0..{self.maximum})")
         return number
 
     def format(self, value) -> str:
@@ -170,7 +194,7 @@ class _ResponseCode(ValueType):
         # The base type is xs:string with the pattern [0-9][0-9][0-9]; surrounding whitespace is
         # tolerated on the way in (be lenient when receiving).
         if not re.fullmatch(r"[0-9]{3}", text.strip()):
-            raise ValueProblem(f"{text!r} is not a response code (expected three digits, e.g. 200)")
+            raise ValueProblem(f"{shown(text)} is not a response code (expected three digits, e.g. 200)")
         return int(text.strip())
 
     def format(self, value) -> str:
@@ -203,12 +227,12 @@ class _Float(ValueType):
                 return number
         value = _collapse(text)
         if value in ("NaN", "INF", "-INF", "+INF"):
-            raise ValueProblem(f"{text!r} is not a finite number (NaN and INF are not accepted)")
+            raise ValueProblem(f"{shown(text)} is not a finite number (NaN and INF are not accepted)")
         if not _FLOAT_RE.fullmatch(value):
-            raise ValueProblem(f"{text!r} is not an xs:float (expected e.g. 1.5 or 2E3)")
+            raise ValueProblem(f"{shown(text)} is not an xs:float (expected e.g. 1.5 or 2E3)")
         number = float(value)
         if not math.isfinite(number):
-            raise ValueProblem(f"{text!r} is out of range (not a finite number)")
+            raise ValueProblem(f"{shown(text)} is out of range (not a finite number)")
         return number
 
     def format(self, value) -> str:
@@ -225,7 +249,7 @@ class _Decimal(ValueType):
     def parse(self, text: str) -> float:
         value = _collapse(text)
         if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", value):
-            raise ValueProblem(f"{text!r} is not an xs:decimal (expected e.g. 60 or 230.5, no exponent)")
+            raise ValueProblem(f"{shown(text)} is not an xs:decimal (expected e.g. 60 or 230.5, no exponent)")
         return float(value)
 
     def format(self, value) -> str:
@@ -264,10 +288,10 @@ def parse_datetime(text: str) -> datetime:
     value = _collapse(text)
     match = _DATETIME_RE.fullmatch(value)
     if not match:
-        raise ValueProblem(f"{text!r} is not an xcal date-time (expected YYYY-MM-DDThh:mm:ss[.fff]Z)")
+        raise ValueProblem(f"{shown(text)} is not an xcal date-time (expected YYYY-MM-DDThh:mm:ss[.fff]Z)")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     if zone not in (None, "Z"):
-        raise ValueProblem(f"{text!r} has a numeric UTC offset, which xcal forbids (use UTC with Z)")
+        raise ValueProblem(f"{shown(text)} has a numeric UTC offset, which xcal forbids (use UTC with Z)")
     micro = int((fraction or "")[:6].ljust(6, "0"))
     extra_day = False
     if hour == "24" and minute == "00" and second == "00" and micro == 0:
@@ -279,7 +303,7 @@ def parse_datetime(text: str) -> datetime:
         if extra_day:
             result += timedelta(days=1)
     except (ValueError, OverflowError):
-        raise ValueProblem(f"{text!r} is not a valid date-time (field out of range)") from None
+        raise ValueProblem(f"{shown(text)} is not a valid date-time (field out of range)") from None
     return result
 
 
@@ -343,22 +367,28 @@ def parse_duration(text: str) -> timedelta:
 def _parse_duration(text: str) -> timedelta:
     value = text.strip()
     weeks = _WEEKS_RE.fullmatch(value)
+    match = None if weeks else _DURATION_RE.fullmatch(value)
+    if not weeks and not match:
+        raise ValueProblem(f"{shown(text)} is not an xcal duration (expected e.g. PT1H, P1DT30M or PT0S)")
+    fields = (weeks or match).groups()[1:]
+    if any(len(_digits(field)) > MAX_DIGITS for field in fields if field):
+        raise ValueProblem(f"{shown(text)} is too long a duration (at most {MAX_DIGITS} digits a field)")
     if weeks:
         sign, count = weeks.groups()
-        result = timedelta(weeks=int(count))
+        try:
+            result = timedelta(weeks=int(count))
+        except OverflowError:
+            raise ValueProblem(f"{shown(text)} is too long a duration") from None
         return -result if sign == "-" else result
-    match = _DURATION_RE.fullmatch(value)
-    if not match:
-        raise ValueProblem(f"{text!r} is not an xcal duration (expected e.g. PT1H, P1DT30M or PT0S)")
     sign, years, months, days, hours, minutes, seconds = match.groups()
     if int(years or 0) or int(months or 0):
-        raise ValueProblem(f"{text!r} uses years or months, whose length depends on the calendar "
+        raise ValueProblem(f"{shown(text)} uses years or months, whose length depends on the calendar "
                            "(use days, e.g. P30D)")
     try:
         result = timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
                            seconds=int(seconds or 0))
     except OverflowError:
-        raise ValueProblem(f"{text!r} is too long a duration") from None
+        raise ValueProblem(f"{shown(text)} is too long a duration") from None
     return -result if sign == "-" else result
 
 
