@@ -161,7 +161,7 @@ def from_server_tls(environ: Mapping[str, Any]) -> ClientIdentity | None:
         # verified it against --ca-certs before the request was read; without one this is None.
         try:
             der = sock.getpeercert(binary_form=True)
-        except (ValueError, OSError):  # the connection is gone
+        except (ValueError, OSError, AttributeError):  # the connection is gone
             der = None
         if der:
             return ClientIdentity(fingerprint_from_der(der), SOURCE_GUNICORN, der)
