@@ -351,13 +351,29 @@ class VTN:
 
     def update_ven(self, ven_id: str, *, group_ids: list[str] | None = None,
                    resource_ids: list[str] | None = None,
-                   party_ids: list[str] | None = None) -> VenRecord:
-        """Set which groups, resources and parties a VEN belongs to, for event targeting."""
+                   party_ids: list[str] | None = None,
+                   fingerprint: str | None = None) -> VenRecord:
+        """Set which groups, resources and parties a VEN belongs to, for event targeting; or
+        bind it to a new client certificate.
+
+        :param fingerprint: the fingerprint of the VEN's new certificate (when its certificate
+            is renewed): from now on only that certificate may act for the VEN.
+        :raises LookupError: the VEN is not known.
+        :raises ValueError: the fingerprint is malformed or belongs to another VEN.
+        """
+        if fingerprint is not None:
+            fingerprint = canonical_fingerprint(fingerprint)
         ctx = self._context()
         with ctx.store.atomic():
             ven = ctx.store.get_ven(ven_id)
             if ven is None:
                 raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
+            if fingerprint is not None:
+                holder = ctx.store.get_ven_by_fingerprint(fingerprint)
+                if holder is not None and holder["ven_id"] != ven_id:
+                    raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
+                                     f"{holder['ven_id']!r}")
+                ven["fingerprint"] = fingerprint
             for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
                                ("party_ids", party_ids)):
                 if value is not None:

@@ -770,3 +770,26 @@ def test_add_ven_refuses_what_would_be_ambiguous(app, vtn):
         with pytest.raises(TypeError, match="group_ids"):
             vtn.add_ven("v4", fingerprint=make_certificate().fingerprint, group_ids="north")
         assert [v["ven_id"] for v in vtn.vens()] == ["v1"]
+
+
+def test_update_ven_rebinds_a_ven_to_its_renewed_certificate(app, vtn):
+    ven = make_ven(app)
+    ven.register()
+    ven.poll()
+    old = ven.certificate
+    renewed = make_certificate("renewed")
+    with app.app_context():
+        vtn.update_ven(ven.ven_id, fingerprint=renewed.fingerprint)
+    other = make_ven(app, ven_name="other")
+    other.register()
+    ven.certificate = renewed
+    name, reply = ven.poll()
+    assert (name, code(reply)) == ("oadrResponse", 200)
+    ven.certificate = old
+    assert code(ven.poll()[1]) == 463
+    with app.app_context():
+        with pytest.raises(ValueError, match="already belongs"):
+            vtn.update_ven(ven.ven_id, fingerprint=other.fingerprint)
+        with pytest.raises(ValueError, match="not 10 hex bytes"):
+            vtn.update_ven(ven.ven_id, fingerprint="nope")
+        assert vtn.store.get_ven(ven.ven_id)["fingerprint"] == renewed.fingerprint
