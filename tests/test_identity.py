@@ -817,3 +817,12 @@ def test_of_two_concurrent_registrations_for_one_venid_the_later_is_refused(app,
         [record] = vtn.vens()
     assert (record["ven_name"], record["fingerprint"]) == ("rival", rival.fingerprint)
     assert record["registration_id"] == rival.registration_id
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_fingerprints_agree_with_openleadrs_independent_implementation(key_type):
+    # The real VEN client computes the VTN's fingerprint the same way (vtn_fingerprint=).
+    utils = pytest.importorskip("openleadr.utils")
+    certificate = make_certificate(key_type=key_type)
+    assert certificate.fingerprint == utils.certificate_fingerprint(certificate.pem)
+    assert len(certificate.fingerprint) == 29 and certificate.fingerprint.isupper()
