@@ -825,4 +825,5 @@ def test_fingerprints_agree_with_openleadrs_independent_implementation(key_type)
     utils = pytest.importorskip("openleadr.utils")
     certificate = make_certificate(key_type=key_type)
     assert certificate.fingerprint == utils.certificate_fingerprint(certificate.pem)
-    assert len(certificate.fingerprint) == 29 and certificate.fingerprint.isupper()
+    assert len(certificate.fingerprint) == 29
+    assert certificate.fingerprint == certificate.fingerprint.upper()
