@@ -32,9 +32,10 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def time_ticks(start: datetime, end: datetime) -> list[datetime]:
-    """Round times (every 1, 5, 15 or 30 minutes, or 1, 2, 3 or 6 hours) in ``[start, end]``."""
+    """Round times (every 10, 15 or 30 seconds, 1, 5, 15 or 30 minutes, or 1, 2, 3 or 6 hours)
+    in ``[start, end]``, at most 8 of them."""
     span = (end - start).total_seconds()
-    steps = [60, 300, 900, 1800, 3600, 7200, 10800, 21600]
+    steps = [10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600]
     step = next((s for s in steps if span / s <= 8), steps[-1])
     first = math.ceil(start.timestamp() / step) * step
     ticks = []
@@ -61,6 +62,10 @@ def line_chart(series: Sequence[dict[str, Any]], start: datetime, end: datetime,
     if y_max == y_min:
         y_max = y_min + 1
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    ticks = time_ticks(start, end)
+    # Seconds on the axis only when the ticks are less than a minute apart.
+    tick_format = "%H:%M:%S" if len(ticks) > 1 and (ticks[1] - ticks[0]).seconds < 60 \
+        else "%H:%M"
     span = (end - start) or timedelta(seconds=1)
 
     def x(moment: datetime) -> float:
@@ -79,9 +84,18 @@ def line_chart(series: Sequence[dict[str, Any]], start: datetime, end: datetime,
     return {
         "width": WIDTH, "height": HEIGHT, "left": LEFT, "right": WIDTH - RIGHT, "top": TOP,
         "bottom": HEIGHT - BOTTOM, "unit": unit, "lines": lines,
-        "x_ticks": [{"x": x(t), "label": t.strftime("%H:%M")} for t in time_ticks(start, end)],
+        "x_ticks": [{"x": x(t), "label": t.strftime(tick_format)} for t in ticks],
         "y_ticks": [{"y": y(v), "label": f"{v:g}"} for v in y_ticks],
     }
+
+
+def window(series: Sequence[dict[str, Any]], since: datetime, now: datetime,
+           shortest: timedelta = timedelta(minutes=2)) -> datetime:
+    """Where the time axis starts: at the first value when the data is younger than ``since``
+    (so that a VEN that began reporting a minute ago is not drawn as a line at the right edge),
+    showing at least ``shortest``."""
+    first = min((line["points"][0][0] for line in series if line["points"]), default=since)
+    return min(max(first, since), now - shortest)
 
 
 def unit_of(description: dict[str, Any] | None) -> str:

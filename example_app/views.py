@@ -200,7 +200,8 @@ def ven_detail(ven_id: str) -> dict[str, Any]:
     for (spec, r_id), values in sorted(series.items()):
         by_unit.setdefault(units.get((spec, r_id), ""), []).append(
             {"label": r_id, "points": values})
-    charts = [chart.line_chart(lines, since, now, unit) for unit, lines in by_unit.items()]
+    charts = [chart.line_chart(lines, chart.window(lines, since, now), now, unit)
+              for unit, lines in by_unit.items()]
     return {
         "ven": ven_row(ven, open_ids),
         "events": events,
