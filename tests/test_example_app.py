@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from openleadr.messaging import create_message, parse_message
 
+from backends import URI_FACTORIES
 from example_app import settings
 from example_app.app import create_app, vtn
 from flask_openadr.testing import VENTestClient, data_point, data_report, metadata_report
@@ -402,3 +403,21 @@ def test_the_vens_page_filters_sorts_and_pages_a_large_fleet(tmp_path):
     assert client.get("/api/vens?state=offline").get_json()["total"] == 0
     page = client.get("/vens?page=2").get_data(as_text=True)
     assert "page 2 / 3" in page and 'rel="next"' in page
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "postgresql"])
+def test_the_environment_points_the_example_at_each_shared_store(tmp_path, monkeypatch, backend):
+    uri = URI_FACTORIES[backend](tmp_path)
+    monkeypatch.setenv("OPENADR_STORE_URI", uri)
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    other = create_app({"TESTING": True}, instance_path=str(tmp_path / "other"))
+    try:
+        ven = VENTestClient(app.test_client(), ven_name="north-substation-ven")
+        assert ven.register()[1]["response"]["response_code"] == 200
+        # A second app on the same URI (another worker or host) sees the VEN: one shared store.
+        with other.app_context():
+            [listed] = vtn.vens()
+        assert listed["ven_id"] == ven.ven_id and listed["group_ids"] == ["north"]
+    finally:
+        for each in (app, other):
+            each.extensions["openadr"].context.store.close()
