@@ -17,6 +17,10 @@ from flask_openadr import EventError, UnknownEvent
 
 #: How far in the past a start may be, for a start of "now" typed a moment ago.
 START_SLACK = timedelta(minutes=1)
+#: The furthest ahead an event may start, and its longest duration: a demand-response event
+#: beyond these is a typing error (2036 for 2026, minutes for seconds), not a plan.
+HORIZON = timedelta(days=366)
+MAX_DURATION_MINUTES = 7 * 24 * 60
 
 
 class InputError(ValueError):
@@ -73,10 +77,22 @@ def resolve_target(*, target: str | None = None, ven_id: str | None = None,
 
 
 def check_start(start: datetime, field: str = "start") -> None:
-    """A new or moved event may not start in the past (a minute of slack for "now")."""
+    """A new or moved event starts from now on (a minute of slack for "now") and within
+    :data:`HORIZON`."""
     if start < now() - START_SLACK:
         raise InputError({field: f"{start:%Y-%m-%d %H:%M} UTC is in the past; the VENs could no "
                                  "longer act on it. Give a start from now on"})
+    if start > now() + HORIZON:
+        raise InputError({field: f"{start:%Y-%m-%d %H:%M} UTC is more than {HORIZON.days} days "
+                                 "ahead; check the year"})
+
+
+def duration_of(minutes: float, field: str = "duration_minutes") -> timedelta:
+    """The duration of ``minutes``, which must be more than 0 and at most a week."""
+    if not 0 < minutes <= MAX_DURATION_MINUTES:
+        raise InputError({field: f"{field} must be more than 0 and at most "
+                                 f"{MAX_DURATION_MINUTES} (a week), not {minutes:g}"})
+    return timedelta(minutes=minutes)
 
 
 def _field_of(error: EventError, fields: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ with ``?partial=1`` and gets its live sections re-rendered in JSON. The JSON API
 """
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -393,6 +394,8 @@ def api_vens():
 @bp.get("/api/vens/<ven_id>")
 @login_required
 def api_ven(ven_id: str):
+    if not any(ven["ven_id"] == ven_id for ven in vtn().vens()):
+        return jsonify(error=f"no VEN has venID {ven_id!r}; GET /api/vens lists them"), 404
     detail = ven_detail(ven_id)
     detail.pop("charts")  # drawing data; the values are in latest_values and the page
     return jsonify(detail)
@@ -417,7 +420,9 @@ def api_events():
 
 def _number(data: dict[str, Any], key: str, *, positive: bool = False) -> float:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (positive and value <= 0):
+    # Python's JSON reader takes NaN and Infinity, which are no numbers a VEN can act on.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or (positive and value <= 0):
         kind = "a positive number" if positive else "a number"
         raise InputError({key: f"{key} must be {kind}, not {value!r}"})
     return float(value)
@@ -434,7 +439,10 @@ def parse_start(value: Any) -> datetime:
     if start.utcoffset() is None:
         raise InputError({"start": f"start {value!r} has no time zone; add Z or an offset such "
                                    "as +01:00"})
-    return start.astimezone(timezone.utc)
+    try:
+        return start.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00+14:00 is before the first UTC date Python has
+        raise InputError({"start": f"start {value!r} is out of range"}) from None
 
 
 @bp.post("/api/events")
@@ -453,7 +461,7 @@ def api_create_event():
             if key in data and not isinstance(data[key], str):
                 raise InputError({key: f"{key} must be a string, not {data[key]!r}"})
         start = parse_start(data.get("start"))
-        duration = timedelta(minutes=_number(data, "duration_minutes", positive=True))
+        duration = operations.duration_of(_number(data, "duration_minutes", positive=True))
         level = _number(data, "level")
         target = operations.resolve_target(ven_id=data.get("ven_id"),
                                            group_id=data.get("group_id"))
@@ -479,7 +487,7 @@ def api_modify_event(event_id: str):
         return jsonify(error=str(error)), 404
     try:
         start = parse_start(data["start"]) if "start" in data else None
-        duration = (timedelta(minutes=_number(data, "duration_minutes", positive=True))
+        duration = (operations.duration_of(_number(data, "duration_minutes", positive=True))
                     if "duration_minutes" in data else None)
         level = _number(data, "level") if "level" in data else None
         operations.modify_event(event_id, start=start, duration=duration, level=level,

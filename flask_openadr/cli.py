@@ -20,6 +20,9 @@ from .errors import EventError, UnknownEvent
 from .security.fingerprint import fingerprint_from_pem
 from .store import redact
 
+#: The longest --duration accepted (about 19 years): longer ones overflow date arithmetic.
+MAX_MINUTES = 10_000_000
+
 openadr = AppGroup("openadr", help="Manage the OpenADR VTN of this application.")
 
 
@@ -210,7 +213,10 @@ class StartTime(click.ParamType):
                       "now or +15m", param, ctx)
         if start.utcoffset() is None:
             self.fail(f"{text!r} has no time zone; add Z or an offset such as +01:00", param, ctx)
-        return start.astimezone(timezone.utc)
+        try:
+            return start.astimezone(timezone.utc)
+        except OverflowError:
+            self.fail(f"{text!r} is out of range", param, ctx)
 
 
 def _start(value: datetime | timedelta) -> datetime:
@@ -248,7 +254,7 @@ def event_group() -> None:
 @click.option("--any-group", is_flag=True, help="Allow a group no VEN is in yet.")
 @click.option("--start", type=StartTime(), required=True,
               help="ISO 8601 with a time zone, or now, +15m, +2h.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), required=True,
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True, max=MAX_MINUTES), required=True,
               help="Minutes.")
 @click.option("--level", type=float, required=True, help="The signal payload, e.g. 1 for SIMPLE.")
 @click.option("--signal-name", default="SIMPLE", show_default=True)
@@ -272,7 +278,7 @@ def event_add(ven_id: str | None, group_id: str | None, any_group: bool, start: 
     if market_context:
         options["market_context"] = market_context
     length = timedelta(minutes=duration)
-    if start + length <= state.context.now():
+    if start <= state.context.now() - length:
         raise click.BadParameter(f"an event from {_when(start)} for {duration:g} min has already "
                                  "ended; give a later start", param_hint="--start")
     try:
@@ -282,13 +288,16 @@ def event_add(ven_id: str | None, group_id: str | None, any_group: bool, start: 
             **options)
     except EventError as exc:
         raise click.ClickException(str(exc)) from None
+    except OverflowError:
+        raise click.BadParameter(f"{_when(start)} plus {duration:g} min ends after the year "
+                                 "9999", param_hint="--start") from None
     click.echo(event_id)
 
 
 @event_group.command("modify")
 @click.argument("event_id")
 @click.option("--start", type=StartTime(), default=None, help="A new start.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True, max=MAX_MINUTES), default=None,
               help="A new duration in minutes.")
 @click.option("--level", type=float, default=None, help="A new level.")
 def event_modify(event_id: str, start: datetime | None, duration: float | None,
@@ -314,6 +323,9 @@ def event_modify(event_id: str, start: datetime | None, duration: float | None,
         updated = state.vtn.modify_event(event_id, intervals=[new])
     except EventError as exc:
         raise click.ClickException(str(exc)) from None
+    except OverflowError:
+        raise click.BadParameter(f"{_when(new['dtstart'])} plus {new['duration']} ends after "
+                                 "the year 9999", param_hint="--start") from None
     click.echo(f"event {event_id} is now modification "
                f"{updated['event_descriptor']['modification_number']}")
 

@@ -222,6 +222,10 @@ def test_event_add_modify_cancel_from_the_shell(app, vtn, runner, clock):
     (["--ven", "VEN", "--start", "2026-12-01T17:00:00", "--duration", "60", "--level", "1"],
      "has no time zone"),
     (["--ven", "VEN", "--start", "+5m", "--duration", "60", "--level", "7"], "rule 9"),
+    (["--ven", "VEN", "--start", "9999-12-31T23:00:00Z", "--duration", "120", "--level", "1"],
+     "ends after the year 9999"),
+    (["--ven", "VEN", "--start", "+5m", "--duration", "1e308", "--level", "1"],
+     "10000000"),
 ])
 def test_event_add_refuses_what_the_vens_could_not_act_on(app, vtn, runner, args, message):
     ven = make_ven(app, ven_name="north-1")

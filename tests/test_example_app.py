@@ -235,6 +235,18 @@ def test_an_event_for_one_ven_with_its_own_market_context(portal, client):
          "no VEN has venID 'ven-7'"),
         ({"group_id": "north", "start": "2026-01-01T17:00:00Z", "duration_minutes": 60,
           "level": 1}, "start", "is in the past"),
+        ({"group_id": "north", "start": "9999-12-31T23:59:00Z", "duration_minutes": 60,
+          "level": 1}, "start", "days ahead; check the year"),
+        ({"group_id": "north", "start": "0001-01-01T00:00:00+14:00", "duration_minutes": 60,
+          "level": 1}, "start", "is out of range"),
+        ({"group_id": "north", "duration_minutes": 1e308, "level": 1}, "duration_minutes",
+         "at most 10080 (a week)"),
+        ({"group_id": "north", "duration_minutes": 60, "level": float("nan")}, "level",
+         "level must be a number, not nan"),
+        ({"group_id": ["north"], "duration_minutes": 60, "level": 1}, "group_id",
+         "group_id must be a string"),
+        ({"group_id": "north", "duration_minutes": 60, "level": 1, "signal_name": "BOGUS"},
+         "signal_name", "signalName"),
     ],
 )
 def test_bad_event_requests_are_refused(portal, client, body, field, message):
@@ -250,7 +262,10 @@ def test_bad_event_requests_are_refused(portal, client, body, field, message):
         assert vtn.events() == []
 
 
-def test_unknown_event_is_404(client):
+def test_unknown_event_or_ven_is_404(client):
+    assert client.get("/api/vens/nope").get_json()["error"].startswith("no VEN has venID 'nope'")
+    assert client.get("/vens/nope").status_code == 404
+    assert client.get("/events/nope/edit").status_code == 404
     assert client.post("/api/events/nope/cancel").status_code == 404
     assert client.post("/api/events/nope/modify", json={"level": 1}).status_code == 404
     assert client.get("/api/events/nope/responses").status_code == 404
