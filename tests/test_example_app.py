@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -436,3 +437,47 @@ def test_the_environment_points_the_example_at_each_shared_store(tmp_path, monke
     finally:
         for each in (app, other):
             each.extensions["openadr"].context.store.close()
+
+
+def test_the_ven_page_shows_opt_schedules(portal, client):
+    ven = VENTestClient(client, ven_name="water-plant-ven")
+    ven.register()
+    start = in_a_while(120)
+    name, reply = ven.create_opt("opt-maintenance", "optOut", opt_reason="outageRunStatus",
+                                 windows=[(start, timedelta(hours=2))],
+                                 market_context="http://utility.example/programs/peak-saver")
+    assert reply["response"]["response_code"] == 200
+    [opt] = client.get(f"/api/vens/{ven.ven_id}").get_json()["opts"]
+    assert (opt["opt_id"], opt["opt_type"], opt["opt_reason"]) == ("opt-maintenance", "optOut",
+                                                                    "outageRunStatus")
+    assert opt["windows"] == [f"{start:%Y-%m-%d %H:%M:%S} for 2:00:00"]
+    html = client.get(f"/vens/{ven.ven_id}").get_data(as_text=True)
+    assert "opt-maintenance" in html and "outageRunStatus" in html
+
+
+def test_a_silent_ven_shows_offline_before_and_after_the_sweep(tmp_path):
+    # A deadline of 1 s (one missed poll of 1 s, no grace) so that the test can wait for it.
+    app = create_app({"TESTING": True, "OPENADR_STORE_URI": "memory://",
+                      "OPENADR_POLL_FREQUENCY": 1, "OPENADR_OFFLINE_AFTER_MISSED_POLLS": 1,
+                      "OPENADR_OFFLINE_GRACE": 0},
+                     instance_path=str(tmp_path / "instance"))
+    client = app.test_client()
+    ven = VENTestClient(client, ven_name="south-campus-ven")
+    ven.register()
+    token = client.get("/api/session").get_json()["csrf_token"]
+    client.post("/api/login", json={"user": "operator", "password": "openadr-demo"},
+                headers={"X-CSRFToken": token})
+    [row] = client.get("/api/vens").get_json()["rows"]
+    assert row["liveness"] == "online"
+    time.sleep(1.1)
+    # No sweeper has run: the page reads the deadline, not the stored state alone.
+    [row] = client.get("/api/vens").get_json()["rows"]
+    assert row["liveness"] == "stale"
+    assert "deadline passed, not yet swept" in client.get("/vens").get_data(as_text=True)
+    assert client.get("/api/vens?state=stale").get_json()["total"] == 1
+    with app.app_context():
+        assert vtn.sweep() == 1
+    [row] = client.get("/api/vens").get_json()["rows"]
+    assert row["liveness"] == "offline"
+    history = client.get(f"/api/vens/{ven.ven_id}").get_json()["history"]
+    assert [(t["epoch"], t["kind"]) for t in history] == [(2, "offline"), (1, "online")]
