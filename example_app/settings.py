@@ -42,6 +42,8 @@ PORTAL_DEFAULTS: dict[str, Any] = {
     # Signs the session cookie; made once and kept in the instance folder when not given, so that
     # every worker on the host shares it.
     "SECRET_KEY": None,
+    # Send the session cookie over HTTPS only: set it true behind TLS (nginx), as in production.
+    "SESSION_COOKIE_SECURE": False,
 }
 
 #: The development password's hash shipped in config.yaml (password "openadr-demo").
@@ -53,25 +55,41 @@ def configure(app: Flask, overrides: Mapping[str, Any] | None = None,
     """Fill ``app.config``: ``overrides`` win over the environment, which wins over the YAML
     file, which wins over :data:`PORTAL_DEFAULTS` (and the VTN's own defaults)."""
     environ = os.environ if environ is None else environ
-    from_env = environment(environ)
-    path = (overrides or {}).get(CONFIG_FILE_KEY) or from_env.get(CONFIG_FILE_KEY) or CONFIG_FILE
+    given = {**environment(environ), **(overrides or {})}
+    path = given.get(CONFIG_FILE_KEY) or CONFIG_FILE
     app.config[CONFIG_FILE_KEY] = path
-    app.config.update(from_env)
-    if overrides:
-        app.config.update(overrides)
-    for key, value in portal_keys_of(path).items():
-        app.config.setdefault(key, value)
-    for key, value in PORTAL_DEFAULTS.items():
-        app.config.setdefault(key, value)
+    # The VTN setdefaults the file's OPENADR_* keys in init_app, so these win over the file.
+    app.config.update(given)
+    # Merged here rather than with setdefault: Flask's defaults already hold SECRET_KEY = None.
+    app.config.update({**PORTAL_DEFAULTS, **portal_keys_of(path),
+                       **{key: value for key, value in given.items() if key in PORTAL_DEFAULTS}})
     app.config["ALLOWED_VENS"] = allowed_vens(app.config["ALLOWED_VENS"], path)
     if not app.config["SECRET_KEY"]:
         app.config["SECRET_KEY"] = instance_secret(app.instance_path)
     # Flask-WTF protects only the portal's blueprint (see views.py); the OpenADR endpoints are
     # authenticated by the VTN and take XML, not forms.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    if check_password_hash(app.config["PORTAL_PASSWORD_HASH"] or "x", DEMO_PASSWORD):
+    # Flask's default is None: the session cookie then rides along on cross-site requests.
+    app.config["SESSION_COOKIE_SAMESITE"] = given.get("SESSION_COOKIE_SAMESITE", "Lax")
+    check_password_hash_setting(app.config["PORTAL_PASSWORD_HASH"])
+
+
+def check_password_hash_setting(value: Any) -> None:
+    """Refuse at start-up a PORTAL_PASSWORD_HASH that no password could match (the login would
+    fail for everyone, or with a 500), and warn about the development one."""
+    if value is None:
+        return
+    try:
+        demo = check_password_hash(str(value), DEMO_PASSWORD)
+    except ValueError as error:
+        raise ValueError(f"PORTAL_PASSWORD_HASH {str(value)[:20]!r}... is not a Werkzeug password "
+                         f"hash ({error}); make one with: flask --app example_app.app portal "
+                         "hash-password") from None
+    if not isinstance(value, str) or value.count("$") != 2:
+        raise ValueError(f"PORTAL_PASSWORD_HASH must be a Werkzeug hash 'method$salt$hash', not "
+                         f"{str(value)[:20]!r}...; make one with: flask --app example_app.app "
+                         "portal hash-password")
+    if demo:
         logger.warning("PORTAL_PASSWORD_HASH is the development password's; set your own "
                        "(flask --app example_app.app portal hash-password)")
 

@@ -157,6 +157,39 @@ def test_the_environment_wins_over_the_yaml_file(tmp_path, monkeypatch, caplog):
     assert not os.path.exists(tmp_path / "instance" / "openadr.sqlite3")
 
 
+@pytest.mark.parametrize("value", ["secret", "md5$a$b", "scrypt:1$a$b"])
+def test_a_password_setting_that_is_no_hash_stops_the_start(tmp_path, value):
+    with pytest.raises(ValueError, match="PORTAL_PASSWORD_HASH .*hash-password"):
+        create_app({"TESTING": True, "PORTAL_PASSWORD_HASH": value},
+                   instance_path=str(tmp_path / "instance"))
+
+
+def test_hash_password_makes_a_hash_the_login_accepts(tmp_path):
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    result = app.test_cli_runner().invoke(args=["portal", "hash-password"],
+                                          input="s3cret-pass\ns3cret-pass\n")
+    assert result.exit_code == 0, result.output
+    made = result.output.strip().splitlines()[-1]
+    other = create_app({"TESTING": True, "PORTAL_PASSWORD_HASH": made, "PORTAL_USER": "ops"},
+                       instance_path=str(tmp_path / "instance"))
+    client = other.test_client()
+    token = client.get("/api/session").get_json()["csrf_token"]
+    assert client.post("/api/login", json={"user": "ops", "password": "openadr-demo"},
+                       headers={"X-CSRFToken": token}).status_code == 403
+    assert client.post("/api/login", json={"user": "ops", "password": "s3cret-pass"},
+                       headers={"X-CSRFToken": token}).status_code == 200
+
+
+def test_the_secret_key_and_cookie_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "from-the-environment")
+    monkeypatch.setenv("SESSION_COOKIE_SECURE", "true")
+    app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    assert app.config["SECRET_KEY"] == "from-the-environment"
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert not os.path.exists(tmp_path / "instance" / "secret_key")
+
+
 def test_environment_values_are_json_or_text():
     found = settings.environment({"OPENADR_POLL_FREQUENCY": "10", "PORTAL_USER": "bob",
                                   "OPENADR_BACKGROUND": "off", "HOME": "/x",
