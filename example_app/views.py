@@ -15,6 +15,8 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
     request, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
+from flask_openadr.extension import OPEN_STATUSES
+
 from . import chart, operations
 from .auth import login_required, safe_next
 from .forms import EventForm, EventTimingForm
@@ -155,12 +157,14 @@ def event_row(event: dict[str, Any], answers: dict[str, Any] | None = None) -> d
         "start_text": utc(period["dtstart"]),
         "duration_minutes": period["duration"].total_seconds() / 60,
         "responses": answer_counts(answers),
-        "open": descriptor["event_status"] in ("far", "near", "active"),
+        "open": descriptor["event_status"] in OPEN_STATUSES,
     }
 
 
 def all_events() -> list[dict[str, Any]]:
-    rows = [event_row(event) for event in vtn().events()]
+    answers = vtn().answers_by_event()
+    rows = [event_row(event, answers.get(event["event_descriptor"]["event_id"], {}))
+            for event in vtn().events()]
     return sorted(rows, key=lambda row: (row["start"], row["event_id"]), reverse=True)
 
 
@@ -170,8 +174,6 @@ def ven_detail(ven_id: str) -> dict[str, Any]:
     if not listed:
         abort(404, f"no VEN has venID {ven_id!r}")
     ven = listed[0]
-    open_ids = [e["event_descriptor"]["event_id"] for e in vtn().events_for_ven(ven_id)
-                if e["event_descriptor"]["event_status"] in ("far", "near", "active")]
     events = []
     for event in vtn().events_for_ven(ven_id):
         mine = [r for r in vtn().event_responses(event["event_descriptor"]["event_id"])
@@ -204,7 +206,7 @@ def ven_detail(ven_id: str) -> dict[str, Any]:
     charts = [chart.line_chart(lines, chart.window(lines, since, now), now, unit)
               for unit, lines in by_unit.items()]
     return {
-        "ven": ven_row(ven, open_ids),
+        "ven": ven_row(ven, [e["event_id"] for e in events if e["open"]]),
         "events": events,
         "reports": registered,
         "report_requests": [{"report_request_id": r["report_request_id"],

@@ -172,11 +172,12 @@ def events() -> None:
     if not listed:
         click.echo("no events")
         return
+    answers = state.vtn.answers_by_event()
     rows = []
     for event in listed:
         descriptor = event["event_descriptor"]
         signal = event["event_signals"][0]
-        counts = answer_counts(state.vtn.event_answers(descriptor["event_id"]))
+        counts = answer_counts(answers.get(descriptor["event_id"], {}))
         rows.append((descriptor["event_id"], descriptor["event_status"],
                      _when(event["active_period"]["dtstart"]),
                      _minutes(event["active_period"]["duration"]).replace(" ", ""),

@@ -356,15 +356,15 @@ class VTN:
         event = ctx.store.get_event(event_id)
         if event is None:
             raise UnknownEvent(event_id)
-        answers: dict[str, dict[str, Any] | None] = {
-            ven["ven_id"]: None for ven in ctx.store.list_vens()
-            if ven.get("registration_id") and events.targets_ven(event, ven)
-        }
-        for record in events.event_responses(ctx, event_id):
-            latest = answers.get(record["ven_id"])
-            if latest is None or record["modification_number"] >= latest["modification_number"]:
-                answers[record["ven_id"]] = dict(record)
-        return answers
+        return _answers(ctx, event, ctx.store.list_vens())
+
+    def answers_by_event(self) -> dict[str, dict[str, dict[str, Any] | None]]:
+        """:meth:`event_answers` of every stored event, reading the VENs once: for screens that
+        list all events."""
+        ctx = self._context()
+        vens = ctx.store.list_vens()
+        return {event["event_descriptor"]["event_id"]: _answers(ctx, event, vens)
+                for event in ctx.store.list_events()}
 
     def cancel_registration(self, ven_id: str) -> None:
         """Ask the VEN to cancel its registration (oadrCancelPartyRegistration on its next poll).
@@ -539,6 +539,19 @@ class VTN:
 def _check_payload(payload_name: str, payload: dict[str, Any]) -> None:
     """Raise ValueError now, naming the field, for a payload that could not be sent later."""
     codec.encode(payload_name, payload)
+
+
+def _answers(ctx: Context, event: dict[str, Any],
+             vens: list[VenRecord]) -> dict[str, dict[str, Any] | None]:
+    answers: dict[str, dict[str, Any] | None] = {
+        ven["ven_id"]: None for ven in vens
+        if ven.get("registration_id") and events.targets_ven(event, ven)
+    }
+    for record in events.event_responses(ctx, event["event_descriptor"]["event_id"]):
+        latest = answers.get(record["ven_id"])
+        if latest is None or record["modification_number"] >= latest["modification_number"]:
+            answers[record["ven_id"]] = dict(record)
+    return answers
 
 
 def _with_status(event: dict[str, Any], now: datetime) -> dict[str, Any]:
