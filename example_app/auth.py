@@ -54,9 +54,10 @@ def _start_session(user: str) -> None:
 
 
 def safe_next(target: str | None) -> str:
-    # Only a path on this site: an absolute or scheme-relative URL would be an open redirect.
+    # Only a path on this site: an absolute or scheme-relative URL would be an open redirect,
+    # and browsers read a backslash as a slash (a path starting with slash, backslash, host).
     if target and target.startswith("/") and not target.startswith("//") \
-            and not urlsplit(target).netloc:
+            and "\\" not in target and not urlsplit(target).netloc:
         return target
     return url_for("portal.vens_page")
 

@@ -99,6 +99,16 @@ def test_login_form_with_csrf_then_logout(anonymous):
     good = anonymous.post("/login?next=//evil.example/x", data={
         "csrf_token": token, "user": "operator", "password": "openadr-demo"})
     assert good.status_code == 302 and good.location == "/vens"  # never off-site
+    token = form_token(anonymous.get("/vens").get_data(as_text=True))
+    assert anonymous.post("/logout", data={"csrf_token": token}).status_code == 302
+    token = form_token(anonymous.get("/login").get_data(as_text=True))
+    again = anonymous.post("/login?next=/\\evil.example/x", data={
+        "csrf_token": token, "user": "operator", "password": "openadr-demo"})
+    assert again.status_code == 302 and again.location == "/vens"
+    back = anonymous.post("/login?next=/events%3Fx%3D1", data={
+        "csrf_token": form_token(anonymous.get("/login").get_data(as_text=True)),
+        "user": "operator", "password": "openadr-demo"})
+    assert back.location == "/events?x=1"
     assert anonymous.get("/vens").status_code == 200
     token = form_token(anonymous.get("/vens").get_data(as_text=True))
     assert anonymous.post("/logout", data={"csrf_token": token}).status_code == 302
