@@ -27,13 +27,18 @@ def operator() -> str | None:
     return session.get("operator")
 
 
+def refuse_anonymous() -> Any:
+    """The answer to a caller who has not logged in: 403 for the JSON API, else the login form."""
+    if request.path.startswith("/api/"):
+        return jsonify(error="log in first: POST /api/login with user and password"), 403
+    return redirect(url_for("auth.login", next=request.full_path))
+
+
 def login_required(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if operator() is None:
-            if request.path.startswith("/api/"):
-                return jsonify(error="log in first: POST /api/login with user and password"), 403
-            return redirect(url_for("auth.login", next=request.full_path))
+            return refuse_anonymous()
         return view(*args, **kwargs)
     return wrapped
 

@@ -18,7 +18,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from flask_openadr.extension import OPEN_STATUSES
 
 from . import chart, operations
-from .auth import login_required, safe_next
+from .auth import login_required, operator, refuse_anonymous, safe_next
 from .forms import EventForm, EventTimingForm
 from .operations import InputError, vtn
 
@@ -32,11 +32,17 @@ STATE_FILTERS = ("online", "offline", "stale", "never")
 
 
 @bp.before_app_request
-def protect_writes() -> None:
+def protect_writes() -> Any:
     # Only the portal's own routes: the OpenADR endpoints take XML from VENs, not forms.
-    if request.blueprint in ("portal", "auth") and request.method not in ("GET", "HEAD",
-                                                                          "OPTIONS"):
+    if request.blueprint not in ("portal", "auth"):
+        return None
+    # Every page of this blueprint needs a login; asking here too (views say so as well) means a
+    # view added without the decorator still fails closed, and an anonymous caller gets 403.
+    if request.blueprint == "portal" and operator() is None:
+        return refuse_anonymous()
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
+    return None
 
 
 def csrf_failed(error: CSRFError):
