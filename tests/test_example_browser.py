@@ -186,6 +186,10 @@ def event_row(driver, event_id, cell):
 def test_operator_manages_a_real_ven_in_the_browser(portal, browser, tmp_path):
     app, base = portal
     driver = browser
+    driver.get(base + "/vens")
+    assert "/login" in driver.current_url  # nothing without a login
+    assert css(driver, "#login-form") and "Log in" in driver.title
+    shot(driver, tmp_path, "0-login")
     login(driver, base)
     assert "VENs" in driver.title
     assert css(driver, "#no-vens").text.startswith("No VEN matches")
