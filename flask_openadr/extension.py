@@ -24,6 +24,9 @@ logger = logging.getLogger("flask_openadr")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+#: The event statuses in which an event still asks something of its VENs.
+OPEN_STATUSES = ("far", "near", "active")
+
 #: Handlers called in this release.
 HANDLERS = (
     "on_query_registration",
@@ -338,6 +341,40 @@ class VTN:
         """The VENs' opt answers to an event: one per VEN and modification number."""
         return events.event_responses(self._context(), event_id)
 
+    def open_events_by_ven(self) -> dict[str, list[str]]:
+        """For every VEN the VTN knows, the eventIDs of its open events (far, near or active
+        now): one read of the VENs and one of the events, for fleet screens."""
+        ctx = self._context()
+        now = ctx.now()
+        open_events = [event for event in ctx.store.list_events()
+                       if events.event_status(event, now) in OPEN_STATUSES]
+        return {ven["ven_id"]: [e["event_descriptor"]["event_id"] for e in open_events
+                                if events.targets_ven(e, ven)]
+                for ven in ctx.store.list_vens()}
+
+    def event_answers(self, event_id: str) -> dict[str, dict[str, Any] | None]:
+        """Who has answered an event, for counting optIn / optOut / no answer yet.
+
+        :returns: venID -> the VEN's latest answer (the record of :meth:`event_responses` with the
+            highest modification number), or None for a registered VEN the event is aimed at that
+            has not answered yet. VENs that answered an earlier version but are no longer
+            targeted keep their answer.
+        :raises flask_openadr.errors.UnknownEvent: for an eventID the store does not hold.
+        """
+        ctx = self._context()
+        event = ctx.store.get_event(event_id)
+        if event is None:
+            raise UnknownEvent(event_id)
+        return _answers(ctx, event, ctx.store.list_vens())
+
+    def answers_by_event(self) -> dict[str, dict[str, dict[str, Any] | None]]:
+        """:meth:`event_answers` of every stored event, reading the VENs once: for screens that
+        list all events."""
+        ctx = self._context()
+        vens = ctx.store.list_vens()
+        return {event["event_descriptor"]["event_id"]: _answers(ctx, event, vens)
+                for event in ctx.store.list_events()}
+
     def cancel_registration(self, ven_id: str) -> None:
         """Ask the VEN to cancel its registration (oadrCancelPartyRegistration on its next poll).
 
@@ -428,19 +465,48 @@ class VTN:
         return ven
 
     def vens(self) -> list[dict[str, Any]]:
-        """Every VEN the VTN knows, registered or not, with its liveness: ``online`` (True, False,
-        or None when it was not seen since it registered), ``last_seen`` (aware UTC datetime or
-        None) and ``epoch`` (the number of its last liveness transition, or None)."""
-        store = self._context().store
-        rows = store.list_liveness()
+        """Every VEN the VTN knows, registered or not, with its liveness as it is now:
+
+        - ``liveness``: "online", "offline", "stale" (the store still says online but its
+          deadline passed and no sweep has recorded it: offline in fact), or None (not seen since
+          it registered); see :func:`flask_openadr.liveness.presence`;
+        - ``online``: True only for "online", False for "offline" and "stale", None when not seen;
+        - ``last_seen``: aware UTC datetime or None;
+        - ``offline_at``: when it counts as offline if it sends nothing more (or None);
+        - ``epoch``: the number of its last liveness transition, or None.
+
+        .. versionchanged:: 0.1
+           ``online`` is derived from the deadline; ``liveness`` and ``offline_at`` added.
+        """
+        ctx = self._context()
+        rows = ctx.store.list_liveness()
+        now = ctx.now()
         listed = []
-        for ven in store.list_vens():
+        for ven in ctx.store.list_vens():
             row = rows.get(ven["ven_id"])
-            state = row["state"] if row else None
-            listed.append(dict(ven, online=None if state is None else state == "online",
+            state = liveness.presence(row, now)
+            listed.append(dict(ven, liveness=state,
+                               online=None if state is None else state == "online",
                                last_seen=row["last_seen"] if row else None,
+                               offline_at=row["offline_at"] if row else None,
                                epoch=row["epoch"] if row else None))
         return listed
+
+    def events_for_ven(self, ven_id: str) -> list[dict[str, Any]]:
+        """The stored events aimed at one VEN (by venID, group, resource or party, or at every
+        VEN), each with its ``event_status`` as it is now, in start order.
+
+        :raises LookupError: for a venID the VTN does not know.
+        """
+        ctx = self._context()
+        ven = ctx.store.get_ven(ven_id)
+        if ven is None:
+            raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
+        now = ctx.now()
+        chosen = [_with_status(event, now) for event in ctx.store.list_events()
+                  if events.targets_ven(event, ven)]
+        return sorted(chosen, key=lambda e: (e["active_period"]["dtstart"],
+                                             e["event_descriptor"]["event_id"]))
 
     def sweep(self) -> int:
         """Run one liveness pass now (for tests, or a cron job with ``OPENADR_BACKGROUND = "off"``):
@@ -475,6 +541,18 @@ class VTN:
                                       granularity=granularity,
                                       report_back_duration=report_back_duration,
                                       report_interval=report_interval)
+
+    def request_named_report(self, ven_id: str, report_name: str = "TELEMETRY_USAGE", *,
+                             report_back_duration: timedelta = timedelta(0)) -> str:
+        """Ask a VEN for every data point of the report it registered under ``report_name``,
+        at the finest granularity all of them allow: what an operator's "request report" button
+        does. One report by default; give ``report_back_duration`` for periodic reports.
+
+        :returns: the reportRequestID its data will carry.
+        :raises LookupError: the VEN is not registered or registered no such report.
+        """
+        return reports.request_named_report(self._context(), ven_id, report_name,
+                                            report_back_duration=report_back_duration)
 
     def request_metadata(self, ven_id: str) -> str:
         """Ask a VEN to register its reports again (oadrCreateReport for METADATA on its next
@@ -530,6 +608,19 @@ class VTN:
 def _check_payload(payload_name: str, payload: dict[str, Any]) -> None:
     """Raise ValueError now, naming the field, for a payload that could not be sent later."""
     codec.encode(payload_name, payload)
+
+
+def _answers(ctx: Context, event: dict[str, Any],
+             vens: list[VenRecord]) -> dict[str, dict[str, Any] | None]:
+    answers: dict[str, dict[str, Any] | None] = {
+        ven["ven_id"]: None for ven in vens
+        if ven.get("registration_id") and events.targets_ven(event, ven)
+    }
+    for record in events.event_responses(ctx, event["event_descriptor"]["event_id"]):
+        latest = answers.get(record["ven_id"])
+        if latest is None or record["modification_number"] >= latest["modification_number"]:
+            answers[record["ven_id"]] = dict(record)
+    return answers
 
 
 def _with_status(event: dict[str, Any], now: datetime) -> dict[str, Any]:

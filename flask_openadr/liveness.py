@@ -24,17 +24,19 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from .services.context import Context, Settings
-from .store.base import Transition, VenRecord
+from .store.base import Liveness, Transition, VenRecord
 
 __all__ = [
     "LivenessHandler",
     "Sweeper",
     "SweeperDone",
     "offline_after",
+    "presence",
     "run_transition",
     "seen",
     "stop_all",
     "sweep",
+    "sweep_transitions",
 ]
 
 logger = logging.getLogger("flask_openadr")
@@ -49,6 +51,25 @@ def offline_after(ven: VenRecord | None, settings: Settings) -> timedelta:
     it, times ``OPENADR_OFFLINE_AFTER_MISSED_POLLS``, plus ``OPENADR_OFFLINE_GRACE``."""
     frequency = (ven or {}).get("poll_frequency") or settings.poll_frequency
     return frequency * settings.offline_after_missed_polls + settings.offline_grace
+
+
+#: A VEN the store holds as online whose deadline has passed, before any sweep recorded it.
+STALE = "stale"
+
+
+def presence(row: Liveness | None, now: datetime) -> str | None:
+    """A VEN's liveness as it is at ``now``, from its store row: "online", "offline", "stale" or
+    None (never seen since it registered).
+
+    "stale" means the store still says online but ``offline_at`` has passed: the VEN *is*
+    offline, and no sweep has taken the transition (and run ``on_ven_offline``) yet. Screens and
+    commands read this, not the stored state alone, so that they are right when no sweeper runs.
+    """
+    if row is None or row["state"] is None:
+        return None
+    if row["state"] == "online" and row["offline_at"] is not None and row["offline_at"] <= now:
+        return STALE
+    return row["state"]
 
 
 def seen(ctx: Context, ven_id: str, ven: VenRecord | None = None) -> Transition | None:
@@ -161,21 +182,31 @@ def sweep(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:
     :param now: the time to sweep at; the context's clock by default.
     :returns: how many transitions this pass ran the callback of (whether or not it succeeded).
     """
+    return len(sweep_transitions(ctx, now, limit))
+
+
+def sweep_transitions(ctx: Context, now: datetime | None = None,
+                      limit: int = 1000) -> list[dict[str, Any]]:
+    """:func:`sweep`, returning what it did: one ``{"ven_id", "kind", "epoch", "completed",
+    "rerun"}`` per transition whose callback it ran. ``completed`` is False when the callback
+    raised (it runs again after its lease); ``rerun`` is True for a callback another process
+    left unfinished. ``flask openadr monitor`` prints these."""
     now = ctx.now() if now is None else now
-    ran = 0
+    ran: list[dict[str, Any]] = []
     while True:
         due = ctx.store.due_offline(now, limit)
         progress = 0
         for start in range(0, len(due), CLAIM_CHUNK):
             claimed, retired = _claim_chunk(ctx, due[start:start + CLAIM_CHUNK], now)
             progress += len(claimed) + retired
-            ran += len(claimed)
             # The claims are committed before any callback runs: a callback never acts on a
             # transition another process could still win.
-            done = [t for t in claimed if _callback(ctx, t)]
+            outcomes = [(t, _callback(ctx, t)) for t in claimed]
             with ctx.store.atomic():
-                for transition in done:
-                    ctx.store.complete_transition(transition["ven_id"], transition["epoch"])
+                for transition, ok in outcomes:
+                    if ok:
+                        ctx.store.complete_transition(transition["ven_id"], transition["epoch"])
+            ran.extend(dict(t, completed=ok, rerun=False) for t, ok in outcomes)
         # A full batch where nothing changed means other processes hold these rows; stop rather
         # than fetch the same rows again.
         if len(due) < limit or progress == 0:
@@ -190,8 +221,8 @@ def sweep(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:
                 logger.warning("re-running the %s callback of VEN %r (epoch %d): the process "
                                "that ran it did not complete it within its lease",
                                transition["kind"], transition["ven_id"], transition["epoch"])
-                run_transition(ctx, transition)
-        ran += reclaimed
+                ok = run_transition(ctx, transition)
+                ran.append(dict(transition, completed=ok, rerun=True))
         if len(stale) < limit or reclaimed == 0:
             break
     return ran

@@ -582,6 +582,30 @@ def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: l
     return record["report_request_id"]
 
 
+def request_named_report(ctx: Context, ven_id: str, report_name: str, *,
+                         report_back_duration: timedelta = _ZERO) -> str:
+    """Queue a request for every data point of the first report named ``report_name``
+    (``TELEMETRY_USAGE``; with or without ``METADATA_``) the VEN registered, sampled at the
+    largest oadrMinPeriod among them: one granularity serves every rID of a request, and none may
+    be sampled faster than it allows (0, "as registered", when no sampling rate is given)."""
+    _registered(ctx, ven_id)
+    offered = ctx.store.list_records(VEN_REPORT, ven_id)
+    wanted = plain_name(report_name)
+    for report in offered:
+        if plain_name(report.get("report_name")) == wanted:
+            break
+    else:
+        raise LookupError(f"VEN {ven_id!r} registered no {wanted} report; it registered "
+                          f"{sorted(str(plain_name(r.get('report_name'))) for r in offered)}")
+    descriptions = report.get("report_descriptions") or []
+    periods = [d["sampling_rate"]["min_period"] for d in descriptions
+               if d.get("sampling_rate") and d["sampling_rate"].get("min_period")]
+    return request_report(ctx, ven_id, report["report_specifier_id"],
+                          [d["r_id"] for d in descriptions],
+                          granularity=max(periods) if periods else _ZERO,
+                          report_back_duration=report_back_duration)
+
+
 def request_metadata(ctx: Context, ven_id: str) -> str:
     """Queue oadrCreateReport asking the VEN to send its METADATA again (oadrRegisterReport)."""
     _registered(ctx, ven_id)
