@@ -90,8 +90,11 @@ def direct_poster(app, ven, data: bytes):
     """A post() that calls the WSGI application as a server would, without the test client:
     a fresh environ and body stream per request, the response body read and checked. What it
     measures is the VTN's own work (Flask, the pipeline, the store)."""
+    # The VEN's client certificate as a TLS server would pass it on: identifying the caller is
+    # part of the VTN's work.
     base = EnvironBuilder(path=f"{ven.url_prefix}/EiReport", method="POST", data=data,
-                          content_type="application/xml").get_environ()
+                          content_type="application/xml",
+                          environ_base={"SSL_CLIENT_CERT": ven.certificate.pem}).get_environ()
 
     def start_response(status, headers, exc_info=None):
         if not status.startswith("200"):

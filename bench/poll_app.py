@@ -18,7 +18,10 @@ from flask_openadr.testing import VENTestClient
 def create_app() -> Flask:
     app = Flask("bench_vtn", instance_path=os.environ["BENCH_INSTANCE"])
     app.config.update(OPENADR_STORE_URI=os.environ["BENCH_STORE_URI"], OPENADR_VTN_ID="BENCH-VTN",
-                      OPENADR_BACKGROUND="off")
+                      OPENADR_BACKGROUND="off",
+                      # The bench load comes over plain HTTP on loopback, without TLS, so there
+                      # are no client certificates: VENs are told apart by venID alone.
+                      OPENADR_REQUIRE_CLIENT_CERT=False)
     VTN(app)
 
     @app.post("/bench/setup")
@@ -26,7 +29,8 @@ def create_app() -> Flask:
         client = app.test_client()
         ven_ids = []
         for i in range(int(request.args["n"])):
-            ven = VENTestClient(client, ven_name=f"bench-{i}")
+            # No certificate, like the load that polls for these VENs later.
+            ven = VENTestClient(client, ven_name=f"bench-{i}", certificate=None)
             ven.register()
             ven.poll()  # the METADATA report: later polls find nothing pending
             ven_ids.append(ven.ven_id)

@@ -1,8 +1,13 @@
 """An example utility portal that embeds an OpenADR 2.0b VTN.
 
-Run it from the repository root with ``flask --app example_app.app run``. VENs talk OpenADR at
-``/OpenADR2/Simple/2.0b/...``; operators use the JSON endpoints (``/vens``, ``/events``) or the
-overview page at ``/``. The VTN keeps its state in ``openadr.sqlite3`` in the instance folder.
+Run it from the repository root with ``python -m example_app`` (Flask's development server, plain
+HTTP, client certificates not required). VENs talk OpenADR at ``/OpenADR2/Simple/2.0b/...``;
+operators use the JSON endpoints (``/vens``, ``/events``) or the overview page at ``/``. The VTN
+keeps its state in ``openadr.sqlite3`` in the instance folder.
+
+Settings also come from ``FLASK_``-prefixed environment variables (Flask's
+``from_prefixed_env``), so ``FLASK_OPENADR_REQUIRE_CLIENT_CERT=false flask --app example_app.app
+run`` is the same local run under the ``flask`` command.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None,
     # The VTN reads the OPENADR_* keys of the YAML file itself; ALLOWED_VENS is ours.
     app.config["OPENADR_CONFIG_FILE"] = CONFIG_FILE
     app.config["ALLOWED_VENS"] = load_allowed_vens(CONFIG_FILE)
+    app.config.from_prefixed_env()
     if test_config:
         app.config.from_mapping(test_config)
     app.logger.setLevel(logging.INFO)  # show the VENs' answers logged below

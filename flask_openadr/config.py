@@ -8,12 +8,14 @@ effective values there; constructor arguments stay with the extension.
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any, Callable, Mapping
 
 import yaml
 
 from .errors import ConfigurationError
+from .security.identity import parse_trusted_proxies
 from .services.context import Settings
 
 PREFIX = "OPENADR_"
@@ -102,6 +104,33 @@ def _report_policy(key: str, value: Any) -> str:
     return value
 
 
+def _bool(key: str, value: Any) -> bool:
+    # Only real booleans: the string "false" would otherwise be true, and for a security switch
+    # that silently turns protection on or off.
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True or False, not {value!r}")
+    return value
+
+
+# The characters of an HTTP header name (RFC 9110 token) minus "_": servers and proxies drop or
+# merge names with underscores, and in the WSGI environ "X_A" and "X-A" are the same key.
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^`|~-]+")
+
+
+def _header_name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise ConfigurationError(f"{key} must be an HTTP header name of letters, digits and '-' "
+                                 f"such as 'X-SSL-Client-Cert', not {value!r}")
+    return value
+
+
+def _trusted_proxies(key: str, value: Any) -> tuple:
+    try:
+        return parse_trusted_proxies(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{key}: {exc}") from None
+
+
 # config key -> (Settings field, default, check). The check turns a raw value into the typed one
 # or raises ConfigurationError naming the key.
 KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
@@ -121,6 +150,17 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     "OPENADR_OFFLINE_GRACE": ("offline_grace", Settings.offline_grace, _seconds_at_least(0)),
     "OPENADR_SWEEP_INTERVAL": ("sweep_interval", Settings.sweep_interval, _seconds_at_least(0.1)),
     "OPENADR_CALLBACK_LEASE": ("callback_lease", Settings.callback_lease, _seconds_at_least(1)),
+    "OPENADR_REQUIRE_CLIENT_CERT": (
+        "require_client_cert", Settings.require_client_cert, _bool,
+    ),
+    "OPENADR_CLIENT_CERT_HEADER": (
+        "client_cert_header", Settings.client_cert_header, _header_name,
+    ),
+    "OPENADR_CLIENT_VERIFY_HEADER": (
+        "client_verify_header", Settings.client_verify_header, _header_name,
+    ),
+    # Addresses and networks (a list or a comma-separated string); None or empty for none.
+    "OPENADR_TRUSTED_PROXIES": ("trusted_proxies", None, _trusted_proxies),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"

@@ -12,6 +12,7 @@ from . import cli, codec, liveness, signals
 from .errors import UnknownEvent
 from .config import load_settings, options_to_keys, resolve_store_uri
 from .services import events, opt, registration, reports, vtn_reports
+from .security.identity import ClientIdentifier
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
@@ -57,6 +58,7 @@ class _AppState:
     def __init__(self, vtn: VTN, context: Context, app: Flask):
         self.vtn = vtn
         self.context = context
+        self.identifier = ClientIdentifier.from_settings(context.settings)
         self._seen_request = False
         self._app = weakref.ref(app)
         # The thread holds this state weakly, so a running sweeper does not keep a discarded app
@@ -141,6 +143,12 @@ class VTN:
                 "so call init_app once per app."
             )
         settings = load_settings(app.config, self._options)
+        if not settings.require_client_cert:
+            logger.warning(
+                "OPENADR_REQUIRE_CLIENT_CERT is off for app %r: a VEN without a client "
+                "certificate is identified by the venID in its messages alone, which anyone who "
+                "learns it can send. Turn it on wherever VENs connect over a network.", app.name,
+            )
         store = open_store(resolve_store_uri(settings), instance_path=app.instance_path)
 
         def emit(signal_name: str, **data: Any) -> None:

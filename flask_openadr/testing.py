@@ -9,16 +9,104 @@
         name, reply = ven.register()
         assert reply["response"]["response_code"] == 200
         name, reply = ven.poll()   # "oadrRegisterReport": the VTN's METADATA report
+
+Each client presents a client certificate of its own (made on the fly), the way Werkzeug's server
+passes one on, so it works with ``OPENADR_REQUIRE_CLIENT_CERT`` on; ``certificate=None`` sends
+none.
 """
 from __future__ import annotations
 
+import functools
+import ipaddress
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
 from . import codec
+from .security.fingerprint import fingerprint_from_der
 
 DEFAULT_PREFIX = "/OpenADR2/Simple/2.0b"
+
+
+@dataclass(frozen=True)
+class VENCertificate:
+    """A client certificate and its private key, for tests (see :func:`make_certificate`)."""
+
+    pem: str
+    der: bytes = field(repr=False)
+    key: Any = field(repr=False)  # the cryptography private key object
+    fingerprint: str
+
+    def key_pem(self) -> bytes:
+        """The private key, PEM (PKCS#8, unencrypted), e.g. to write a key file for a server."""
+        return self.key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption())
+
+
+@functools.lru_cache(maxsize=1)
+def _rsa_key() -> rsa.RSAPrivateKey:
+    # An RSA-2048 key takes tens of milliseconds to make; certificates for tests may share one
+    # (each certificate still has its own serial number, hence its own fingerprint).
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
+                     issuer: VENCertificate | None = None, hosts: tuple[str, ...] = (),
+                     days: int = 30) -> VENCertificate:
+    """A fresh X.509 certificate for ``common_name``.
+
+    :param key_type: ``"ec"`` (P-256, about 0.1 ms to make) or ``"rsa"`` (2048 bits; one key
+        per process, as making one takes far longer).
+    :param issuer: the CA certificate (made with this function) that signs it; self-signed,
+        and usable as a CA, if None.
+    :param hosts: DNS names and IP addresses for its subjectAltName, for a server certificate.
+    """
+    if key_type == "ec":
+        key: Any = ec.generate_private_key(ec.SECP256R1())
+    elif key_type == "rsa":
+        key = _rsa_key()
+    else:
+        raise ValueError(f"key_type must be 'ec' or 'rsa', not {key_type!r}")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(timezone.utc)
+    issuer_cert = None if issuer is None else x509.load_der_x509_certificate(issuer.der)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name if issuer_cert is None else issuer_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            (key if issuer is None else issuer.key).public_key()), critical=False)
+    )
+    if hosts:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(key if issuer is None else issuer.key, hashes.SHA256())
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return VENCertificate(pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+                          der=der, key=key, fingerprint=fingerprint_from_der(der))
+
+
+#: The default of ``VENTestClient(certificate=...)``: a certificate of its own.
+NEW_CERTIFICATE = "new"
 
 
 class VENTestClient:
@@ -27,21 +115,42 @@ class VENTestClient:
     Each method returns ``(payload_name, payload)`` of the VTN's reply; :meth:`send` raises
     :class:`AssertionError` when the HTTP status is not 200 (use :meth:`post` to see it).
     After :meth:`register` the client remembers ``ven_id`` and ``registration_id``.
+
+    :param certificate: the client certificate it presents in ``SSL_CLIENT_CERT``, as Werkzeug's
+        server does after verifying it: a new one of its own by default, a
+        :class:`VENCertificate` (to share one between clients, or to act as another VEN), or
+        None for none. Change :attr:`certificate` to switch.
+    :param environ: more WSGI environ values for every request (``REMOTE_ADDR``, proxy
+        headers, ...); they win over the certificate.
     """
 
     def __init__(self, client: Any, *, ven_name: str = "test-ven", ven_id: str | None = None,
-                 url_prefix: str = DEFAULT_PREFIX, environ: dict[str, Any] | None = None):
+                 url_prefix: str = DEFAULT_PREFIX, environ: dict[str, Any] | None = None,
+                 certificate: VENCertificate | str | None = NEW_CERTIFICATE):
         self.client = client
         self.ven_name = ven_name
         self.ven_id = ven_id
         self.registration_id: str | None = None
         self.url_prefix = url_prefix.rstrip("/")
         self.environ = environ or {}
+        if certificate == NEW_CERTIFICATE:
+            certificate = make_certificate(ven_name)
+        elif certificate is not None and not isinstance(certificate, VENCertificate):
+            raise TypeError("certificate must be a VENCertificate (see make_certificate), None "
+                            f"or {NEW_CERTIFICATE!r}, not {certificate!r}")
+        self.certificate: VENCertificate | None = certificate
+
+    @property
+    def fingerprint(self) -> str | None:
+        """The OpenADR fingerprint of :attr:`certificate`, or None without one."""
+        return None if self.certificate is None else self.certificate.fingerprint
 
     def post(self, service: str, body: bytes, content_type: str = "application/xml"):
         """POST raw bytes to a service endpoint; returns the Flask test response."""
+        environ = {} if self.certificate is None else {"SSL_CLIENT_CERT": self.certificate.pem}
+        environ.update(self.environ)
         return self.client.post(f"{self.url_prefix}/{service}", data=body,
-                                content_type=content_type, environ_base=self.environ)
+                                content_type=content_type, environ_base=environ)
 
     def send(self, service: str, payload_name: str, payload: dict[str, Any]):
         response = self.post(service, codec.encode(payload_name, payload))

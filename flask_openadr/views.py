@@ -7,7 +7,6 @@ from flask import Blueprint, Response, current_app, request
 
 from . import codec, services
 from .errors import MalformedMessage, StoreError
-from .security.fingerprint import client_fingerprint
 
 logger = logging.getLogger("flask_openadr")
 
@@ -36,6 +35,10 @@ def _bad_request(reason: str) -> Response:
     return Response(reason + "\n", status=400, content_type="text/plain; charset=utf-8")
 
 
+def _forbidden(reason: str) -> Response:
+    return Response(reason + "\n", status=403, content_type="text/plain; charset=utf-8")
+
+
 def _read_body(limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit`` (checked before reading all)."""
     if request.content_length is not None and request.content_length > limit:
@@ -49,6 +52,12 @@ def handle_request(service: str) -> Response:
     state.first_request(request.environ)
     ctx = state.context
 
+    # Who is calling comes first: a caller the VTN must refuse gets nothing read or parsed.
+    identity = state.identifier.identify(request.environ)
+    if identity is None and ctx.settings.require_client_cert:
+        return _forbidden("a verified TLS client certificate is required")
+    fingerprint = identity.fingerprint if identity is not None else None
+
     if request.mimetype and request.mimetype not in XML_TYPES:
         return _bad_request(f"Content-Type must be application/xml, not {request.mimetype}")
     body = _read_body(ctx.settings.max_message_bytes)
@@ -59,10 +68,6 @@ def handle_request(service: str) -> Response:
     except MalformedMessage as exc:
         return _bad_request(f"malformed OpenADR message: {exc}")
 
-    try:
-        fingerprint = client_fingerprint(request.environ)
-    except ValueError:
-        return _bad_request("the client certificate cannot be read")
     ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
              payload=payload)
     try:

@@ -20,6 +20,9 @@ def create_app() -> Flask:
         OPENADR_STORE_URI=os.environ["E2E_STORE_URI"],
         OPENADR_VTN_ID="E2E-VTN",
         OPENADR_POLL_FREQUENCY=1,
+        # gunicorn serves these tests over plain HTTP on loopback, without TLS: there are no
+        # client certificates, so VENs are identified by venID alone.
+        OPENADR_REQUIRE_CLIENT_CERT=False,
     )
     if os.environ.get("E2E_REPORT_POLICY"):
         app.config["OPENADR_REPORT_POLICY"] = os.environ["E2E_REPORT_POLICY"]

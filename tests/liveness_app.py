@@ -45,6 +45,9 @@ def create_app() -> Flask:
         OPENADR_OFFLINE_GRACE=0.5,
         OPENADR_SWEEP_INTERVAL=0.2,
         OPENADR_CALLBACK_LEASE=30,
+        # gunicorn and `flask run` serve these tests over plain HTTP on loopback, without TLS:
+        # there are no client certificates, so VENs are identified by venID alone.
+        OPENADR_REQUIRE_CLIENT_CERT=False,
     )
     if os.environ.get("LV_BACKGROUND"):
         app.config["OPENADR_BACKGROUND"] = os.environ["LV_BACKGROUND"]

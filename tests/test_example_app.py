@@ -8,6 +8,7 @@ import pytest
 from openleadr.messaging import create_message, parse_message
 
 from example_app.app import create_app, vtn
+from flask_openadr.testing import make_certificate
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 
@@ -20,7 +21,11 @@ def portal(tmp_path):
 
 @pytest.fixture
 def client(portal):
-    return portal.test_client()
+    client = portal.test_client()
+    # The portal runs with client certificates required (the default); this client is one VEN
+    # with a certificate of its own, passed the way Werkzeug's TLS server passes it on.
+    client.environ_base["SSL_CLIENT_CERT"] = make_certificate("example-ven").pem
+    return client
 
 
 def tomorrow_at_five() -> datetime:

@@ -6,6 +6,7 @@ from flask import Flask
 
 from conftest import make_ven
 from flask_openadr import VTN, codec, signals
+from flask_openadr.testing import make_certificate
 
 
 def make_app(tmp_path, name="ext"):
@@ -126,10 +127,12 @@ def test_memory_store_under_a_multiprocess_server_warns_once(tmp_path, caplog, u
     VTN(app)
     body = codec.encode("oadrQueryRegistration", {"request_id": "q"})
     client = app.test_client()
+    certificate = make_certificate("multi")
     for _ in range(2):  # environ_overrides: the test client sets wsgi.multiprocess itself
         response = client.post("/OpenADR2/Simple/2.0b/EiRegisterParty", data=body,
                                content_type="application/xml",
-                               environ_overrides={"wsgi.multiprocess": True})
+                               environ_overrides={"wsgi.multiprocess": True,
+                                                  "SSL_CLIENT_CERT": certificate.pem})
         assert response.status_code == 200
     messages = [r.getMessage() for r in caplog.records if "multi-process" in r.getMessage()]
     assert len(messages) == (1 if warned else 0)

@@ -1,8 +1,8 @@
-"""The OpenADR 2.0b certificate fingerprint, and the client certificate of a WSGI request."""
+"""The OpenADR 2.0b certificate fingerprint: computed from a certificate, and read from text."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -16,20 +16,32 @@ def fingerprint_from_der(der: bytes) -> str:
 
 
 def fingerprint_from_pem(pem: str | bytes) -> str:
+    """The fingerprint of the first certificate in ``pem``.
+
+    :raises ValueError: ``pem`` holds no readable PEM certificate.
+    """
     if isinstance(pem, str):
         pem = pem.encode("ascii")
     cert = x509.load_pem_x509_certificate(pem)
     return fingerprint_from_der(cert.public_bytes(Encoding.DER))
 
 
-def client_fingerprint(environ: Mapping[str, Any]) -> str | None:
-    """The fingerprint of the TLS client certificate the WSGI server put in ``SSL_CLIENT_CERT``
-    (PEM; Werkzeug's server does this when it ends TLS itself), or None without one.
+_HEX_PAIRS = re.compile(r"[0-9A-F]{20}")
 
-    Certificates forwarded by a reverse proxy are not trusted here; that needs the trusted-proxy
-    configuration of a later release.
+
+def canonical_fingerprint(text: str) -> str:
+    """``text`` in the form this library writes fingerprints: upper case, colon-separated.
+
+    Accepts the forms operators are given (``2e:55:...``, ``2E5512...``, surrounding blanks).
+
+    :raises ValueError: ``text`` is not 10 bytes of hex.
     """
-    pem = environ.get("SSL_CLIENT_CERT")
-    if not pem:
-        return None
-    return fingerprint_from_pem(pem)
+    if not isinstance(text, str):
+        raise ValueError(f"a fingerprint is a string like '2E:55:12:81:B9:EE:9C:46:72:1D', "
+                         f"not {text!r}")
+    digits = text.strip().replace(":", "").upper()
+    if not _HEX_PAIRS.fullmatch(digits):
+        raise ValueError(f"fingerprint {text!r} is not 10 hex bytes like "
+                         "'2E:55:12:81:B9:EE:9C:46:72:1D'; print one with "
+                         "'flask openadr fingerprint CERT.pem'")
+    return ":".join(digits[i:i + 2] for i in range(0, 20, 2))

@@ -41,6 +41,13 @@ class Settings:
     offline_grace: timedelta = timedelta(seconds=5)
     sweep_interval: timedelta = timedelta(seconds=5)
     callback_lease: timedelta = timedelta(seconds=60)
+    # Who is calling (see flask_openadr.security.identity): a verified client certificate is
+    # required unless require_client_cert is off; the certificate headers are believed only from
+    # trusted_proxies (ipaddress networks).
+    require_client_cert: bool = True
+    client_cert_header: str = "X-SSL-Client-Cert"
+    client_verify_header: str = "X-SSL-Client-Verify"
+    trusted_proxies: tuple[Any, ...] = ()
 
 
 @dataclass
