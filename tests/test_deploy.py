@@ -42,9 +42,12 @@ UNTRUSTED_SOURCE = "127.0.0.2"
 
 
 def app_config(vtn, **extra) -> dict:
-    """The VTN settings of every deployment here: it signs with its TLS certificate's key, asks
-    for telemetry, and runs no sweeper, so nothing writes to the store behind a test's back."""
-    return {"OPENADR_SIGNING_CERT": vtn.cert_path, "OPENADR_SIGNING_KEY": vtn.key_path,
+    """The VTN settings of every deployment here: client certificates required (the default,
+    which e2e_app turns off for its plain-HTTP tests), signing with the key of the VTN's TLS
+    certificate, telemetry requested, and no sweeper, so that nothing writes to the store behind
+    a test's back."""
+    return {"OPENADR_REQUIRE_CLIENT_CERT": True,
+            "OPENADR_SIGNING_CERT": vtn.cert_path, "OPENADR_SIGNING_KEY": vtn.key_path,
             "OPENADR_REPORT_POLICY": "telemetry", "OPENADR_BACKGROUND": "off", **extra}
 
 
@@ -163,13 +166,13 @@ def registration(ven_name, **extra) -> dict:
             "ven_name": ven_name, "http_pull_model": True, **extra}
 
 
-def register(url, context, ven_name) -> str:
-    """Register over HTTP with the certificate of ``context``; the venID."""
+def register(url, context, ven_name) -> tuple[str, str]:
+    """Register over HTTP with the certificate of ``context``; (venID, registrationID)."""
     status, (name, reply) = post(url, "oadrCreatePartyRegistration", registration(ven_name),
                                  context=context)
     assert status == 200 and name == "oadrCreatedPartyRegistration"
     assert reply["response"]["response_code"] == 200, reply["response"]
-    return reply["ven_id"]
+    return reply["ven_id"], reply["registration_id"]
 
 
 def response_code(result) -> int:
@@ -304,6 +307,7 @@ def run_registration(deployment, pki, ven_key_type):
     assert same_fingerprint(stored_ven(deployment, client.ven_id)["fingerprint"],
                             credential.fingerprint)
     assert_all_signed(sent, received, credential, deployment.vtn)
+    return client.ven_id
 
 
 # -- through nginx ----------------------------------------------------------------------------
@@ -317,7 +321,14 @@ def test_openleadr_ven_through_nginx_same_key_type(behind_nginx, pki):
 def test_openleadr_ven_through_nginx_other_key_type_registers(behind_nginx, pki):
     """RSA VTN x ECDSA VEN and ECDSA VTN x RSA VEN: registration, signed both ways."""
     other = next(k for k in KEY_TYPES if k != behind_nginx.key_type)
-    run_registration(behind_nginx, pki, other)
+    ven_id = run_registration(behind_nginx, pki, other)
+    # The VEN restarts without its venID: the same certificate gets the same VEN back.
+    assert run_registration(behind_nginx, pki, other) == ven_id
+    fingerprint = pki.ven(f"cross-{behind_nginx.key_type}", other).fingerprint
+    app, vtn = behind_nginx.operator
+    with app.app_context():
+        assert [v["ven_id"] for v in vtn.vens()
+                if same_fingerprint(v.get("fingerprint"), fingerprint)] == [ven_id]
 
 
 def test_nginx_offers_the_openadr_cipher_suites_over_tls_1_2_only(behind_nginx, pki):
@@ -380,14 +391,14 @@ def victim(behind_nginx, pki):
     """VEN B registered through nginx, with an event waiting in its outbox."""
     credential = pki.ven(f"victim-{behind_nginx.key_type}", behind_nginx.key_type)
     context = client_context(pki, credential)
-    ven_id = register(behind_nginx.url, context, credential.name)
+    ven_id, registration_id = register(behind_nginx.url, context, credential.name)
     app, vtn = behind_nginx.operator
     with app.app_context():
         event_id = vtn.add_event(
             ven_id=ven_id, signal_name="SIMPLE", signal_type="level",
             intervals=[{"dtstart": datetime.now(timezone.utc) + timedelta(hours=2),
                         "duration": timedelta(minutes=30), "signal_payload": 1.0}])
-    return credential, ven_id, event_id
+    return credential, ven_id, event_id, registration_id
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +406,7 @@ def attacker(behind_nginx, pki):
     """VEN A: registered through nginx in its own name, with its own certificate."""
     credential = pki.ven(f"attacker-{behind_nginx.key_type}", behind_nginx.key_type)
     context = client_context(pki, credential)
-    return credential, register(behind_nginx.url, context, credential.name), context
+    return credential, register(behind_nginx.url, context, credential.name)[0], context
 
 
 def created_event(ven_id, event_id, opt_type) -> dict:
@@ -408,7 +419,7 @@ def created_event(ven_id, event_id, opt_type) -> dict:
 
 def test_certificate_a_with_ven_id_b_through_nginx_is_refused(behind_nginx, pki, victim,
                                                               attacker):
-    credential_b, ven_b, event_id = victim
+    credential_b, ven_b, event_id, _ = victim
     _, _, context_a = attacker
     before = behind_nginx.store_dump()
     # A polls as B (to take B's event) and answers B's event with an optOut; A also sends B's
@@ -434,20 +445,21 @@ def test_certificate_a_with_ven_id_b_through_nginx_is_refused(behind_nginx, pki,
     assert "oadrDistributeEvent" in names
 
 
-def test_registration_takeover_by_ven_id_through_nginx_is_refused(behind_nginx, victim,
-                                                                  attacker):
-    _, ven_b, _ = victim
+def test_registration_takeover_through_nginx_is_refused(behind_nginx, victim, attacker):
+    """A re-registers with B's venID, or with B's registrationID: never a takeover."""
+    _, ven_b, _, registration_b = victim
     _, _, context_a = attacker
     before = behind_nginx.store_dump()
-    status, (name, reply) = post(behind_nginx.url, "oadrCreatePartyRegistration",
-                                 registration("takeover", ven_id=ven_b), context=context_a)
-    assert status == 200 and name == "oadrCreatedPartyRegistration"
-    assert reply["response"]["response_code"] in (452, 463)
+    for claim in ({"ven_id": ven_b}, {"registration_id": registration_b}):
+        status, (name, reply) = post(behind_nginx.url, "oadrCreatePartyRegistration",
+                                     registration("takeover", **claim), context=context_a)
+        assert status == 200 and name == "oadrCreatedPartyRegistration"
+        assert reply["response"]["response_code"] in (452, 463), (claim, reply["response"])
     assert behind_nginx.store_dump() == before
 
 
 def test_straight_to_gunicorn_without_a_certificate_gets_403(behind_nginx, victim):
-    _, ven_b, _ = victim
+    _, ven_b, _, _ = victim
     before = behind_nginx.store_dump()
     plain = behind_nginx.gunicorn.base + PREFIX
     for source in (UNTRUSTED_SOURCE, "127.0.0.1"):  # around nginx; or from its address
@@ -460,7 +472,7 @@ def test_straight_to_gunicorn_without_a_certificate_gets_403(behind_nginx, victi
 
 
 def test_forged_certificate_header_from_an_untrusted_peer_gets_403(behind_nginx, pki, victim):
-    credential_b, ven_b, event_id = victim
+    credential_b, ven_b, event_id, _ = victim
     plain = behind_nginx.gunicorn.base + PREFIX
     forged = {"X-SSL-Client-Cert": urllib.parse.quote(credential_b.cert_pem),
               "X-SSL-Client-Verify": "SUCCESS"}
@@ -497,7 +509,7 @@ def test_gunicorn_tls_refuses_no_certificate_and_another_ca_in_the_handshake(gun
 def test_certificate_a_with_ven_id_b_to_gunicorn_tls_is_refused(gunicorn_tls, pki):
     credential_b = pki.ven(f"tls-victim-{gunicorn_tls.key_type}", gunicorn_tls.key_type)
     credential_a = pki.ven(f"tls-attacker-{gunicorn_tls.key_type}", gunicorn_tls.key_type)
-    ven_b = register(gunicorn_tls.url, client_context(pki, credential_b), credential_b.name)
+    ven_b, _ = register(gunicorn_tls.url, client_context(pki, credential_b), credential_b.name)
     context_a = client_context(pki, credential_a)
     register(gunicorn_tls.url, context_a, credential_a.name)
     before = gunicorn_tls.store_dump()
