@@ -283,6 +283,11 @@ def run_full_scenario(deployment, pki, ven_key_type):
     assert {(r["ven_id"], r["opt_type"]) for r in responses} == {(client.ven_id, "optIn")}
     ven = stored_ven(deployment, client.ven_id)
     assert same_fingerprint(ven["fingerprint"], credential.fingerprint)
+    # The registration handler was given the certificate nginx or gunicorn verified.
+    handled = [e for e in read_log(deployment.log_path)
+               if e["kind"] == "registration" and e["ven_name"] == credential.name]
+    assert handled and all(same_fingerprint(e["fingerprint"], credential.fingerprint)
+                           for e in handled)
     points = [point for update in updates() for point in update["points"]]
     assert {r_id for _, r_id, _ in points} == {"rid-power"}
     assert {value for _, _, value in points} <= set(sampled)
