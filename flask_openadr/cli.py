@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from flask import current_app
 from flask.cli import AppGroup
 
 from . import liveness
-from .security.fingerprint import fingerprint_from_pem
+from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
 
 openadr = AppGroup("openadr", help="Manage the OpenADR VTN of this application.")
 
@@ -120,15 +122,33 @@ def events() -> None:
 
 
 @openadr.command("fingerprint", with_appcontext=False)
-@click.argument("cert", type=click.Path(exists=True, dir_okay=False))
-def fingerprint(cert: str) -> None:
-    """Print the OpenADR fingerprint of the PEM certificate CERT."""
-    with open(cert, "rb") as fh:
-        pem = fh.read()
+@click.argument("cert", required=False,
+                type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def fingerprint(cert: str | None) -> None:
+    """Print the OpenADR fingerprint of the certificate CERT (PEM, or DER).
+
+    CERT "-", or no CERT with a pipe on standard input, reads a PEM certificate from standard
+    input: ``openssl s_client ... | flask openadr fingerprint``.
+    """
+    if cert is None:
+        if click.get_text_stream("stdin").isatty():
+            raise click.UsageError("give a certificate file, or pipe a PEM certificate in "
+                                   "(CERT '-' reads standard input)")
+        cert = "-"
+    if cert == "-":
+        name, data = "standard input", click.get_binary_stream("stdin").read()
+    else:
+        with open(cert, "rb") as fh:
+            name, data = cert, fh.read()
     try:
-        click.echo(fingerprint_from_pem(pem))
+        if b"-----BEGIN" in data:
+            click.echo(fingerprint_from_pem(data))
+        else:
+            # Validate before hashing: any bytes have a SHA-256, not only certificates.
+            click.echo(fingerprint_from_der(
+                x509.load_der_x509_certificate(data).public_bytes(Encoding.DER)))
     except ValueError as exc:
-        raise click.ClickException(f"{cert} is not a PEM certificate: {exc}") from None
+        raise click.ClickException(f"{name} holds no PEM or DER certificate: {exc}") from None
 
 
 __all__ = ["openadr"]

@@ -12,6 +12,7 @@ from . import cli, codec, liveness, signals
 from .errors import UnknownEvent
 from .config import load_settings, options_to_keys, resolve_store_uri
 from .services import events, opt, registration, reports, vtn_reports
+from .security.fingerprint import canonical_fingerprint
 from .security.identity import ClientIdentifier
 from .services.context import Context, utcnow
 from .store import open_store
@@ -350,19 +351,79 @@ class VTN:
 
     def update_ven(self, ven_id: str, *, group_ids: list[str] | None = None,
                    resource_ids: list[str] | None = None,
-                   party_ids: list[str] | None = None) -> VenRecord:
-        """Set which groups, resources and parties a VEN belongs to, for event targeting."""
+                   party_ids: list[str] | None = None,
+                   fingerprint: str | None = None) -> VenRecord:
+        """Set which groups, resources and parties a VEN belongs to, for event targeting; or
+        bind it to a new client certificate.
+
+        :param fingerprint: the fingerprint of the VEN's new certificate (when its certificate
+            is renewed): from now on only that certificate may act for the VEN.
+        :raises LookupError: the VEN is not known.
+        :raises ValueError: the fingerprint is malformed or belongs to another VEN.
+        """
+        if fingerprint is not None:
+            fingerprint = canonical_fingerprint(fingerprint)
         ctx = self._context()
         with ctx.store.atomic():
             ven = ctx.store.get_ven(ven_id)
             if ven is None:
                 raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
+            if fingerprint is not None:
+                holder = ctx.store.get_ven_by_fingerprint(fingerprint)
+                if holder is not None and holder["ven_id"] != ven_id:
+                    raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
+                                     f"{holder['ven_id']!r}")
+                ven["fingerprint"] = fingerprint
             for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
                                ("party_ids", party_ids)):
                 if value is not None:
                     if isinstance(value, str):
                         raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
                     ven[key] = list(value)
+            ctx.store.put_ven(ven)
+        return ven
+
+    def add_ven(self, ven_id: str | None = None, *, fingerprint: str,
+                ven_name: str | None = None, group_ids: list[str] | None = None,
+                resource_ids: list[str] | None = None,
+                party_ids: list[str] | None = None) -> VenRecord:
+        """Enroll a VEN before it first connects: its venID bound to its certificate.
+
+        The VEN's first oadrCreatePartyRegistration from that certificate gets this venID
+        (whether or not it sends it); the same venID from any other certificate is refused
+        with 463. See :doc:`security` for the provisioning recipe.
+
+        :param ven_id: the venID to give it; its fingerprint (in the form below) if None.
+        :param fingerprint: the OpenADR fingerprint of the VEN's client certificate
+            (``flask openadr fingerprint CERT.pem`` prints it); case and colons do not matter.
+        :param ven_name: the name to show until the VEN registers with its own.
+        :param group_ids: groups, resources and parties for event targeting, as in
+            :meth:`update_ven`.
+        :returns: the new, not yet registered VEN record.
+        :raises ValueError: the fingerprint is malformed, or the venID or the fingerprint is
+            already known to the VTN.
+        """
+        fingerprint = canonical_fingerprint(fingerprint)
+        ven_id = fingerprint if ven_id is None else ven_id
+        if not isinstance(ven_id, str) or not ven_id:
+            raise ValueError(f"ven_id must be a non-empty string, not {ven_id!r}")
+        ven: VenRecord = {"ven_id": ven_id, "registration_id": None, "ven_name": ven_name,
+                          "fingerprint": fingerprint, "registered_at": None,
+                          "cancel_requested": False}
+        for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
+                           ("party_ids", party_ids)):
+            if isinstance(value, str):
+                raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
+            ven[key] = list(value or [])  # type: ignore[literal-required]
+        ctx = self._context()
+        with ctx.store.atomic():
+            if ctx.store.get_ven(ven_id) is not None:
+                raise ValueError(f"venID {ven_id!r} is already known to this VTN; change it "
+                                 "with update_ven")
+            holder = ctx.store.get_ven_by_fingerprint(fingerprint)
+            if holder is not None:
+                raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
+                                 f"{holder['ven_id']!r}")
             ctx.store.put_ven(ven)
         return ven
 

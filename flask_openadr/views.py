@@ -55,6 +55,10 @@ def handle_request(service: str) -> Response:
     # Who is calling comes first: a caller the VTN must refuse gets nothing read or parsed.
     identity = state.identifier.identify(request.environ)
     if identity is None and ctx.settings.require_client_cert:
+        # INFO, not WARNING: anyone can cause one. A deployment where every VEN is refused
+        # (a proxy that does not pass the certificate) shows it here.
+        logger.info("refused a request to %s from %s: no verified client certificate", service,
+                    request.remote_addr)
         return _forbidden("a verified TLS client certificate is required")
     fingerprint = identity.fingerprint if identity is not None else None
 

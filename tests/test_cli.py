@@ -1,7 +1,10 @@
 """The ``flask openadr`` commands, through Flask's CLI test runner."""
 from __future__ import annotations
 
+import os
+import pty
 import sqlite3
+import sys
 from datetime import timedelta
 
 import pytest
@@ -140,6 +143,43 @@ def test_fingerprint_of_a_file_that_is_no_certificate_fails(runner, tmp_path):
     path.write_text("hello", encoding="ascii")
     result = runner.invoke(args=["openadr", "fingerprint", str(path)])
     assert result.exit_code == 1
-    assert "is not a PEM certificate" in result.output
+    assert f"{path} holds no PEM or DER certificate" in result.output
     missing = runner.invoke(args=["openadr", "fingerprint", str(tmp_path / "none.pem")])
     assert missing.exit_code == 2
+
+
+def test_fingerprint_of_a_der_file(runner, tmp_path):
+    pem, der = make_certificate("ven-der")
+    path = tmp_path / "ven.der"
+    path.write_bytes(der)
+    result = runner.invoke(args=["openadr", "fingerprint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == fingerprint_from_der(der)
+
+
+@pytest.mark.parametrize("args", [["-"], []], ids=["dash", "piped"])
+def test_fingerprint_reads_a_pem_from_standard_input(runner, args):
+    pem, der = make_certificate("ven-stdin")
+    # A PEM as `openssl s_client -showcerts` prints it: text around the certificate.
+    result = runner.invoke(args=["openadr", "fingerprint", *args],
+                           input="depth=0 CN = ven\n" + pem + "---\n")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == fingerprint_from_der(der)
+    garbage = runner.invoke(args=["openadr", "fingerprint", *args], input="not a cert\n")
+    assert garbage.exit_code == 1
+    assert "standard input holds no PEM or DER certificate" in garbage.output
+
+
+def test_fingerprint_without_a_file_on_a_terminal_asks_for_one(monkeypatch, capsys):
+    # A real terminal on standard input: the command must not sit waiting for typed input.
+    leader, follower = pty.openpty()
+    terminal = os.fdopen(follower, "r")
+    try:
+        monkeypatch.setattr(sys, "stdin", terminal)
+        with pytest.raises(SystemExit) as exited:
+            cli.fingerprint.main(args=[], prog_name="flask openadr fingerprint")
+    finally:
+        terminal.close()
+        os.close(leader)
+    assert exited.value.code == 2
+    assert "give a certificate file" in capsys.readouterr().err

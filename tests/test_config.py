@@ -113,3 +113,67 @@ def test_unknown_store_scheme_is_refused(tmp_path):
     app = make_app(tmp_path, OPENADR_STORE_URI="mongodb://x")
     with pytest.raises(ConfigurationError, match="mongodb://x"):
         VTN(app)
+
+
+def test_client_certificate_settings_default_to_required_with_no_trusted_proxy(tmp_path):
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://")
+    VTN(app)
+    s = settings(app)
+    assert s.require_client_cert is True
+    assert (s.client_cert_header, s.client_verify_header) == ("X-SSL-Client-Cert",
+                                                              "X-SSL-Client-Verify")
+    assert s.trusted_proxies == ()
+    assert app.config["OPENADR_REQUIRE_CLIENT_CERT"] is True
+
+
+@pytest.mark.parametrize("value", [
+    "127.0.0.1, 10.0.0.0/8,::1, fd00::/8",
+    ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"],
+    ("127.0.0.1", " 10.0.0.0/8 ", "::1", "fd00::/8", ""),
+])
+def test_trusted_proxies_take_a_list_or_a_comma_separated_string(tmp_path, value):
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://", OPENADR_TRUSTED_PROXIES=value)
+    VTN(app)
+    assert [str(n) for n in settings(app).trusted_proxies] == [
+        "127.0.0.1/32", "10.0.0.0/8", "::1/128", "fd00::/8"]
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("127.0.0.1, proxy.example", "'proxy.example'"),
+    (["10.0.0.1/8"], "'10.0.0.1/8'"),  # host bits set: a typo, not a network
+    (["::1", 42], "42"),
+    ("300.1.1.1", "'300.1.1.1'"),
+    (8080, "8080"),
+])
+def test_a_bad_trusted_proxy_entry_is_named_at_start_up(tmp_path, value, fragment):
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://", OPENADR_TRUSTED_PROXIES=value)
+    with pytest.raises(ConfigurationError, match="OPENADR_TRUSTED_PROXIES") as raised:
+        VTN(app)
+    assert fragment in str(raised.value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("OPENADR_REQUIRE_CLIENT_CERT", "false"),  # a string: truthy, and surely not meant
+    ("OPENADR_REQUIRE_CLIENT_CERT", 0),
+    ("OPENADR_CLIENT_CERT_HEADER", "X_SSL_Client_Cert"),
+    ("OPENADR_CLIENT_CERT_HEADER", ""),
+    ("OPENADR_CLIENT_VERIFY_HEADER", "X-SSL Verify"),
+])
+def test_bad_client_certificate_settings_are_refused(tmp_path, key, value):
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://", **{key: value})
+    with pytest.raises(ConfigurationError, match=key) as raised:
+        VTN(app)
+    assert repr(value) in str(raised.value)
+
+
+def test_client_certificate_settings_from_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("OPENADR_REQUIRE_CLIENT_CERT: false\n"
+                    "OPENADR_TRUSTED_PROXIES: [127.0.0.1, '::1']\n"
+                    "OPENADR_CLIENT_CERT_HEADER: X-Client-Cert\n")
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://", OPENADR_CONFIG_FILE=str(path))
+    VTN(app)
+    s = settings(app)
+    assert s.require_client_cert is False
+    assert [str(n) for n in s.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
+    assert s.client_cert_header == "X-Client-Cert"

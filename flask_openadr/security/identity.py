@@ -161,7 +161,7 @@ def from_server_tls(environ: Mapping[str, Any]) -> ClientIdentity | None:
         # verified it against --ca-certs before the request was read; without one this is None.
         try:
             der = sock.getpeercert(binary_form=True)
-        except (ValueError, OSError):  # the connection is gone
+        except (ValueError, OSError, AttributeError):  # the connection is gone
             der = None
         if der:
             return ClientIdentity(fingerprint_from_der(der), SOURCE_GUNICORN, der)
@@ -238,8 +238,8 @@ class ClientIdentifier:
         self._untrusted_logged = True
         logger.warning(
             "ignoring the %s and %s headers from %s, which is not in OPENADR_TRUSTED_PROXIES "
-            "(anyone can send them). If %s is your TLS proxy, add it there. Logged once.",
-            self.cert_header, self.verify_header, peer or "a peer without an address", peer,
+            "(anyone can send them); if it is your TLS proxy, add its address there. Logged "
+            "once.", self.cert_header, self.verify_header, peer or "a peer without an address",
         )
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 from .. import liveness
 from ..errors import InvalidID, NotRecognized, NotRegistered, Rejection
 from ..store.base import Transition, VenRecord
-from . import events, opt, poll, registration, reports, vtn_reports
+from . import binding, events, opt, poll, registration, reports, vtn_reports
 from .context import Context
 from .replies import PAIRED_REPLY, error_reply, response
 
@@ -63,7 +63,8 @@ class Outcome:
 
 def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
     """The registered VEN a message comes from (notes 4.2): 452 for an unknown venID (compared
-    case-sensitively), 463 for a VEN that is not registered or whose certificate differs."""
+    case-sensitively), 463 for a VEN that is not registered or is bound to another certificate
+    than the caller's (see :mod:`~flask_openadr.services.binding`)."""
     ven_id = payload.get("ven_id")
     if ven_id is None:
         ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
@@ -73,9 +74,7 @@ def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None)
         ven = ctx.store.get_ven(ven_id)
         if ven is None:
             raise InvalidID(description=f"venID {ven_id!r} is not known to this VTN")
-    if fingerprint and ven.get("fingerprint") and ven["fingerprint"] != fingerprint:
-        raise NotRegistered(description=f"the client certificate does not belong to venID "
-                            f"{ven['ven_id']!r}")
+    binding.check_caller(ven, fingerprint)
     if not ven.get("registration_id"):
         raise NotRegistered(description=f"venID {ven['ven_id']!r} has no active registration")
     return ven

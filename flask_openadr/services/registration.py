@@ -6,7 +6,7 @@ from typing import Any
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..store.base import VenRecord
-from . import opt, outbox, reports, vtn_reports
+from . import binding, opt, outbox, reports, vtn_reports
 from .context import Context
 from .replies import PROFILES, response
 
@@ -77,13 +77,22 @@ def _handler_ids(result: Any) -> dict[str, Any]:
 
 
 def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
-    """oadrCreatePartyRegistration: a new registration, or the renewal of the current one."""
+    """oadrCreatePartyRegistration: a new registration, or the renewal of the current one.
+
+    The VEN record it creates or renews is bound to the caller's certificate ``fingerprint``; a
+    record bound to another certificate is never registered by this caller (463).
+    """
     _check_profile(payload)
     ven_id = payload.get("ven_id")
     registration_id = payload.get("registration_id")
-    current = ctx.store.get_ven(ven_id) if ven_id else None
-    if current is None and fingerprint:
-        current = ctx.store.get_ven_by_fingerprint(fingerprint)
+    if ven_id is not None:
+        current = ctx.store.get_ven(ven_id)
+        if current is not None:
+            binding.check_claim(current, fingerprint)
+    else:
+        # A VEN that lost its IDs but presents a known certificate keeps its venID (and a VEN
+        # enrolled with add_ven gets the venID it was enrolled with).
+        current = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
 
     if registration_id is not None:
         # Renewal (notes 5.1 step 4): only with the VEN's current registrationID.
@@ -98,18 +107,23 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
                  registration_id=registration_id, reregistration=True)
         return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
 
+    bound_ven_id = current["ven_id"] if current is not None and binding.bound_to(
+        current, fingerprint) else None
     handler = ctx.handler("on_create_party_registration")
-    ids = _handler_ids(handler(_handler_payload(payload, fingerprint)) if handler else None)
+    ids = _handler_ids(handler(_handler_payload(payload, fingerprint, bound_ven_id))
+                       if handler else None)
     if ven_id is not None and ids.get("ven_id", ven_id) != ven_id:
         # Rule 402: a pre-allocated venID is returned unchanged.
         raise ValueError(f"on_create_party_registration returned venID {ids['ven_id']!r} for a "
                          f"VEN that sent the pre-allocated venID {ven_id!r}; rule 402 requires "
                          "the VTN to echo it (raise Rejection to refuse the VEN instead)")
-    # A VEN that lost its IDs but presents a known certificate keeps its venID.
     known_ven_id = current["ven_id"] if current is not None else None
     new_ven_id = ven_id or ids.get("ven_id") or known_ven_id or fingerprint or ctx.new_id()
     if new_ven_id != known_ven_id:
         current = ctx.store.get_ven(new_ven_id)
+        if current is not None:
+            # The handler's venID (or the fingerprint) names an existing record: the same rule.
+            binding.check_claim(current, fingerprint)
     base: VenRecord = current or {"ven_id": new_ven_id, "group_ids": [], "resource_ids": [],
                                   "party_ids": []}
     ven = _updated_record(base, payload, fingerprint)
@@ -137,7 +151,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
 
 
-def _handler_payload(payload: dict[str, Any], fingerprint: str | None) -> dict[str, Any]:
+def _handler_payload(payload: dict[str, Any], fingerprint: str | None,
+                     bound_ven_id: str | None) -> dict[str, Any]:
     return {
         "request_id": payload["request_id"],
         "ven_id": payload.get("ven_id"),
@@ -149,6 +164,7 @@ def _handler_payload(payload: dict[str, Any], fingerprint: str | None) -> dict[s
         "xml_signature": payload["xml_signature"],
         "http_pull_model": payload.get("http_pull_model"),
         "fingerprint": fingerprint,
+        "bound_ven_id": bound_ven_id,
     }
 
 
