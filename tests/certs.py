@@ -26,3 +26,28 @@ def make_certificate(common_name: str = "ven") -> tuple[str, bytes]:
     )
     pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
     return pem, cert.public_bytes(serialization.Encoding.DER)
+
+
+def make_identity(kind: str = "ec", common_name: str = "ven") -> tuple[str, str]:
+    """A (PEM certificate, PEM private key) pair: ``kind`` "rsa" (2048 bits) or "ec" (P-256)."""
+    if kind == "rsa":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii"), key_pem.decode("ascii")

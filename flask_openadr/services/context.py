@@ -41,6 +41,17 @@ class Settings:
     offline_grace: timedelta = timedelta(seconds=5)
     sweep_interval: timedelta = timedelta(seconds=5)
     callback_lease: timedelta = timedelta(seconds=60)
+    # XML signatures (see flask_openadr.security.signature): PEM paths or PEM data, parsed once
+    # by the extension. The VTN offers signatures when both are set.
+    signing_cert: str | bytes | None = field(default=None, repr=False)
+    signing_key: str | bytes | None = field(default=None, repr=False)
+    signing_key_password: str | bytes | None = field(default=None, repr=False)
+    replay_window: timedelta = timedelta(seconds=60)
+
+    @property
+    def signs(self) -> bool:
+        """Whether the VTN has a signing key, and so accepts VENs that ask for signatures."""
+        return self.signing_cert is not None and self.signing_key is not None
 
 
 @dataclass
