@@ -20,6 +20,9 @@ def create_app() -> Flask:
         OPENADR_VTN_ID="E2E-VTN",
         OPENADR_POLL_FREQUENCY=1,
     )
+    if os.environ.get("E2E_SIGNING_CERT"):  # PEM file paths of the VTN's signing pair
+        app.config.update(OPENADR_SIGNING_CERT=os.environ["E2E_SIGNING_CERT"],
+                          OPENADR_SIGNING_KEY=os.environ["E2E_SIGNING_KEY"])
     if os.environ.get("E2E_REPORT_POLICY"):
         app.config["OPENADR_REPORT_POLICY"] = os.environ["E2E_REPORT_POLICY"]
     vtn = VTN(app)

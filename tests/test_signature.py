@@ -631,3 +631,93 @@ def test_signing_keys_are_parsed_once_not_per_message(signing_app, identities, c
 
 def test_vens_test_client_is_documented_api():
     assert "signing_cert" in VENTestClient.__init__.__doc__
+
+
+# -- real peers: openleadr's signer, and gunicorn's two workers ---------------------------------
+
+
+def test_a_message_openleadr_signed_is_accepted_once(tmp_path, identities):
+    messaging = pytest.importorskip("openleadr.messaging")
+    app = Flask("real_clock", instance_path=str(tmp_path / "instance"))
+    vtn_cert, vtn_key = identities["vtn-rsa"]
+    app.config.update(TESTING=True, OPENADR_STORE_URI="memory://",
+                      OPENADR_SIGNING_CERT=vtn_cert, OPENADR_SIGNING_KEY=vtn_key)
+    VTN(app)
+    for kind in ("ven-rsa", "ven-ec"):
+        cert, key = identities[kind]
+        ven = make_ven(app, environ={"SSL_CLIENT_CERT": cert},
+                       vtn_fingerprint=fingerprint_from_pem(vtn_cert))
+        body = messaging.create_message(
+            "oadrCreatePartyRegistration", cert=cert.encode(), key=key.encode(),
+            request_id="r-1", ven_name=kind, profile_name="2.0b", transport_name="simpleHttp",
+            transport_address=None, report_only=False, xml_signature=True,
+            http_pull_model=True).encode()
+        name, reply = ven.decode_reply(ven.post("EiRegisterParty", body).get_data())
+        assert (name, reply["response"]["response_code"]) == ("oadrCreatedPartyRegistration",
+                                                              200)
+        name, reply = ven.decode_reply(ven.post("EiRegisterParty", body).get_data())
+        assert reply["response"]["response_code"] == 454  # the same message again: a replay
+
+
+def _post(url, body):
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/xml"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers["X-Worker-Pid"], response.read()
+
+
+def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identities,
+                                                              monkeypatch):
+    from datetime import datetime, timezone
+
+    from test_e2e_openleadr import Gunicorn
+
+    from flask_openadr.store import open_store
+
+    vtn_cert, vtn_key = identities["vtn-ec"]
+    (tmp_path / "vtn.pem").write_text(vtn_cert)
+    (tmp_path / "vtn.key").write_text(vtn_key)
+    monkeypatch.setenv("E2E_SIGNING_CERT", str(tmp_path / "vtn.pem"))
+    monkeypatch.setenv("E2E_SIGNING_KEY", str(tmp_path / "vtn.key"))
+    store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
+    server = Gunicorn(tmp_path, store_uri, tmp_path / "handlers.jsonl", workers=2)
+    store = open_store(store_uri)
+    vtn_fingerprint = fingerprint_from_pem(vtn_cert)
+    signer = load_signer(*identities["ven-ec"])
+
+    def signed(payload_name, payload):
+        return sign(encode_element(payload_name, payload), signer,
+                    now=datetime.now(timezone.utc))
+
+    def reply(body):
+        verified = verify(codec.parse(body))
+        assert verified.fingerprint == vtn_fingerprint
+        return codec.decode_element(verified.payload)
+
+    try:
+        url = server.base + "/OpenADR2/Simple/2.0b/"
+        _, body = _post(url + "EiRegisterParty", signed("oadrCreatePartyRegistration", {
+            "request_id": "r-1", "profile_name": "2.0b", "transport_name": "simpleHttp",
+            "report_only": False, "xml_signature": True, "ven_name": "replayed",
+            "http_pull_model": True}))
+        name, registration = reply(body)
+        assert registration["response"]["response_code"] == 200
+        ven_id = registration["ven_id"]
+        poll = signed("oadrPoll", {"ven_id": ven_id})
+        first_pid, body = _post(url + "OadrPoll", poll)
+        assert reply(body)[0] == "oadrRegisterReport"
+        before = (store.list_vens(), store.list_outbox(ven_id), store.list_liveness())
+        pids = set()
+        for _ in range(60):  # each connection is new, so the workers take turns by chance
+            pid, body = _post(url + "OadrPoll", poll)
+            name, refused_reply = reply(body)
+            assert (name, refused_reply["response"]["response_code"]) == ("oadrResponse", 454)
+            pids.add(pid)
+            if pid != first_pid:
+                break
+        assert pids - {first_pid}, "every replay reached the first worker; nothing was shown"
+        assert (store.list_vens(), store.list_outbox(ven_id), store.list_liveness()) == before
+    finally:
+        store.close()
+        server.stop()
