@@ -24,6 +24,9 @@ def create_app() -> Flask:
         # client certificates, so VENs are identified by venID alone.
         OPENADR_REQUIRE_CLIENT_CERT=False,
     )
+    if os.environ.get("E2E_SIGNING_CERT"):  # PEM file paths of the VTN's signing pair
+        app.config.update(OPENADR_SIGNING_CERT=os.environ["E2E_SIGNING_CERT"],
+                          OPENADR_SIGNING_KEY=os.environ["E2E_SIGNING_KEY"])
     if os.environ.get("E2E_REPORT_POLICY"):
         app.config["OPENADR_REPORT_POLICY"] = os.environ["E2E_REPORT_POLICY"]
     app.config.update(json.loads(os.environ.get("E2E_CONFIG", "{}")))

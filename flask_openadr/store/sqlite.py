@@ -42,6 +42,7 @@ from .base import (
     Transition,
     VenRecord,
     check_int,
+    check_nonce,
     check_max_priority,
     check_record,
     check_record_key,
@@ -58,7 +59,7 @@ from .base import (
 __all__ = ["SQLiteStore", "from_uri", "SCHEMA_VERSION"]
 
 #: The schema this code writes, kept in ``PRAGMA user_version``; 0 means a new, empty file.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One entry per version; _MIGRATIONS[n] takes a database from version n to n + 1.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -129,6 +130,14 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             WHERE state = 'online'""",
         """CREATE INDEX IF NOT EXISTS liveness_stale ON liveness (lease_until, ven_id)
             WHERE pending_kind IS NOT NULL""",
+    ),
+    # 2 -> 3: replay nonces (remember_nonce).
+    (
+        """CREATE TABLE IF NOT EXISTS nonces (
+            nonce TEXT PRIMARY KEY,
+            expires_at TEXT NOT NULL  -- UTC text with six fractional digits: sorts by time
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at)",
     ),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -684,6 +693,21 @@ class SQLiteStore:
         return {row[0]: liveness_from_row(*row) for row in rows}
 
 
+    # -- replay nonces ---------------------------------------------------------------------------
+
+    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
+        now_text, expires_text = check_nonce(nonce, now, expires_at)
+        # One statement: a new nonce is inserted, an expired one taken over, and an unexpired
+        # one left alone (no row changes), under SQLite's write lock, so one caller wins.
+        won = self._change(
+            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) "
+            "DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?",
+            (nonce, expires_text, now_text),
+        )
+        if won:
+            # The lazy purge: the index makes this cost what it deletes.
+            self._change("DELETE FROM nonces WHERE expires_at <= ?", (now_text,))
+        return bool(won)
 
 # The hot statement of record_seen: last_seen and offline_at move only if the VEN is online.
 _TOUCH_ONLINE = (
