@@ -19,6 +19,9 @@ def create_app() -> Flask:
     app = Flask("bench_vtn", instance_path=os.environ["BENCH_INSTANCE"])
     app.config.update(OPENADR_STORE_URI=os.environ["BENCH_STORE_URI"], OPENADR_VTN_ID="BENCH-VTN",
                       OPENADR_BACKGROUND="off")
+    if os.environ.get("BENCH_SIGNING_CERT"):  # bench_signature.py: a VTN that signs
+        app.config.update(OPENADR_SIGNING_CERT=os.environ["BENCH_SIGNING_CERT"],
+                          OPENADR_SIGNING_KEY=os.environ["BENCH_SIGNING_KEY"])
     VTN(app)
 
     @app.post("/bench/setup")
