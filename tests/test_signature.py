@@ -721,3 +721,22 @@ def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identit
     finally:
         store.close()
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["vtn-rsa", "vtn-ec"])
+def test_openleadr_verifies_what_the_vtn_signs(identities, kind):
+    """openleadr's VEN checks VTN replies with this function (signxml underneath)."""
+    from datetime import datetime, timezone
+
+    messaging = pytest.importorskip("openleadr.messaging")
+    cert, key = identities[kind]
+    body = sign(encode_element("oadrResponse", {
+        "response": {"response_code": 200, "response_description": "OK", "request_id": "r"},
+        "ven_id": "ven-1"}), load_signer(cert, key), now=datetime.now(timezone.utc))
+    messaging.validate_xml_signature(etree.fromstring(body),
+                                     cert_fingerprint=fingerprint_from_pem(cert))
+    from signxml.exceptions import InvalidSignature as SignxmlInvalid
+
+    with pytest.raises(SignxmlInvalid):
+        messaging.validate_xml_signature(etree.fromstring(body.replace(b">r<", b">s<")),
+                                         cert_fingerprint=fingerprint_from_pem(cert))

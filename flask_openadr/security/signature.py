@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import functools
 import hmac
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,7 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from lxml import etree
 
-from ..codec.fields import DS, DSP, OADR
+from ..codec.fields import DS, DSP, NSMAP, OADR
 from ..codec.values import ValueProblem, format_datetime, parse_datetime
 from ..errors import ComplianceError, ConfigurationError, InvalidData, NotRegistered
 from .fingerprint import fingerprint_from_der
@@ -105,6 +106,9 @@ class Signer:
     certificate_b64: str
     fingerprint: str
     algorithm: str
+    # The ds:Signature of every message this signer signs, without digests, value and
+    # ReplayProtect values: copied per message, which is faster than building it.
+    skeleton: Any = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never show the key
         return f"Signer(fingerprint={self.fingerprint!r}, algorithm={self.algorithm!r})"
@@ -183,8 +187,9 @@ def load_signer(cert: Any, key: Any, password: Any = None, *,
         raise ConfigurationError(f"{key_name} is not the private key of the certificate in "
                                  f"{cert_name}; give the matching pair")
     der = certificate.public_bytes(serialization.Encoding.DER)
-    return Signer(private, certificate, base64.b64encode(der).decode("ascii"),
-                  fingerprint_from_der(der), algorithm)
+    signer = Signer(private, certificate, base64.b64encode(der).decode("ascii"),
+                    fingerprint_from_der(der), algorithm)
+    return replace(signer, skeleton=_skeleton(signer))
 
 
 # ================================================================ signing
@@ -207,6 +212,33 @@ def _b64(data: bytes) -> str:
 
 SIGNATURE_ID = "signature"
 OBJECT_ID = "replayProtect"
+SIGNED_OBJECT_ID = "oadrSignedObject"  # the oadr:Id the codec gives oadrSignedObject
+
+
+def _skeleton(signer: Signer):
+    """The ds:Signature :func:`sign` fills in, built inside an oadrPayload so that it uses the
+    prefixes the codec declares there and declares none of its own."""
+    holder = etree.Element(_PAYLOAD_ROOT, nsmap=NSMAP)
+    signature = etree.SubElement(holder, _ds("Signature"), {"Id": SIGNATURE_ID})
+    info = etree.SubElement(signature, _ds("SignedInfo"))
+    etree.SubElement(info, _ds("CanonicalizationMethod"), {"Algorithm": C14N})
+    etree.SubElement(info, _ds("SignatureMethod"), {"Algorithm": signer.algorithm})
+    for ref in (SIGNED_OBJECT_ID, OBJECT_ID):
+        reference = etree.SubElement(info, _ds("Reference"), {"URI": "#" + ref})
+        transforms = etree.SubElement(reference, _ds("Transforms"))
+        etree.SubElement(transforms, _ds("Transform"), {"Algorithm": C14N})
+        etree.SubElement(reference, _ds("DigestMethod"), {"Algorithm": SHA256})
+        etree.SubElement(reference, _ds("DigestValue"))
+    etree.SubElement(signature, _ds("SignatureValue"))
+    x509_data = etree.SubElement(etree.SubElement(signature, _ds("KeyInfo")), _ds("X509Data"))
+    etree.SubElement(x509_data, _ds("X509Certificate")).text = signer.certificate_b64
+    obj = etree.SubElement(signature, _ds("Object"), {"Id": OBJECT_ID})
+    prop = etree.SubElement(etree.SubElement(obj, _ds("SignatureProperties")),
+                            _ds("SignatureProperty"), {"Target": "#" + SIGNATURE_ID})
+    replay = etree.SubElement(prop, _dsp("ReplayProtect"))
+    etree.SubElement(replay, _dsp("timestamp"))
+    etree.SubElement(replay, _dsp("nonce"))
+    return signature
 
 
 def sign(root, signer: Signer, *, now: datetime, nonce: str | None = None) -> bytes:
@@ -227,32 +259,19 @@ def sign(root, signer: Signer, *, now: datetime, nonce: str | None = None) -> by
     object_ref = signed_object.get(_OADR_ID)
     if not object_ref:
         raise ValueError("oadr:oadrSignedObject has no oadr:Id to reference")
-    # SubElement of the tree, so the ds and dsp prefixes declared on oadrPayload are used and
-    # no element declares a namespace of its own.
-    signature = etree.Element(_ds("Signature"), {"Id": SIGNATURE_ID})
+    signature = copy.deepcopy(signer.skeleton if signer.skeleton is not None
+                              else _skeleton(signer))
     root.insert(0, signature)
-    info = etree.SubElement(signature, _ds("SignedInfo"))
-    etree.SubElement(info, _ds("CanonicalizationMethod"), {"Algorithm": C14N})
-    etree.SubElement(info, _ds("SignatureMethod"), {"Algorithm": signer.algorithm})
-    digests = []
-    for ref in (object_ref, OBJECT_ID):
-        reference = etree.SubElement(info, _ds("Reference"), {"URI": "#" + ref})
-        transforms = etree.SubElement(reference, _ds("Transforms"))
-        etree.SubElement(transforms, _ds("Transform"), {"Algorithm": C14N})
-        etree.SubElement(reference, _ds("DigestMethod"), {"Algorithm": SHA256})
-        digests.append(etree.SubElement(reference, _ds("DigestValue")))
-    value = etree.SubElement(signature, _ds("SignatureValue"))
-    x509_data = etree.SubElement(etree.SubElement(signature, _ds("KeyInfo")), _ds("X509Data"))
-    etree.SubElement(x509_data, _ds("X509Certificate")).text = signer.certificate_b64
-    obj = etree.SubElement(signature, _ds("Object"), {"Id": OBJECT_ID})
-    prop = etree.SubElement(etree.SubElement(obj, _ds("SignatureProperties")),
-                            _ds("SignatureProperty"), {"Target": "#" + SIGNATURE_ID})
-    replay = etree.SubElement(prop, _dsp("ReplayProtect"))
-    etree.SubElement(replay, _dsp("timestamp")).text = format_datetime(now)
-    etree.SubElement(replay, _dsp("nonce")).text = nonce or os.urandom(16).hex()
-
-    digests[0].text = _b64(_digest(signed_object))
-    digests[1].text = _b64(_digest(obj))
+    info, value, _key_info, obj = signature
+    references = info[2], info[3]
+    if object_ref != SIGNED_OBJECT_ID:
+        references[0].set("URI", "#" + object_ref)
+    timestamp, nonce_element = obj[0][0][0]
+    timestamp.text = format_datetime(now)
+    nonce_element.text = nonce or os.urandom(16).hex()
+    # Digests and SignedInfo are canonicalized in the final tree (inclusive C14N depends on it).
+    references[0][2].text = _b64(_digest(signed_object))
+    references[1][2].text = _b64(_digest(obj))
     value.text = _b64(_sign_bytes(signer, _c14n(info)))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
@@ -363,10 +382,14 @@ def _short(text: str | None) -> str:
 
 
 @functools.lru_cache(maxsize=512)
-def _certificate(der: bytes) -> tuple[Any, str]:
-    """The public key and fingerprint of a signer certificate. VENs sign every message with
-    the same certificate, so each is parsed once per process."""
-    certificate = x509.load_der_x509_certificate(der)
+def _certificate(text: str) -> tuple[Any, str]:
+    """The public key and fingerprint of a signer certificate (``ds:X509Certificate``'s text).
+    VENs sign every message with the same certificate, so each is parsed once per process."""
+    der = _base64(text, "ds:X509Certificate")
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise InvalidData(description="ds:X509Certificate is not a DER X.509 certificate") from None
     return certificate.public_key(), fingerprint_from_der(der)
 
 
@@ -440,11 +463,7 @@ def verify(root, *, client_fingerprint: str | None = None) -> Verified:
     for reference, target in covered.values():
         _check_digest(reference, target)
 
-    der = _base64(_certificate_text(key_info), "ds:X509Certificate")
-    try:
-        public_key, fingerprint = _certificate(der)
-    except ValueError:
-        raise InvalidData(description="ds:X509Certificate is not a DER X.509 certificate") from None
+    public_key, fingerprint = _certificate(_certificate_text(key_info) or "")
     raw_signature = _base64(value_element.text, "ds:SignatureValue")
     _check_signature(public_key, signature_method, raw_signature,
                      _c14n(info, *info_c14n))

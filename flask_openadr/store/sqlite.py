@@ -23,6 +23,7 @@ writes inside ``BEGIN IMMEDIATE``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -209,6 +210,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._schema_ready = False
+        self._nonce_calls = itertools.count()  # remember_nonce purges every so many calls
         # (pid, thread ident) -> connection. Entries of other pids were inherited over fork and
         # are kept, unused and open, so that garbage collection never closes them in the child.
         self._connections: dict[tuple[int, int], _Connection] = {}
@@ -704,10 +706,14 @@ class SQLiteStore:
             "DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?",
             (nonce, expires_text, now_text),
         )
-        if won:
-            # The lazy purge: the index makes this cost what it deletes.
+        if won and next(self._nonce_calls) % _NONCE_PURGE_EVERY == 0:
+            # The lazy purge, once in a while (one write less on most signed messages); the
+            # index makes it cost what it deletes.
             self._change("DELETE FROM nonces WHERE expires_at <= ?", (now_text,))
         return bool(won)
+
+# How often (in new nonces per process) remember_nonce deletes the expired ones.
+_NONCE_PURGE_EVERY = 100
 
 # The hot statement of record_seen: last_seen and offline_at move only if the VEN is online.
 _TOUCH_ONLINE = (
