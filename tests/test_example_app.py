@@ -218,3 +218,21 @@ def test_index_page_lists_vens_and_events(client):
     assert "south-campus-ven" in html
     assert event_id in html
     assert "EXAMPLE-UTILITY-VTN" in html
+
+
+def test_the_portal_requires_client_certificates_by_default(portal):
+    response = portal.test_client().post(
+        f"{PREFIX}/EiRegisterParty", content_type="application/xml",
+        data=create_message("oadrQueryRegistration", request_id="q"))
+    assert response.status_code == 403
+
+
+def test_the_development_run_without_tls_turns_certificates_off(tmp_path, monkeypatch, caplog):
+    # `python -m example_app` passes this config; `flask run` users set the environment.
+    monkeypatch.setenv("FLASK_OPENADR_REQUIRE_CLIENT_CERT", "false")
+    with caplog.at_level("WARNING", logger="flask_openadr"):
+        app = create_app({"TESTING": True}, instance_path=str(tmp_path / "instance"))
+    assert app.config["OPENADR_REQUIRE_CLIENT_CERT"] is False
+    assert any("OPENADR_REQUIRE_CLIENT_CERT is off" in r.getMessage() for r in caplog.records)
+    name, reply = register(app.test_client(), "north-substation-ven")
+    assert int(reply["response"]["response_code"]) == 200

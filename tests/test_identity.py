@@ -793,3 +793,37 @@ def test_update_ven_rebinds_a_ven_to_its_renewed_certificate(app, vtn):
         with pytest.raises(ValueError, match="not 10 hex bytes"):
             vtn.update_ven(ven.ven_id, fingerprint="nope")
         assert vtn.store.get_ven(ven.ven_id)["fingerprint"] == renewed.fingerprint
+
+
+def test_of_two_concurrent_registrations_for_one_venid_the_later_is_refused(app, vtn):
+    # User code (here on_vtn_reports) runs after the binding checks and before the
+    # registration is written; a second registration for the same new venID, from another
+    # certificate, completes meanwhile (as it could on another worker).
+    rival = make_ven(app, ven_id="new-ven", ven_name="rival")
+    raced = []
+
+    @vtn.on_vtn_reports
+    def offers(ven_id):
+        if not raced:
+            raced.append(ven_id)
+            assert code(rival.register()[1]) == 200
+        return None
+
+    first = make_ven(app, ven_id="new-ven", ven_name="first")
+    name, reply = first.register()
+    assert raced == ["new-ven"]
+    assert code(reply) == 463
+    with app.app_context():
+        [record] = vtn.vens()
+    assert (record["ven_name"], record["fingerprint"]) == ("rival", rival.fingerprint)
+    assert record["registration_id"] == rival.registration_id
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_fingerprints_agree_with_openleadrs_independent_implementation(key_type):
+    # The real VEN client computes the VTN's fingerprint the same way (vtn_fingerprint=).
+    utils = pytest.importorskip("openleadr.utils")
+    certificate = make_certificate(key_type=key_type)
+    assert certificate.fingerprint == utils.certificate_fingerprint(certificate.pem)
+    assert len(certificate.fingerprint) == 29
+    assert certificate.fingerprint == certificate.fingerprint.upper()

@@ -103,6 +103,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         ven = _updated_record(current, payload, fingerprint)
         ven["poll_frequency"] = ctx.settings.poll_frequency
         with ctx.store.atomic():
+            _check_claim_again(ctx, ven["ven_id"], fingerprint)
             ctx.store.put_ven(ven)
         ctx.emit("registration_created", ven_id=ven["ven_id"],
                  registration_id=registration_id, reregistration=True)
@@ -140,6 +141,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
             ven[key] = list(ids[key])
     vtn_offers = vtn_reports.offers(ctx, new_ven_id)  # user code: outside the transaction
     with ctx.store.atomic():
+        _check_claim_again(ctx, new_ven_id, fingerprint)
         ctx.store.put_ven(ven)
         # A new registration starts afresh: nothing queued for the old one is sent, every
         # current event is distributed again, and report and opt state begins anew.
@@ -150,6 +152,15 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     ctx.emit("registration_created", ven_id=new_ven_id,
              registration_id=ven["registration_id"], reregistration=False)
     return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+
+
+def _check_claim_again(ctx: Context, ven_id: str, fingerprint: str | None) -> None:
+    """The binding check once more, inside the write transaction: a concurrent registration
+    (on any worker) may have bound the record since it was read, and the later of two
+    registrations for one venID must not take it over."""
+    existing = ctx.store.get_ven(ven_id)
+    if existing is not None:
+        binding.check_claim(existing, fingerprint)
 
 
 def _handler_payload(payload: dict[str, Any], fingerprint: str | None,
