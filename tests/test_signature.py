@@ -708,15 +708,33 @@ def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identit
         first_pid, body = _post(url + "OadrPoll", poll)
         assert reply(body)[0] == "oadrRegisterReport"
         before = (store.list_vens(), store.list_outbox(ven_id), store.list_liveness())
+        # Which worker accepts a connection is up to chance (and under load one worker can win
+        # every time), so hold one worker with a replay whose body has not all arrived: the next
+        # replay has to go to the other worker. Then finish the first: both workers got one.
+        import http.client
+        import socket
+        import time
+
+        held = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            held.sendall(b"POST /OpenADR2/Simple/2.0b/OadrPoll HTTP/1.1\r\n"
+                         b"Host: 127.0.0.1\r\nContent-Type: application/xml\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(poll)
+                         + poll[:10])
+            time.sleep(0.5)  # a worker accepts it and waits for the rest of the body
+            replies = [_post(url + "OadrPoll", poll)]
+            held.sendall(poll[10:])
+            response = http.client.HTTPResponse(held)
+            response.begin()
+            replies.append((response.getheader("X-Worker-Pid"), response.read()))
+        finally:
+            held.close()
         pids = set()
-        for _ in range(60):  # each connection is new, so the workers take turns by chance
-            pid, body = _post(url + "OadrPoll", poll)
+        for pid, body in replies:
             name, refused_reply = reply(body)
             assert (name, refused_reply["response"]["response_code"]) == ("oadrResponse", 454)
             pids.add(pid)
-            if pid != first_pid:
-                break
-        assert pids - {first_pid}, "every replay reached the first worker; nothing was shown"
+        assert len(pids) == 2 and first_pid in pids, "the replays did not reach both workers"
         assert (store.list_vens(), store.list_outbox(ven_id), store.list_liveness()) == before
     finally:
         store.close()
