@@ -294,9 +294,9 @@ def run_full_scenario(deployment, pki, ven_key_type):
     assert_all_signed(sent, received, credential, deployment.vtn)
 
 
-def run_registration(deployment, pki, ven_key_type):
-    """Query and create a registration (signed both ways), nothing more."""
-    credential = pki.ven(f"cross-{deployment.key_type}", ven_key_type)
+def run_registration(deployment, pki, ven_key_type, name="cross"):
+    """Query and create a registration (signed both ways), nothing more; the venID."""
+    credential = pki.ven(f"{name}-{deployment.key_type}", ven_key_type)
     client, sent, received = openleadr_ven(deployment, pki, credential, credential.name)
 
     async def scenario():
@@ -334,6 +334,18 @@ def test_openleadr_ven_through_nginx_other_key_type_registers(behind_nginx, pki)
     with app.app_context():
         assert [v["ven_id"] for v in vtn.vens()
                 if same_fingerprint(v.get("fingerprint"), fingerprint)] == [ven_id]
+
+
+def test_a_ven_enrolled_by_fingerprint_gets_its_ven_id_through_nginx(behind_nginx, pki):
+    """The provisioning recipe: the operator enrolls the VEN's fingerprint before it connects."""
+    credential = pki.ven(f"enrolled-{behind_nginx.key_type}", behind_nginx.key_type)
+    app, vtn = behind_nginx.operator
+    with app.app_context():
+        vtn.add_ven(f"meter-{behind_nginx.key_type}", fingerprint=credential.fingerprint,
+                    group_ids=["north"])
+    assert run_registration(behind_nginx, pki, behind_nginx.key_type, name="enrolled") == (
+        f"meter-{behind_nginx.key_type}")
+    assert stored_ven(behind_nginx, f"meter-{behind_nginx.key_type}")["group_ids"] == ["north"]
 
 
 def test_nginx_offers_the_openadr_cipher_suites_over_tls_1_2_only(behind_nginx, pki):
@@ -431,7 +443,9 @@ def test_certificate_a_with_ven_id_b_through_nginx_is_refused(behind_nginx, pki,
     # certificate in the header the VTN reads, which nginx replaces with A's own.
     forged = {"X-SSL-Client-Cert": urllib.parse.quote(credential_b.cert_pem),
               "X-SSL-Client-Verify": "SUCCESS"}
-    for headers in (None, forged):
+    # The same with underscores, which WSGI servers map to the same environ key as dashes.
+    underscored = {name.replace("-", "_"): value for name, value in forged.items()}
+    for headers in (None, forged, underscored):
         assert response_code(post(behind_nginx.url, "oadrPoll", {"ven_id": ven_b},
                                   context=context_a, headers=headers)) == 463
         assert response_code(post(behind_nginx.url, "oadrCreatedEvent",
