@@ -112,7 +112,7 @@ def test_table_prefix_is_taken_out_of_the_url_and_other_options_reach_the_driver
     assert dict(store.url.query) == {"connect_timeout": "3", "sslmode": "require"}
     assert {table.name for table in store.tables.metadata.sorted_tables} == {
         f"vtn2_{name}" for name in ("meta", "vens", "events", "delivered", "event_responses",
-                                    "outbox", "records", "liveness")
+                                    "outbox", "records", "liveness", "nonces")
     }
 
 
