@@ -90,8 +90,8 @@ def handle_request(service: str) -> Response:
                 payload_name, payload = codec.decode_element(verified.payload)
             except MalformedMessage as exc:
                 return _bad_request(f"malformed OpenADR message: {exc}")
-            # Without a TLS client certificate (OPENADR_REQUIRE_CLIENT_CERT off) the signer's
-            # certificate identifies the VEN; with one, verify() made sure they are the same.
+            # Without a TLS client certificate (a deployment that does not require one) the
+            # signer's certificate identifies the VEN; with one, verify() made sure they match.
             fingerprint = fingerprint or verified.fingerprint
         ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
                  payload=payload)

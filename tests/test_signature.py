@@ -758,3 +758,26 @@ def test_openleadr_verifies_what_the_vtn_signs(identities, kind):
     with pytest.raises(SignxmlInvalid):
         messaging.validate_xml_signature(etree.fromstring(body.replace(b">r<", b">s<")),
                                          cert_fingerprint=fingerprint_from_pem(cert))
+
+
+def test_signing_and_verifying_from_many_threads(identities):
+    import threading
+
+    signer = load_signer(*identities["vtn-ec"])
+    failures = []
+
+    def work(n):
+        try:
+            for i in range(50):
+                body = sign(encode_element("oadrPoll", {"ven_id": f"v-{n}-{i}"}), signer, now=T0)
+                verified = verify(codec.parse(body))
+                assert codec.decode_element(verified.payload)[1] == {"ven_id": f"v-{n}-{i}"}
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures

@@ -36,7 +36,8 @@ import functools
 import hmac
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+import threading
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -106,9 +107,6 @@ class Signer:
     certificate_b64: str
     fingerprint: str
     algorithm: str
-    # The ds:Signature of every message this signer signs, without digests, value and
-    # ReplayProtect values: copied per message, which is faster than building it.
-    skeleton: Any = field(default=None, compare=False)
 
     def __repr__(self) -> str:  # never show the key
         return f"Signer(fingerprint={self.fingerprint!r}, algorithm={self.algorithm!r})"
@@ -187,9 +185,8 @@ def load_signer(cert: Any, key: Any, password: Any = None, *,
         raise ConfigurationError(f"{key_name} is not the private key of the certificate in "
                                  f"{cert_name}; give the matching pair")
     der = certificate.public_bytes(serialization.Encoding.DER)
-    signer = Signer(private, certificate, base64.b64encode(der).decode("ascii"),
-                    fingerprint_from_der(der), algorithm)
-    return replace(signer, skeleton=_skeleton(signer))
+    return Signer(private, certificate, base64.b64encode(der).decode("ascii"),
+                  fingerprint_from_der(der), algorithm)
 
 
 # ================================================================ signing
@@ -213,6 +210,23 @@ def _b64(data: bytes) -> str:
 SIGNATURE_ID = "signature"
 OBJECT_ID = "replayProtect"
 SIGNED_OBJECT_ID = "oadrSignedObject"  # the oadr:Id the codec gives oadrSignedObject
+
+
+# Per thread: lxml trees should not be shared between threads, so each thread keeps its own
+# skeletons, id(signer) -> (signer, ds:Signature).
+_local = threading.local()
+
+
+def _skeleton_of(signer: Signer):
+    """The ds:Signature of every message ``signer`` signs, without digests, value and
+    ReplayProtect values: built once per thread and copied per message (faster than building)."""
+    cache = getattr(_local, "skeletons", None)
+    if cache is None:
+        cache = _local.skeletons = {}
+    entry = cache.get(id(signer))
+    if entry is None or entry[0] is not signer:
+        entry = cache[id(signer)] = (signer, _skeleton(signer))
+    return entry[1]
 
 
 def _skeleton(signer: Signer):
@@ -259,8 +273,7 @@ def sign(root, signer: Signer, *, now: datetime, nonce: str | None = None) -> by
     object_ref = signed_object.get(_OADR_ID)
     if not object_ref:
         raise ValueError("oadr:oadrSignedObject has no oadr:Id to reference")
-    signature = copy.deepcopy(signer.skeleton if signer.skeleton is not None
-                              else _skeleton(signer))
+    signature = copy.deepcopy(_skeleton_of(signer))
     root.insert(0, signature)
     info, value, _key_info, obj = signature
     references = info[2], info[3]
