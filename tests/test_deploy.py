@@ -348,20 +348,24 @@ def test_a_ven_enrolled_by_fingerprint_gets_its_ven_id_through_nginx(behind_ngin
     assert stored_ven(behind_nginx, f"meter-{behind_nginx.key_type}")["group_ids"] == ["north"]
 
 
-def test_nginx_offers_the_openadr_cipher_suites_over_tls_1_2_only(behind_nginx, pki):
-    ven = pki.ven("tls-probe", behind_nginx.key_type)
+def assert_openadr_suites_over_tls_1_2_only(deployment, pki):
+    ven = pki.ven("tls-probe", deployment.key_type)
     suites = {"rsa": ["AES128-SHA256", "ECDHE-RSA-AES128-SHA256"],
-              "ecdsa": ["ECDHE-ECDSA-AES128-SHA256"]}[behind_nginx.key_type]
+              "ecdsa": ["ECDHE-ECDSA-AES128-SHA256"]}[deployment.key_type]
     for suite in suites:
         context = client_context(pki, ven, ciphers=suite)
-        with socket.create_connection(("127.0.0.1", behind_nginx.port), timeout=5) as raw:
+        with socket.create_connection(("127.0.0.1", deployment.port), timeout=5) as raw:
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 assert tls.cipher()[:2] == (suite, "TLSv1.2")
     context = client_context(pki, ven)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     with pytest.raises(ssl.SSLError):
-        with socket.create_connection(("127.0.0.1", behind_nginx.port), timeout=5) as raw:
+        with socket.create_connection(("127.0.0.1", deployment.port), timeout=5) as raw:
             context.wrap_socket(raw, server_hostname="localhost").close()
+
+
+def test_nginx_offers_the_openadr_cipher_suites_over_tls_1_2_only(behind_nginx, pki):
+    assert_openadr_suites_over_tls_1_2_only(behind_nginx, pki)
 
 
 def test_nginx_refuses_a_client_without_a_certificate_or_from_another_ca(behind_nginx, pki):
@@ -514,6 +518,10 @@ def test_forged_certificate_header_from_an_untrusted_peer_gets_403(behind_nginx,
 
 def test_openleadr_ven_to_gunicorn_tls(gunicorn_tls, pki):
     run_full_scenario(gunicorn_tls, pki, gunicorn_tls.key_type)
+
+
+def test_gunicorn_tls_offers_the_openadr_cipher_suites_over_tls_1_2_only(gunicorn_tls, pki):
+    assert_openadr_suites_over_tls_1_2_only(gunicorn_tls, pki)
 
 
 def test_gunicorn_tls_refuses_no_certificate_and_another_ca_in_the_handshake(gunicorn_tls, pki):
