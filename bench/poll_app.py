@@ -22,6 +22,9 @@ def create_app() -> Flask:
                       # The bench load comes over plain HTTP on loopback, without TLS, so there
                       # are no client certificates: VENs are told apart by venID alone.
                       OPENADR_REQUIRE_CLIENT_CERT=False)
+    if os.environ.get("BENCH_SIGNING_CERT"):  # bench_signature.py: a VTN that signs
+        app.config.update(OPENADR_SIGNING_CERT=os.environ["BENCH_SIGNING_CERT"],
+                          OPENADR_SIGNING_KEY=os.environ["BENCH_SIGNING_KEY"])
     VTN(app)
 
     @app.post("/bench/setup")

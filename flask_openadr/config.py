@@ -90,6 +90,22 @@ def _background(key: str, value: Any) -> str | None:
     return value
 
 
+def _optional_pem(key: str, value: Any) -> str | bytes | None:
+    """A PEM file path or PEM data; parsed (and checked) when the extension loads the key."""
+    if value is None:
+        return None
+    if isinstance(value, bytes) and value.strip():
+        return value
+    return _text(key, value)
+
+
+def _optional_password(key: str, value: Any) -> str | bytes | None:
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    raise ConfigurationError(f"{key} must be a str or bytes (or None), not "
+                             f"{type(value).__name__}")
+
+
 REPORT_POLICIES = ("none", "telemetry")
 
 
@@ -161,6 +177,11 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     ),
     # Addresses and networks (a list or a comma-separated string); None or empty for none.
     "OPENADR_TRUSTED_PROXIES": ("trusted_proxies", None, _trusted_proxies),
+    # XML signatures and replay protection (docs/security.rst).
+    "OPENADR_SIGNING_CERT": ("signing_cert", None, _optional_pem),
+    "OPENADR_SIGNING_KEY": ("signing_key", None, _optional_pem),
+    "OPENADR_SIGNING_KEY_PASSWORD": ("signing_key_password", None, _optional_password),
+    "OPENADR_REPLAY_WINDOW": ("replay_window", Settings.replay_window, _seconds_at_least(1)),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"
@@ -225,6 +246,28 @@ def load_settings(config: dict[str, Any], options: Mapping[str, Any]) -> Setting
         raw = options[key] if key in options else config[key]
         values[field] = check(key, raw)
     return Settings(**values)
+
+
+def load_signer(settings: Settings) -> Any:
+    """The VTN's parsed signing key and certificate, or None without them.
+
+    :raises ConfigurationError: naming the key: one of the pair missing, unreadable, not PEM,
+        a wrong password, an unsupported key, or a key that does not match the certificate.
+    """
+    from .security.signature import load_signer as parse
+
+    if settings.signing_cert is None and settings.signing_key is None:
+        if settings.signing_key_password is not None:
+            raise ConfigurationError("OPENADR_SIGNING_KEY_PASSWORD is set but "
+                                     "OPENADR_SIGNING_KEY is not; set both signing keys or none")
+        return None
+    missing = "OPENADR_SIGNING_KEY" if settings.signing_key is None else (
+        "OPENADR_SIGNING_CERT" if settings.signing_cert is None else None)
+    if missing:
+        raise ConfigurationError(f"{missing} is not set; XML signatures need both "
+                                 "OPENADR_SIGNING_CERT and OPENADR_SIGNING_KEY (PEM file paths "
+                                 "or PEM data)")
+    return parse(settings.signing_cert, settings.signing_key, settings.signing_key_password)
 
 
 def resolve_store_uri(settings: Settings) -> str:

@@ -10,7 +10,7 @@ from flask import Flask, current_app
 
 from . import cli, codec, liveness, signals
 from .errors import UnknownEvent
-from .config import load_settings, options_to_keys, resolve_store_uri
+from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
 from .services import events, opt, registration, reports, vtn_reports
 from .security.fingerprint import canonical_fingerprint
 from .security.identity import ClientIdentifier
@@ -59,10 +59,13 @@ _STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
 class _AppState:
     """What one app keeps in ``app.extensions["openadr"]``."""
 
-    def __init__(self, vtn: VTN, context: Context, app: Flask):
+    def __init__(self, vtn: VTN, context: Context, app: Flask, signer: Any = None):
         self.vtn = vtn
         self.context = context
         self.identifier = ClientIdentifier.from_settings(context.settings)
+        # The VTN's signing key and certificate (security.signature.Signer), parsed once here,
+        # or None when OPENADR_SIGNING_CERT/KEY are not set.
+        self.signer = signer
         self._seen_request = False
         self._app = weakref.ref(app)
         # The thread holds this state weakly, so a running sweeper does not keep a discarded app
@@ -153,6 +156,7 @@ class VTN:
                 "certificate is identified by the venID in its messages alone, which anyone who "
                 "learns it can send. Turn it on wherever VENs connect over a network.", app.name,
             )
+        signer = load_signer(settings)
         store = open_store(resolve_store_uri(settings), instance_path=app.instance_path)
 
         def emit(signal_name: str, **data: Any) -> None:
@@ -160,7 +164,7 @@ class VTN:
 
         context = Context(settings=settings, store=store, handlers=self._handlers,
                           clock=self._clock, emit=emit, check_payload=_check_payload)
-        app.extensions["openadr"] = _AppState(self, context, app)
+        app.extensions["openadr"] = _AppState(self, context, app, signer)
         app.register_blueprint(create_blueprint(settings.url_prefix))
         if cli.openadr.name not in app.cli.commands:
             app.cli.add_command(cli.openadr)

@@ -13,6 +13,13 @@
 Each client presents a client certificate of its own (made on the fly), the way Werkzeug's server
 passes one on, so it works with ``OPENADR_REQUIRE_CLIENT_CERT`` on; ``certificate=None`` sends
 none.
+
+A VEN that signs its messages (XML signatures, see ``docs/security.rst``)::
+
+    ven = VENTestClient(app.test_client(), signing_cert="ven.pem", signing_key="ven.key",
+                        environ={"SSL_CLIENT_CERT": open("ven.pem").read()},
+                        vtn_fingerprint="2E:55:12:81:B9:EE:9C:46:72:1D")
+    ven.register(xml_signature=True)   # every message signed, every reply verified
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from . import codec
+from .security import signature
 from .security.fingerprint import fingerprint_from_der
 
 DEFAULT_PREFIX = "/OpenADR2/Simple/2.0b"
@@ -126,7 +134,22 @@ class VENTestClient:
 
     def __init__(self, client: Any, *, ven_name: str = "test-ven", ven_id: str | None = None,
                  url_prefix: str = DEFAULT_PREFIX, environ: dict[str, Any] | None = None,
-                 certificate: VENCertificate | str | None = NEW_CERTIFICATE):
+                 certificate: VENCertificate | str | None = NEW_CERTIFICATE,
+                 signing_cert: Any = None, signing_key: Any = None,
+                 signing_key_password: Any = None, vtn_fingerprint: str | None = None,
+                 verify_replies: bool | None = None,
+                 clock: Callable[[], datetime] | None = None):
+        """
+        :param environ: WSGI environ entries for every request, such as ``SSL_CLIENT_CERT``
+            (the VEN's TLS client certificate, PEM); they win over ``certificate``.
+        :param signing_cert: with ``signing_key`` (PEM paths or data; RSA or EC, and
+            ``signing_key_password`` if encrypted): sign every message with this certificate.
+        :param vtn_fingerprint: replies must be signed by the certificate with this fingerprint.
+        :param verify_replies: whether every reply must be signed (and verify); by default when
+            the client signs or ``vtn_fingerprint`` is given. A signed reply is always verified.
+        :param clock: the time signatures carry (``dsp:timestamp``); give the VTN's test clock
+            when the VTN runs on one. Default: the current UTC time.
+        """
         self.client = client
         self.ven_name = ven_name
         self.ven_id = ven_id
@@ -139,6 +162,16 @@ class VENTestClient:
             raise TypeError("certificate must be a VENCertificate (see make_certificate), None "
                             f"or {NEW_CERTIFICATE!r}, not {certificate!r}")
         self.certificate: VENCertificate | None = certificate
+        self.signer = (signature.load_signer(signing_cert, signing_key, signing_key_password,
+                                             names=("signing_cert", "signing_key",
+                                                    "signing_key_password"))
+                       if signing_cert is not None or signing_key is not None else None)
+        self.vtn_fingerprint = vtn_fingerprint
+        self.verify_replies = (self.signer is not None or vtn_fingerprint is not None
+                               if verify_replies is None else verify_replies)
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        #: What the signature of the last reply covered and who signed it (None if unsigned).
+        self.last_signature: signature.Verified | None = None
 
     @property
     def fingerprint(self) -> str | None:
@@ -152,11 +185,41 @@ class VENTestClient:
         return self.client.post(f"{self.url_prefix}/{service}", data=body,
                                 content_type=content_type, environ_base=environ)
 
+    def encode(self, payload_name: str, payload: dict[str, Any], **sign_options: Any) -> bytes:
+        """The message as this client sends it: signed when it has a signing key
+        (``sign_options`` go to :func:`flask_openadr.security.signature.sign`, e.g. ``nonce``
+        or ``now``)."""
+        if self.signer is None:
+            return codec.encode(payload_name, payload)
+        sign_options.setdefault("now", self.clock())
+        return signature.sign(codec.encode_element(payload_name, payload), self.signer,
+                              **sign_options)
+
     def send(self, service: str, payload_name: str, payload: dict[str, Any]):
-        response = self.post(service, codec.encode(payload_name, payload))
+        response = self.post(service, self.encode(payload_name, payload))
         if response.status_code != 200:
             raise AssertionError(f"HTTP {response.status_code}: {response.get_data(as_text=True)}")
-        return codec.decode(response.get_data())
+        return self.decode_reply(response.get_data())
+
+    def decode_reply(self, body: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode a reply, verifying its signature (see ``verify_replies``); raises
+        :class:`AssertionError` when a signature is missing, wrong or from another signer."""
+        root = codec.parse(body)
+        self.last_signature = None
+        if signature.is_signed(root):
+            try:
+                verified = signature.verify(root)
+            except Exception as exc:
+                raise AssertionError(f"the reply's signature does not verify: {exc}") from exc
+            if (self.vtn_fingerprint is not None
+                    and not _same_fingerprint(self.vtn_fingerprint, verified.fingerprint)):
+                raise AssertionError(f"the reply is signed by {verified.fingerprint}, not by "
+                                     f"the VTN's certificate {self.vtn_fingerprint}")
+            self.last_signature = verified
+            return codec.decode_element(verified.payload)
+        if self.verify_replies:
+            raise AssertionError("the reply is not signed: " + body.decode("utf-8", "replace"))
+        return codec.decode_element(root)
 
     @staticmethod
     def new_request_id() -> str:
@@ -366,6 +429,10 @@ def data_report(report_request_id: str, report_specifier_id: str, report_name: s
         report["dtstart"] = dtstart
     report.update(extra)
     return report
+
+
+def _same_fingerprint(a: str, b: str) -> bool:
+    return a.replace(":", "").upper() == b.replace(":", "").upper()
 
 
 def utc(*args: int) -> datetime:

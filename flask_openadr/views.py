@@ -7,7 +7,8 @@ from flask import Blueprint, Response, current_app, request
 
 from . import codec, services
 from .codec.values import shown
-from .errors import MalformedMessage, StoreError
+from .errors import MalformedMessage, Rejection, StoreError
+from .security import replay, signature
 
 logger = logging.getLogger("flask_openadr")
 
@@ -75,16 +76,36 @@ def handle_request(service: str) -> Response:
     body = _read_body(ctx.settings.max_message_bytes)
     if body is None:
         return _bad_request(f"message larger than {ctx.settings.max_message_bytes} bytes")
+    payload_name = "message"  # for the logs, until the payload is known
     try:
-        payload_name, payload = codec.decode(body, max_bytes=ctx.settings.max_message_bytes)
+        root = codec.parse(body, max_bytes=ctx.settings.max_message_bytes)
+        signed = signature.is_signed(root)
+        if not signed:
+            payload_name, payload = codec.decode_element(root)
     except MalformedMessage as exc:
         return _bad_request(f"malformed OpenADR message: {exc}")
 
-    ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
-             payload=payload)
     try:
-        outcome = services.handle(ctx, service, payload_name, payload, fingerprint)
-        body = codec.encode(outcome.payload_name, outcome.payload)
+        if signed:
+            try:
+                verified = signature.verify(root, client_fingerprint=fingerprint)
+                replay.check(ctx.store, verified, now=ctx.now(),
+                             window=ctx.settings.replay_window)
+            except Rejection as refusal:
+                return _refused(state, service, root, refusal)
+            try:
+                # Only what the signature covers is read from here on.
+                payload_name, payload = codec.decode_element(verified.payload)
+            except MalformedMessage as exc:
+                return _bad_request(f"malformed OpenADR message: {exc}")
+            # Without a TLS client certificate (a deployment that does not require one) the
+            # signer's certificate identifies the VEN; with one, verify() made sure they match.
+            fingerprint = fingerprint or verified.fingerprint
+        ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
+                 payload=payload)
+        outcome = services.handle(ctx, service, payload_name, payload, fingerprint,
+                                  signed=signed)
+        body = _encode(state, outcome)
     except StoreError:
         logger.exception("OpenADR store unavailable while handling %s at %s", payload_name,
                          service)
@@ -97,3 +118,26 @@ def handle_request(service: str) -> Response:
     ctx.emit("message_sent", ven_id=outcome.ven_id, payload_name=outcome.payload_name,
              payload=outcome.payload)
     return Response(body, status=200, content_type="application/xml")
+
+
+def _refused(state, service: str, root, refusal: Rejection) -> Response:
+    """The paired reply to a message whose signature or replay check failed: the payload is
+    decoded only to address that reply; no service runs and nothing changes."""
+    try:
+        payload_name, payload = codec.decode_element(root)
+    except MalformedMessage as exc:
+        return _bad_request(f"malformed OpenADR message: {exc}")
+    logger.warning("refused a signed %s at %s (venID %r): %d %s", payload_name, service,
+                   payload.get("ven_id"), refusal.response_code, refusal.description)
+    outcome = services.refuse(state.context, payload_name, payload, refusal,
+                              payload.get("ven_id"), signed=True)
+    return Response(_encode(state, outcome), status=200, content_type="application/xml")
+
+
+def _encode(state, outcome: services.Outcome) -> bytes:
+    """The reply document, signed when the VEN signs (or registered with signatures) and the
+    VTN has a key; a VTN without one answers unsigned (and refuses signing registrations)."""
+    if outcome.signed and state.signer is not None:
+        return signature.sign(codec.encode_element(outcome.payload_name, outcome.payload),
+                              state.signer, now=state.context.now())
+    return codec.encode(outcome.payload_name, outcome.payload)

@@ -82,3 +82,11 @@ class ValidatingVEN(VENTestClient):
 
 def make_ven(app, ven_name="ven-one", **kwargs) -> ValidatingVEN:
     return ValidatingVEN(app.test_client(), ven_name=ven_name, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The test PKI (tests/pki.py): roots, VTN and VEN certificates, made once per session."""
+    from pki import TestPKI
+
+    return TestPKI(str(tmp_path_factory.mktemp("pki")))

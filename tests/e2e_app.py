@@ -1,7 +1,8 @@
 """The application the end-to-end tests serve with gunicorn: a VTN on a shared SQLite file.
 
 Its handlers append what they see to the JSON-lines file named by E2E_LOG, so the test process
-can check what the workers did.
+can check what the workers did. E2E_CONFIG (a JSON object) adds to or overrides the app's config,
+for tests that deploy it differently (behind nginx, with TLS, with a signing key).
 """
 from __future__ import annotations
 
@@ -23,8 +24,12 @@ def create_app() -> Flask:
         # client certificates, so VENs are identified by venID alone.
         OPENADR_REQUIRE_CLIENT_CERT=False,
     )
+    if os.environ.get("E2E_SIGNING_CERT"):  # PEM file paths of the VTN's signing pair
+        app.config.update(OPENADR_SIGNING_CERT=os.environ["E2E_SIGNING_CERT"],
+                          OPENADR_SIGNING_KEY=os.environ["E2E_SIGNING_KEY"])
     if os.environ.get("E2E_REPORT_POLICY"):
         app.config["OPENADR_REPORT_POLICY"] = os.environ["E2E_REPORT_POLICY"]
+    app.config.update(json.loads(os.environ.get("E2E_CONFIG", "{}")))
     vtn = VTN(app)
     log_path = os.environ["E2E_LOG"]
 
@@ -34,7 +39,7 @@ def create_app() -> Flask:
 
     @vtn.on_create_party_registration
     def register(payload):
-        log("registration", ven_name=payload["ven_name"])
+        log("registration", ven_name=payload["ven_name"], fingerprint=payload.get("fingerprint"))
         return None  # the built-in IDs
 
     @vtn.on_created_event

@@ -33,40 +33,57 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    """A gunicorn server for tests/e2e_app.py on a free loopback port, stopped by stop()."""
+    """A gunicorn server for tests/e2e_app.py on a free loopback port, stopped by stop().
 
-    def __init__(self, tmp_path, store_uri, log_path, workers):
+    :param args: more gunicorn arguments, such as ``["-c", config_file]``.
+    :param env: more environment variables for the server (E2E_CONFIG: app config as JSON).
+    :param ssl_context: the client side of TLS when gunicorn ends TLS itself; the readiness
+        check and ``base`` then use https.
+    """
+
+    def __init__(self, tmp_path, store_uri, log_path, workers, *, args=(), env=None,
+                 ssl_context=None):
         port = free_port()
         env = dict(os.environ, E2E_STORE_URI=store_uri, E2E_LOG=str(log_path),
                    E2E_INSTANCE=str(tmp_path / "instance"),
                    # this checkout's package, not whichever one is installed
-                   PYTHONPATH=os.pathsep.join([HERE, ROOT]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", str(workers),
-             "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--log-level", "warning",
-             "e2e_app:create_app()"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self.base = f"http://127.0.0.1:{port}"
+                   PYTHONPATH=os.pathsep.join([HERE, ROOT]), **(env or {}))
+        # A file, not a pipe: nobody reads a pipe while the server runs, and a full one would
+        # block the server.
+        self.output_path = tmp_path / f"gunicorn-{port}.out"
+        with open(self.output_path, "wb") as output:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--workers", str(workers),
+                 "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--log-level", "warning",
+                 *args, "e2e_app:create_app()"],
+                env=env, stdout=output, stderr=subprocess.STDOUT,
+            )
+        self.port = port
+        self.base = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(self.base + "/health", timeout=1).read()
+                urllib.request.urlopen(self.base + "/health", timeout=1,
+                                       context=ssl_context).read()
                 return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    pytest.fail("gunicorn did not start")
+                    pytest.fail("gunicorn did not start: " + self.output())
                 time.sleep(0.2)
 
+    def output(self) -> str:
+        """What the server has printed so far."""
+        return self.output_path.read_text(encoding="utf-8", errors="replace")
+
     def stop(self):
-        self.proc.terminate()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:  # pragma: no cover
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdout.close()
 
 
 @pytest.fixture

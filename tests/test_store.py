@@ -705,6 +705,71 @@ def test_read_modify_write_in_atomic_from_two_processes_loses_nothing(shared_uri
     parent.close()
 
 
+# -- replay nonces -------------------------------------------------------------------------------
+
+
+def test_remember_nonce_is_true_once_until_it_expires(store):
+    window = timedelta(seconds=60)
+    assert store.remember_nonce("AB:CD/n-1", T0, T0 + window) is True
+    assert store.remember_nonce("AB:CD/n-1", T0 + timedelta(seconds=30), T0 + 2 * window) is False
+    assert store.remember_nonce("AB:CD/n-2", T0, T0 + window) is True  # another nonce
+    # Expired (expires_at <= now): the nonce may be used again, and is remembered anew.
+    later = T0 + window
+    assert store.remember_nonce("AB:CD/n-1", later, later + window) is True
+    assert store.remember_nonce("AB:CD/n-1", later + timedelta(seconds=1), later + window) is False
+
+
+def test_remember_nonce_compares_instants_whatever_the_offset(store):
+    plus_two = timezone(timedelta(hours=2))
+    assert store.remember_nonce("n", T0, T0 + timedelta(seconds=60))
+    # The same instant as T0 + 30 s, written in another offset: still unexpired.
+    assert not store.remember_nonce("n", (T0 + timedelta(seconds=30)).astimezone(plus_two),
+                                    T0 + timedelta(seconds=90))
+
+
+def test_remember_nonce_refuses_bad_arguments_and_remembers_nothing(store):
+    naive = datetime(2024, 5, 1, 12)
+    with pytest.raises(ValueError, match="now"):
+        store.remember_nonce("n", naive, T0)
+    with pytest.raises(ValueError, match="expires_at"):
+        store.remember_nonce("n", T0, naive)
+    with pytest.raises(ValueError, match="nonce"):
+        store.remember_nonce(None, T0, T0 + timedelta(seconds=1))
+    assert store.remember_nonce("n", T0, T0 + timedelta(seconds=1)) is True
+
+
+def test_remember_nonce_leaves_the_vtn_state_alone(store):
+    populate(store)
+    before = snapshot(store)
+    assert store.remember_nonce("n", T0, T0 + timedelta(seconds=60))
+    assert snapshot(store) == before
+
+
+def _nonce_worker(target, nonces, barrier, result_path):
+    store = _open_target(target)
+    barrier.wait()
+    won = [n for n in nonces if store.remember_nonce(n, T0, T0 + timedelta(seconds=60))]
+    Path(result_path).write_text(json.dumps(won))
+    store.close()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_each_nonce_is_new_for_exactly_one_of_two_processes(shared_uri, method, tmp_path):
+    parent = open_store(shared_uri)
+    assert parent.remember_nonce("opened", T0, T0 + timedelta(seconds=60))  # parent connects
+    barrier = multiprocessing.get_context(method).Barrier(2)
+    target = parent if method == "fork" else shared_uri
+    nonces = [f"nonce-{i}" for i in range(150)]
+    results = [tmp_path / "won-a.json", tmp_path / "won-b.json"]
+    _run_processes(method, _nonce_worker,
+                   [(target, nonces, barrier, str(path)) for path in results])
+    won = [json.loads(path.read_text()) for path in results]
+    assert sorted(won[0] + won[1]) == sorted(nonces), "a nonce was new twice, or never"
+    # And a third connection sees every one of them as already used.
+    assert not any(parent.remember_nonce(n, T0, T0 + timedelta(seconds=60)) for n in nonces)
+    parent.close()
+
+
 # -- SQLite specifics ----------------------------------------------------------------------------
 
 
@@ -727,6 +792,27 @@ def test_sqlite_connection_settings_and_schema(sqlite_store):
     names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert {"vens", "events", "delivered", "event_responses", "outbox"} <= names
     assert {"vens_fingerprint", "event_responses_by_event", "outbox_next"} <= names
+
+
+def test_sqlite_purges_expired_nonces(sqlite_store, tmp_path):
+    for i in range(5):
+        assert sqlite_store.remember_nonce(f"old-{i}", T0, T0 + timedelta(seconds=10))
+    # The purge runs once in a while (every 100 new nonces of a process), not on every call.
+    new = [f"new-{i}" for i in range(100)]
+    for nonce in new:
+        assert sqlite_store.remember_nonce(nonce, T0 + timedelta(seconds=10),
+                                           T0 + timedelta(seconds=20))
+    with sqlite3.connect(tmp_path / "vtn.sqlite") as raw:
+        rows = [nonce for (nonce,) in raw.execute("SELECT nonce FROM nonces")]
+    assert sorted(rows) == sorted(new)
+
+
+def test_memory_store_forgets_expired_nonces():
+    memory = MemoryStore()
+    for i in range(5):
+        assert memory.remember_nonce(f"old-{i}", T0, T0 + timedelta(seconds=10))
+    assert memory.remember_nonce("new", T0 + timedelta(seconds=11), T0 + timedelta(seconds=20))
+    assert list(memory._nonces) == ["new"]  # noqa: SLF001 - the purge is not observable else
 
 
 def test_sqlite_refuses_a_database_from_a_newer_version(tmp_path):
@@ -1629,7 +1715,7 @@ def test_sqlite_migrates_a_version_1_file_and_keeps_its_data(tmp_path):
         ("007", 1, serialize.dumps(make_item(1, name="from v1"))),
     )
     raw.close()
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     store = SQLiteStore(str(path))
     try:
         store.create_schema()
@@ -1639,13 +1725,15 @@ def test_sqlite_migrates_a_version_1_file_and_keeps_its_data(tmp_path):
         store.put_record("opt", "007", "a", make_record())
         assert seen(store, "007") == online("007", 1)
         assert store.due_offline(T0 + TTL, 10) == [("007", 1)]
+        assert store.remember_nonce("n", T0, T0 + TTL)
     finally:
         store.close()
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
         names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
-        assert {"records", "records_order", "liveness", "liveness_due", "liveness_stale"} <= names
+        assert {"records", "records_order", "liveness", "liveness_due", "liveness_stale",
+                "nonces", "nonces_expiry"} <= names
     finally:
         raw.close()
 

@@ -112,7 +112,7 @@ def test_table_prefix_is_taken_out_of_the_url_and_other_options_reach_the_driver
     assert dict(store.url.query) == {"connect_timeout": "3", "sslmode": "require"}
     assert {table.name for table in store.tables.metadata.sorted_tables} == {
         f"vtn2_{name}" for name in ("meta", "vens", "events", "delivered", "event_responses",
-                                    "outbox", "records", "liveness")
+                                    "outbox", "records", "liveness", "nonces")
     }
 
 
@@ -304,6 +304,30 @@ def test_stores_created_at_once_in_threads_all_find_one_schema(pg_uri):
     finally:
         for store in stores:
             store.close()
+
+
+def test_version_1_tables_get_the_nonces_table_and_keep_their_data(pg_uri):
+    first = open_store(pg_uri)
+    first.put_ven(make_ven("007"))
+    with first._engine().begin() as connection:  # back to what version 1 wrote
+        connection.execute(sa.text(f"DROP TABLE {first.table_prefix}nonces"))
+        connection.execute(sa.text(
+            f"UPDATE {first.table_prefix}meta SET value = 1 WHERE name = 'schema_version'"
+        ))
+    first.close()
+    second = open_store(pg_uri)
+    try:
+        now = datetime.now(timezone.utc)
+        assert second.remember_nonce("n", now, now + timedelta(seconds=60))
+        assert not second.remember_nonce("n", now, now + timedelta(seconds=60))
+        assert second.get_ven("007")["ven_id"] == "007"
+        with second._engine().connect() as connection:
+            version = connection.execute(sa.text(
+                f"SELECT value FROM {second.table_prefix}meta WHERE name = 'schema_version'"
+            )).scalar()
+        assert version == SCHEMA_VERSION == 2
+    finally:
+        second.close()
 
 
 def test_a_schema_from_a_newer_version_is_refused(pg_uri):

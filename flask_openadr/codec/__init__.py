@@ -10,7 +10,7 @@ from .convert import decode_element, encode_element
 from .parser import parse
 from .schema import PAYLOAD_TYPES
 
-__all__ = ["PAYLOADS", "decode", "decode_element", "encode", "parse"]
+__all__ = ["PAYLOADS", "decode", "decode_element", "encode", "encode_element", "parse"]
 
 #: The names of every payload the codec knows (``"oadrPoll"``, ``"oadrDistributeEvent"``, ...).
 PAYLOADS: frozenset = frozenset(PAYLOAD_TYPES)

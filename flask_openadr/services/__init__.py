@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import liveness
-from ..errors import InvalidID, NotRecognized, NotRegistered, Rejection
+from ..errors import ComplianceError, InvalidID, NotRecognized, NotRegistered, Rejection
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
 from .context import Context
@@ -54,11 +54,13 @@ SERVICE_OF.update(dict.fromkeys(OPEN, "EiRegisterParty"))
 
 @dataclass
 class Outcome:
-    """What the view encodes and returns; ``ven_id`` is the caller, when known."""
+    """What the view encodes and returns; ``ven_id`` is the caller, when known. ``signed``: the
+    reply must be signed (the VEN signed its message, or registered with signatures)."""
 
     payload_name: str
     payload: dict[str, Any]
     ven_id: str | None
+    signed: bool = False
 
 
 def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
@@ -80,14 +82,25 @@ def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None)
     return ven
 
 
+def require_signature(ven: VenRecord, signed: bool) -> None:
+    """459 for an unsigned message from a VEN that registered with XML signatures (notes 2.3:
+    it must sign every message)."""
+    if ven.get("xml_signature") and not signed:
+        raise ComplianceError(description=f"venID {ven['ven_id']!r} registered with "
+                              "oadrXmlSignature true, so every message must be signed")
+
+
 def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any],
-           fingerprint: str | None = None) -> Outcome:
+           fingerprint: str | None = None, *, signed: bool = False) -> Outcome:
     """Run the service logic for one decoded message; protocol errors become paired replies.
+
+    :param signed: the message carried a signature that verified (the view checks it first).
 
     Exceptions other than :class:`~flask_openadr.errors.Rejection` propagate: they are bugs or
     store failures, and the view turns them into HTTP 500 or 503.
     """
     ven_id = payload.get("ven_id")
+    sign_reply = signed
     online = None  # the online transition this message won; its callback runs after the service
     try:
         if SERVICE_OF.get(payload_name) != service:
@@ -95,25 +108,36 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
             raise NotRecognized(description=f"{payload_name} is not accepted at {service}"
                                 + (f"; send it to {expected}" if expected else ""))
         if payload_name in OPEN:
+            # A VEN asking for signatures gets even this reply signed.
+            sign_reply = signed or bool(payload.get("xml_signature"))
             name, reply = OPEN[payload_name](ctx, payload, fingerprint)
             if payload_name == "oadrCreatePartyRegistration" and reply.get("ven_id"):
                 # A registration is a message from the VEN too; a new one is its first sight.
                 _run_online(ctx, liveness.seen(ctx, reply["ven_id"]))
-            return Outcome(name, reply, reply.get("ven_id"))
+            return Outcome(name, reply, reply.get("ven_id"), sign_reply)
         ven = authenticate(ctx, payload, fingerprint)
         ven_id = ven["ven_id"]
+        sign_reply = signed or bool(ven.get("xml_signature"))
+        require_signature(ven, signed)
         online = liveness.seen(ctx, ven_id, ven)
         name, reply = SERVICES[service][payload_name](ctx, ven, payload)
         _run_online(ctx, online)
-        return Outcome(name, reply, ven_id)
+        return Outcome(name, reply, ven_id, sign_reply)
     except Rejection as rejection:
         _run_online(ctx, online)
-        if payload_name not in PAIRED_REPLY:
-            # A VTN-to-VEN payload sent to us: nothing pairs with it.
-            return Outcome("oadrResponse", {"response": response(
-                "", rejection.response_code, rejection.description)}, ven_id)
-        name, reply = error_reply(ctx, payload_name, payload, rejection)
-        return Outcome(name, reply, ven_id)
+        return refuse(ctx, payload_name, payload, rejection, ven_id, sign_reply)
+
+
+def refuse(ctx: Context, payload_name: str, payload: dict[str, Any], rejection: Rejection,
+           ven_id: str | None = None, signed: bool = False) -> Outcome:
+    """The paired reply carrying ``rejection``'s code, with no service run and nothing changed
+    (the view uses it for messages whose signature is refused)."""
+    if payload_name not in PAIRED_REPLY:
+        # A VTN-to-VEN payload sent to us: nothing pairs with it.
+        return Outcome("oadrResponse", {"response": response(
+            "", rejection.response_code, rejection.description)}, ven_id, signed)
+    name, reply = error_reply(ctx, payload_name, payload, rejection)
+    return Outcome(name, reply, ven_id, signed)
 
 
 def _run_online(ctx: Context, transition: Transition | None) -> None:

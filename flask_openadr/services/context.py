@@ -48,6 +48,17 @@ class Settings:
     client_cert_header: str = "X-SSL-Client-Cert"
     client_verify_header: str = "X-SSL-Client-Verify"
     trusted_proxies: tuple[Any, ...] = ()
+    # XML signatures (see flask_openadr.security.signature): PEM paths or PEM data, parsed once
+    # by the extension. The VTN offers signatures when both are set.
+    signing_cert: str | bytes | None = field(default=None, repr=False)
+    signing_key: str | bytes | None = field(default=None, repr=False)
+    signing_key_password: str | bytes | None = field(default=None, repr=False)
+    replay_window: timedelta = timedelta(seconds=60)
+
+    @property
+    def signs(self) -> bool:
+        """Whether the VTN has a signing key, and so accepts VENs that ask for signatures."""
+        return self.signing_cert is not None and self.signing_key is not None
 
 
 @dataclass

@@ -37,7 +37,7 @@ def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     return "oadrCreatedPartyRegistration", reply
 
 
-def _check_profile(payload: dict[str, Any]) -> None:
+def _check_profile(ctx: Context, payload: dict[str, Any]) -> None:
     if payload["profile_name"] != "2.0b":
         raise ComplianceError(description=f"oadrProfileName {payload['profile_name']!r} is not "
                               "supported; this VTN speaks 2.0b")
@@ -50,11 +50,12 @@ def _check_profile(payload: dict[str, Any]) -> None:
         # Accepting a push VEN we cannot push to would leave it waiting for events forever.
         raise NotAllowed(description="the push model is not offered; register with "
                          "oadrHttpPullModel true")
-    if payload["xml_signature"]:
+    if payload["xml_signature"] and not ctx.settings.signs:
         # A VEN that asked for signatures rejects every unsigned reply; refuse it clearly
         # rather than register it and leave it unable to use anything the VTN sends.
-        raise NotAllowed(description="XML signatures are not offered yet; register with "
-                         "oadrXmlSignature false (TLS with client certificates still applies)")
+        raise NotAllowed(description="this VTN has no signing key, so it does not offer XML "
+                         "signatures; register with oadrXmlSignature false, or have the "
+                         "operator set OPENADR_SIGNING_CERT and OPENADR_SIGNING_KEY")
 
 
 def _handler_ids(result: Any) -> dict[str, Any]:
@@ -82,7 +83,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     The VEN record it creates or renews is bound to the caller's certificate ``fingerprint``; a
     record bound to another certificate is never registered by this caller (463).
     """
-    _check_profile(payload)
+    _check_profile(ctx, payload)
     ven_id = payload.get("ven_id")
     registration_id = payload.get("registration_id")
     if ven_id is not None:

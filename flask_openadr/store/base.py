@@ -260,6 +260,16 @@ class Store(Protocol):
         """Every liveness row, by venID, in ``ven_id`` order."""
         ...
 
+    # Replay protection (see flask_openadr.security.replay).
+    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
+        """Remember ``nonce`` until ``expires_at``: True when it is new (or its earlier use
+        expired by ``now``), False when it is remembered and unexpired. One atomic step across
+        every process sharing the store, so of two processes given the same nonce exactly one
+        gets True. It takes effect at once: call it outside :meth:`atomic` blocks. Expired nonces
+        are dropped lazily. Datetimes must be aware and ``nonce`` a str (``ValueError``
+        otherwise)."""
+        ...
+
     def create_schema(self) -> None:
         """Create whatever the backend needs (tables, indexes); idempotent. Backends also do this
         on first use; ``flask openadr init-db`` calls it explicitly."""
@@ -337,6 +347,13 @@ def check_record(record: dict[str, Any]) -> None:
     """``TypeError`` unless a record is a dict (its contents are checked when it is encoded)."""
     if not isinstance(record, dict):
         raise TypeError(f"a record must be a dict, got {record!r}")
+
+
+def check_nonce(nonce: str, now: datetime, expires_at: datetime) -> tuple[str, str]:
+    """Validate :meth:`Store.remember_nonce`'s arguments; the two instants as :func:`utc_text`."""
+    if not isinstance(nonce, str) or not nonce:
+        raise ValueError(f"nonce must be a non-empty str, got {nonce!r}")
+    return utc_text(now, "now"), utc_text(expires_at, "expires_at")
 
 
 def check_int(value: int, name: str, *, minimum: int | None = None) -> None:

@@ -34,6 +34,7 @@ from .base import (
     Transition,
     VenRecord,
     check_int,
+    check_nonce,
     check_max_priority,
     check_record,
     check_record_key,
@@ -98,6 +99,10 @@ class MemoryStore:
         # ven_id -> _Row. Rows are immutable tuples, replaced on every change, so a snapshot
         # only needs to copy the dict.
         self._liveness: dict[str, _Row] = {}
+        # Replay nonces: nonce -> expiry (UTC text), and a heap by expiry for the lazy purge.
+        # Not part of atomic() snapshots: a nonce is remembered at once.
+        self._nonces: dict[str, str] = {}
+        self._nonce_expiries: list[tuple[str, str]] = []
 
     def __repr__(self) -> str:
         return "MemoryStore('memory://')"
@@ -438,6 +443,21 @@ class MemoryStore:
         with self._guard():
             rows = sorted(self._liveness.items())
         return {ven_id: liveness_from_row(ven_id, *row) for ven_id, row in rows}
+
+    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
+        now_text, expires_text = check_nonce(nonce, now, expires_at)
+        with self._guard():
+            heap = self._nonce_expiries
+            while heap and heap[0][0] <= now_text:
+                expired, old = heapq.heappop(heap)
+                if self._nonces.get(old) == expired:
+                    del self._nonces[old]
+            current = self._nonces.get(nonce)
+            if current is not None and current > now_text:
+                return False
+            self._nonces[nonce] = expires_text
+            heapq.heappush(heap, (expires_text, nonce))
+            return True
 
     def create_schema(self) -> None:
         """Nothing to create: the dicts exist from the start."""

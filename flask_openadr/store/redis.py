@@ -43,6 +43,7 @@ Keys (``P`` is the prefix; every value holding a record is the text of
     P liveness                     set of venIDs that have a liveness row
     P liveness:online              sorted set: online venIDs by offline_at
     P liveness:pending             sorted set: venIDs with a pending transition by lease end
+    P nonce:NONCE                  a replay nonce: its expiry (epoch us), with a TTL (PX)
 
 Liveness times are compared as integer epoch microseconds (sorted-set scores and Lua numbers
 are doubles, exact for such integers until the year 2255), so the sweeps and the compare-and-set
@@ -85,6 +86,7 @@ from .base import (
     Transition,
     VenRecord,
     check_max_priority,
+    check_nonce,
     event_id_of,
     event_response_key,
     normalize_fingerprint,
@@ -431,6 +433,15 @@ end
 return out
 """
 
+_REMEMBER_NONCE = """
+-- KEYS[1] the nonce's key; ARGV: now (us), expires_at (us), lifetime (ms). The value is the
+-- expiry, compared with the caller's clock; PX lets Redis drop the key about then.
+local held = redis.call('GET', KEYS[1])
+if held and tonumber(held) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
 
 class _Script:
     """A Lua script, run by its SHA1 (loaded again when the server has forgotten it)."""
@@ -454,6 +465,7 @@ RECLAIM_TRANSITION = _Script(_RECLAIM_TRANSITION)
 DUE_OFFLINE = _Script(_DUE_OFFLINE)
 STALE_TRANSITIONS = _Script(_STALE_TRANSITIONS)
 LIST_LIVENESS = _Script(_LIST_LIVENESS)
+REMEMBER_NONCE = _Script(_REMEMBER_NONCE)
 
 
 # -- keys and values --------------------------------------------------------------------------
@@ -1383,6 +1395,17 @@ class RedisStore:
             return reclaimed is not None
         result = self._live_script(RECLAIM_TRANSITION, ven_id, [str(epoch), now_us, *lease])
         return result[1] == 1
+
+    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
+        check_nonce(nonce, now, expires_at)
+        now_us, expires_us = _instant(now, "now")[1], _instant(expires_at, "expires_at")[1]
+        lifetime_ms = int((expires_at - now).total_seconds() * 1000)
+        if lifetime_ms <= 0:
+            return True  # expired on arrival: nothing to remember
+        # One script (Redis runs it with nothing in between), outside any atomic() block: it
+        # takes effect at once. Redis drops the key when it expires, so nothing is purged here.
+        return self._run(REMEMBER_NONCE, [self._keys.prefix + "nonce:" + nonce],
+                         [now_us, expires_us, str(lifetime_ms)]) == 1
 
     def get_liveness(self, ven_id: str) -> Liveness | None:
         block = self._live_block()

@@ -72,7 +72,9 @@ else:
 __all__ = ["SQLStore", "from_uri", "SCHEMA_VERSION", "DEFAULT_TABLE_PREFIX"]
 
 #: The schema this code writes, kept in the ``meta`` table; a newer one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# How often (in new nonces per process) remember_nonce deletes the expired ones.
+_NONCE_PURGE_EVERY = 100
 
 #: What table names start with unless the URI says ``?table_prefix=...``.
 DEFAULT_TABLE_PREFIX = "openadr_"
@@ -193,6 +195,7 @@ class _Tables(NamedTuple):
     outbox: Any
     records: Any
     liveness: Any
+    nonces: Any
 
 
 def _define_tables(prefix: str) -> _Tables:
@@ -297,8 +300,15 @@ def _define_tables(prefix: str) -> _Tables:
              postgresql_where=online, sqlite_where=online)
     sa.Index(name("liveness_stale"), liveness.c.lease_until, liveness.c.ven_id,
              postgresql_where=pending, sqlite_where=pending)
+    # Version 2: replay nonces (remember_nonce).
+    nonces = sa.Table(
+        name("nonces"), metadata,
+        column("nonce", key(), primary_key=True),
+        column("expires_at", time()),
+    )
+    sa.Index(name("nonces_expiry"), nonces.c.expires_at)
     return _Tables(metadata, meta, vens, events, delivered, event_responses, outbox, records,
-                   liveness)
+                   liveness, nonces)
 
 
 def _literal(text: str) -> Any:
@@ -382,6 +392,7 @@ class SQLStore:
         self._inherited: list[Any] = []
         self._block = _Block()
         self._schema_ready = False
+        self._nonce_calls = 0  # remember_nonce purges expired nonces every so many calls
         self._features: _Features | None = None
 
     def __repr__(self) -> str:
@@ -534,6 +545,13 @@ class SQLStore:
                 sa.insert(meta),
                 [{"name": "schema_version", "value": SCHEMA_VERSION},
                  {"name": "writer_lock", "value": 0}],
+            )
+        elif version < SCHEMA_VERSION:
+            # create_all above added the tables of the newer versions (each version so far
+            # only adds tables).
+            connection.execute(
+                sa.update(meta).where(meta.c.name == "schema_version")
+                .values(value=SCHEMA_VERSION)
             )
         elif version > SCHEMA_VERSION:
             raise StoreError(
@@ -1042,6 +1060,49 @@ class SQLStore:
                    table.c.pending_epoch == epoch)
             .values(pending_kind=None, pending_epoch=None, lease_until=None)
         )
+
+    # -- replay nonces ---------------------------------------------------------------------------
+
+    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
+        if not isinstance(nonce, str) or not nonce:
+            raise ValueError(f"nonce must be a non-empty str, got {nonce!r}")
+        now = self._bind_time(_aware("now", now))
+        expires_at = self._bind_time(_aware("expires_at", expires_at))
+        table = self.tables.nonces
+        if self.features().seen_in_one_statement:  # ON CONFLICT and RETURNING
+            # One statement: insert a new nonce, take over an expired one, leave an unexpired
+            # one alone; the row lock of the conflict makes exactly one caller change a row,
+            # and RETURNING (rowcount is not reliable here) says whether this one did.
+            statement = _dialect_module(self.backend).insert(table).values(
+                nonce=nonce, expires_at=expires_at)
+            statement = statement.on_conflict_do_update(
+                index_elements=["nonce"], set_={"expires_at": statement.excluded.expires_at},
+                where=table.c.expires_at <= now,
+            ).returning(table.c.nonce)
+            won = self._run(lambda c: c.execute(statement).first()) is not None
+        else:
+            won = self._write(lambda c: self._remember_in_steps(c, nonce, now, expires_at))
+        if won:
+            self._nonce_calls += 1
+            if self._nonce_calls % _NONCE_PURGE_EVERY == 1:
+                # The lazy purge, once in a while: a round trip less on most messages.
+                self._run(lambda c: c.execute(sa.delete(table).where(table.c.expires_at <= now)))
+        return won
+
+    def _remember_in_steps(self, connection: Any, nonce: str, now: datetime,
+                           expires_at: datetime) -> bool:
+        """remember_nonce without ON CONFLICT, under the writer lock."""
+        table = self.tables.nonces
+        current = connection.execute(
+            sa.select(table.c.expires_at).where(table.c.nonce == nonce)).first()
+        if current is None:
+            connection.execute(sa.insert(table).values(nonce=nonce, expires_at=expires_at))
+            return True
+        if self._read_time(current.expires_at) > self._read_time(now):
+            return False
+        connection.execute(sa.update(table).where(table.c.nonce == nonce)
+                           .values(expires_at=expires_at))
+        return True
 
     def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
         rows = self._rows(self._stale_query(now, limit))

@@ -23,6 +23,7 @@ writes inside ``BEGIN IMMEDIATE``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -42,6 +43,7 @@ from .base import (
     Transition,
     VenRecord,
     check_int,
+    check_nonce,
     check_max_priority,
     check_record,
     check_record_key,
@@ -58,7 +60,7 @@ from .base import (
 __all__ = ["SQLiteStore", "from_uri", "SCHEMA_VERSION"]
 
 #: The schema this code writes, kept in ``PRAGMA user_version``; 0 means a new, empty file.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # One entry per version; _MIGRATIONS[n] takes a database from version n to n + 1.
 _MIGRATIONS: list[tuple[str, ...]] = [
@@ -130,6 +132,14 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         """CREATE INDEX IF NOT EXISTS liveness_stale ON liveness (lease_until, ven_id)
             WHERE pending_kind IS NOT NULL""",
     ),
+    # 2 -> 3: replay nonces (remember_nonce).
+    (
+        """CREATE TABLE IF NOT EXISTS nonces (
+            nonce TEXT PRIMARY KEY,
+            expires_at TEXT NOT NULL  -- UTC text with six fractional digits: sorts by time
+        ) WITHOUT ROWID""",
+        "CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at)",
+    ),
 ]
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -200,6 +210,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._schema_ready = False
+        self._nonce_calls = itertools.count()  # remember_nonce purges every so many calls
         # (pid, thread ident) -> connection. Entries of other pids were inherited over fork and
         # are kept, unused and open, so that garbage collection never closes them in the child.
         self._connections: dict[tuple[int, int], _Connection] = {}
@@ -684,6 +695,25 @@ class SQLiteStore:
         return {row[0]: liveness_from_row(*row) for row in rows}
 
 
+    # -- replay nonces ---------------------------------------------------------------------------
+
+    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
+        now_text, expires_text = check_nonce(nonce, now, expires_at)
+        # One statement: a new nonce is inserted, an expired one taken over, and an unexpired
+        # one left alone (no row changes), under SQLite's write lock, so one caller wins.
+        won = self._change(
+            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) "
+            "DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?",
+            (nonce, expires_text, now_text),
+        )
+        if won and next(self._nonce_calls) % _NONCE_PURGE_EVERY == 0:
+            # The lazy purge, once in a while (one write less on most signed messages); the
+            # index makes it cost what it deletes.
+            self._change("DELETE FROM nonces WHERE expires_at <= ?", (now_text,))
+        return bool(won)
+
+# How often (in new nonces per process) remember_nonce deletes the expired ones.
+_NONCE_PURGE_EVERY = 100
 
 # The hot statement of record_seen: last_seen and offline_at move only if the VEN is online.
 _TOUCH_ONLINE = (
