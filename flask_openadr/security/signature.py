@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from lxml import etree
 
 from ..codec.fields import DS, DSP, NSMAP, OADR
-from ..codec.values import ValueProblem, format_datetime, parse_datetime
+from ..codec.values import ValueProblem, format_datetime, parse_datetime, shown
 from ..errors import ComplianceError, ConfigurationError, InvalidData, NotRegistered
 from .fingerprint import fingerprint_from_der
 
@@ -385,13 +385,8 @@ def _base64(text: str | None, where: str) -> bytes:
     except (binascii.Error, ValueError):
         data = b""
     if not data:
-        raise InvalidData(description=f"{where} is not base64 ({_short(text)})")
+        raise InvalidData(description=f"{where} is not base64 ({shown((text or '').strip())})")
     return data
-
-
-def _short(text: str | None) -> str:
-    text = (text or "").strip()
-    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 @functools.lru_cache(maxsize=512)
