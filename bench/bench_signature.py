@@ -111,31 +111,18 @@ def polls(app, ven, seconds: float) -> tuple[int, float]:
 def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
     """Unsigned and signed polls through gunicorn (one sync worker): polls/s and worker CPU."""
     import json
-    import subprocess
     import threading
 
-    from bench_poll_sweep import free_port, reachable, request
+    from bench_poll_sweep import request, serve_poll_app
 
     with tempfile.TemporaryDirectory() as tmp:
         vtn_cert, vtn_key = make_identity(kind, "vtn")
         for name, text in (("vtn.pem", vtn_cert), ("vtn.key", vtn_key)):
             with open(os.path.join(tmp, name), "w") as fh:
                 fh.write(text)
-        port = free_port()
-        env = dict(os.environ, BENCH_STORE_URI=f"sqlite:///{tmp}/vtn.sqlite3",
-                   BENCH_INSTANCE=os.path.join(tmp, "instance"), PYTHONPATH=ROOT,
-                   BENCH_SIGNING_CERT=os.path.join(tmp, "vtn.pem"),
-                   BENCH_SIGNING_KEY=os.path.join(tmp, "vtn.key"))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
-             "--chdir", HERE, "--log-level", "warning", "poll_app:create_app()"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while not reachable(port):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start")
-                time.sleep(0.1)
+        with serve_poll_app(f"sqlite:///{tmp}/vtn.sqlite3", tmp,
+                            BENCH_SIGNING_CERT=os.path.join(tmp, "vtn.pem"),
+                            BENCH_SIGNING_KEY=os.path.join(tmp, "vtn.key")) as port:
             path = PREFIX + "/OadrPoll"
             unsigned_ids = json.loads(request(port, "POST", f"/bench/setup?n={vens}"))["ven_ids"]
             unsigned = [codec.encode("oadrPoll", {"ven_id": v}) for v in unsigned_ids]
@@ -189,9 +176,6 @@ def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
                 after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
                 results[label] = (sum(counts) / wall, (after - before) * 1000 / sum(counts))
             return results
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 def main() -> None:
