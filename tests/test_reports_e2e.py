@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from test_e2e_openleadr import Gunicorn, operator_app, read_log, wait_for
+from test_e2e_openleadr import E2EGunicorn, operator_app, read_log, wait_for
 
 openleadr = pytest.importorskip("openleadr")
 
@@ -21,7 +21,7 @@ def served(tmp_path, monkeypatch):
     monkeypatch.setenv("E2E_REPORT_POLICY", "telemetry")
     store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
     log_path = tmp_path / "handlers.jsonl"
-    server = Gunicorn(tmp_path, store_uri, log_path, workers=2)
+    server = E2EGunicorn(tmp_path, store_uri, log_path, workers=2)
     try:
         yield server.base, store_uri, log_path
     finally:
