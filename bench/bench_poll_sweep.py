@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -112,28 +112,38 @@ def bench_polls(uri: str, tmp: str, vens: int, seconds: float, threads: int) -> 
         path = "/OpenADR2/Simple/2.0b/OadrPoll"
         for body in bodies[:20]:  # warm up
             request(port, "POST", path, body)
-        before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-        counts = [0] * threads
-        stop_at = time.monotonic() + seconds
+        rngs = [random.Random(slot) for slot in range(threads)]
 
-        def load(slot: int) -> None:
-            rng = random.Random(slot)
-            while time.monotonic() < stop_at:
-                reply = request(port, "POST", path, rng.choice(bodies))
-                assert b"oadrResponse" in reply
-                counts[slot] += 1
+        def send(slot: int) -> None:
+            reply = request(port, "POST", path, rngs[slot].choice(bodies))
+            assert b"oadrResponse" in reply
 
-        workers = [threading.Thread(target=load, args=(i,)) for i in range(threads)]
-        started = time.monotonic()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        wall = time.monotonic() - started
-        after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-        total = sum(counts)
-        return {"polls": total, "polls_per_s": total / wall,
-                "cpu_ms_per_poll": (after - before) * 1000 / total}
+        total, wall, cpu = run_load(port, threads, seconds, send)
+        return {"polls": total, "polls_per_s": total / wall, "cpu_ms_per_poll": cpu * 1000 / total}
+
+
+def run_load(port: int, threads: int, seconds: float,
+             send: Callable[[int], None]) -> tuple[int, float, float]:
+    """Call ``send(slot)`` in a loop in each of ``threads`` client threads for ``seconds``;
+    returns (requests sent, wall seconds, the poll_app worker's own CPU seconds meanwhile)."""
+    counts = [0] * threads
+    stop_at = time.monotonic() + seconds
+    before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
+
+    def load(slot: int) -> None:
+        while time.monotonic() < stop_at:
+            send(slot)
+            counts[slot] += 1
+
+    workers = [threading.Thread(target=load, args=(i,)) for i in range(threads)]
+    started = time.monotonic()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.monotonic() - started
+    after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
+    return sum(counts), wall, after - before
 
 
 def bench_sweep(uri: str, tmp: str, vens: int, quiet_share: float) -> dict:

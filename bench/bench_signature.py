@@ -113,7 +113,7 @@ def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
     import json
     import threading
 
-    from bench_poll_sweep import request, serve_poll_app
+    from bench_poll_sweep import request, run_load, serve_poll_app
 
     with tempfile.TemporaryDirectory() as tmp:
         vtn_cert, vtn_key = make_identity(kind, "vtn")
@@ -151,30 +151,18 @@ def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
                     bodies = [unsigned[i % vens] for i in range(int(seconds * 4000))]
                 feed = iter(bodies)
                 lock = threading.Lock()
-                counts = [0] * threads
-                stop_at = time.monotonic() + seconds
-                before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
 
-                def load(slot: int) -> None:
-                    while time.monotonic() < stop_at:
-                        with lock:
-                            body = next(feed, None)
-                        if body is None:
-                            raise SystemExit("ran out of pre-signed bodies; lower --seconds")
-                        reply = request(port, "POST", path, body)
-                        if b"<ei:responseCode>200<" not in reply:
-                            raise SystemExit(f"unexpected reply: {reply[:300]!r}")
-                        counts[slot] += 1
+                def send(slot: int) -> None:
+                    with lock:
+                        body = next(feed, None)
+                    if body is None:
+                        raise SystemExit("ran out of pre-signed bodies; lower --seconds")
+                    reply = request(port, "POST", path, body)
+                    if b"<ei:responseCode>200<" not in reply:
+                        raise SystemExit(f"unexpected reply: {reply[:300]!r}")
 
-                workers = [threading.Thread(target=load, args=(i,)) for i in range(threads)]
-                started = time.monotonic()
-                for w in workers:
-                    w.start()
-                for w in workers:
-                    w.join()
-                wall = time.monotonic() - started
-                after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-                results[label] = (sum(counts) / wall, (after - before) * 1000 / sum(counts))
+                sent, wall, cpu = run_load(port, threads, seconds, send)
+                results[label] = (sent / wall, cpu * 1000 / sent)
             return results
 
 
