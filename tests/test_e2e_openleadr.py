@@ -6,11 +6,14 @@ that several processes sharing one store behave as one VTN.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -36,16 +39,24 @@ class E2EGunicorn(Gunicorn):
                          ssl_context=ssl_context)
 
 
-@pytest.fixture
-def served(tmp_path):
-    """gunicorn with two workers serving tests/e2e_app.py; yields (base URL, store URI, log)."""
+@contextlib.contextmanager
+def serving(tmp_path, env=None) -> Iterator[tuple[str, str, Path]]:
+    """gunicorn with two workers serving tests/e2e_app.py on a new SQLite file, with more
+    ``env`` settings; yields (base URL, store URI, handler log) and stops it."""
     store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
     log_path = tmp_path / "handlers.jsonl"
-    server = E2EGunicorn(tmp_path, store_uri, log_path, workers=2)
+    server = E2EGunicorn(tmp_path, store_uri, log_path, workers=2, env=env)
     try:
         yield server.base, store_uri, log_path
     finally:
         server.stop()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """gunicorn with two workers serving tests/e2e_app.py; yields (base URL, store URI, log)."""
+    with serving(tmp_path) as served:
+        yield served
 
 
 def operator_app(tmp_path, store_uri) -> tuple[Flask, VTN]:
