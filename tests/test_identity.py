@@ -152,6 +152,47 @@ def pki(tmp_path):
     return ca, files, vens
 
 
+def test_make_certificate_purposes_carry_the_key_usages_of_a_pki():
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    def load(certificate: VENCertificate) -> x509.Certificate:
+        return x509.load_der_x509_certificate(certificate.der)
+
+    root = make_certificate("root", purpose="ca")
+    intermediate = make_certificate("intermediate", issuer=root, purpose="ca")
+    server = make_certificate("vtn", issuer=intermediate, purpose="server", key_type="rsa",
+                              hosts=("localhost",))
+    client = make_certificate("ven", issuer=intermediate, purpose="client")
+    for ca in (root, intermediate):
+        extensions = load(ca).extensions
+        assert extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        assert (usage.key_cert_sign, usage.crl_sign, usage.digital_signature) == (True, True,
+                                                                                  False)
+    assert load(intermediate).issuer == load(root).subject
+    for device, role, rsa_key in ((server, ExtendedKeyUsageOID.SERVER_AUTH, True),
+                                  (client, ExtendedKeyUsageOID.CLIENT_AUTH, False)):
+        extensions = load(device).extensions
+        assert not extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        assert (usage.digital_signature, usage.key_encipherment, usage.key_cert_sign) == (
+            True, rsa_key, False)
+        assert list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [role]
+    # Without a purpose, as before: no key usage extensions, good for any use.
+    with pytest.raises(x509.ExtensionNotFound):
+        load(make_certificate("plain")).extensions.get_extension_for_class(x509.KeyUsage)
+    with pytest.raises(ValueError, match="'vpn'"):
+        make_certificate(purpose="vpn")
+
+
+def test_make_certificate_certifies_a_given_key():
+    first = make_certificate("ven-renewed")
+    renewed = make_certificate("ven-renewed", key=first.key, key_type="rsa")
+    assert renewed.key is first.key  # key_type is ignored when the key is given
+    assert renewed.fingerprint != first.fingerprint  # a new certificate all the same
+
+
 def tls_pair(pki):
     """A real TLS connection over a socket pair: (server side, client side), handshake done,
     the client presenting VEN a's certificate to a server that requires one."""
