@@ -17,6 +17,7 @@ at most 1.5x the CPU of memory polls.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -28,6 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,10 +81,14 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
         conn.close()
 
 
-def bench_polls(uri: str, tmp: str, vens: int, seconds: float, threads: int) -> dict:
+@contextlib.contextmanager
+def serve_poll_app(uri: str, tmp: str, **env: str) -> Iterator[int]:
+    """gunicorn with one sync worker serving bench/poll_app.py on ``uri``; yields its port.
+
+    ``env``: more BENCH_* settings of poll_app (such as BENCH_SIGNING_CERT)."""
     port = free_port()
     env = dict(os.environ, BENCH_STORE_URI=uri, BENCH_INSTANCE=os.path.join(tmp, "instance"),
-               PYTHONPATH=ROOT)
+               PYTHONPATH=ROOT, **env)
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
          "--chdir", HERE, "--log-level", "warning", "poll_app:create_app()"],
@@ -93,36 +99,51 @@ def bench_polls(uri: str, tmp: str, vens: int, seconds: float, threads: int) -> 
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("gunicorn did not start")
             time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def bench_polls(uri: str, tmp: str, vens: int, seconds: float, threads: int) -> dict:
+    with serve_poll_app(uri, tmp) as port:
         ven_ids = json.loads(request(port, "POST", f"/bench/setup?n={vens}"))["ven_ids"]
         bodies = [codec.encode("oadrPoll", {"ven_id": v}) for v in ven_ids]
         path = "/OpenADR2/Simple/2.0b/OadrPoll"
         for body in bodies[:20]:  # warm up
             request(port, "POST", path, body)
-        before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-        counts = [0] * threads
-        stop_at = time.monotonic() + seconds
+        rngs = [random.Random(slot) for slot in range(threads)]
 
-        def load(slot: int) -> None:
-            rng = random.Random(slot)
-            while time.monotonic() < stop_at:
-                reply = request(port, "POST", path, rng.choice(bodies))
-                assert b"oadrResponse" in reply
-                counts[slot] += 1
+        def send(slot: int) -> None:
+            reply = request(port, "POST", path, rngs[slot].choice(bodies))
+            assert b"oadrResponse" in reply
 
-        workers = [threading.Thread(target=load, args=(i,)) for i in range(threads)]
-        started = time.monotonic()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        wall = time.monotonic() - started
-        after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-        total = sum(counts)
-        return {"polls": total, "polls_per_s": total / wall,
-                "cpu_ms_per_poll": (after - before) * 1000 / total}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        total, wall, cpu = run_load(port, threads, seconds, send)
+        return {"polls": total, "polls_per_s": total / wall, "cpu_ms_per_poll": cpu * 1000 / total}
+
+
+def run_load(port: int, threads: int, seconds: float,
+             send: Callable[[int], None]) -> tuple[int, float, float]:
+    """Call ``send(slot)`` in a loop in each of ``threads`` client threads for ``seconds``;
+    returns (requests sent, wall seconds, the poll_app worker's own CPU seconds meanwhile)."""
+    counts = [0] * threads
+    stop_at = time.monotonic() + seconds
+    before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
+
+    def load(slot: int) -> None:
+        while time.monotonic() < stop_at:
+            send(slot)
+            counts[slot] += 1
+
+    workers = [threading.Thread(target=load, args=(i,)) for i in range(threads)]
+    started = time.monotonic()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.monotonic() - started
+    after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
+    return sum(counts), wall, after - before
 
 
 def bench_sweep(uri: str, tmp: str, vens: int, quiet_share: float) -> dict:

@@ -111,31 +111,18 @@ def polls(app, ven, seconds: float) -> tuple[int, float]:
 def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
     """Unsigned and signed polls through gunicorn (one sync worker): polls/s and worker CPU."""
     import json
-    import subprocess
     import threading
 
-    from bench_poll_sweep import free_port, reachable, request
+    from bench_poll_sweep import request, run_load, serve_poll_app
 
     with tempfile.TemporaryDirectory() as tmp:
         vtn_cert, vtn_key = make_identity(kind, "vtn")
         for name, text in (("vtn.pem", vtn_cert), ("vtn.key", vtn_key)):
             with open(os.path.join(tmp, name), "w") as fh:
                 fh.write(text)
-        port = free_port()
-        env = dict(os.environ, BENCH_STORE_URI=f"sqlite:///{tmp}/vtn.sqlite3",
-                   BENCH_INSTANCE=os.path.join(tmp, "instance"), PYTHONPATH=ROOT,
-                   BENCH_SIGNING_CERT=os.path.join(tmp, "vtn.pem"),
-                   BENCH_SIGNING_KEY=os.path.join(tmp, "vtn.key"))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
-             "--chdir", HERE, "--log-level", "warning", "poll_app:create_app()"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 30
-            while not reachable(port):
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gunicorn did not start")
-                time.sleep(0.1)
+        with serve_poll_app(f"sqlite:///{tmp}/vtn.sqlite3", tmp,
+                            BENCH_SIGNING_CERT=os.path.join(tmp, "vtn.pem"),
+                            BENCH_SIGNING_KEY=os.path.join(tmp, "vtn.key")) as port:
             path = PREFIX + "/OadrPoll"
             unsigned_ids = json.loads(request(port, "POST", f"/bench/setup?n={vens}"))["ven_ids"]
             unsigned = [codec.encode("oadrPoll", {"ven_id": v}) for v in unsigned_ids]
@@ -164,34 +151,19 @@ def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
                     bodies = [unsigned[i % vens] for i in range(int(seconds * 4000))]
                 feed = iter(bodies)
                 lock = threading.Lock()
-                counts = [0] * threads
-                stop_at = time.monotonic() + seconds
-                before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
 
-                def load(slot: int) -> None:
-                    while time.monotonic() < stop_at:
-                        with lock:
-                            body = next(feed, None)
-                        if body is None:
-                            raise SystemExit("ran out of pre-signed bodies; lower --seconds")
-                        reply = request(port, "POST", path, body)
-                        if b"<ei:responseCode>200<" not in reply:
-                            raise SystemExit(f"unexpected reply: {reply[:300]!r}")
-                        counts[slot] += 1
+                def send(slot: int) -> None:
+                    with lock:
+                        body = next(feed, None)
+                    if body is None:
+                        raise SystemExit("ran out of pre-signed bodies; lower --seconds")
+                    reply = request(port, "POST", path, body)
+                    if b"<ei:responseCode>200<" not in reply:
+                        raise SystemExit(f"unexpected reply: {reply[:300]!r}")
 
-                workers = [threading.Thread(target=load, args=(i,)) for i in range(threads)]
-                started = time.monotonic()
-                for w in workers:
-                    w.start()
-                for w in workers:
-                    w.join()
-                wall = time.monotonic() - started
-                after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-                results[label] = (sum(counts) / wall, (after - before) * 1000 / sum(counts))
+                sent, wall, cpu = run_load(port, threads, seconds, send)
+                results[label] = (sent / wall, cpu * 1000 / sent)
             return results
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import codec
 from .security import signature
@@ -65,9 +65,14 @@ def _rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
+#: The TLS roles :func:`make_certificate` can restrict a certificate to (its ``purpose``).
+PURPOSES = ("ca", "server", "client")
+
+
 def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
                      issuer: VENCertificate | None = None, hosts: tuple[str, ...] = (),
-                     days: int = 30) -> VENCertificate:
+                     days: int = 30, purpose: str | None = None,
+                     key: Any = None) -> VENCertificate:
     """A fresh X.509 certificate for ``common_name``.
 
     :param key_type: ``"ec"`` (P-256, about 0.1 ms to make) or ``"rsa"`` (2048 bits; one key
@@ -75,13 +80,24 @@ def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
     :param issuer: the CA certificate (made with this function) that signs it; self-signed,
         and usable as a CA, if None.
     :param hosts: DNS names and IP addresses for its subjectAltName, for a server certificate.
+    :param purpose: None for a certificate without key usage extensions (good for anything);
+        ``"ca"`` for a CA (also when ``issuer`` signs it: an intermediate CA), ``"server"`` or
+        ``"client"`` for a device certificate of that TLS role only. These add keyUsage (and
+        extendedKeyUsage for a device), as the certificates of a real PKI carry.
+    :param key: the private key to certify (a ``cryptography`` private key object, e.g. the
+        ``key`` of another certificate, or a new RSA key when certificates must not share the
+        process's one); ``key_type`` is then ignored.
     """
-    if key_type == "ec":
-        key: Any = ec.generate_private_key(ec.SECP256R1())
-    elif key_type == "rsa":
-        key = _rsa_key()
-    else:
-        raise ValueError(f"key_type must be 'ec' or 'rsa', not {key_type!r}")
+    if purpose is not None and purpose not in PURPOSES:
+        raise ValueError(f"purpose must be None or one of {PURPOSES}, not {purpose!r}")
+    if key is None:
+        if key_type == "ec":
+            key = ec.generate_private_key(ec.SECP256R1())
+        elif key_type == "rsa":
+            key = _rsa_key()
+        else:
+            raise ValueError(f"key_type must be 'ec' or 'rsa', not {key_type!r}")
+    is_ca = issuer is None or purpose == "ca"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(timezone.utc)
     issuer_cert = None if issuer is None else x509.load_der_x509_certificate(issuer.der)
@@ -93,12 +109,18 @@ def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
         .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
             (key if issuer is None else issuer.key).public_key()), critical=False)
     )
+    if purpose is not None:
+        builder = builder.add_extension(_key_usage(purpose, key), critical=True)
+    if purpose in ("server", "client"):
+        builder = builder.add_extension(x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.SERVER_AUTH if purpose == "server"
+             else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     if hosts:
         names: list[x509.GeneralName] = []
         for host in hosts:
@@ -111,6 +133,16 @@ def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
     der = cert.public_bytes(serialization.Encoding.DER)
     return VENCertificate(pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                           der=der, key=key, fingerprint=fingerprint_from_der(der))
+
+
+def _key_usage(purpose: str, key: Any) -> x509.KeyUsage:
+    # A CA signs certificates (and revocation lists) only; a device signs its TLS handshakes
+    # and messages, and an RSA one also decrypts the TLS 1.2 RSA key exchange.
+    ca = purpose == "ca"
+    return x509.KeyUsage(digital_signature=not ca, content_commitment=False,
+                         key_encipherment=not ca and isinstance(key, rsa.RSAPrivateKey),
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                         crl_sign=ca, encipher_only=False, decipher_only=False)
 
 
 #: The default of ``VENTestClient(certificate=...)``: a certificate of its own.

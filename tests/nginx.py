@@ -19,21 +19,14 @@ import time
 import pytest
 
 from backends import require_server
+from servers import ROOT, free_port, stop_process
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 DEPLOY = os.path.join(ROOT, "example_app", "deploy")
 NGINX_SITE = os.path.join(DEPLOY, "nginx", "openadr-vtn.conf")
 NGINX_TLS = {"rsa": os.path.join(DEPLOY, "nginx", "tls-rsa.conf"),
              "ecdsa": os.path.join(DEPLOY, "nginx", "tls-ecdsa.conf")}
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render(template_path: str, values: dict[str, str]) -> str:
@@ -142,10 +135,5 @@ http {{
             return "(no error log)"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests in flight
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - only when nginx hangs
-            self.proc.kill()
-            self.proc.wait()
+        # SIGQUIT is nginx's graceful stop (SIGTERM would drop the requests in flight).
+        stop_process(self.proc, sig=signal.SIGQUIT, timeout=10)

@@ -28,7 +28,7 @@ from lxml import etree
 from flask_openadr import codec
 from nginx import DEPLOY, Nginx
 from pki import KEY_TYPES, openadr_fingerprint
-from test_e2e_openleadr import Gunicorn, operator_app, read_log, wait_for
+from test_e2e_openleadr import E2EGunicorn, operator_app, read_log, wait_for
 
 openleadr = pytest.importorskip("openleadr")
 
@@ -60,7 +60,7 @@ class Deployment:
     store_path: str
     log_path: str
     operator: tuple  # (app, VTN) of an operator process on the same store
-    gunicorn: Gunicorn
+    gunicorn: E2EGunicorn
     nginx: Nginx | None = None
 
     def store_dump(self) -> list[str]:
@@ -85,8 +85,8 @@ def behind_nginx(request, pki, tmp_path_factory):
     store_path, store_uri = sqlite_file(directory)
     vtn = pki.vtn[key_type]
     config = app_config(vtn, OPENADR_TRUSTED_PROXIES="127.0.0.1")
-    server = Gunicorn(directory, store_uri, directory / "handlers.jsonl", workers=2,
-                      args=["-c", GUNICORN_CONF], env={"E2E_CONFIG": json.dumps(config)})
+    server = E2EGunicorn(directory, store_uri, directory / "handlers.jsonl", workers=2,
+                         args=["-c", GUNICORN_CONF], env={"E2E_CONFIG": json.dumps(config)})
     proxy = None
     try:
         proxy = Nginx(str(directory / "nginx"), vtn=vtn, ven_ca=pki.ca_bundle,
@@ -107,12 +107,12 @@ def gunicorn_tls(request, pki, tmp_path_factory):
     directory = tmp_path_factory.mktemp(f"gunicorn-tls-{key_type}")
     store_path, store_uri = sqlite_file(directory)
     vtn = pki.vtn[key_type]
-    server = Gunicorn(directory, store_uri, directory / "handlers.jsonl", workers=2,
-                      args=["-c", GUNICORN_TLS_CONF],
-                      env={"E2E_CONFIG": json.dumps(app_config(vtn)),
-                           "VTN_CERT": vtn.cert_path, "VTN_KEY": vtn.key_path,
-                           "VEN_CA": pki.ca_bundle},
-                      ssl_context=client_context(pki, pki.ven("health-check", key_type)))
+    server = E2EGunicorn(directory, store_uri, directory / "handlers.jsonl", workers=2,
+                         args=["-c", GUNICORN_TLS_CONF],
+                         env={"E2E_CONFIG": json.dumps(app_config(vtn)),
+                              "VTN_CERT": vtn.cert_path, "VTN_KEY": vtn.key_path,
+                              "VEN_CA": pki.ca_bundle},
+                         ssl_context=client_context(pki, pki.ven("health-check", key_type)))
     try:
         yield Deployment(key_type, vtn, server.base + PREFIX, server.port, store_path,
                          str(directory / "handlers.jsonl"), operator_app(directory, store_uri),

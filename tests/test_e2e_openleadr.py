@@ -6,96 +6,57 @@ that several processes sharing one store behave as one VTN.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from flask_openadr import VTN, codec
+from servers import Gunicorn
 
 openleadr = pytest.importorskip("openleadr")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
+class E2EGunicorn(Gunicorn):
+    """gunicorn serving tests/e2e_app.py on ``store_uri``, its handlers logging to ``log_path``.
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    """A gunicorn server for tests/e2e_app.py on a free loopback port, stopped by stop().
-
-    :param args: more gunicorn arguments, such as ``["-c", config_file]``.
-    :param env: more environment variables for the server (E2E_CONFIG: app config as JSON).
-    :param ssl_context: the client side of TLS when gunicorn ends TLS itself; the readiness
-        check and ``base`` then use https.
+    ``args``, ``env`` (E2E_CONFIG: app config as JSON) and ``ssl_context`` as for
+    :class:`servers.Gunicorn`.
     """
 
     def __init__(self, tmp_path, store_uri, log_path, workers, *, args=(), env=None,
                  ssl_context=None):
-        port = free_port()
-        env = dict(os.environ, E2E_STORE_URI=store_uri, E2E_LOG=str(log_path),
-                   E2E_INSTANCE=str(tmp_path / "instance"),
-                   # this checkout's package, not whichever one is installed
-                   PYTHONPATH=os.pathsep.join([HERE, ROOT]), **(env or {}))
-        # A file, not a pipe: nobody reads a pipe while the server runs, and a full one would
-        # block the server.
-        self.output_path = tmp_path / f"gunicorn-{port}.out"
-        with open(self.output_path, "wb") as output:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", str(workers),
-                 "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--log-level", "warning",
-                 *args, "e2e_app:create_app()"],
-                env=env, stdout=output, stderr=subprocess.STDOUT,
-            )
-        self.port = port
-        self.base = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.base + "/health", timeout=1,
-                                       context=ssl_context).read()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail("gunicorn did not start: " + self.output())
-                time.sleep(0.2)
+        super().__init__("e2e_app:create_app()", tmp_path, workers=workers, args=args,
+                         env={"E2E_STORE_URI": store_uri, "E2E_LOG": str(log_path),
+                              "E2E_INSTANCE": str(tmp_path / "instance"), **(env or {})},
+                         ssl_context=ssl_context)
 
-    def output(self) -> str:
-        """What the server has printed so far."""
-        return self.output_path.read_text(encoding="utf-8", errors="replace")
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            self.proc.kill()
-            self.proc.wait()
+@contextlib.contextmanager
+def serving(tmp_path, env=None) -> Iterator[tuple[str, str, Path]]:
+    """gunicorn with two workers serving tests/e2e_app.py on a new SQLite file, with more
+    ``env`` settings; yields (base URL, store URI, handler log) and stops it."""
+    store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
+    log_path = tmp_path / "handlers.jsonl"
+    server = E2EGunicorn(tmp_path, store_uri, log_path, workers=2, env=env)
+    try:
+        yield server.base, store_uri, log_path
+    finally:
+        server.stop()
 
 
 @pytest.fixture
 def served(tmp_path):
     """gunicorn with two workers serving tests/e2e_app.py; yields (base URL, store URI, log)."""
-    store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
-    log_path = tmp_path / "handlers.jsonl"
-    server = Gunicorn(tmp_path, store_uri, log_path, workers=2)
-    try:
-        yield server.base, store_uri, log_path
-    finally:
-        server.stop()
+    with serving(tmp_path) as served:
+        yield served
 
 
 def operator_app(tmp_path, store_uri) -> tuple[Flask, VTN]:
@@ -195,8 +156,8 @@ def post_xml(url, body: bytes):
 
 def test_two_gunicorn_servers_on_one_sqlite_file_act_as_one_vtn(tmp_path):
     store_uri = "sqlite:///" + str(tmp_path / "shared.sqlite3")
-    first = Gunicorn(tmp_path, store_uri, tmp_path / "a.jsonl", workers=1)
-    second = Gunicorn(tmp_path, store_uri, tmp_path / "b.jsonl", workers=1)
+    first = E2EGunicorn(tmp_path, store_uri, tmp_path / "a.jsonl", workers=1)
+    second = E2EGunicorn(tmp_path, store_uri, tmp_path / "b.jsonl", workers=1)
     prefix = "/OpenADR2/Simple/2.0b"
     try:
         # Register through the first server.

@@ -7,13 +7,9 @@ connection is a real handshake; nothing is mocked.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from datetime import timedelta
 from urllib.parse import quote
@@ -32,9 +28,8 @@ from flask_openadr.security.identity import (
 )
 from flask_openadr.services import registration
 from flask_openadr.testing import VENCertificate, make_certificate, utc
+from servers import Gunicorn
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 PREFIX = "/OpenADR2/Simple/2.0b"
 
 
@@ -157,6 +152,47 @@ def pki(tmp_path):
     return ca, files, vens
 
 
+def test_make_certificate_purposes_carry_the_key_usages_of_a_pki():
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    def load(certificate: VENCertificate) -> x509.Certificate:
+        return x509.load_der_x509_certificate(certificate.der)
+
+    root = make_certificate("root", purpose="ca")
+    intermediate = make_certificate("intermediate", issuer=root, purpose="ca")
+    server = make_certificate("vtn", issuer=intermediate, purpose="server", key_type="rsa",
+                              hosts=("localhost",))
+    client = make_certificate("ven", issuer=intermediate, purpose="client")
+    for ca in (root, intermediate):
+        extensions = load(ca).extensions
+        assert extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        assert (usage.key_cert_sign, usage.crl_sign, usage.digital_signature) == (True, True,
+                                                                                  False)
+    assert load(intermediate).issuer == load(root).subject
+    for device, role, rsa_key in ((server, ExtendedKeyUsageOID.SERVER_AUTH, True),
+                                  (client, ExtendedKeyUsageOID.CLIENT_AUTH, False)):
+        extensions = load(device).extensions
+        assert not extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value
+        assert (usage.digital_signature, usage.key_encipherment, usage.key_cert_sign) == (
+            True, rsa_key, False)
+        assert list(extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [role]
+    # Without a purpose, as before: no key usage extensions, good for any use.
+    with pytest.raises(x509.ExtensionNotFound):
+        load(make_certificate("plain")).extensions.get_extension_for_class(x509.KeyUsage)
+    with pytest.raises(ValueError, match="'vpn'"):
+        make_certificate(purpose="vpn")
+
+
+def test_make_certificate_certifies_a_given_key():
+    first = make_certificate("ven-renewed")
+    renewed = make_certificate("ven-renewed", key=first.key, key_type="rsa")
+    assert renewed.key is first.key  # key_type is ignored when the key is given
+    assert renewed.fingerprint != first.fingerprint  # a new certificate all the same
+
+
 def tls_pair(pki):
     """A real TLS connection over a socket pair: (server side, client side), handshake done,
     the client presenting VEN a's certificate to a server that requires one."""
@@ -220,63 +256,37 @@ def test_a_plain_socket_or_a_closed_tls_socket_is_no_identity(pki):
     assert from_server_tls({"gunicorn.socket": server}) is None
 
 
-class TlsGunicorn:
-    """gunicorn ending TLS itself for tests/identity_app.py on a free loopback port."""
+def client_context(files, ven: str | None) -> ssl.SSLContext:
+    """A TLS client that trusts the test CA and presents VEN ``ven``'s certificate (if any)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(files["ca"])
+    if ven is not None:
+        ctx.load_cert_chain(*files[ven])
+    return ctx
 
-    def __init__(self, tmp_path, files, cert_reqs: int):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = dict(os.environ, ID_INSTANCE=str(tmp_path / "instance"),
-                   ID_STORE_URI="sqlite:///" + str(tmp_path / "vtn.sqlite3"),
-                   PYTHONPATH=os.pathsep.join([HERE, ROOT]))
-        command = [sys.executable, "-m", "gunicorn", "--workers", "1",
-                   "--bind", f"127.0.0.1:{self.port}", "--chdir", HERE, "--log-level", "error",
-                   "--certfile", files["server"][0], "--keyfile", files["server"][1],
-                   "--cert-reqs", str(cert_reqs), "--ca-certs", files["ca"],
-                   "identity_app:create_app()"]
-        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        self.files = files
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"https://127.0.0.1:{self.port}/health", timeout=2,
-                                       context=self.context("a")).read()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError("gunicorn with TLS did not start")
-                time.sleep(0.1)
 
-    def context(self, ven: str | None) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(self.files["ca"])
-        if ven is not None:
-            ctx.load_cert_chain(*self.files[ven])
-        return ctx
+def tls_gunicorn(tmp_path, files, cert_reqs: int) -> Gunicorn:
+    """gunicorn ending TLS itself for tests/identity_app.py."""
+    return Gunicorn("identity_app:create_app()", tmp_path,
+                    args=["--certfile", files["server"][0], "--keyfile", files["server"][1],
+                          "--cert-reqs", str(cert_reqs), "--ca-certs", files["ca"]],
+                    env={"ID_INSTANCE": str(tmp_path / "instance"),
+                         "ID_STORE_URI": "sqlite:///" + str(tmp_path / "vtn.sqlite3")},
+                    ssl_context=client_context(files, "a"))
 
-    def post(self, ven: str | None, service: str, payload_name: str, payload: dict):
-        request = urllib.request.Request(
-            f"https://127.0.0.1:{self.port}{PREFIX}/{service}",
-            data=codec.encode(payload_name, payload),
-            headers={"Content-Type": "application/xml"})
-        try:
-            with urllib.request.urlopen(request, timeout=10,
-                                        context=self.context(ven)) as response:
-                return response.status, codec.decode(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            self.proc.kill()
-            self.proc.wait()
+def post_tls(server: Gunicorn, files, ven: str | None, service: str, payload_name: str,
+             payload: dict):
+    """POST one message as VEN ``ven``: (HTTP status, decoded reply, or the body if not 200)."""
+    request = urllib.request.Request(
+        f"{server.base}{PREFIX}/{service}", data=codec.encode(payload_name, payload),
+        headers={"Content-Type": "application/xml"})
+    try:
+        with urllib.request.urlopen(request, timeout=10,
+                                    context=client_context(files, ven)) as response:
+            return response.status, codec.decode(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 REGISTER = {"request_id": "r1", "profile_name": "2.0b", "transport_name": "simpleHttp",
@@ -286,32 +296,34 @@ REGISTER = {"request_id": "r1", "profile_name": "2.0b", "transport_name": "simpl
 
 def test_gunicorn_with_required_client_certificates(tmp_path, pki):
     _, files, vens = pki
-    server = TlsGunicorn(tmp_path, files, cert_reqs=2)
+    server = tls_gunicorn(tmp_path, files, cert_reqs=2)
     try:
-        status, (name, reply) = server.post("a", "EiRegisterParty",
-                                            "oadrCreatePartyRegistration", REGISTER)
+        status, (name, reply) = post_tls(server, files, "a", "EiRegisterParty",
+                                         "oadrCreatePartyRegistration", REGISTER)
         assert (status, code(reply)) == (200, 200)
         ven_a = reply["ven_id"]
         assert ven_a == vens["a"].fingerprint
         # VEN b's certificate with VEN a's venID: refused, and a's first poll is still there.
-        status, (name, reply) = server.post("b", "OadrPoll", "oadrPoll", {"ven_id": ven_a})
+        status, (name, reply) = post_tls(server, files, "b", "OadrPoll", "oadrPoll",
+                                         {"ven_id": ven_a})
         assert (status, name, code(reply)) == (200, "oadrResponse", 463)
-        status, (name, reply) = server.post("a", "OadrPoll", "oadrPoll", {"ven_id": ven_a})
+        status, (name, reply) = post_tls(server, files, "a", "OadrPoll", "oadrPoll",
+                                         {"ven_id": ven_a})
         assert (status, name) == (200, "oadrRegisterReport")
         # No certificate at all: gunicorn refuses the TLS handshake itself.
         with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
-            server.post(None, "OadrPoll", "oadrPoll", {"ven_id": ven_a})
+            post_tls(server, files, None, "OadrPoll", "oadrPoll", {"ven_id": ven_a})
     finally:
         server.stop()
 
 
 def test_gunicorn_tls_that_asks_for_no_certificate_gets_403(tmp_path, pki):
     _, files, _ = pki
-    server = TlsGunicorn(tmp_path, files, cert_reqs=0)  # a forgotten --cert-reqs
+    server = tls_gunicorn(tmp_path, files, cert_reqs=0)  # a forgotten --cert-reqs
     try:
         # The client offers its certificate, but the server never asked for (or verified) it.
-        status, body = server.post("a", "EiRegisterParty", "oadrCreatePartyRegistration",
-                                   REGISTER)
+        status, body = post_tls(server, files, "a", "EiRegisterParty",
+                                "oadrCreatePartyRegistration", REGISTER)
         assert status == 403
         assert b"client certificate is required" in body
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,12 @@ import pytest
 
 from backends import SHARED, URI_FACTORIES
 from flask_openadr import codec
+from servers import Gunicorn, checkout_env, free_port, wait_until_serving
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 PREFIX = "/OpenADR2/Simple/2.0b"
 POLL_EVERY = 0.25  # seconds; the VTN counts a VEN offline 1.5 s after its last message
 SETTLE = 1.5  # seconds of waiting (7 sweep intervals of every worker) before counting
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_log(*paths) -> list[dict]:
@@ -62,53 +55,22 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 
 
 def process_env(tmp_path, store_uri, log_path, **extra) -> dict[str, str]:
-    return dict(os.environ, LV_STORE_URI=store_uri, LV_LOG=str(log_path),
-                LV_INSTANCE=str(tmp_path / "instance"),
-                PYTHONPATH=os.pathsep.join([HERE, ROOT]), **extra)
+    """The settings of tests/liveness_app.py, for a server process's environment."""
+    return {"LV_STORE_URI": store_uri, "LV_LOG": str(log_path),
+            "LV_INSTANCE": str(tmp_path / "instance"), **extra}
 
 
-def wait_until_serving(base, proc, what):
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1).read()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not start")
-            time.sleep(0.1)
-
-
-class Gunicorn:
+class LivenessGunicorn(Gunicorn):
     """gunicorn serving tests/liveness_app.py; ``hooks`` uses tests/liveness_gunicorn_conf.py."""
 
     def __init__(self, tmp_path, store_uri, log_path, *, workers, hooks=False, preload=False):
-        port = free_port()
-        command = [sys.executable, "-m", "gunicorn", "--workers", str(workers),
-                   "--bind", f"127.0.0.1:{port}", "--chdir", HERE, "--log-level", "warning",
-                   "--graceful-timeout", "10"]
+        args = ["--graceful-timeout", "10"]
         if hooks:
-            command += ["--config", os.path.join(HERE, "liveness_gunicorn_conf.py")]
-        env = process_env(tmp_path, store_uri, log_path, LV_PRELOAD="1" if preload else "0",
-                          LV_HANDLER_DELAY="0.02")
-        self.proc = subprocess.Popen(command + ["liveness_app:create_app()"], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.master_pid = self.proc.pid
-        self.base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_serving(self.base, self.proc, "gunicorn")
-        except AssertionError:
-            self.stop()
-            raise
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            self.proc.kill()
-            self.proc.wait()
+            args += ["--config", os.path.join(HERE, "liveness_gunicorn_conf.py")]
+        super().__init__("liveness_app:create_app()", tmp_path, workers=workers, args=args,
+                         env=process_env(tmp_path, store_uri, log_path,
+                                         LV_PRELOAD="1" if preload else "0",
+                                         LV_HANDLER_DELAY="0.02"))
 
 
 class HttpVEN:
@@ -196,7 +158,8 @@ def started_pids(log_path) -> set[int]:
 
 def test_three_gunicorn_workers_call_each_handler_once(shared_uri, tmp_path):
     log_path = tmp_path / "liveness.jsonl"
-    server = Gunicorn(tmp_path, shared_uri, log_path, workers=3, hooks=True, preload=True)
+    server = LivenessGunicorn(tmp_path, shared_uri, log_path, workers=3, hooks=True,
+                              preload=True)
     try:
         # post_fork started a sweeper in every worker, so three processes race for each
         # transition; the master, which loaded the app (--preload), runs none.
@@ -220,11 +183,11 @@ def test_three_gunicorn_workers_call_each_handler_once(shared_uri, tmp_path):
 def test_two_gunicorn_instances_on_one_store_call_each_handler_once(shared_uri, tmp_path):
     log_a, log_b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     # A: the hooks start the sweepers after each worker loads the app (no --preload).
-    first = Gunicorn(tmp_path, shared_uri, log_a, workers=2, hooks=True)
+    first = LivenessGunicorn(tmp_path, shared_uri, log_a, workers=2, hooks=True)
     second = None
     try:
         # B: no hooks; a worker starts its sweeper at its first OpenADR request.
-        second = Gunicorn(tmp_path, shared_uri, log_b, workers=1)
+        second = LivenessGunicorn(tmp_path, shared_uri, log_b, workers=1)
         wait_for(lambda: len(started_pids(log_a)) == 2, what="A's two sweeping workers")
         assert started_pids(log_a) == {e["pid"] for e in entries(log_a, "app_created")}
         assert started_pids(log_b) == set()  # /health is no OpenADR request
@@ -246,7 +209,8 @@ def test_the_reloader_parent_never_sweeps(tmp_path):
     Werkzeug starts with WERKZEUG_RUN_MAIN=true serves, and only it starts a sweeper."""
     log_path = tmp_path / "reload.jsonl"
     port = free_port()
-    env = process_env(tmp_path, "sqlite:///" + str(tmp_path / "reload.sqlite3"), log_path)
+    env = checkout_env(**process_env(tmp_path, "sqlite:///" + str(tmp_path / "reload.sqlite3"),
+                                     log_path))
     env.pop("WERKZEUG_RUN_MAIN", None)
     env.pop("WERKZEUG_SERVER_FD", None)
     proc = subprocess.Popen(

@@ -11,21 +11,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from test_e2e_openleadr import Gunicorn, operator_app, read_log, wait_for
+from test_e2e_openleadr import operator_app, read_log, serving, wait_for
 
 openleadr = pytest.importorskip("openleadr")
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch):
-    monkeypatch.setenv("E2E_REPORT_POLICY", "telemetry")
-    store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
-    log_path = tmp_path / "handlers.jsonl"
-    server = Gunicorn(tmp_path, store_uri, log_path, workers=2)
-    try:
-        yield server.base, store_uri, log_path
-    finally:
-        server.stop()
+def served(tmp_path):
+    with serving(tmp_path, env={"E2E_REPORT_POLICY": "telemetry"}) as served:
+        yield served
 
 
 def kinds(log_path, kind):

@@ -671,7 +671,7 @@ def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identit
                                                               monkeypatch):
     from datetime import datetime, timezone
 
-    from test_e2e_openleadr import Gunicorn
+    from test_e2e_openleadr import E2EGunicorn
 
     from flask_openadr.store import open_store
 
@@ -681,7 +681,7 @@ def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identit
     monkeypatch.setenv("E2E_SIGNING_CERT", str(tmp_path / "vtn.pem"))
     monkeypatch.setenv("E2E_SIGNING_KEY", str(tmp_path / "vtn.key"))
     store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
-    server = Gunicorn(tmp_path, store_uri, tmp_path / "handlers.jsonl", workers=2)
+    server = E2EGunicorn(tmp_path, store_uri, tmp_path / "handlers.jsonl", workers=2)
     store = open_store(store_uri)
     vtn_fingerprint = fingerprint_from_pem(vtn_cert)
     signer = load_signer(*identities["ven-ec"])
