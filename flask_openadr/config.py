@@ -76,6 +76,12 @@ def _seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta]:
     return check
 
 
+def _optional_seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta | None]:
+    """Like :func:`_seconds_at_least`, with None for "the default derived elsewhere"."""
+    check = _seconds_at_least(minimum)
+    return lambda key, value: None if value is None else check(key, value)
+
+
 BACKGROUND_MODES = ("thread", "off")
 
 
@@ -121,6 +127,10 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     "OPENADR_OFFLINE_GRACE": ("offline_grace", Settings.offline_grace, _seconds_at_least(0)),
     "OPENADR_SWEEP_INTERVAL": ("sweep_interval", Settings.sweep_interval, _seconds_at_least(0.1)),
     "OPENADR_CALLBACK_LEASE": ("callback_lease", Settings.callback_lease, _seconds_at_least(1)),
+    # None means: two of the VEN's poll intervals (see services.events.redelivery_after).
+    "OPENADR_REDELIVERY_AFTER": (
+        "redelivery_after", Settings.redelivery_after, _optional_seconds_at_least(0.1),
+    ),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"

@@ -147,7 +147,8 @@ class VTN:
             signals.BY_NAME[signal_name].send(app, **data)
 
         context = Context(settings=settings, store=store, handlers=self._handlers,
-                          clock=self._clock, emit=emit, check_payload=_check_payload)
+                          clock=self._clock, emit=emit, check_payload=_check_payload,
+                          encode=codec.encode)
         app.extensions["openadr"] = _AppState(self, context, app)
         app.register_blueprint(create_blueprint(settings.url_prefix))
         if cli.openadr.name not in app.cli.commands:

@@ -67,7 +67,7 @@ def handle_request(service: str) -> Response:
              payload=payload)
     try:
         outcome = services.handle(ctx, service, payload_name, payload, fingerprint)
-        body = codec.encode(outcome.payload_name, outcome.payload)
+        body = outcome.body or codec.encode(outcome.payload_name, outcome.payload)
     except StoreError:
         logger.exception("OpenADR store unavailable while handling %s at %s", payload_name,
                          service)

@@ -113,3 +113,18 @@ def test_unknown_store_scheme_is_refused(tmp_path):
     app = make_app(tmp_path, OPENADR_STORE_URI="mongodb://x")
     with pytest.raises(ConfigurationError, match="mongodb://x"):
         VTN(app)
+
+
+def test_redelivery_after_takes_seconds_with_fractions_or_a_timedelta(tmp_path):
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://")
+    VTN(app)
+    assert settings(app).redelivery_after is None  # two poll intervals, decided per VEN
+    for given, expected in ((2.5, timedelta(seconds=2.5)), (timedelta(minutes=2),
+                                                              timedelta(minutes=2))):
+        app = make_app(tmp_path, OPENADR_STORE_URI="memory://", OPENADR_REDELIVERY_AFTER=given)
+        VTN(app)
+        assert settings(app).redelivery_after == expected
+    for bad in (0, -1, "10", True):
+        with pytest.raises(ConfigurationError, match="OPENADR_REDELIVERY_AFTER"):
+            VTN(make_app(tmp_path, OPENADR_STORE_URI="memory://",
+                         OPENADR_REDELIVERY_AFTER=bad))

@@ -59,6 +59,9 @@ class Outcome:
     payload_name: str
     payload: dict[str, Any]
     ven_id: str | None
+    #: The encoded reply, when the service built it inside its transaction (see
+    #: :meth:`~flask_openadr.services.context.Context.reply`); None: the view encodes it.
+    body: bytes | None = None
 
 
 def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
@@ -104,9 +107,9 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
         ven = authenticate(ctx, payload, fingerprint)
         ven_id = ven["ven_id"]
         online = liveness.seen(ctx, ven_id, ven)
-        name, reply = SERVICES[service][payload_name](ctx, ven, payload)
+        name, reply, *built = SERVICES[service][payload_name](ctx, ven, payload)
         _run_online(ctx, online)
-        return Outcome(name, reply, ven_id)
+        return Outcome(name, reply, ven_id, built[0] if built else None)
     except Rejection as rejection:
         _run_online(ctx, online)
         if payload_name not in PAIRED_REPLY:

@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
 from ..store.base import EventResponseRecord, VenRecord
-from .context import Context
+from .context import Context, Reply
 from .event_rules import (
     build_event,
     changed_event,
     current_value,
-    distributable,
+    Version,
+    as_version,
     event_status,
+    needs_acknowledgement,
     next_version,
     normalize_full_event,
     normalize_target,
@@ -24,6 +27,7 @@ from .event_rules import (
     strip_derived,
     targets_ven,
     validate_event,
+    version_for_ven,
 )
 from .replies import request_id_of
 from .replies import response as ei_response
@@ -31,6 +35,7 @@ from .replies import response as ei_response
 __all__ = [
     "UnknownEvent",
     "add_event",
+    "check_sendable",
     "build_event",
     "cancel_event",
     "created_event",
@@ -82,6 +87,7 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
             f"rule 4: event_descriptor.modification_number is {descriptor['modification_number']}"
             "; a new event starts at 0"
         )
+    check_sendable(ctx, event)
     with ctx.store.atomic():
         if ctx.store.get_event(event_id) is not None:
             raise EventError(
@@ -126,6 +132,7 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
             )
         updated = next_version(updated, now, _reason(changes))
         validate_event(updated)
+        check_sendable(ctx, updated)
         ctx.store.put_event(updated)
     ctx.emit(
         "event_modified",
@@ -133,6 +140,26 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
         modification_number=updated["event_descriptor"]["modification_number"],
     )
     return updated
+
+
+def check_sendable(ctx: Context, event: dict[str, Any]) -> None:
+    """Refuse, once and when it is made, an event version that could never be sent: it is
+    encoded as an oadrDistributeEvent the way a poll would send it (the XSD allows no fraction
+    of a second in a duration, no control character in text, ...). Caught later, such an
+    event would fail every poll of the VENs it targets.
+
+    :raises EventError: naming the field, the value and the rule the message breaks.
+    """
+    ven_ids = (event.get("target") or {}).get("ven_ids") or ["VEN"]
+    payload = {"response": _ok(""), "request_id": "0", "vtn_id": ctx.settings.vtn_id,
+               "events": [render_event(event, ven_ids[0], ctx.now())]}
+    try:
+        ctx.check_payload("oadrDistributeEvent", payload)
+    except ValueError as error:
+        raise EventError(
+            f"event {event['event_descriptor']['event_id']!r} cannot be sent, because every "
+            f"oadrDistributeEvent must be valid against the OpenADR 2.0b schema: {error}"
+        ) from None
 
 
 def _reason(changes: Mapping[str, Any]) -> str | None:
@@ -165,6 +192,7 @@ def cancel_event(
             return event
         event["event_descriptor"]["event_status"] = "cancelled"
         event = next_version(event, now, modification_reason)
+        check_sendable(ctx, event)
         ctx.store.put_event(event)
     ctx.emit(
         "event_cancelled",
@@ -194,47 +222,111 @@ def _get(ctx: Context, event_id: str) -> dict[str, Any]:
 # Distribution: which events a VEN gets, and the oadrDistributeEvent that carries them.
 
 
+# A VEN's delivery map (store.get_delivered) holds, per eventID, the version last sent to the
+# VEN, when, and whether the VEN answered it (or no answer is expected):
+# {"modification_number", "cancelled", "sent_at", "acknowledged"}.
+LIVE_STATUSES = frozenset({"far", "near", "active"})
+
+
+@dataclass
+class _Planned:
+    """One event of the next oadrDistributeEvent to a VEN: the version sent, and why."""
+
+    event: dict[str, Any]  # the stored event as this version (see as_version)
+    version: Version
+    changed: bool  # the VEN does not hold this version yet
+    acknowledged: bool  # the entry's "acknowledged" after sending
+
+
+@dataclass
+class Plan:
+    """What the next oadrDistributeEvent to a VEN carries (``planned``, in sending order) and
+    whether one is due now (``due``: a version the VEN does not hold, or an unanswered one whose
+    redelivery time has come)."""
+
+    planned: list[_Planned]
+    due: bool
+
+
+def redelivery_after(ctx: Context, ven: VenRecord) -> timedelta:
+    """How long a sent message waits for its acknowledgement before it is sent again:
+    ``OPENADR_REDELIVERY_AFTER``, by default two of the VEN's poll intervals."""
+    if ctx.settings.redelivery_after is not None:
+        return ctx.settings.redelivery_after
+    return 2 * (ven.get("poll_frequency") or ctx.settings.poll_frequency)
+
+
+def _held(entry: Any) -> Version | None:
+    if not isinstance(entry, Mapping):
+        return None
+    return Version(entry["modification_number"], bool(entry.get("cancelled")))
+
+
+def plan(
+    ctx: Context, ven: VenRecord, stored: list[dict[str, Any]], delivered: Mapping[str, Any],
+    now: datetime,
+) -> Plan:
+    """Work out the next oadrDistributeEvent to ``ven`` from the stored events and its delivery
+    map: every far, near and active event it holds or should hold, every version it does not
+    hold yet (see :func:`~flask_openadr.services.event_rules.version_for_ven`), and every
+    version it has not answered although it must (sent again once
+    :func:`redelivery_after` has passed since it was last sent).
+
+    :param ctx: the VTN context.
+    :param ven: the VEN record.
+    :param stored: the stored events.
+    :param delivered: the VEN's delivery map.
+    :param now: the instant of sending.
+    """
+    wait = redelivery_after(ctx, ven)
+    planned: list[_Planned] = []
+    due = False
+    for event in stored:
+        entry = delivered.get(event["event_descriptor"]["event_id"])
+        held = _held(entry)
+        version = version_for_ven(event, ven, held, now)
+        if version is None:
+            continue
+        changed = version != held
+        answer = needs_acknowledgement(event, now)
+        unanswered = not changed and answer and not entry.get("acknowledged")
+        live = not version.cancelled and event_status(event, now) in LIVE_STATUSES
+        if changed or unanswered:
+            sent_at = None if changed else entry.get("sent_at")
+            due = due or changed or sent_at is None or sent_at + wait <= now
+        if changed or unanswered or live:
+            planned.append(_Planned(as_version(event, version, ven), version, changed,
+                                    acknowledged=not answer or (not changed and not unanswered)))
+    order = {id(e): n for n, e in enumerate(order_events([p.event for p in planned], now))}
+    planned.sort(key=lambda p: order[id(p.event)])
+    return Plan(planned, due)
+
+
 def events_for_ven(ctx: Context, ven: VenRecord, now: datetime) -> list[dict[str, Any]]:
-    """The stored events the next oadrDistributeEvent to ``ven`` carries, in sending order:
-    its far, near and active events, and cancellations it has not yet been sent of events it
-    knew (see :func:`~flask_openadr.services.event_rules.distributable`).
+    """The stored events the next oadrDistributeEvent to ``ven`` carries, in sending order,
+    each as the version the VEN is sent (see :func:`plan`).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of sending.
     """
     delivered = ctx.store.get_delivered(ven["ven_id"])
-    return _select(ctx.store.list_events(), ven, delivered, now)
-
-
-def _select(
-    events: list[dict[str, Any]], ven: VenRecord, delivered: dict[str, int], now: datetime
-) -> list[dict[str, Any]]:
-    chosen = [
-        event
-        for event in events
-        if targets_ven(event, ven)
-        and distributable(event, delivered.get(event["event_descriptor"]["event_id"]), now)
-    ]
-    return order_events(chosen, now)
+    return [p.event for p in plan(ctx, ven, ctx.store.list_events(), delivered, now).planned]
 
 
 def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
-    """Whether ``ven`` should be sent an oadrDistributeEvent: one of its events is new to it,
-    changed since it was sent (another modification_number), or a cancellation it has not
-    been sent. A status change alone (far to active, active to completed) is no reason: the VEN
-    derives status from the times it has.
+    """Whether ``ven`` should be sent an oadrDistributeEvent now: one of its events has a
+    version it does not hold (new, changed, cancelled or withdrawn), or one it must answer and
+    has not, and was last sent at least :func:`redelivery_after` ago. A status change alone
+    (far to active, active to completed) is no reason: the VEN derives status from the times
+    it has.
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of the check.
     """
     delivered = ctx.store.get_delivered(ven["ven_id"])
-    return any(
-        delivered.get(event["event_descriptor"]["event_id"])
-        != event["event_descriptor"]["modification_number"]
-        for event in _select(ctx.store.list_events(), ven, delivered, now)
-    )
+    return plan(ctx, ven, ctx.store.list_events(), delivered, now).due
 
 
 def distribute_event_payload(
@@ -247,6 +339,10 @@ def distribute_event_payload(
     reply_limit: int | None = None,
 ) -> dict[str, Any]:
     """The oadrDistributeEvent for ``ven`` at ``now``, recorded as delivered.
+
+    Call it inside ``ctx.store.atomic()`` together with the encoding of the reply (see
+    :func:`~flask_openadr.services.context.Context.encoded`), so that nothing is recorded as
+    delivered unless its reply was built.
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
@@ -263,30 +359,23 @@ def distribute_event_payload(
     with ctx.store.atomic():
         delivered = ctx.store.get_delivered(ven["ven_id"])
         stored = ctx.store.list_events()
-        events = _select(stored, ven, delivered, now)
-        return _distribute(
-            ctx, ven, now, events, stored, delivered,
-            request_id=request_id, response=response, reply_limit=reply_limit,
-        )
+        planned = plan(ctx, ven, stored, delivered, now).planned
+        if reply_limit and reply_limit > 0:
+            planned = planned[:reply_limit]
+        ctx.store.set_delivered(ven["ven_id"], _delivered_after(delivered, planned, stored, now))
+        return _payload(ctx, ven, now, [p.event for p in planned],
+                        request_id=request_id, response=response)
 
 
-def _distribute(
+def _payload(
     ctx: Context,
     ven: VenRecord,
     now: datetime,
     events: list[dict[str, Any]],
-    stored: list[dict[str, Any]],
-    delivered: dict[str, int],
     *,
     request_id: str | None,
     response: dict[str, Any] | None,
-    reply_limit: int | None,
 ) -> dict[str, Any]:
-    if reply_limit and reply_limit > 0:
-        events = events[:reply_limit]
-    ven_id = ven["ven_id"]
-    delivered = _delivered_after(delivered, events, stored)
-    ctx.store.set_delivered(ven_id, delivered)
     payload: dict[str, Any] = {}
     if response is None and ven.get("http_pull_model", True):
         # The harness requires an eiResponse in pull mode [HAR].
@@ -295,21 +384,24 @@ def _distribute(
         payload["response"] = response
     payload["request_id"] = request_id or ctx.new_id()
     payload["vtn_id"] = ctx.settings.vtn_id
-    payload["events"] = [render_event(event, ven_id, now) for event in events]
+    payload["events"] = [render_event(event, ven["ven_id"], now) for event in events]
     return payload
 
 
 def _delivered_after(
-    delivered: dict[str, int], sent: list[dict[str, Any]], stored: list[dict[str, Any]]
-) -> dict[str, int]:
-    # Entries of deleted events are dropped so the map does not grow forever; an event a
-    # handler made up (not in the store) is not tracked either.
+    delivered: Mapping[str, Any], sent: list[_Planned], stored: list[dict[str, Any]],
+    now: datetime,
+) -> dict[str, Any]:
+    # Entries of deleted events are dropped so the map does not grow forever.
     known = {event["event_descriptor"]["event_id"] for event in stored}
-    merged = {event_id: number for event_id, number in delivered.items() if event_id in known}
-    for event in sent:
-        descriptor = event["event_descriptor"]
-        if descriptor["event_id"] in known:
-            merged[descriptor["event_id"]] = descriptor["modification_number"]
+    merged = {event_id: entry for event_id, entry in delivered.items() if event_id in known}
+    for item in sent:
+        merged[item.event["event_descriptor"]["event_id"]] = {
+            "modification_number": item.version.modification_number,
+            "cancelled": item.version.cancelled,
+            "sent_at": now,
+            "acknowledged": item.acknowledged,
+        }
     return merged
 
 
@@ -321,9 +413,7 @@ def _ok(request_id: str) -> dict[str, Any]:
 # Messages from VENs.
 
 
-def request_event(
-    ctx: Context, ven: VenRecord, payload: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     """Answer oadrRequestEvent with oadrDistributeEvent (200, echoing the requestID).
 
     A user ``on_request_event(ven_id)`` handler is asked first: a list it returns (stored or
@@ -340,17 +430,18 @@ def request_event(
     chosen = handler(ven["ven_id"]) if handler is not None else None
     now = ctx.now()
     if not isinstance(chosen, list):
-        return "oadrDistributeEvent", distribute_event_payload(
-            ctx, ven, now, response=echo, reply_limit=reply_limit
-        )
+        with ctx.store.atomic():
+            reply = distribute_event_payload(ctx, ven, now, response=echo,
+                                             reply_limit=reply_limit)
+            # Built in the same transaction: a reply that cannot be encoded records nothing.
+            return ctx.reply("oadrDistributeEvent", reply)
+    # Events a handler makes up are sent as they are and not recorded as delivered: the
+    # built-in distribution keeps its own account of the stored events.
     events = order_events([_handler_event(ctx, item) for item in chosen], now)
-    with ctx.store.atomic():
-        delivered = ctx.store.get_delivered(ven["ven_id"])
-        reply = _distribute(
-            ctx, ven, now, events, ctx.store.list_events(), delivered,
-            request_id=None, response=echo, reply_limit=reply_limit,
-        )
-    return "oadrDistributeEvent", reply
+    if reply_limit and reply_limit > 0:
+        events = events[:reply_limit]
+    return ctx.reply("oadrDistributeEvent",
+                     _payload(ctx, ven, now, events, request_id=None, response=echo))
 
 
 def _handler_event(ctx: Context, item: Any) -> dict[str, Any]:
@@ -366,9 +457,7 @@ def _handler_event(ctx: Context, item: Any) -> dict[str, Any]:
     return build_event(**fields)
 
 
-def created_event(
-    ctx: Context, ven: VenRecord, payload: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     """Record a VEN's oadrCreatedEvent (its optIn/optOut answers) and reply oadrResponse 200.
 
     Every answer is checked before anything is written: an eventID the store does not hold,
@@ -391,7 +480,7 @@ def created_event(
     now = ctx.now()
     answers = payload.get("event_responses") or []
     records = [_response_record(ven_id, raw, now, index) for index, raw in enumerate(answers)]
-    _check_answers(ctx, records)
+    _check_answers(ctx, ven_id, records)
     handler = ctx.handler("on_created_event")
     if handler is not None:
         # The answers as the VEN sent them (qualified_event_id nested), after the checks.
@@ -399,6 +488,7 @@ def created_event(
     with ctx.store.atomic():
         for record in records:
             ctx.store.put_event_response(record)
+        _acknowledge(ctx, ven_id, records)
     for record in records:
         ctx.emit(
             "event_response_received",
@@ -436,13 +526,33 @@ def _response_record(
     return record
 
 
-def _check_answers(ctx: Context, records: list[EventResponseRecord]) -> None:
+def _acknowledge(ctx: Context, ven_id: str, records: list[EventResponseRecord]) -> None:
+    # An answer to the version the VEN was last sent ends its redelivery (optIn or optOut
+    # alike: either says the VEN has it).
+    delivered = ctx.store.get_delivered(ven_id)
+    changed = False
+    for record in records:
+        entry = delivered.get(record["event_id"])
+        if (isinstance(entry, dict) and not entry.get("acknowledged")
+                and entry["modification_number"] == record["modification_number"]):
+            entry["acknowledged"] = True
+            changed = True
+    if changed:
+        ctx.store.set_delivered(ven_id, delivered)
+
+
+def _check_answers(ctx: Context, ven_id: str, records: list[EventResponseRecord]) -> None:
+    delivered = ctx.store.get_delivered(ven_id) if records else {}
     for record in records:
         event = ctx.store.get_event(record["event_id"])
         if event is None:
             raise InvalidID(description=f"eventID {record['event_id']!r} is not known to this VTN")
         current = event["event_descriptor"]["modification_number"]
-        if record["modification_number"] > current:
+        sent = _held(delivered.get(record["event_id"]))
+        if record["modification_number"] > current and (
+            sent is None or record["modification_number"] != sent.modification_number
+        ):
+            # A withdrawal (see version_for_ven) may carry one more than the event's number.
             raise InvalidID(
                 description=f"eventID {record['event_id']!r} has modificationNumber {current}; "
                 f"{record['modification_number']} was never sent"

@@ -5,12 +5,12 @@ from typing import Any
 
 from ..store.base import VenRecord
 from . import events, reports
-from .context import Context
+from .context import Context, Reply
 from .outbox import BEFORE_EVENTS
 from .replies import response
 
 
-def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     """Answer one oadrPoll with exactly one pending message, or oadrResponse 200."""
     ven_id = ven["ven_id"]
     handler = ctx.handler("on_poll")
@@ -20,16 +20,18 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             name, reply = result
             return name, reply
     now = ctx.now()
+    # The reply is encoded inside the transaction that records it as sent: when it cannot be
+    # built, the transaction rolls back and the VEN is sent it on a later poll instead.
     with ctx.store.atomic():
         item = ctx.store.pop_outbox(ven_id, max_priority=BEFORE_EVENTS)
         if item is not None:
-            return item["payload_name"], item["payload"]
+            return ctx.reply(item["payload_name"], item["payload"])
         if events.distribution_pending(ctx, ven, now):
-            return "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now)
+            return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
         item = ctx.store.pop_outbox(ven_id)
         while item is not None and reports.superseded(ctx, ven_id, item):
             # A cancel the VEN already acknowledged (it was piggy-backed on a reply to its data).
             item = ctx.store.pop_outbox(ven_id)
         if item is not None:
-            return item["payload_name"], item["payload"]
+            return ctx.reply(item["payload_name"], item["payload"])
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}

@@ -150,10 +150,12 @@ class Store(Protocol):
 
     def delete_event(self, event_id: str) -> None: ...
 
-    # Per-VEN delivery state: the modificationNumber of each event last sent to the VEN.
-    def get_delivered(self, ven_id: str) -> dict[str, int]: ...
+    # Per-VEN delivery state: what was last sent to the VEN of each event, by eventID. The
+    # events service decides the shape of an entry (see flask_openadr.services.events); a store
+    # keeps any record value.
+    def get_delivered(self, ven_id: str) -> dict[str, Any]: ...
 
-    def set_delivered(self, ven_id: str, delivered: dict[str, int]) -> None:
+    def set_delivered(self, ven_id: str, delivered: dict[str, Any]) -> None:
         """Replace the VEN's whole delivery map."""
         ...
 
