@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Mapping
 
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
 from ..store.base import EventResponseRecord, VenRecord
 from .context import Context, Reply
+from .outbox import redelivery_after
 from .event_rules import (
     build_event,
     changed_event,
@@ -248,14 +249,6 @@ class Plan:
     due: bool
 
 
-def redelivery_after(ctx: Context, ven: VenRecord) -> timedelta:
-    """How long a sent message waits for its acknowledgement before it is sent again:
-    ``OPENADR_REDELIVERY_AFTER``, by default two of the VEN's poll intervals."""
-    if ctx.settings.redelivery_after is not None:
-        return ctx.settings.redelivery_after
-    return 2 * (ven.get("poll_frequency") or ctx.settings.poll_frequency)
-
-
 def _held(entry: Any) -> Version | None:
     if not isinstance(entry, Mapping):
         return None
@@ -270,7 +263,7 @@ def plan(
     map: every far, near and active event it holds or should hold, every version it does not
     hold yet (see :func:`~flask_openadr.services.event_rules.version_for_ven`), and every
     version it has not answered although it must (sent again once
-    :func:`redelivery_after` has passed since it was last sent).
+    :func:`~flask_openadr.services.outbox.redelivery_after` has passed since it was last sent).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
@@ -317,7 +310,8 @@ def events_for_ven(ctx: Context, ven: VenRecord, now: datetime) -> list[dict[str
 def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
     """Whether ``ven`` should be sent an oadrDistributeEvent now: one of its events has a
     version it does not hold (new, changed, cancelled or withdrawn), or one it must answer and
-    has not, and was last sent at least :func:`redelivery_after` ago. A status change alone
+    has not, and was last sent at least
+    :func:`~flask_openadr.services.outbox.redelivery_after` ago. A status change alone
     (far to active, active to completed) is no reason: the VEN derives status from the times
     it has.
 

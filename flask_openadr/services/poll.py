@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..store.base import VenRecord
-from . import events, reports
+from . import events, outbox, reports
 from .context import Context, Reply
-from .outbox import BEFORE_EVENTS
 from .replies import response
 
 
@@ -22,16 +21,15 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     now = ctx.now()
     # The reply is encoded inside the transaction that records it as sent: when it cannot be
     # built, the transaction rolls back and the VEN is sent it on a later poll instead.
+    wait = outbox.redelivery_after(ctx, ven)
     with ctx.store.atomic():
-        item = ctx.store.pop_outbox(ven_id, max_priority=BEFORE_EVENTS)
+        item = outbox.take(ctx, ven_id, now, wait, max_priority=outbox.BEFORE_EVENTS,
+                           superseded=reports.superseded)
         if item is not None:
             return ctx.reply(item["payload_name"], item["payload"])
         if events.distribution_pending(ctx, ven, now):
             return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
-        item = ctx.store.pop_outbox(ven_id)
-        while item is not None and reports.superseded(ctx, ven_id, item):
-            # A cancel the VEN already acknowledged (it was piggy-backed on a reply to its data).
-            item = ctx.store.pop_outbox(ven_id)
+        item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded)
         if item is not None:
             return ctx.reply(item["payload_name"], item["payload"])
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}

@@ -128,6 +128,7 @@ def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     """oadrRegisteredReport: the VEN acknowledges the VTN's METADATA. Without requests the VTN
     answers oadrResponse; with requests, oadrCreatedReport (the harness expects it)."""
     request_id = payload["response"]["request_id"]
+    outbox.acknowledge(ctx, ven["ven_id"], request_id)
     requests = payload.get("report_requests") or []
     if not requests:
         return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
@@ -247,6 +248,7 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
 def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     """oadrUpdatedReport: the VEN acknowledges a VTN report; a piggy-backed oadrCancelReport in
     it is applied (IDs the VTN does not know are ignored, since there is no reply to refuse)."""
+    outbox.acknowledge(ctx, ven["ven_id"], payload["response"]["request_id"])
     if payload.get("cancel_report"):
         _cancel(ctx, ven["ven_id"], payload["cancel_report"], strict=False)
     return "oadrResponse", {"response": response(payload["response"]["request_id"]),
