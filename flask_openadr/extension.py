@@ -357,6 +357,8 @@ class VTN:
                         raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
                     ven[key] = list(value)
             ctx.store.put_ven(ven)
+            # Events it joins or leaves reach it: see docs/events.rst, "Who is told of a change".
+            events.refresh_ven(ctx, ven, ctx.now())
         return ven
 
     def vens(self) -> list[dict[str, Any]]:

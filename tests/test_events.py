@@ -7,6 +7,7 @@ import pytest
 
 from conftest import T0, make_ven
 from flask_openadr import EventError, signals
+from flask_openadr.services import delivery
 
 
 def code(reply):
@@ -253,10 +254,14 @@ def test_a_reply_that_cannot_be_built_swallows_no_event(app, vtn, registered_ven
         bad["event_descriptor"].pop("event_status")
         bad["event_descriptor"]["vtn_comment"] = "\x00"
         vtn.store.put_event(bad)
+        ctx = app.extensions["openadr"].context
+        delivery.fan_out(ctx, bad, None, ctx.now())
+        before = vtn.store.get_delivered(registered_ven.ven_id)
+        assert set(before["events"]) == {good, "bad"}
     response = registered_ven.post("OadrPoll", registered_ven_poll_body(registered_ven))
     assert response.status_code == 500
     with app.app_context():
-        assert vtn.store.get_delivered(registered_ven.ven_id) == {}  # rolled back
+        assert vtn.store.get_delivered(registered_ven.ven_id) == before  # rolled back
         vtn.store.delete_event("bad")
     name, dist = registered_ven.poll()
     assert name == "oadrDistributeEvent"

@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping
 
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
 from ..store.base import EventResponseRecord, VenRecord
+from . import delivery
 from .context import Context, Reply
-from .outbox import redelivery_after
 from .event_rules import (
     build_event,
     changed_event,
     current_value,
-    Version,
-    as_version,
     event_status,
-    needs_acknowledgement,
     next_version,
     normalize_full_event,
     normalize_target,
@@ -28,7 +24,6 @@ from .event_rules import (
     strip_derived,
     targets_ven,
     validate_event,
-    version_for_ven,
 )
 from .replies import request_id_of
 from .replies import response as ei_response
@@ -47,6 +42,7 @@ __all__ = [
     "event_status",
     "events_for_ven",
     "modify_event",
+    "refresh_ven",
     "normalize_full_event",
     "normalize_target",
     "order_events",
@@ -96,6 +92,7 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
                 "modify_event or cancel_event to change the existing event)"
             )
         ctx.store.put_event(event)
+        delivery.fan_out(ctx, event, None, ctx.now())
     ctx.emit("event_added", event_id=event_id, modification_number=0)
     return event_id
 
@@ -135,6 +132,7 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
         validate_event(updated)
         check_sendable(ctx, updated)
         ctx.store.put_event(updated)
+        delivery.fan_out(ctx, updated, current, now)
     ctx.emit(
         "event_modified",
         event_id=event_id,
@@ -177,8 +175,9 @@ def cancel_event(
 ) -> dict[str, Any]:
     """Cancel an event: event_status "cancelled", modification_number up by one (rule 5).
 
-    The cancellation is sent once to every targeted VEN that knew the event. Cancelling a
-    cancelled event changes nothing and returns it as it is.
+    The cancellation is sent to every VEN that knew the event, until it answers it (see
+    docs/events.rst, "Delivery"). Cancelling a cancelled event changes nothing and returns it
+    as it is.
 
     :param ctx: the VTN context.
     :param event_id: the event to cancel.
@@ -195,6 +194,7 @@ def cancel_event(
         event = next_version(event, now, modification_reason)
         check_sendable(ctx, event)
         ctx.store.put_event(event)
+        delivery.fan_out(ctx, event, None, now)
     ctx.emit(
         "event_cancelled",
         event_id=event_id,
@@ -223,104 +223,50 @@ def _get(ctx: Context, event_id: str) -> dict[str, Any]:
 # Distribution: which events a VEN gets, and the oadrDistributeEvent that carries them.
 
 
-# A VEN's delivery map (store.get_delivered) holds, per eventID, the version last sent to the
-# VEN, when, and whether the VEN answered it (or no answer is expected):
-# {"modification_number", "cancelled", "sent_at", "acknowledged"}.
-LIVE_STATUSES = frozenset({"far", "near", "active"})
-
-
-@dataclass
-class _Planned:
-    """One event of the next oadrDistributeEvent to a VEN: the version sent, and why."""
-
-    event: dict[str, Any]  # the stored event as this version (see as_version)
-    version: Version
-    changed: bool  # the VEN does not hold this version yet
-    acknowledged: bool  # the entry's "acknowledged" after sending
-
-
-@dataclass
-class Plan:
-    """What the next oadrDistributeEvent to a VEN carries (``planned``, in sending order) and
-    whether one is due now (``due``: a version the VEN does not hold, or an unanswered one whose
-    redelivery time has come)."""
-
-    planned: list[_Planned]
-    due: bool
-
-
-def _held(entry: Any) -> Version | None:
-    if not isinstance(entry, Mapping):
-        return None
-    return Version(entry["modification_number"], bool(entry.get("cancelled")))
-
-
-def plan(
-    ctx: Context, ven: VenRecord, stored: list[dict[str, Any]], delivered: Mapping[str, Any],
-    now: datetime,
-) -> Plan:
-    """Work out the next oadrDistributeEvent to ``ven`` from the stored events and its delivery
-    map: every far, near and active event it holds or should hold, every version it does not
-    hold yet (see :func:`~flask_openadr.services.event_rules.version_for_ven`), and every
-    version it has not answered although it must (sent again once
-    :func:`~flask_openadr.services.outbox.redelivery_after` has passed since it was last sent).
-
-    :param ctx: the VTN context.
-    :param ven: the VEN record.
-    :param stored: the stored events.
-    :param delivered: the VEN's delivery map.
-    :param now: the instant of sending.
-    """
-    wait = redelivery_after(ctx, ven)
-    planned: list[_Planned] = []
-    due = False
-    for event in stored:
-        entry = delivered.get(event["event_descriptor"]["event_id"])
-        held = _held(entry)
-        version = version_for_ven(event, ven, held, now)
-        if version is None:
-            continue
-        changed = version != held
-        answer = needs_acknowledgement(event, now)
-        unanswered = not changed and answer and not entry.get("acknowledged")
-        live = not version.cancelled and event_status(event, now) in LIVE_STATUSES
-        if changed or unanswered:
-            sent_at = None if changed else entry.get("sent_at")
-            due = due or changed or sent_at is None or sent_at + wait <= now
-        if changed or unanswered or live:
-            planned.append(_Planned(as_version(event, version, ven), version, changed,
-                                    acknowledged=not answer or (not changed and not unanswered)))
-    order = {id(e): n for n, e in enumerate(order_events([p.event for p in planned], now))}
-    planned.sort(key=lambda p: order[id(p.event)])
-    return Plan(planned, due)
+def refresh_ven(ctx: Context, ven: VenRecord, now: datetime) -> None:
+    """After a VEN's groups, resources or parties changed: mark the events it joins or leaves
+    (see :func:`~flask_openadr.services.delivery.refresh_ven`); inside the transaction that
+    stored the VEN record."""
+    delivery.refresh_ven(ctx, ven, now)
 
 
 def events_for_ven(ctx: Context, ven: VenRecord, now: datetime) -> list[dict[str, Any]]:
     """The stored events the next oadrDistributeEvent to ``ven`` carries, in sending order,
-    each as the version the VEN is sent (see :func:`plan`).
+    each as the version the VEN is sent (see :func:`~flask_openadr.services.delivery.plan`).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of sending.
     """
-    delivered = ctx.store.get_delivered(ven["ven_id"])
-    return [p.event for p in plan(ctx, ven, ctx.store.list_events(), delivered, now).planned]
+    record = delivery.load(ctx, ven["ven_id"])
+    stored = delivery.events_of(ctx, record)
+    return [p.event for p in delivery.plan(ctx, ven, stored, record["events"], now).planned]
 
 
 def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
     """Whether ``ven`` should be sent an oadrDistributeEvent now: one of its events has a
     version it does not hold (new, changed, cancelled or withdrawn), or one it must answer and
     has not, and was last sent at least
-    :func:`~flask_openadr.services.outbox.redelivery_after` ago. A status change alone
-    (far to active, active to completed) is no reason: the VEN derives status from the times
-    it has.
+    :func:`~flask_openadr.services.outbox.redelivery_after` ago. A status change alone (far to
+    active, active to completed) is no reason: the VEN derives status from the times it has.
+
+    A VEN that no change has marked since its last distribution is answered from its delivery
+    record alone (see :mod:`~flask_openadr.services.delivery`).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of the check.
     """
-    delivered = ctx.store.get_delivered(ven["ven_id"])
-    return plan(ctx, ven, ctx.store.list_events(), delivered, now).due
+    record = delivery.load(ctx, ven["ven_id"])
+    if not delivery.is_due(record, now):
+        return False
+    stored = delivery.events_of(ctx, record)
+    if delivery.plan(ctx, ven, stored, record["events"], now).due:
+        return True
+    # Marked, but nothing to send (the change was undone before the VEN polled): put the
+    # record right, so that the next poll reads it alone again.
+    delivery.after_sending(ctx, ven, record, stored, [], now)
+    return False
 
 
 def distribute_event_payload(
@@ -335,7 +281,7 @@ def distribute_event_payload(
     """The oadrDistributeEvent for ``ven`` at ``now``, recorded as delivered.
 
     Call it inside ``ctx.store.atomic()`` together with the encoding of the reply (see
-    :func:`~flask_openadr.services.context.Context.encoded`), so that nothing is recorded as
+    :meth:`~flask_openadr.services.context.Context.reply`), so that nothing is recorded as
     delivered unless its reply was built.
 
     :param ctx: the VTN context.
@@ -351,12 +297,12 @@ def distribute_event_payload(
         None or 0 means no limit (an empty list would tell the VEN every event is cancelled).
     """
     with ctx.store.atomic():
-        delivered = ctx.store.get_delivered(ven["ven_id"])
-        stored = ctx.store.list_events()
-        planned = plan(ctx, ven, stored, delivered, now).planned
+        record = delivery.load(ctx, ven["ven_id"])
+        stored = delivery.events_of(ctx, record)
+        planned = delivery.plan(ctx, ven, stored, record["events"], now).planned
         if reply_limit and reply_limit > 0:
             planned = planned[:reply_limit]
-        ctx.store.set_delivered(ven["ven_id"], _delivered_after(delivered, planned, stored, now))
+        delivery.after_sending(ctx, ven, record, stored, planned, now)
         return _payload(ctx, ven, now, [p.event for p in planned],
                         request_id=request_id, response=response)
 
@@ -380,23 +326,6 @@ def _payload(
     payload["vtn_id"] = ctx.settings.vtn_id
     payload["events"] = [render_event(event, ven["ven_id"], now) for event in events]
     return payload
-
-
-def _delivered_after(
-    delivered: Mapping[str, Any], sent: list[_Planned], stored: list[dict[str, Any]],
-    now: datetime,
-) -> dict[str, Any]:
-    # Entries of deleted events are dropped so the map does not grow forever.
-    known = {event["event_descriptor"]["event_id"] for event in stored}
-    merged = {event_id: entry for event_id, entry in delivered.items() if event_id in known}
-    for item in sent:
-        merged[item.event["event_descriptor"]["event_id"]] = {
-            "modification_number": item.version.modification_number,
-            "cancelled": item.version.cancelled,
-            "sent_at": now,
-            "acknowledged": item.acknowledged,
-        }
-    return merged
 
 
 def _ok(request_id: str) -> dict[str, Any]:
@@ -482,7 +411,8 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     with ctx.store.atomic():
         for record in records:
             ctx.store.put_event_response(record)
-        _acknowledge(ctx, ven_id, records)
+        delivery.acknowledge(ctx, ven_id, [(r["event_id"], r["modification_number"])
+                                           for r in records])
     for record in records:
         ctx.emit(
             "event_response_received",
@@ -520,29 +450,14 @@ def _response_record(
     return record
 
 
-def _acknowledge(ctx: Context, ven_id: str, records: list[EventResponseRecord]) -> None:
-    # An answer to the version the VEN was last sent ends its redelivery (optIn or optOut
-    # alike: either says the VEN has it).
-    delivered = ctx.store.get_delivered(ven_id)
-    changed = False
-    for record in records:
-        entry = delivered.get(record["event_id"])
-        if (isinstance(entry, dict) and not entry.get("acknowledged")
-                and entry["modification_number"] == record["modification_number"]):
-            entry["acknowledged"] = True
-            changed = True
-    if changed:
-        ctx.store.set_delivered(ven_id, delivered)
-
-
 def _check_answers(ctx: Context, ven_id: str, records: list[EventResponseRecord]) -> None:
-    delivered = ctx.store.get_delivered(ven_id) if records else {}
+    entries = delivery.load(ctx, ven_id)["events"] if records else {}
     for record in records:
         event = ctx.store.get_event(record["event_id"])
         if event is None:
             raise InvalidID(description=f"eventID {record['event_id']!r} is not known to this VTN")
         current = event["event_descriptor"]["modification_number"]
-        sent = _held(delivered.get(record["event_id"]))
+        sent = delivery.held(entries.get(record["event_id"]))
         if record["modification_number"] > current and (
             sent is None or record["modification_number"] != sent.modification_number
         ):

@@ -6,7 +6,7 @@ from typing import Any
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..store.base import VenRecord
-from . import opt, outbox, reports, vtn_reports
+from . import delivery, opt, outbox, reports, vtn_reports
 from .context import Context
 from .replies import PROFILES, response
 
@@ -94,6 +94,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         ven["poll_frequency"] = ctx.settings.poll_frequency
         with ctx.store.atomic():
             ctx.store.put_ven(ven)
+            # A renewal may change report_only, and with it which events the VEN gets.
+            delivery.refresh_ven(ctx, ven, ctx.now())
         ctx.emit("registration_created", ven_id=ven["ven_id"],
                  registration_id=registration_id, reregistration=True)
         return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
@@ -129,7 +131,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         # A new registration starts afresh: nothing queued for the old one is sent, every
         # current event is distributed again, and report and opt state begins anew.
         ctx.store.clear_outbox(new_ven_id)
-        ctx.store.set_delivered(new_ven_id, {})
+        delivery.refresh_ven(ctx, ven, ctx.now(), fresh=True)
         _clear_records(ctx, new_ven_id)
         vtn_reports.queue_register_report(ctx, new_ven_id, vtn_offers)
     ctx.emit("registration_created", ven_id=new_ven_id,
