@@ -10,6 +10,10 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from . import liveness
+from .services import retention
+
+#: Seconds between two retention passes of ``flask openadr monitor``.
+RETENTION_EVERY = 60.0
 from .security.fingerprint import fingerprint_from_pem
 
 openadr = AppGroup("openadr", help="Manage the OpenADR VTN of this application.")
@@ -50,7 +54,8 @@ def init_db() -> None:
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None,
               help="Seconds between passes; OPENADR_SWEEP_INTERVAL by default.")
 def monitor(once: bool, interval: float | None) -> None:
-    """Run the liveness sweep in the foreground until Ctrl-C.
+    """Run the liveness sweep (and, once a minute, the event retention sweep) in the
+    foreground until Ctrl-C.
 
     For deployments with OPENADR_BACKGROUND = "off", where no worker runs the sweeper thread.
     Running it beside sweeping workers is harmless: each transition is still decided once.
@@ -59,10 +64,14 @@ def monitor(once: bool, interval: float | None) -> None:
     ctx = state.context
     if interval is None:
         interval = ctx.settings.sweep_interval.total_seconds()
+    retained_at = None
     try:
         while True:
             try:
                 ran = liveness.sweep(ctx)
+                if retained_at is None or time.monotonic() - retained_at >= RETENTION_EVERY:
+                    retained_at = time.monotonic()
+                    retention.sweep(ctx)
             except Exception as exc:  # a pass that failed (store down): report it, keep going
                 if once:
                     raise

@@ -127,7 +127,10 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     "OPENADR_OFFLINE_GRACE": ("offline_grace", Settings.offline_grace, _seconds_at_least(0)),
     "OPENADR_SWEEP_INTERVAL": ("sweep_interval", Settings.sweep_interval, _seconds_at_least(0.1)),
     "OPENADR_CALLBACK_LEASE": ("callback_lease", Settings.callback_lease, _seconds_at_least(1)),
-    # None means: two of the VEN's poll intervals (see services.events.redelivery_after).
+    "OPENADR_EVENT_RETENTION": (
+        "event_retention", Settings.event_retention, _seconds_at_least(0),
+    ),
+    # None means: two of the VEN's poll intervals (see services.outbox.redelivery_after).
     "OPENADR_REDELIVERY_AFTER": (
         "redelivery_after", Settings.redelivery_after, _optional_seconds_at_least(0.1),
     ),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
@@ -11,7 +12,7 @@ from flask import Flask, current_app
 from . import cli, codec, liveness, signals
 from .errors import UnknownEvent
 from .config import load_settings, options_to_keys, resolve_store_uri
-from .services import events, opt, registration, reports, vtn_reports
+from .services import events, opt, registration, reports, retention, vtn_reports
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
@@ -46,6 +47,9 @@ HANDLERS = (
 LATER_HANDLERS: tuple[str, ...] = ()
 LIVENESS_HANDLERS = ("on_ven_online", "on_ven_offline")
 
+#: Seconds between two retention passes of one process's sweeper.
+RETENTION_EVERY = 60.0
+
 # Every app state of this process, so that flask_openadr.gunicorn can start their sweepers in a
 # worker (apps loaded with --preload exist before the fork). liveness.stop_all stops them at exit.
 _STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
@@ -58,6 +62,7 @@ class _AppState:
         self.vtn = vtn
         self.context = context
         self._seen_request = False
+        self._retention_at: float | None = None
         self._app = weakref.ref(app)
         # The thread holds this state weakly, so a running sweeper does not keep a discarded app
         # (and its store) alive: its next pass finds the app gone and stops.
@@ -74,12 +79,19 @@ class _AppState:
         _STATES.add(self)
 
     def sweep_once(self) -> int:
-        """One liveness pass in an application context, as the sweeper thread runs it."""
+        """One liveness pass in an application context, as the sweeper thread runs it, and a
+        retention pass when :data:`RETENTION_EVERY` has passed since this process's last."""
         app = self._app()
         if app is None:
             raise liveness.SweeperDone
         with app.app_context():
-            return liveness.sweep(self.context)
+            ran = liveness.sweep(self.context)
+            now = time.monotonic()
+            if self._retention_at is None or now - self._retention_at >= RETENTION_EVERY:
+                # Less often than liveness: the pass reads every stored event.
+                self._retention_at = now
+                retention.sweep(self.context)
+            return ran
 
     def background_mode(self) -> str:
         """``OPENADR_BACKGROUND``, with the default decided now: "off" while the app is TESTING."""
@@ -384,6 +396,14 @@ class VTN:
         """
         return liveness.sweep(self._context())
 
+    def remove_expired_events(self) -> int:
+        """Remove now, in one batch, the completed and cancelled events (and their responses)
+        whose :data:`OPENADR_EVENT_RETENTION` has passed; the sweeper does it once a minute.
+        See :doc:`events`.
+
+        :returns: how many events were removed.
+        """
+        return retention.sweep(self._context())
 
     # -- reports and opts (see docs/reports.rst and docs/opt.rst) --------------------------
 

@@ -382,6 +382,27 @@ def test_event_responses_are_ordered_by_received_at_then_ven_id(store):
     assert store.list_event_responses("event-3") == []
 
 
+def test_delete_event_responses_removes_every_version_of_one_event(store):
+    store.put_event_response(make_response("007", "event-1", 0))
+    store.put_event_response(make_response("008", "event-1", 1))
+    store.put_event_response(make_response("007", "event-2", 0))
+    store.delete_event_responses("event-1")
+    assert store.list_event_responses("event-1") == []
+    assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["007"]
+    store.delete_event_responses("event-9")  # nothing there: not an error
+    with store.atomic():
+        store.put_event_response(make_response("009", "event-2", 1))
+        store.delete_event_responses("event-2")
+        assert store.list_event_responses("event-2") == []  # the block sees its own writes
+        store.put_event_response(make_response("010", "event-2", 0))
+    assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["010"]
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.delete_event_responses("event-2")
+            raise RuntimeError("roll back")
+    assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["010"]
+
+
 def test_event_response_values_are_copies(store):
     response = make_response("007", "event-1")
     store.put_event_response(response)

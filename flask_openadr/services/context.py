@@ -49,6 +49,8 @@ class Settings:
     # OPENADR_REDELIVERY_AFTER: how long a message that needs an acknowledgement waits for it
     # before it is sent again; None means two of the VEN's poll intervals.
     redelivery_after: timedelta | None = None
+    # OPENADR_EVENT_RETENTION: how long a completed or cancelled event stays in the store.
+    event_retention: timedelta = timedelta(days=7)
 
 
 @dataclass

@@ -30,7 +30,6 @@ from .event_rules import (
     needs_acknowledgement,
     order_events,
     targets_ven,
-    time_status,
     version_for_ven,
 )
 from .outbox import redelivery_after
@@ -165,11 +164,13 @@ def events_of(ctx: Context, record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def plan(ctx: Context, ven: VenRecord, stored: Iterable[dict[str, Any]],
-         entries: Mapping[str, Any], now: datetime) -> Plan:
+         entries: Mapping[str, Any], now: datetime, *, completed: bool = False) -> Plan:
     """Work out the next oadrDistributeEvent to ``ven`` from ``stored`` events and its
     delivery entries: every far, near and active event it holds or should hold, every version it
     does not hold yet, and every version it has not answered although it must (sent again once
     :func:`~flask_openadr.services.outbox.redelivery_after` has passed since it was last sent).
+    ``completed`` also lists the events that ended at the version the VEN holds (an
+    oadrRequestEvent shows them until the retention sweep removes them).
     """
     wait = redelivery_after(ctx, ven)
     planned: list[Planned] = []
@@ -183,7 +184,9 @@ def plan(ctx: Context, ven: VenRecord, stored: Iterable[dict[str, Any]],
         changed = version != was
         answer = needs_acknowledgement(event, now)
         unanswered = not changed and answer and not entry.get("acknowledged")
-        live = not version.cancelled and event_status(event, now) in LIVE_STATUSES
+        status = event_status(event, now)
+        live = not version.cancelled and (
+            status in LIVE_STATUSES or (completed and status == "completed"))
         if changed or unanswered:
             sent_at = None if changed else entry.get("sent_at")
             due = due or changed or sent_at is None or sent_at + wait <= now
@@ -198,8 +201,8 @@ def plan(ctx: Context, ven: VenRecord, stored: Iterable[dict[str, Any]],
 def after_sending(ctx: Context, ven: VenRecord, record: dict[str, Any],
                   stored: list[dict[str, Any]], sent: list[Planned], now: datetime) -> None:
     """Record that ``sent`` went to the VEN at ``now`` and work out when it is next due; drop
-    the entries that can no longer matter (deleted events, events over at the version the VEN
-    holds, answered cancellations of cancelled events)."""
+    the entries that can no longer matter (deleted events, answered cancellations of cancelled
+    events, events marked but never sent that have nothing left to send)."""
     by_id = {event["event_descriptor"]["event_id"]: event for event in stored}
     entries = record["events"]
     for item in sent:
@@ -228,11 +231,11 @@ def _finished(event: Mapping[str, Any], ven: VenRecord, entry: Mapping[str, Any]
     if event["event_descriptor"].get("event_status") == "cancelled":
         # A cancelled event cannot change again: once the VEN has the cancellation (and
         # answered it, when it must), nothing more is ever sent.
-        return was.cancelled and bool(entry.get("acknowledged"))
-    # Over at the version the VEN holds; a withdrawal is kept, so the event is never sent
-    # to that VEN again while it lasts.
-    return (not was.cancelled and was.modification_number == current
-            and time_status(event["active_period"], now) == "completed")
+        return was.cancelled and bool(entry.get("acknowledged")) and \
+            was.modification_number >= current
+    # Anything else stays until the retention sweep deletes the event: a completed event is
+    # still shown to oadrRequestEvent, and a withdrawal keeps the event from that VEN.
+    return False
 
 
 def next_due(ctx: Context, ven: VenRecord, record: Mapping[str, Any],

@@ -31,6 +31,7 @@ __all__ = [
     "time_status",
     "validate_event",
     "version_for_ven",
+    "finished_at",
     "needs_acknowledgement",
     "Version",
     "as_version",
@@ -827,6 +828,22 @@ def version_for_ven(
     if status == "completed" and held is None:
         return None
     return Version(current, False)
+
+
+def finished_at(event: Mapping[str, Any]) -> datetime | None:
+    """When the event was over for good: the later of its end and its cancellation (the
+    modification_date_time of the cancelling version); None while it may still run (not
+    cancelled and open-ended, duration 0). The retention period counts from here.
+
+    :param event: the stored event.
+    """
+    period = event["active_period"]
+    end = period["dtstart"] + period["duration"] if period["duration"] > _ZERO else None
+    descriptor = event["event_descriptor"]
+    if descriptor.get("event_status") != "cancelled":
+        return end
+    cancelled_at = descriptor.get("modification_date_time") or period["dtstart"]
+    return cancelled_at if end is None else max(end, cancelled_at)
 
 
 def needs_acknowledgement(event: Mapping[str, Any], now: datetime) -> bool:

@@ -277,6 +277,7 @@ def distribute_event_payload(
     request_id: str | None = None,
     response: dict[str, Any] | None = None,
     reply_limit: int | None = None,
+    completed: bool = False,
 ) -> dict[str, Any]:
     """The oadrDistributeEvent for ``ven`` at ``now``, recorded as delivered.
 
@@ -295,11 +296,14 @@ def distribute_event_payload(
         push VEN no eiResponse.
     :param reply_limit: the VEN's replyLimit: at most this many events, trimmed from the end.
         None or 0 means no limit (an empty list would tell the VEN every event is cancelled).
+    :param completed: also carry the events that ended at the version the VEN holds (the
+        answer to oadrRequestEvent shows them, with status completed, until they are removed).
     """
     with ctx.store.atomic():
         record = delivery.load(ctx, ven["ven_id"])
         stored = delivery.events_of(ctx, record)
-        planned = delivery.plan(ctx, ven, stored, record["events"], now).planned
+        planned = delivery.plan(ctx, ven, stored, record["events"], now,
+                                completed=completed).planned
         if reply_limit and reply_limit > 0:
             planned = planned[:reply_limit]
         delivery.after_sending(ctx, ven, record, stored, planned, now)
@@ -355,7 +359,7 @@ def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     if not isinstance(chosen, list):
         with ctx.store.atomic():
             reply = distribute_event_payload(ctx, ven, now, response=echo,
-                                             reply_limit=reply_limit)
+                                             reply_limit=reply_limit, completed=True)
             # Built in the same transaction: a reply that cannot be encoded records nothing.
             return ctx.reply("oadrDistributeEvent", reply)
     # Events a handler makes up are sent as they are and not recorded as delivered: the

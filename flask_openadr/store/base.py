@@ -169,6 +169,10 @@ class Store(Protocol):
         then ``modification_number``."""
         ...
 
+    def delete_event_responses(self, event_id: str) -> None:
+        """Remove every response to the event (the retention sweep does, with the event)."""
+        ...
+
     # Outbox
     def push_outbox(self, ven_id: str, item: OutboxItem) -> None: ...
 

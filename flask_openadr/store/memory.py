@@ -262,6 +262,10 @@ class MemoryStore:
         entries.sort(key=lambda e: (e[1][0] is not None, e[1][0] or "", e[0]))
         return [serialize.loads(text) for _, (_, text) in entries]
 
+    def delete_event_responses(self, event_id: str) -> None:
+        with self._guard():
+            self._responses.pop(event_id, None)
+
     # -- outbox --------------------------------------------------------------------------------
 
     def push_outbox(self, ven_id: str, item: OutboxItem) -> None:

@@ -684,6 +684,7 @@ class _Changes:
         self.events = _Ordered()
         self.delivered: dict[str, str | None] = {}  # None: removed
         self.responses: dict[str, dict[str, str]] = {}  # event_id -> field -> record
+        self.responses_cleared: set[str] = set()  # event_ids whose stored responses go first
         self.outboxes: dict[str, _Outbox] = {}
         self.records: dict[tuple[str, str], _Ordered] = {}
         self.liveness: dict[str, dict[str, str] | None] = {}  # None: forgotten
@@ -705,6 +706,7 @@ class _Changes:
             or self.events.changes
             or self.delivered
             or self.responses
+            or self.responses_cleared
             or self.outboxes
             or self.records
         )
@@ -720,6 +722,8 @@ class _Changes:
                 call.op("hdel", [keys.delivered], [ven_id])
             else:
                 call.op("hset", [keys.delivered], [ven_id, text])
+        for event_id in sorted(self.responses_cleared):
+            call.op("del", [keys.responses(event_id)], [])
         for event_id, fields in self.responses.items():
             for field, text in fields.items():
                 call.op("hset", [keys.responses(event_id)], [field, text])
@@ -1170,10 +1174,19 @@ class RedisStore:
             lambda changes: changes.responses.setdefault(event_id, {}).__setitem__(field, text)
         )
 
+    def delete_event_responses(self, event_id: str) -> None:
+        def clear(changes: _Changes) -> None:
+            changes.responses_cleared.add(event_id)
+            changes.responses.pop(event_id, None)
+
+        self._write(clear)
+
     def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
         stored = self._call("hgetall", self._keys.responses(event_id))
         block = self._block()
         if block is not None:
+            if event_id in block.changes.responses_cleared:
+                stored = {}
             stored.update(block.changes.responses.get(event_id, {}))
         responses = [serialize.loads(text) for text in stored.values()]
         # The SQL backends' order: received_at with missing ones first, then the key.

@@ -719,6 +719,10 @@ class SQLStore:
         rows = self._rows(sa.select(vens.c.data).order_by(vens.c.ven_id))
         return [serialize.loads(data) for (data,) in rows]
 
+    def delete_event_responses(self, event_id: str) -> None:
+        table = self.tables.event_responses
+        self._write(lambda c: c.execute(sa.delete(table).where(table.c.event_id == event_id)))
+
     # -- events --------------------------------------------------------------------------------
 
     def put_event(self, event: dict[str, Any]) -> None:

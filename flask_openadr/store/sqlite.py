@@ -507,6 +507,9 @@ class SQLiteStore:
         )
         return [serialize.loads(data) for (data,) in rows]
 
+    def delete_event_responses(self, event_id: str) -> None:
+        self._write("DELETE FROM event_responses WHERE event_id = ?", (event_id,))
+
     # -- outbox --------------------------------------------------------------------------------
 
     def push_outbox(self, ven_id: str, item: OutboxItem) -> None:
