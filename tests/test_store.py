@@ -350,6 +350,35 @@ def test_delivered_map(store):
         store.set_delivered("007", [("event-1", 0)])
 
 
+def test_delivered_maps_of_many_vens_at_once(store):
+    store.set_delivered("007", {"event-1": {"n": 0}})
+    store.set_delivered_many({"008": {"event-2": {"n": 1}}, "009": {"event-3": [1, 2]},
+                              "007": {}})
+    assert store.get_delivered("007") == {}
+    assert store.get_delivered("008") == {"event-2": {"n": 1}}
+    got = store.get_delivered_many(["009", "008", "nobody", "008"])
+    assert got == {"009": {"event-3": [1, 2]}, "008": {"event-2": {"n": 1}}, "nobody": {}}
+    got["008"]["event-2"]["n"] = 5  # a copy
+    assert store.get_delivered("008") == {"event-2": {"n": 1}}
+    many = {f"ven-{n:04d}": {"event": {"n": n}} for n in range(1203)}  # more than one chunk
+    store.set_delivered_many(many)
+    assert store.get_delivered_many(list(many)) == many
+    with store.atomic():
+        store.set_delivered_many({"ven-0001": {}, "ven-0002": {"event": {"n": -2}}})
+        assert store.get_delivered_many(["ven-0001", "ven-0002"]) == {
+            "ven-0001": {}, "ven-0002": {"event": {"n": -2}}}  # the block sees its own writes
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.set_delivered_many({"ven-0003": {}})
+            raise RuntimeError("roll back")
+    assert store.get_delivered("ven-0003") == {"event": {"n": 3}}
+    with pytest.raises(TypeError):
+        store.set_delivered_many({"ven-0004": {}, "ven-0005": [("event", 1)]})
+    assert store.get_delivered("ven-0004") == {"event": {"n": 4}}  # checked before writing
+    assert store.get_delivered_many([]) == {}
+    store.set_delivered_many({})
+
+
 # -- event responses -----------------------------------------------------------------------------
 
 

@@ -34,6 +34,8 @@ from .event_rules import (
 )
 from .outbox import redelivery_after
 
+#: How many VENs a fan-out reads and writes at once.
+FAN_OUT_BATCH = 1000
 #: Statuses in which an event goes to every VEN it targets.
 LIVE_STATUSES = frozenset({"far", "near", "active"})
 # Target keys that select VENs other than by venID: an event using one may reach any VEN.
@@ -79,15 +81,32 @@ def fan_out(ctx: Context, event: dict[str, Any], previous: dict[str, Any] | None
     live = event_status(event, now) in LIVE_STATUSES
     versions = [event] if previous is None else [event, previous]
     marked = 0
+    batch: list[VenRecord] = []
     for ven in _candidates(ctx, versions):
-        if not any(targets_ven(version, ven) for version in versions):
-            continue
-        record = load(ctx, ven["ven_id"])
+        if any(targets_ven(version, ven) for version in versions):
+            batch.append(ven)
+        if len(batch) >= FAN_OUT_BATCH:
+            marked += _mark_batch(ctx, batch, event, event_id, live, now)
+            batch = []
+    if batch:
+        marked += _mark_batch(ctx, batch, event, event_id, live, now)
+    return marked
+
+
+def _mark_batch(ctx: Context, vens: list[VenRecord], event: dict[str, Any], event_id: str,
+                live: bool, now: datetime) -> int:
+    # One read and one write for the whole batch: thousands of VENs cost a few round trips.
+    found = ctx.store.get_delivered_many([ven["ven_id"] for ven in vens])
+    changed: dict[str, dict[str, Any]] = {}
+    for ven in vens:
+        raw = found[ven["ven_id"]]
+        record = {"events": dict(raw.get("events") or {}), "due_at": raw.get("due_at")}
         if event_id in record["events"] or (live and targets_ven(event, ven)):
             _mark(record, event_id, now)
-            save(ctx, ven["ven_id"], record)
-            marked += 1
-    return marked
+            changed[ven["ven_id"]] = record
+    if changed:
+        ctx.store.set_delivered_many(changed)
+    return len(changed)
 
 
 def _candidates(ctx: Context, versions: list[dict[str, Any]]) -> Iterator[VenRecord]:

@@ -34,6 +34,8 @@ from .base import (
     Transition,
     VenRecord,
     check_int,
+    MANY_CHUNK,
+    check_delivered,
     check_max_priority,
     check_record,
     check_record_key,
@@ -244,6 +246,24 @@ class MemoryStore:
                 self._delivered[ven_id] = text
             else:
                 self._delivered.pop(ven_id, None)
+
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        with self._guard():
+            texts = {ven_id: self._delivered.get(ven_id) for ven_id in ven_ids}
+        return {ven_id: {} if text is None else serialize.loads(text)
+                for ven_id, text in texts.items()}
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        with self._guard():
+            for ven_id, text in texts.items():
+                if text is None:
+                    self._delivered.pop(ven_id, None)
+                else:
+                    self._delivered[ven_id] = text
 
     # -- event responses -----------------------------------------------------------------------
 

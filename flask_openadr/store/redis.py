@@ -84,6 +84,8 @@ from .base import (
     OutboxItem,
     Transition,
     VenRecord,
+    MANY_CHUNK,
+    check_delivered,
     check_max_priority,
     event_id_of,
     event_response_key,
@@ -1164,6 +1166,28 @@ class RedisStore:
         self._write(lambda changes: changes.delivered.__setitem__(ven_id, text))
 
     # -- event responses -----------------------------------------------------------------------
+
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        unique = list(dict.fromkeys(ven_ids))
+        texts: dict[str, str | None] = {}
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            texts.update(zip(chunk, self._call("hmget", self._keys.delivered, chunk)))
+        block = self._block()
+        if block is not None:
+            for ven_id in unique:
+                if ven_id in block.changes.delivered:
+                    texts[ven_id] = block.changes.delivered[ven_id]
+        return {ven_id: {} if texts[ven_id] is None else serialize.loads(texts[ven_id])
+                for ven_id in ven_ids}
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        if texts:
+            self._write(lambda changes: changes.delivered.update(texts))
 
     def put_event_response(self, response: EventResponseRecord) -> None:
         ven_id, event_id, modification_number = event_response_key(response)

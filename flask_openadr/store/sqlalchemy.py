@@ -52,6 +52,8 @@ from .base import (
     OutboxItem,
     Transition,
     VenRecord,
+    MANY_CHUNK,
+    check_delivered,
     check_max_priority,
     event_id_of,
     event_response_key,
@@ -768,6 +770,45 @@ class SQLStore:
             return
         values = {"ven_id": ven_id, "data": serialize.dumps(delivered)}
         self._write(lambda c: self._upsert(c, table, values, ["data"]))
+
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        table = self.tables.delivered
+        found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
+        unique = list(dict.fromkeys(ven_ids))
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            rows = self._rows(sa.select(table.c.ven_id, table.c.data)
+                              .where(table.c.ven_id.in_(chunk)))
+            for ven_id, data in rows:
+                found[ven_id] = serialize.loads(data)
+        return found
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        table = self.tables.delivered
+        gone = [ven_id for ven_id, value in delivered.items() if not value]
+        kept = [{"ven_id": ven_id, "data": serialize.dumps(value)}
+                for ven_id, value in delivered.items() if value]
+
+        def write(connection: Any) -> None:
+            for start in range(0, len(gone), MANY_CHUNK):
+                connection.execute(sa.delete(table).where(
+                    table.c.ven_id.in_(gone[start:start + MANY_CHUNK])))
+            if not kept:
+                return
+            if self.features().upsert == "on_conflict":
+                # One statement, many rows: a few round trips for thousands of VENs.
+                statement = _dialect_module(self.backend).insert(table)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["ven_id"], set_={"data": statement.excluded["data"]})
+                for start in range(0, len(kept), MANY_CHUNK):
+                    connection.execute(statement, kept[start:start + MANY_CHUNK])
+            else:
+                for values in kept:
+                    self._upsert(connection, table, values, ["data"])
+
+        self._write(write)
 
     # -- event responses -----------------------------------------------------------------------
 

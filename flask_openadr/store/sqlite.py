@@ -42,6 +42,8 @@ from .base import (
     Transition,
     VenRecord,
     check_int,
+    MANY_CHUNK,
+    check_delivered,
     check_max_priority,
     check_record,
     check_record_key,
@@ -483,6 +485,31 @@ class SQLiteStore:
             "ON CONFLICT (ven_id) DO UPDATE SET data = excluded.data",
             (ven_id, serialize.dumps(delivered)),
         )
+
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
+        unique = list(dict.fromkeys(ven_ids))
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            rows = self._read(
+                f"SELECT ven_id, data FROM delivered WHERE ven_id IN "
+                f"({', '.join('?' * len(chunk))})", tuple(chunk))
+            for ven_id, data in rows:
+                found[ven_id] = serialize.loads(data)
+        return found
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        gone = [(ven_id,) for ven_id, value in delivered.items() if not value]
+        kept = [(ven_id, serialize.dumps(value)) for ven_id, value in delivered.items() if value]
+        with self.atomic():
+            conn = self._connection()
+            with self._errors():
+                conn.sqlite.executemany("DELETE FROM delivered WHERE ven_id = ?", gone)
+                conn.sqlite.executemany(
+                    "INSERT INTO delivered (ven_id, data) VALUES (?, ?) "
+                    "ON CONFLICT (ven_id) DO UPDATE SET data = excluded.data", kept)
 
     # -- event responses -----------------------------------------------------------------------
 
