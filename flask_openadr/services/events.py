@@ -299,7 +299,7 @@ def distribute_event_payload(
     :param completed: also carry the events that ended at the version the VEN holds (the
         answer to oadrRequestEvent shows them, with status completed, until they are removed).
     """
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven["ven_id"]):
         record = delivery.load(ctx, ven["ven_id"])
         stored = delivery.events_of(ctx, record)
         planned = delivery.plan(ctx, ven, stored, record["events"], now,
@@ -357,7 +357,7 @@ def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     chosen = handler(ven["ven_id"]) if handler is not None else None
     now = ctx.now()
     if not isinstance(chosen, list):
-        with ctx.store.atomic():
+        with ctx.store.atomic(ven["ven_id"]):
             reply = distribute_event_payload(ctx, ven, now, response=echo,
                                              reply_limit=reply_limit, completed=True)
             # Built in the same transaction: a reply that cannot be encoded records nothing.
@@ -412,7 +412,7 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     if handler is not None:
         # The answers as the VEN sent them (qualified_event_id nested), after the checks.
         handler({"ven_id": ven_id, "event_responses": copy.deepcopy(answers)})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         for record in records:
             ctx.store.put_event_response(record)
         delivery.acknowledge(ctx, ven_id, [(r["event_id"], r["modification_number"])

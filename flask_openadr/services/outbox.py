@@ -71,7 +71,8 @@ def queued(ctx: Context, ven_id: str, payload_name: str) -> bool:
 def acknowledge(ctx: Context, ven_id: str, key: str) -> None:
     """The VEN acknowledged the sent message ``key`` (see :func:`acknowledgement_key`): it is
     not sent again. A key that waits for nothing is ignored (a repeated acknowledgement)."""
-    ctx.store.delete_record(AWAITING, ven_id, key)
+    with ctx.store.atomic(ven_id):  # the VEN's own data: other VENs need not wait
+        ctx.store.delete_record(AWAITING, ven_id, key)
 
 
 def take(

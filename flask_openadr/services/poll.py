@@ -22,7 +22,7 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     # The reply is encoded inside the transaction that records it as sent: when it cannot be
     # built, the transaction rolls back and the VEN is sent it on a later poll instead.
     wait = outbox.redelivery_after(ctx, ven)
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         item = outbox.take(ctx, ven_id, now, wait, max_priority=outbox.BEFORE_EVENTS,
                            superseded=reports.superseded)
         if item is not None:

@@ -364,7 +364,7 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                          "response_description": eiresponse.get("response_description"),
                          "pending_reports": pending, "accepted": accepted, "refused": refused,
                          "unknown": unknown})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         outbox.acknowledge(ctx, ven_id, request_id)
         for report_request_id in refused:
             ctx.store.delete_record(REPORT_REQUEST, ven_id, report_request_id)
@@ -403,7 +403,7 @@ def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                          "response_description": eiresponse.get("response_description"),
                          "report_request_ids": [r["report_request_id"] for r in ended],
                          "report_to_follow": to_follow, "pending_reports": pending})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         outbox.acknowledge(ctx, ven_id, request_id)
         for record in ended:
             if record["cancel"]["report_to_follow"]:
@@ -439,7 +439,7 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     done = [record for record, _ in checked
             if record["state"] == "final_report" or record["report_back_duration"] == _ZERO]
     if done:
-        with ctx.store.atomic():
+        with ctx.store.atomic(ven_id):
             for record in done:
                 # A one-shot request (reportBackDuration 0) is fulfilled by its report, and a
                 # cancelled one with reportToFollow by its final report.

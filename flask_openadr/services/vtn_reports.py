@@ -154,7 +154,7 @@ def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], reques
         answers = [offers(ctx, ven_id) for _ in metadata]
     except Rejection as rejection:
         return _created(ctx, ven_id, request_id, rejection.response_code, rejection.description)
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         for record in records:
             ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, record["report_request_id"], record)
         for report_request_id, reports in zip(metadata, answers):
@@ -235,7 +235,7 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
     if handler is not None and known:
         handler(ven_id, {"request_id": cancel["request_id"], "report_request_ids": known,
                          "report_to_follow": cancel["report_to_follow"]})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         for report_request_id in known:
             if cancel["report_to_follow"]:
                 record = records[report_request_id]

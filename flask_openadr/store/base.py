@@ -107,11 +107,17 @@ class Store(Protocol):
     and nothing is written. Driver failures raise :class:`~flask_openadr.errors.StoreError`.
     """
 
-    def atomic(self) -> contextlib.AbstractContextManager[None]:
+    def atomic(self, ven_id: str | None = None) -> contextlib.AbstractContextManager[None]:
         """Group calls into one transaction: all of them take effect, or (when the block raises)
         none does. Re-entrant: a nested ``atomic()`` joins the outermost block, so its writes are
-        committed or rolled back with it (there are no savepoints). While a block is open, other
-        writers, in this process or any other, wait for it."""
+        committed or rolled back with it (there are no savepoints), whatever its ``ven_id``.
+
+        Without ``ven_id`` the block is VTN-wide: while it is open, other writers, in this
+        process or any other, wait for it. With ``ven_id`` the block promises to write only that
+        VEN's data (its delivery record, outbox, records and event responses; it may read
+        anything): it waits for VTN-wide blocks and for blocks of the same VEN, and VTN-wide
+        blocks wait for it, but blocks of other VENs need not wait. A backend that cannot tell
+        them apart (one writer at a time, as SQLite) treats every block as VTN-wide."""
         ...
 
     def close(self) -> None:

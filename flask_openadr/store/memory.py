@@ -132,8 +132,9 @@ class MemoryStore:
         return self._lock
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic`."""
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (one
+        process, one lock)."""
         with self._guard():
             outermost = self._depth == 0
             if outermost:

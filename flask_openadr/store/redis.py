@@ -998,8 +998,9 @@ class RedisStore:
         return block
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic` and the module docstring.
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic` and the module docstring. Every
+        block takes the one write lock, ``ven_id`` or not (a per-VEN lock is not written yet).
 
         The outermost block holds the write lock from its start to its end; its writes reach
         Redis in one script at the end, which checks the lock is still the block's. A block

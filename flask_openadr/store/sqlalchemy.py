@@ -309,6 +309,12 @@ def _literal(text: str) -> Any:
     return sa.literal_column(f"'{text}'", sa.String())
 
 
+_SCOPED_LOCK = None if sa is None else sa.text(
+    "WITH vtn AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(:vtn) AS held) "
+    "SELECT pg_advisory_xact_lock(:ven) FROM vtn"
+)
+
+
 def _advisory_key(prefix: str) -> int:
     """The PostgreSQL advisory lock key of one VTN's tables: a signed 64-bit hash of the prefix."""
     digest = hashlib.blake2b(f"flask-openadr:{prefix}".encode(), digest_size=8).digest()
@@ -574,9 +580,19 @@ class SQLStore:
             block.depth = 0
         return block
 
-    def _lock_writers(self, connection: Any) -> None:
-        """Make every other writer of these tables wait until this transaction ends."""
-        if self._postgresql:
+    def _lock_writers(self, connection: Any, ven_id: str | None = None) -> None:
+        """Make every other writer of these tables (of this VEN, with ``ven_id``) wait until
+        this transaction ends."""
+        if self._postgresql and ven_id is not None:
+            # One round trip for both: the VTN's lock shared, then the VEN's exclusively. The
+            # order matters (PostgreSQL queues a shared request behind a waiting exclusive one,
+            # so taking the VEN's lock first could close a cycle); the materialised CTE is
+            # evaluated before the outer SELECT, which fixes it.
+            connection.execute(_SCOPED_LOCK, {
+                "vtn": self._advisory_key,
+                "ven": _advisory_key(f"{self.table_prefix}\0{ven_id}"),
+            })
+        elif self._postgresql:
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self._advisory_key)))
         else:
             meta = self.tables.meta
@@ -585,12 +601,15 @@ class SQLStore:
             )
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
         """See :meth:`flask_openadr.store.base.Store.atomic`.
 
         The outermost block takes a connection from the pool, begins a transaction and takes
         the writer lock (see the module documentation) before anything else, so a second
-        writer, in any thread of any process, waits there before it has read anything.
+        writer, in any thread of any process, waits there before it has read anything. On
+        PostgreSQL a block with ``ven_id`` takes the VTN's advisory lock shared and the VEN's
+        own advisory lock exclusively, so blocks of different VENs run side by side while
+        VTN-wide blocks (which take the VTN's lock exclusively) still exclude them all.
         """
         block = self._current()
         if block.connection is not None:
@@ -605,7 +624,7 @@ class SQLStore:
             connection = self._engine().connect()
             try:
                 transaction = connection.begin()
-                self._lock_writers(connection)
+                self._lock_writers(connection, ven_id)
             except BaseException:
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
                     connection.close()

@@ -346,8 +346,9 @@ class SQLiteStore:
     # -- transactions --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic`.
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (SQLite
+        has one writer at a time, so blocks are kept short instead).
 
         The outermost block runs ``BEGIN IMMEDIATE``, which takes the database's write lock at
         once: a second writer (any thread, any process) waits there, before it has read
