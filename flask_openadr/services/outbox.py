@@ -83,6 +83,7 @@ def take(
     *,
     max_priority: int | None = None,
     superseded: Callable[[Context, str, Mapping[str, Any]], bool] = lambda *args: False,
+    awaiting: list[dict[str, Any]] | None = None,
 ) -> OutboxItem | None:
     """The VEN's next message, recorded as sent at ``now``; call it inside ``ctx.store.atomic()``
     with the encoding of the reply.
@@ -94,9 +95,14 @@ def take(
     acknowledged another way) is dropped instead of sent.
 
     :param max_priority: consider only priorities up to this one.
+    :param awaiting: the VEN's AWAITING records when the caller has read them already (a poll
+        takes twice and reads them once: a take that returns nothing changes none of those it
+        considered).
     """
     due = None
-    for record in ctx.store.list_records(AWAITING, ven_id):
+    if awaiting is None:
+        awaiting = ctx.store.list_records(AWAITING, ven_id)
+    for record in awaiting:
         item = record["item"]
         if max_priority is not None and item["priority"] > max_priority:
             continue

@@ -23,13 +23,16 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     # built, the transaction rolls back and the VEN is sent it on a later poll instead.
     wait = outbox.redelivery_after(ctx, ven)
     with ctx.store.atomic(ven_id):
+        awaiting = ctx.store.list_records(outbox.AWAITING, ven_id)
         item = outbox.take(ctx, ven_id, now, wait, max_priority=outbox.BEFORE_EVENTS,
-                           superseded=reports.superseded)
+                           superseded=reports.superseded, awaiting=awaiting)
         if item is not None:
             return ctx.reply(item["payload_name"], item["payload"])
         if events.distribution_pending(ctx, ven, now):
             return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
-        item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded)
+        item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded,
+                           awaiting=[r for r in awaiting
+                                     if r["item"]["priority"] > outbox.BEFORE_EVENTS])
         if item is not None:
             return ctx.reply(item["payload_name"], item["payload"])
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}
