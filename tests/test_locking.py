@@ -1,5 +1,5 @@
 """No VTN-wide lock on the per-VEN paths: while one VEN's transaction is open, other VENs'
-polls and event responses complete, and VTN-wide writes still wait for it (PostgreSQL)."""
+polls and event responses complete, and VTN-wide writes still wait for it (PostgreSQL, Redis)."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from backends import postgresql_uri
+from backends import URI_FACTORIES
 from conftest import T0
 from flask_openadr.services import events, handle
 from flask_openadr.services.context import Context, Settings
@@ -17,9 +17,9 @@ from flask_openadr.store import open_store
 VENS = ("ven-a", "ven-b", "ven-c")
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    store = open_store(postgresql_uri(tmp_path))
+@pytest.fixture(params=["postgresql", "redis"])
+def ctx(request, tmp_path):
+    store = open_store(URI_FACTORIES[request.param](tmp_path))
     context = Context(settings=Settings(), store=store, clock=lambda: T0)
     for ven_id in VENS:
         store.put_ven({"ven_id": ven_id, "registration_id": f"reg-{ven_id}",
