@@ -7,7 +7,10 @@ and reports it per request (``X-Lock-Wait``) beside the request's own time (``X-
 64 client threads, one VEN each, poll as fast as they are answered for ``--seconds``; every
 ``--event-every`` seconds an event for all VENs is added, so polls distribute and VENs answer
 (oadrCreatedEvent) as well as find nothing. Reported per backend: requests per second and the
-share of server time spent waiting for locks.
+share of server time spent waiting for locks (measured in the worker around each lock
+acquisition, which on PostgreSQL includes the lock statement's own round trip) and, on
+PostgreSQL, the share of the VTN's active statements that the server shows waiting for a lock
+(sampled from pg_stat_activity).
 
     python bench/bench_locks.py                          # postgresql and redis, when reachable
     python bench/bench_locks.py --backends postgresql --seconds 20
@@ -37,6 +40,9 @@ from flask import Flask  # noqa: E402
 from flask_openadr import VTN, codec  # noqa: E402
 
 PREFIX = "/OpenADR2/Simple/2.0b"
+#: The application_name of this run's PostgreSQL sessions, so that the sampler counts them only
+#: (other programs may use the same server).
+APPLICATION_NAME = f"bench-locks-{os.getpid()}"
 
 
 def post(port: int, path: str, body: bytes) -> tuple[bytes, float, float]:
@@ -51,6 +57,27 @@ def post(port: int, path: str, body: bytes) -> tuple[bytes, float, float]:
                 float(response.headers["X-Server-Time"]))
     finally:
         conn.close()
+
+
+def sample_postgresql(uri: str, stop_at: float, sampled: dict) -> None:
+    """Every 5 ms, count this run's PostgreSQL sessions that are working on a statement and
+    those of them that wait for a lock (wait_event_type 'Lock'): the share of statement time
+    spent waiting for locks, as the server sees it (the client-side figure also counts the lock
+    statement's own round trip)."""
+    import psycopg
+
+    libpq = "postgresql://" + uri.partition("://")[2].partition("?")[0]
+    with psycopg.connect(libpq, autocommit=True) as connection:
+        while time.monotonic() < stop_at:
+            for wait_type, wait_event in connection.execute(
+                    "SELECT wait_event_type, wait_event FROM pg_stat_activity "
+                    "WHERE application_name = %s AND state = 'active'", (APPLICATION_NAME,)):
+                sampled["busy"] += 1
+                sampled["lock"] += wait_type == "Lock"
+                if wait_type == "Lock":
+                    kinds = sampled.setdefault("kinds", {})
+                    kinds[wait_event] = kinds.get(wait_event, 0) + 1
+            time.sleep(0.005)
 
 
 def run(name: str, uri: str, tmp: str, args: argparse.Namespace) -> dict:
@@ -103,6 +130,10 @@ def run(name: str, uri: str, tmp: str, args: argparse.Namespace) -> dict:
                 totals["server"] += spent
 
         threads = [threading.Thread(target=ven_loop, args=(v,)) for v in ven_ids]
+        sampled = {"busy": 0, "lock": 0}
+        if name == "postgresql":
+            threads.append(threading.Thread(target=sample_postgresql,
+                                            args=(uri, stop_at, sampled)))
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -117,9 +148,13 @@ def run(name: str, uri: str, tmp: str, args: argparse.Namespace) -> dict:
         for thread in threads:
             thread.join()
         wall = time.monotonic() - started
-        return {"requests_per_s": totals["requests"] / wall, "events_added": added,
-                "lock_wait_share": totals["wait"] / totals["server"],
-                "server_ms_per_request": totals["server"] * 1000 / totals["requests"]}
+        row = {"requests_per_s": totals["requests"] / wall, "events_added": added,
+               "lock_wait_share": totals["wait"] / totals["server"],
+               "server_ms_per_request": totals["server"] * 1000 / totals["requests"]}
+        if sampled["busy"]:
+            row["pg_lock_wait_share"] = sampled["lock"] / sampled["busy"]
+            row["pg_lock_waits"] = sampled.get("kinds", {})
+        return row
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -138,7 +173,10 @@ def main() -> None:
             if name in SERVER_PORTS and not reachable(SERVER_PORTS[name]):
                 print(f"{name}: skipped, no server on 127.0.0.1:{SERVER_PORTS[name]}")
                 continue
-            row = run(name, backend_uris(tmp)[name], tmp, args)
+            uri = backend_uris(tmp)[name]
+            if name == "postgresql":
+                uri += f"&application_name={APPLICATION_NAME}"
+            row = run(name, uri, tmp, args)
             print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                     for k, v in row.items()}), flush=True)
 
