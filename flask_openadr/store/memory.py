@@ -34,7 +34,6 @@ from .base import (
     Transition,
     VenRecord,
     check_int,
-    MANY_CHUNK,
     check_delivered,
     check_max_priority,
     check_record,
