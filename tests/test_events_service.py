@@ -975,3 +975,34 @@ def test_the_handler_sees_the_answers_and_its_rejection_leaves_the_store_unchang
         events.created_event(ctx, ven, created_payload(created(opt_type="optOut")))
     assert caught.value.response_code == 451
     assert [r["opt_type"] for r in events.event_responses(ctx, "e1")] == ["optIn"]
+
+
+def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
+    from test_poll import CountingStore
+
+    from flask_openadr.services import delivery, retention
+
+    for n in range(30):
+        events.add_event(ctx, make(f"other-{n}", ven_id=f"other-{n}"))
+    events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]}))
+    events.add_event(ctx, make("to-all"))
+    events.add_event(ctx, make("to-me", ven_id="ven-a"))
+    counting = CountingStore(store)
+    ctx.store = counting
+    joined = ven_record(group_ids=["north"])
+    store.put_ven(joined)
+    delivery.refresh_ven(ctx, joined, T0, fresh=True)
+    assert "list_events" not in counting.calls
+    assert counting.calls.count("get_event") == 3
+    assert sorted(store.get_delivered("ven-a")["events"]) == ["to-all", "to-me", "to-north"]
+    # Retargeting and removal keep the index right.
+    ctx.store = store
+    events.modify_event(ctx, "to-me", ven_id="ven-b")
+    index = {owner: [r["event_id"] for r in store.list_records(delivery.EVENT_TARGETS, owner)]
+             for owner in ("ven_ids:ven-a", "ven_ids:ven-b", "group_ids:north", "*")}
+    assert index == {"ven_ids:ven-a": [], "ven_ids:ven-b": ["to-me"],
+                     "group_ids:north": ["to-north"], "*": ["to-all"]}
+    ctx.settings.event_retention = timedelta(0)
+    ctx.clock = lambda: T0 + 3 * H
+    assert retention.sweep(ctx) == 33
+    assert store.list_records(delivery.EVENT_TARGETS, "group_ids:north") == []

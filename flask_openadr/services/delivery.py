@@ -127,12 +127,22 @@ def refresh_ven(ctx: Context, ven: VenRecord, now: datetime, *, fresh: bool = Fa
     report-only) may affect: events that now target it and it does not hold, and events it
     holds that no longer target it (a withdrawal). ``fresh`` starts from an empty record (a new
     registration: every current event is sent again). Call it inside the transaction that
-    stores the VEN record."""
+    stores the VEN record.
+
+    Only the events the target index (:func:`index_event`) lists for the VEN's venID, groups,
+    resources and parties, those aimed at every VEN, and those it holds are read, not every
+    stored event."""
     ven_id = ven["ven_id"]
     record = {"events": {}, "due_at": None} if fresh else load(ctx, ven_id)
     changed = fresh
-    for event in ctx.store.list_events():
-        event_id = event["event_descriptor"]["event_id"]
+    candidates = dict.fromkeys(record["events"])
+    for selector in _ven_selectors(ven):
+        for entry in ctx.store.list_records(EVENT_TARGETS, selector):
+            candidates[entry["event_id"]] = None
+    for event_id in candidates:
+        event = ctx.store.get_event(event_id)
+        if event is None:
+            continue
         entry = record["events"].get(event_id)
         if entry is None:
             if targets_ven(event, ven) and event_status(event, now) in LIVE_STATUSES:
@@ -143,6 +153,50 @@ def refresh_ven(ctx: Context, ven: VenRecord, now: datetime, *, fresh: bool = Fa
             changed = True
     if changed:
         save(ctx, ven_id, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# The target index: which events may concern a VEN, without reading every event.
+
+#: Store record kind of the target index. Under the owner ``"<target key>:<value>"`` (such as
+#: ``"group_ids:north"``), or ``"*"`` for events that name no VEN, group, resource or party, one
+#: record ``{"event_id"}`` per event whose target names it, keyed by eventID.
+EVENT_TARGETS = "event_target"
+_EVERY_VEN = "*"
+_VEN_KEYS = ("ven_ids", "group_ids", "resource_ids", "party_ids", "group_names")
+
+
+def _event_selectors(event: Mapping[str, Any]) -> set[str]:
+    target = event.get("target") or {}
+    found = {f"{key}:{value}" for key in _VEN_KEYS for value in target.get(key) or []}
+    return found or {_EVERY_VEN}
+
+
+def _ven_selectors(ven: Mapping[str, Any]) -> list[str]:
+    selectors = [_EVERY_VEN, f"ven_ids:{ven['ven_id']}"]
+    for key in _VEN_KEYS[1:]:
+        selectors.extend(f"{key}:{value}" for value in ven.get(key) or [])
+    return selectors
+
+
+def index_event(ctx: Context, event: Mapping[str, Any],
+                previous: Mapping[str, Any] | None = None) -> None:
+    """Keep the target index right for a new or changed event; inside the transaction that
+    stores it."""
+    event_id = event["event_descriptor"]["event_id"]
+    new = _event_selectors(event)
+    old = _event_selectors(previous) if previous is not None else set()
+    for selector in sorted(old - new):
+        ctx.store.delete_record(EVENT_TARGETS, selector, event_id)
+    for selector in sorted(new - old):
+        ctx.store.put_record(EVENT_TARGETS, selector, event_id, {"event_id": event_id})
+
+
+def unindex_event(ctx: Context, event: Mapping[str, Any]) -> None:
+    """Drop a removed event from the target index; inside the transaction that removes it."""
+    event_id = event["event_descriptor"]["event_id"]
+    for selector in sorted(_event_selectors(event)):
+        ctx.store.delete_record(EVENT_TARGETS, selector, event_id)
 
 
 # ---------------------------------------------------------------------------------------------

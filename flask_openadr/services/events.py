@@ -92,6 +92,7 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
                 "modify_event or cancel_event to change the existing event)"
             )
         ctx.store.put_event(event)
+        delivery.index_event(ctx, event)
         delivery.fan_out(ctx, event, None, ctx.now())
     ctx.emit("event_added", event_id=event_id, modification_number=0)
     return event_id
@@ -132,6 +133,7 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
         validate_event(updated)
         check_sendable(ctx, updated)
         ctx.store.put_event(updated)
+        delivery.index_event(ctx, updated, current)
         delivery.fan_out(ctx, updated, current, now)
     ctx.emit(
         "event_modified",

@@ -1,6 +1,7 @@
 """Retention: the background sweep that removes completed and cancelled events, in batches."""
 from __future__ import annotations
 
+from . import delivery
 from .context import Context
 from .event_rules import finished_at
 
@@ -38,5 +39,6 @@ def sweep(ctx: Context, limit: int = BATCH) -> int:
                 continue
             ctx.store.delete_event(event_id)
             ctx.store.delete_event_responses(event_id)
+            delivery.unindex_event(ctx, current)
         removed += 1
     return removed
