@@ -1006,3 +1006,15 @@ def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
     ctx.clock = lambda: T0 + 3 * H
     assert retention.sweep(ctx) == 33
     assert store.list_records(delivery.EVENT_TARGETS, "group_ids:north") == []
+
+
+def test_a_poll_that_read_the_ven_before_a_group_change_still_sends_the_withdrawal(ctx, store):
+    north = ven_record(group_ids=["north"])
+    store.put_ven(north)
+    events.add_event(ctx, make(targets={"group_ids": ["north"]}, response_required="never"))
+    events.distribute_event_payload(ctx, north, T0)
+    stale = dict(north)  # what the poll's authentication read, before the change committed
+    move(ctx, north, group_ids=[])
+    assert events.distribution_pending(ctx, stale, T0)
+    payload = events.distribute_event_payload(ctx, stale, T0)
+    assert descriptor(payload["events"][0])["event_status"] == "cancelled"

@@ -262,6 +262,7 @@ def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
     record = delivery.load(ctx, ven["ven_id"])
     if not delivery.is_due(record, now):
         return False
+    ven = _current_ven(ctx, ven)
     stored = delivery.events_of(ctx, record)
     if delivery.plan(ctx, ven, stored, record["events"], now).due:
         return True
@@ -303,6 +304,7 @@ def distribute_event_payload(
     """
     with ctx.store.atomic(ven["ven_id"]):
         record = delivery.load(ctx, ven["ven_id"])
+        ven = _current_ven(ctx, ven) if delivery.is_due(record, now) else ven
         stored = delivery.events_of(ctx, record)
         planned = delivery.plan(ctx, ven, stored, record["events"], now,
                                 completed=completed).planned
@@ -311,6 +313,12 @@ def distribute_event_payload(
         delivery.after_sending(ctx, ven, record, stored, planned, now)
         return _payload(ctx, ven, now, [p.event for p in planned],
                         request_id=request_id, response=response)
+
+
+def _current_ven(ctx: Context, ven: VenRecord) -> VenRecord:
+    # The caller read the VEN record before its transaction; a group change committed since
+    # would be planned with the old groups and its withdrawal lost, so read it again.
+    return ctx.store.get_ven(ven["ven_id"]) or ven
 
 
 def _payload(
