@@ -24,15 +24,14 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     wait = outbox.redelivery_after(ctx, ven)
     with ctx.store.atomic(ven_id):
         awaiting = ctx.store.list_records(outbox.AWAITING, ven_id)
-        item = outbox.take(ctx, ven_id, now, wait, max_priority=outbox.BEFORE_EVENTS,
-                           superseded=reports.superseded, awaiting=awaiting)
-        if item is not None:
-            return ctx.reply(item["payload_name"], item["payload"])
-        if events.distribution_pending(ctx, ven, now):
-            return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
+        # Whether events are due decides whether the outbox is taken in two steps (the
+        # messages that go before a distribution, then the rest) or, as for most polls, one.
+        events_due = events.distribution_pending(ctx, ven, now)
         item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded,
-                           awaiting=[r for r in awaiting
-                                     if r["item"]["priority"] > outbox.BEFORE_EVENTS])
+                           max_priority=outbox.BEFORE_EVENTS if events_due else None,
+                           awaiting=awaiting)
         if item is not None:
             return ctx.reply(item["payload_name"], item["payload"])
+        if events_due:
+            return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}
