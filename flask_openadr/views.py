@@ -66,7 +66,9 @@ def handle_request(service: str) -> Response:
     ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
              payload=payload)
     try:
-        outcome = services.handle(ctx, service, payload_name, payload, fingerprint)
+        # One pooled connection for the whole request on the SQL store (a no-op elsewhere).
+        with ctx.store.session():
+            outcome = services.handle(ctx, service, payload_name, payload, fingerprint)
         body = outcome.body or codec.encode(outcome.payload_name, outcome.payload)
     except StoreError:
         logger.exception("OpenADR store unavailable while handling %s at %s", payload_name,

@@ -1767,3 +1767,18 @@ def test_sqlite_liveness_sweeps_read_only_the_partial_indexes(sqlite_store):
         finally:
             connection.set_progress_handler(None, 1)
         assert len(steps) < 200, f"{len(steps)} VM steps for 3 rows of 3003"
+
+
+def test_a_session_changes_nothing_a_caller_can_see(store):
+    with store.session():
+        store.put_ven({"ven_id": "007", "registration_id": "r"})
+        with store.atomic("007"):
+            store.set_delivered("007", {"e": 1})
+        with pytest.raises(RuntimeError):
+            with store.atomic():
+                store.set_delivered("007", {"e": 2})
+                raise RuntimeError("roll back")
+        with store.session():
+            assert store.get_delivered("007") == {"e": 1}
+    assert store.get_ven("007")["registration_id"] == "r"
+    assert store.get_delivered("007") == {"e": 1}

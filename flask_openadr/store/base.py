@@ -120,6 +120,14 @@ class Store(Protocol):
         them apart (one writer at a time, as SQLite) treats every block as VTN-wide."""
         ...
 
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Hold what one request needs for its whole length: the SQL store takes one pooled
+        connection for every call this thread makes until the end (in autocommit outside
+        :meth:`atomic` blocks, whose transactions run on it too), instead of one per call. The
+        VTN opens one around each OpenADR request. Re-entrant; backends without a connection
+        pool do nothing."""
+        ...
+
     def close(self) -> None:
         """Release this process's resources (connections). The store may still be used
         afterwards; it reconnects when needed. Never touches resources inherited over fork. Call it

@@ -131,6 +131,11 @@ class MemoryStore:
         return self._lock
 
     @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        yield
+
+    @contextlib.contextmanager
     def atomic(self, ven_id: str | None = None) -> Iterator[None]:
         """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (one
         process, one lock)."""

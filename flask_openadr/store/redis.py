@@ -1078,6 +1078,11 @@ class RedisStore:
         return block
 
     @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        yield
+
+    @contextlib.contextmanager
     def atomic(self, ven_id: str | None = None) -> Iterator[None]:
         """See :meth:`flask_openadr.store.base.Store.atomic` and the module docstring. Every
         block with ``ven_id`` takes that VEN's lock and a place among the open per-VEN blocks,

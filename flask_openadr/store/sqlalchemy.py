@@ -354,6 +354,7 @@ class _Block(threading.local):
     pid = 0
     connection: Any = None
     depth = 0
+    session: Any = None  # the connection session() holds for the thread, in autocommit mode
 
 
 class SQLStore:
@@ -578,6 +579,7 @@ class SQLStore:
             block.pid = os.getpid()
             block.connection = None
             block.depth = 0
+            block.session = None
         return block
 
     def _lock_writers(self, connection: Any, ven_id: str | None = None) -> None:
@@ -620,14 +622,20 @@ class SQLStore:
                 block.depth -= 1
             return
         self._ensure_schema()
+        owned = block.session is None  # else the session's connection, kept after the block
         with self._errors():
-            connection = self._engine().connect()
+            if owned:
+                connection = self._engine().connect()
+            else:
+                connection = block.session
+                if connection.in_transaction():
+                    connection.commit()
+                connection.execution_options(isolation_level=connection.default_isolation_level)
             try:
                 transaction = connection.begin()
                 self._lock_writers(connection, ven_id)
             except BaseException:
-                with contextlib.suppress(sa.exc.SQLAlchemyError):
-                    connection.close()
+                self._end_block_connection(connection, owned)
                 raise
         block.connection, block.depth = connection, 1
         try:
@@ -639,15 +647,45 @@ class SQLStore:
             # The block's own exception is the one to see; a failed rollback only adds to it.
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 transaction.rollback()
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                connection.close()
+            self._end_block_connection(connection, owned)
             raise
         try:
             with self._errors():
                 transaction.commit()
         finally:
+            # Back to the pool (rolled back there if the commit failed), or to the session.
+            self._end_block_connection(connection, owned)
+
+    @staticmethod
+    def _end_block_connection(connection: Any, owned: bool) -> None:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            if owned:
+                connection.close()
+            else:
+                if connection.in_transaction():
+                    connection.rollback()
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`: one connection from the pool
+        for everything this thread does until the end, in autocommit outside atomic() blocks
+        (whose transactions run on it too). Re-entrant; inside a block, nothing changes."""
+        block = self._current()
+        if block.session is not None or block.connection is not None:
+            yield
+            return
+        self._ensure_schema()
+        with self._errors():
+            connection = self._engine().connect()
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        block.session = connection
+        try:
+            yield
+        finally:
+            block.session = None
             with contextlib.suppress(sa.exc.SQLAlchemyError):
-                connection.close()  # back to the pool (rolled back there if the commit failed)
+                connection.close()
 
     def _run(self, work: Callable[[Any], T]) -> T:
         """``work(connection)`` inside this thread's block, or else as one statement in its own
@@ -656,6 +694,20 @@ class SQLStore:
         with self._errors():
             if block.connection is not None:
                 return work(block.connection)
+            if block.session is not None:
+                session = block.session
+                try:
+                    result = work(session)
+                except BaseException:
+                    # The statement's own error is the one to see (a broken connection makes
+                    # SQLAlchemy refuse anything but a rollback).
+                    with contextlib.suppress(sa.exc.SQLAlchemyError):
+                        session.rollback()
+                    raise
+                # Autocommit at the database; this ends SQLAlchemy's autobegun transaction.
+                if session.in_transaction():
+                    session.commit()
+                return result
             self._ensure_schema()
             with self._engine().connect() as connection:
                 connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -346,6 +346,11 @@ class SQLiteStore:
     # -- transactions --------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        yield
+
+    @contextlib.contextmanager
     def atomic(self, ven_id: str | None = None) -> Iterator[None]:
         """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (SQLite
         has one writer at a time, so blocks are kept short instead).
