@@ -268,6 +268,14 @@ def test_openleadr_client_hears_of_every_change_that_affects_it(served, tmp_path
                 vtn.modify_event(moved, ven_id="some-other-ven")
             await wait_for(lambda: len(versions(past)) >= 2 and len(versions(grouped)) >= 2
                            and len(versions(moved)) >= 2)
+
+            def answered_withdrawal():
+                with app.app_context():
+                    return any(r["ven_id"] == ven_id and r["modification_number"] == 1
+                               for r in vtn.event_responses(grouped))
+
+            # The VEN answers the withdrawal (at the number it was sent) after its handler ran.
+            await wait_for(answered_withdrawal)
             return ven_id, past, grouped, moved
         finally:
             await client.stop()
