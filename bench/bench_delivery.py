@@ -77,6 +77,33 @@ class Server:
         self.process.wait(timeout=10)
 
 
+def remove(uri: str) -> None:
+    """Drop what a run wrote under its own table prefix or key prefix (a shared server keeps
+    nothing of the benchmark). SQLite files go with the temporary directory."""
+    if uri.startswith("postgresql"):
+        import psycopg
+
+        prefix = uri.partition("table_prefix=")[2].partition("&")[0]
+        libpq = "postgresql://" + uri.partition("://")[2].partition("?")[0]
+        with psycopg.connect(libpq, autocommit=True) as connection:
+            names = [name for (name,) in connection.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND starts_with(tablename, %s)", (prefix,))]
+            if names:
+                connection.execute("DROP TABLE IF EXISTS "
+                                   + ", ".join(f'"{name}"' for name in names) + " CASCADE")
+    elif uri.startswith("redis"):
+        import redis
+
+        prefix = uri.partition("prefix=")[2].partition("&")[0]
+        client = redis.Redis.from_url(uri.partition("?")[0])
+        try:
+            for key in client.scan_iter(match=prefix + "*", count=1000):
+                client.unlink(key)
+        finally:
+            client.close()
+
+
 def load(port: int, bodies: list[bytes], seconds: float, threads: int) -> dict:
     for body in bodies[:20]:  # warm up
         request(port, "POST", POLL_PATH, body)
@@ -147,6 +174,7 @@ def bench_polls(name: str, tmp: str, args: argparse.Namespace) -> dict:
             result = load(server.port, bodies, args.seconds, args.threads)
         finally:
             server.stop()
+            remove(uri)
         row[f"{label}_cpu_ms"] = result["cpu_ms_per_poll"]
         row[f"{label}_polls_per_s"] = result["polls_per_s"]
     row["crowded/empty"] = row["crowded_cpu_ms"] / row["empty_cpu_ms"]
@@ -184,6 +212,7 @@ def bench_group(name: str, tmp: str, group_vens: int) -> dict:
         assert all("group-event" in record["events"] for record in due.values())
     finally:
         store.close()
+        remove(uri)
     return {"group_vens": group_vens, "group_event_s": elapsed}
 
 

@@ -33,6 +33,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 
+from bench_delivery import remove  # noqa: E402
 from bench_poll_sweep import SERVER_PORTS, backend_uris, free_port, reachable, request  # noqa: E402
 
 from flask import Flask  # noqa: E402
@@ -176,7 +177,10 @@ def main() -> None:
             uri = backend_uris(tmp)[name]
             if name == "postgresql":
                 uri += f"&application_name={APPLICATION_NAME}"
-            row = run(name, uri, tmp, args)
+            try:
+                row = run(name, uri, tmp, args)
+            finally:
+                remove(uri)
             print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                     for k, v in row.items()}), flush=True)
 
