@@ -118,3 +118,4 @@ def test_an_empty_poll_costs_the_same_whatever_the_number_of_vens_and_events(sto
     assert alone == crowded
     assert "list_events" not in crowded and "list_vens" not in crowded
     assert "get_event" not in crowded  # nothing is due: the delivery record alone answers
+    assert "atomic" not in crowded  # and without a transaction, so it takes no write lock

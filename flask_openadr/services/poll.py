@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..store.base import VenRecord
-from . import events, outbox, reports
+from . import delivery, events, outbox, reports
 from .context import Context, Reply
 from .replies import response
 
@@ -19,9 +19,13 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
             name, reply = result
             return name, reply
     now = ctx.now()
+    wait = outbox.redelivery_after(ctx, ven)
+    if _nothing_pending(ctx, ven_id, now, wait):
+        # Most polls: answered from three reads, without a transaction or a write lock. A
+        # message queued meanwhile is simply taken by the next poll.
+        return "oadrResponse", {"response": response(""), "ven_id": ven_id}
     # The reply is encoded inside the transaction that records it as sent: when it cannot be
     # built, the transaction rolls back and the VEN is sent it on a later poll instead.
-    wait = outbox.redelivery_after(ctx, ven)
     with ctx.store.atomic(ven_id):
         awaiting = ctx.store.list_records(outbox.AWAITING, ven_id)
         # Whether events are due decides whether the outbox is taken in two steps (the
@@ -35,3 +39,14 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
         if events_due:
             return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}
+
+
+def _nothing_pending(ctx: Context, ven_id: str, now: Any, wait: Any) -> bool:
+    """Whether the VEN has nothing to be sent: no events due, no sent message due again, and
+    an empty outbox."""
+    if delivery.is_due(delivery.load(ctx, ven_id), now):
+        return False
+    if any(record["sent_at"] + wait <= now
+           for record in ctx.store.list_records(outbox.AWAITING, ven_id)):
+        return False
+    return not ctx.store.list_outbox(ven_id)
