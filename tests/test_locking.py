@@ -1,5 +1,5 @@
 """No VTN-wide lock on the per-VEN paths: while one VEN's transaction is open, other VENs'
-polls and event responses complete, and VTN-wide writes still wait for it (PostgreSQL, Redis)."""
+polls, event responses and report data complete, and VTN-wide writes still wait for it (PostgreSQL, Redis)."""
 from __future__ import annotations
 
 import threading
@@ -13,6 +13,7 @@ from conftest import T0
 from flask_openadr.services import events, handle
 from flask_openadr.services.context import Context, Settings
 from flask_openadr.store import open_store
+from flask_openadr.testing import data_report
 
 VENS = ("ven-a", "ven-b", "ven-c")
 
@@ -65,7 +66,12 @@ def within(seconds, work):
     return result["value"]
 
 
-def test_other_vens_poll_and_answer_while_one_ven_block_is_open(ctx):
+def test_other_vens_poll_answer_and_report_while_one_ven_block_is_open(ctx):
+    ctx.store.put_record("report_request", "ven-b", "rr-b", {
+        "report_request_id": "rr-b", "report_specifier_id": "spec-usage",
+        "report_name": "TELEMETRY_USAGE", "r_ids": ["power"], "granularity": timedelta(0),
+        "report_back_duration": timedelta(0), "report_interval": None, "state": "active",
+        "message_request_id": "create-1", "created_at": T0, "cancel": None})
     held = Held(ctx.store, "ven-a")
     try:
         for ven_id in ("ven-b", "ven-c"):
@@ -78,6 +84,15 @@ def test_other_vens_poll_and_answer_while_one_ven_block_is_open(ctx):
                           "opt_type": "optIn"}]}
             reply = within(5, lambda: handle(ctx, "EiEvent", "oadrCreatedEvent", answer))
             assert reply.payload["response"]["response_code"] == 200
+        # Report data: a one-shot request (stored above), which the data fulfils, a write in
+        # ven-b's block.
+        data = {"request_id": "update-1", "ven_id": "ven-b", "reports": [data_report(
+            "rr-b", "spec-usage", "TELEMETRY_USAGE", [
+                {"dtstart": T0, "duration": timedelta(seconds=10),
+                 "report_payloads": [{"r_id": "power", "value": 1.5}]}])]}
+        reply = within(5, lambda: handle(ctx, "EiReport", "oadrUpdateReport", data))
+        assert reply.payload["response"]["response_code"] == 200
+        assert ctx.store.get_record("report_request", "ven-b", "rr-b") is None
         # The held VEN's own poll waits for its block, and completes once it ends.
         started = time.monotonic()
         waiting = threading.Thread(
