@@ -35,7 +35,8 @@ def create_app() -> Flask:
             # No certificate, like the load that polls for these VENs later.
             ven = VENTestClient(client, ven_name=f"bench-{i}", certificate=None)
             ven.register()
-            ven.poll()  # the METADATA report: later polls find nothing pending
+            _, metadata = ven.poll()  # the METADATA report, acknowledged: later polls find
+            ven.registered_report(metadata)  # nothing pending (nor anything to send again)
             ven_ids.append(ven.ven_id)
         return jsonify(ven_ids=ven_ids)
 

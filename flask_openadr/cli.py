@@ -20,10 +20,13 @@ from . import liveness
 from .config import resolve_store_uri
 from .errors import EventError, UnknownEvent
 from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
+from .services import retention
 from .store import redact
 
 #: The longest --duration accepted (about 19 years): longer ones overflow date arithmetic.
 MAX_MINUTES = 10_000_000
+#: Seconds between two retention passes of ``flask openadr monitor``.
+RETENTION_EVERY = 60.0
 
 openadr = AppGroup("openadr", help="Manage the OpenADR VTN of this application.")
 
@@ -89,7 +92,8 @@ def _describe(transition: dict[str, Any], names: dict[str, str]) -> str:
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None,
               help="Seconds between passes; OPENADR_SWEEP_INTERVAL by default.")
 def monitor(once: bool, interval: float | None) -> None:
-    """Run the liveness sweep in the foreground until Ctrl-C, naming each VEN that goes offline.
+    """Run the liveness sweep in the foreground until Ctrl-C, naming each VEN that goes offline
+    (and, once a minute, the event retention sweep).
 
     For deployments with OPENADR_BACKGROUND = "off", where no worker runs the sweeper thread.
     Running it beside sweeping workers is harmless: each transition is still decided once.
@@ -98,10 +102,14 @@ def monitor(once: bool, interval: float | None) -> None:
     ctx = state.context
     if interval is None:
         interval = ctx.settings.sweep_interval.total_seconds()
+    retained_at = None
     try:
         while True:
             try:
                 ran = liveness.sweep_transitions(ctx)
+                if retained_at is None or time.monotonic() - retained_at >= RETENTION_EVERY:
+                    retained_at = time.monotonic()
+                    retention.sweep(ctx)
             except Exception as exc:  # a pass that failed (store down): report it, keep going
                 if once:
                     raise

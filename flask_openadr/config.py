@@ -78,6 +78,12 @@ def _seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta]:
     return check
 
 
+def _optional_seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta | None]:
+    """Like :func:`_seconds_at_least`, with None for "the default derived elsewhere"."""
+    check = _seconds_at_least(minimum)
+    return lambda key, value: None if value is None else check(key, value)
+
+
 BACKGROUND_MODES = ("thread", "off")
 
 
@@ -182,6 +188,13 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     "OPENADR_SIGNING_KEY": ("signing_key", None, _optional_pem),
     "OPENADR_SIGNING_KEY_PASSWORD": ("signing_key_password", None, _optional_password),
     "OPENADR_REPLAY_WINDOW": ("replay_window", Settings.replay_window, _seconds_at_least(1)),
+    "OPENADR_EVENT_RETENTION": (
+        "event_retention", Settings.event_retention, _seconds_at_least(0),
+    ),
+    # None means: two of the VEN's poll intervals (see services.outbox.redelivery_after).
+    "OPENADR_REDELIVERY_AFTER": (
+        "redelivery_after", Settings.redelivery_after, _optional_seconds_at_least(0.1),
+    ),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"

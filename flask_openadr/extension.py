@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
@@ -11,7 +12,7 @@ from flask import Flask, current_app
 from . import cli, codec, liveness, signals
 from .errors import UnknownEvent
 from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
-from .services import events, opt, registration, reports, vtn_reports
+from .services import events, opt, registration, reports, retention, vtn_reports
 from .security.fingerprint import canonical_fingerprint
 from .security.identity import ClientIdentifier
 from .services.context import Context, utcnow
@@ -51,6 +52,9 @@ HANDLERS = (
 LATER_HANDLERS: tuple[str, ...] = ()
 LIVENESS_HANDLERS = ("on_ven_online", "on_ven_offline")
 
+#: Seconds between two retention passes of one process's sweeper.
+RETENTION_EVERY = 60.0
+
 # Every app state of this process, so that flask_openadr.gunicorn can start their sweepers in a
 # worker (apps loaded with --preload exist before the fork). liveness.stop_all stops them at exit.
 _STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
@@ -67,6 +71,7 @@ class _AppState:
         # or None when OPENADR_SIGNING_CERT/KEY are not set.
         self.signer = signer
         self._seen_request = False
+        self._retention_at: float | None = None
         self._app = weakref.ref(app)
         # The thread holds this state weakly, so a running sweeper does not keep a discarded app
         # (and its store) alive: its next pass finds the app gone and stops.
@@ -83,12 +88,19 @@ class _AppState:
         _STATES.add(self)
 
     def sweep_once(self) -> int:
-        """One liveness pass in an application context, as the sweeper thread runs it."""
+        """One liveness pass in an application context, as the sweeper thread runs it, and a
+        retention pass when :data:`RETENTION_EVERY` has passed since this process's last."""
         app = self._app()
         if app is None:
             raise liveness.SweeperDone
         with app.app_context():
-            return liveness.sweep(self.context)
+            ran = liveness.sweep(self.context)
+            now = time.monotonic()
+            if self._retention_at is None or now - self._retention_at >= RETENTION_EVERY:
+                # Less often than liveness: the pass reads every stored event.
+                self._retention_at = now
+                retention.sweep(self.context)
+            return ran
 
     def background_mode(self) -> str:
         """``OPENADR_BACKGROUND``, with the default decided now: "off" while the app is TESTING."""
@@ -163,7 +175,8 @@ class VTN:
             signals.BY_NAME[signal_name].send(app, **data)
 
         context = Context(settings=settings, store=store, handlers=self._handlers,
-                          clock=self._clock, emit=emit, check_payload=_check_payload)
+                          clock=self._clock, emit=emit, check_payload=_check_payload,
+                          encode=codec.encode)
         app.extensions["openadr"] = _AppState(self, context, app, signer)
         app.register_blueprint(create_blueprint(settings.url_prefix))
         if cli.openadr.name not in app.cli.commands:
@@ -422,6 +435,8 @@ class VTN:
                         raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
                     ven[key] = list(value)
             ctx.store.put_ven(ven)
+            # Events it joins or leaves reach it: see docs/events.rst, "Who is told of a change".
+            events.refresh_ven(ctx, ven, ctx.now())
         return ven
 
     def add_ven(self, ven_id: str | None = None, *, fingerprint: str,
@@ -520,6 +535,14 @@ class VTN:
         """
         return liveness.sweep(self._context())
 
+    def remove_expired_events(self) -> int:
+        """Remove now, in one batch, the completed and cancelled events (and their responses)
+        whose :data:`OPENADR_EVENT_RETENTION` has passed; the sweeper does it once a minute.
+        See :doc:`events`.
+
+        :returns: how many events were removed.
+        """
+        return retention.sweep(self._context())
 
     # -- reports and opts (see docs/reports.rst and docs/opt.rst) --------------------------
 

@@ -86,25 +86,28 @@ def handle_request(service: str) -> Response:
         return _bad_request(f"malformed OpenADR message: {exc}")
 
     try:
-        if signed:
-            try:
-                verified = signature.verify(root, client_fingerprint=fingerprint)
-                replay.check(ctx.store, verified, now=ctx.now(),
-                             window=ctx.settings.replay_window)
-            except Rejection as refusal:
-                return _refused(state, service, root, refusal)
-            try:
-                # Only what the signature covers is read from here on.
-                payload_name, payload = codec.decode_element(verified.payload)
-            except MalformedMessage as exc:
-                return _bad_request(f"malformed OpenADR message: {exc}")
-            # Without a TLS client certificate (a deployment that does not require one) the
-            # signer's certificate identifies the VEN; with one, verify() made sure they match.
-            fingerprint = fingerprint or verified.fingerprint
-        ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
-                 payload=payload)
-        outcome = services.handle(ctx, service, payload_name, payload, fingerprint,
-                                  signed=signed)
+        # One pooled connection for the whole request on the SQL store (a no-op elsewhere).
+        with ctx.store.session():
+            if signed:
+                try:
+                    verified = signature.verify(root, client_fingerprint=fingerprint)
+                    replay.check(ctx.store, verified, now=ctx.now(),
+                                 window=ctx.settings.replay_window)
+                except Rejection as refusal:
+                    return _refused(state, service, root, refusal)
+                try:
+                    # Only what the signature covers is read from here on.
+                    payload_name, payload = codec.decode_element(verified.payload)
+                except MalformedMessage as exc:
+                    return _bad_request(f"malformed OpenADR message: {exc}")
+                # Without a TLS client certificate (a deployment that does not require one) the
+                # signer's certificate identifies the VEN; with one, verify() made sure they
+                # match.
+                fingerprint = fingerprint or verified.fingerprint
+            ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
+                     payload=payload)
+            outcome = services.handle(ctx, service, payload_name, payload, fingerprint,
+                                      signed=signed)
         body = _encode(state, outcome)
     except StoreError:
         logger.exception("OpenADR store unavailable while handling %s at %s", payload_name,
@@ -136,8 +139,12 @@ def _refused(state, service: str, root, refusal: Rejection) -> Response:
 
 def _encode(state, outcome: services.Outcome) -> bytes:
     """The reply document, signed when the VEN signs (or registered with signatures) and the
-    VTN has a key; a VTN without one answers unsigned (and refuses signing registrations)."""
+    VTN has a key; a VTN without one answers unsigned (and refuses signing registrations).
+
+    A service that records a delivery builds the reply inside that transaction
+    (``outcome.body``), so a reply that cannot be encoded is never counted as sent. A signed
+    reply is built from the same payload again as a tree to sign: it encoded once already."""
     if outcome.signed and state.signer is not None:
         return signature.sign(codec.encode_element(outcome.payload_name, outcome.payload),
                               state.signer, now=state.context.now())
-    return codec.encode(outcome.payload_name, outcome.payload)
+    return outcome.body or codec.encode(outcome.payload_name, outcome.payload)

@@ -58,11 +58,14 @@ def ven(app) -> VENTestClient:
 
 @pytest.fixture
 def registered_ven(app, ven) -> VENTestClient:
-    """A VEN that registered and took the VTN's METADATA register report off its outbox."""
+    """A VEN that registered, took the VTN's METADATA register report off its outbox and
+    acknowledged it (so it is not sent again)."""
     name, reply = ven.register()
     assert reply["response"]["response_code"] == 200
     name, reply = ven.poll()
     assert name == "oadrRegisterReport"
+    name, ack = ven.registered_report(reply)
+    assert ack["response"]["response_code"] == 200
     return ven
 
 

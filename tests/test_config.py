@@ -177,3 +177,18 @@ def test_client_certificate_settings_from_yaml(tmp_path):
     assert s.require_client_cert is False
     assert [str(n) for n in s.trusted_proxies] == ["127.0.0.1/32", "::1/128"]
     assert s.client_cert_header == "X-Client-Cert"
+
+
+def test_redelivery_after_takes_seconds_with_fractions_or_a_timedelta(tmp_path):
+    app = make_app(tmp_path, OPENADR_STORE_URI="memory://")
+    VTN(app)
+    assert settings(app).redelivery_after is None  # two poll intervals, decided per VEN
+    for given, expected in ((2.5, timedelta(seconds=2.5)), (timedelta(minutes=2),
+                                                              timedelta(minutes=2))):
+        app = make_app(tmp_path, OPENADR_STORE_URI="memory://", OPENADR_REDELIVERY_AFTER=given)
+        VTN(app)
+        assert settings(app).redelivery_after == expected
+    for bad in (0, -1, "10", True):
+        with pytest.raises(ConfigurationError, match="OPENADR_REDELIVERY_AFTER"):
+            VTN(make_app(tmp_path, OPENADR_STORE_URI="memory://",
+                         OPENADR_REDELIVERY_AFTER=bad))

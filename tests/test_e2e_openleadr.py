@@ -191,3 +191,84 @@ def test_two_gunicorn_servers_on_one_sqlite_file_act_as_one_vtn(tmp_path):
     finally:
         first.stop()
         second.stop()
+
+
+def test_openleadr_client_hears_of_every_change_that_affects_it(served, tmp_path):
+    """Modified into the past, left the group, retargeted away: the real VEN is told each time
+    (it ignores a cancellation whose modificationNumber it already holds)."""
+    base, store_uri, log_path = served
+    app, vtn = operator_app(tmp_path, store_uri)
+    received: dict[str, list[dict]] = {}
+
+    def record(event):
+        descriptor = event["event_descriptor"]
+        received.setdefault(descriptor["event_id"], []).append(
+            {"status": descriptor["event_status"], "number": descriptor["modification_number"]})
+        return "optIn"
+
+    def versions(event_id):
+        return received.get(event_id, [])
+
+    async def scenario():
+        client = openleadr.OpenADRClient(ven_name="ven-changes",
+                                         vtn_url=base + "/OpenADR2/Simple/2.0b",
+                                         allow_jitter=False)
+
+        async def on_event(event):
+            return record(event)
+
+        async def on_update_event(event):
+            return record(event)
+
+        client.add_handler("on_event", on_event)
+        client.add_handler("on_update_event", on_update_event)
+        await client.run()
+        try:
+            ven_id = client.ven_id
+            start = datetime.now(timezone.utc) + timedelta(hours=1)
+            one = [{"dtstart": start, "duration": timedelta(minutes=30), "signal_payload": 1.0}]
+            with app.app_context():
+                vtn.update_ven(ven_id, group_ids=["north"])
+                past = vtn.add_event(ven_id=ven_id, signal_name="SIMPLE", signal_type="level",
+                                     intervals=one)
+                grouped = vtn.add_event(targets={"group_ids": ["north"]}, signal_name="SIMPLE",
+                                        signal_type="level", intervals=one)
+                moved = vtn.add_event(ven_id=ven_id, signal_name="SIMPLE", signal_type="level",
+                                      intervals=one)
+            await wait_for(lambda: all(versions(e) for e in (past, grouped, moved)))
+
+            over = datetime.now(timezone.utc) - timedelta(hours=2)
+            with app.app_context():
+                vtn.modify_event(past, intervals=[{"dtstart": over,
+                                                   "duration": timedelta(minutes=30),
+                                                   "signal_payload": 1.0}])
+                vtn.update_ven(ven_id, group_ids=[])
+                vtn.modify_event(moved, ven_id="some-other-ven")
+            await wait_for(lambda: len(versions(past)) >= 2 and len(versions(grouped)) >= 2
+                           and len(versions(moved)) >= 2)
+
+            def answered_withdrawal():
+                with app.app_context():
+                    return any(r["ven_id"] == ven_id and r["modification_number"] == 1
+                               for r in vtn.event_responses(grouped))
+
+            # The VEN answers the withdrawal (at the number it was sent) after its handler ran.
+            await wait_for(answered_withdrawal)
+            return ven_id, past, grouped, moved
+        finally:
+            await client.stop()
+
+    ven_id, past, grouped, moved = asyncio.run(scenario())
+    assert received[past][:2] == [{"status": "far", "number": 0},
+                                  {"status": "completed", "number": 1}]
+    # The group event did not change: the VEN that left is sent a number it has not seen.
+    assert received[grouped][:2] == [{"status": "far", "number": 0},
+                                     {"status": "cancelled", "number": 1}]
+    assert received[moved][:2] == [{"status": "far", "number": 0},
+                                   {"status": "cancelled", "number": 1}]
+    with app.app_context():
+        assert vtn.get_event(grouped)["event_descriptor"]["modification_number"] == 0
+        # The VEN answered the withdrawal at the number it was sent; the VTN took it.
+        answers = {(r["modification_number"], r["opt_type"])
+                   for r in vtn.event_responses(grouped) if r["ven_id"] == ven_id}
+    assert (1, "optIn") in answers

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import T0, make_ven
 from flask_openadr import EventError, signals
+from flask_openadr.services import delivery
 
 
 def code(reply):
@@ -66,7 +67,10 @@ def test_status_and_current_value_follow_the_clock(app, vtn, registered_ven, clo
     assert dist["events"][0]["event_signals"][0]["current_value"] == 2.0
     clock.advance(timedelta(hours=1))
     _, dist = registered_ven.request_event()
-    assert dist["events"] == []  # completed events are dropped
+    # Asked for, an event that just completed is still shown, until the retention sweep
+    # removes it; a poll never sends it again for that.
+    assert [e["event_descriptor"]["event_status"] for e in dist["events"]] == ["completed"]
+    assert registered_ven.poll()[0] == "oadrResponse"
 
 
 def test_modify_bumps_once_and_redistributes(app, vtn, registered_ven):
@@ -230,3 +234,44 @@ def test_events_and_get_event_show_the_status_now(app, vtn, registered_ven, cloc
         assert [e["event_descriptor"]["event_status"] for e in vtn.events()] == ["active"]
         with pytest.raises(UnknownEvent):
             vtn.get_event("nope")
+
+
+def test_add_event_refuses_what_could_never_be_sent(app, vtn, registered_ven):
+    with pytest.raises(EventError, match="fraction of a second"):
+        add(app, vtn, ven_id=registered_ven.ven_id, intervals=[
+            {"dtstart": T0 + timedelta(hours=1), "duration": timedelta(seconds=0.5),
+             "signal_payload": 1.0}])
+    with pytest.raises(EventError, match="control characters"):
+        add(app, vtn, ven_id=registered_ven.ven_id, vtn_comment="line\x0bfeed")
+    with app.app_context():
+        assert vtn.events() == []
+    assert registered_ven.poll()[0] == "oadrResponse"
+
+
+def test_a_reply_that_cannot_be_built_swallows_no_event(app, vtn, registered_ven):
+    good = add(app, vtn, ven_id=registered_ven.ven_id)
+    with app.app_context():
+        # An event written around the API's checks (an older release, a hand edit).
+        bad = vtn.get_event(good)
+        bad["event_descriptor"].update(event_id="bad", event_status=None)
+        bad["event_descriptor"].pop("event_status")
+        bad["event_descriptor"]["vtn_comment"] = "\x00"
+        vtn.store.put_event(bad)
+        ctx = app.extensions["openadr"].context
+        delivery.fan_out(ctx, bad, None, ctx.now())
+        before = vtn.store.get_delivered(registered_ven.ven_id)
+        assert set(before["events"]) == {good, "bad"}
+    response = registered_ven.post("OadrPoll", registered_ven_poll_body(registered_ven))
+    assert response.status_code == 500
+    with app.app_context():
+        assert vtn.store.get_delivered(registered_ven.ven_id) == before  # rolled back
+        vtn.store.delete_event("bad")
+    name, dist = registered_ven.poll()
+    assert name == "oadrDistributeEvent"
+    assert [e["event_descriptor"]["event_id"] for e in dist["events"]] == [good]
+
+
+def registered_ven_poll_body(ven):
+    from flask_openadr import codec
+
+    return codec.encode("oadrPoll", {"ven_id": ven.ven_id})

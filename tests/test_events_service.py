@@ -16,6 +16,7 @@ from flask_openadr.store import open_store
 H = timedelta(hours=1)
 MIN = timedelta(minutes=1)
 US = timedelta(microseconds=1)
+SEC = timedelta(seconds=1)
 MC = "http://utility.example/peak"
 
 
@@ -561,13 +562,29 @@ def ids(payload_or_events):
     return [descriptor(e)["event_id"] for e in found]
 
 
+def sent(store, ven_id="ven-a"):
+    """eventID -> (modificationNumber, cancelled, acknowledged) of what the VEN was sent."""
+    entries = (store.get_delivered(ven_id).get("events") or {}).items()
+    return {event_id: (entry["modification_number"], entry["cancelled"], entry["acknowledged"])
+            for event_id, entry in entries if entry}
+
+
+def move(ctx, ven, **fields):
+    """Change a VEN record the way the VTN API does: store it, then mark what it affects."""
+    changed = dict(ven, **fields)
+    ctx.store.put_ven(changed)
+    events.refresh_ven(ctx, changed, ctx.now())
+    return changed
+
+
 def test_a_new_event_is_pending_until_distributed(ctx, ven):
     assert not events.distribution_pending(ctx, ven, T0)
-    events.add_event(ctx, make(ven_id="ven-a"))
+    events.add_event(ctx, make(ven_id="ven-a", response_required="never"))
     assert events.distribution_pending(ctx, ven, T0)
     payload = events.distribute_event_payload(ctx, ven, T0)
     assert ids(payload) == ["e1"]
-    assert ctx.store.get_delivered("ven-a") == {"e1": 0}
+    assert sent(ctx.store) == {"e1": (0, False, True)}
+    assert ctx.store.get_delivered("ven-a")["events"]["e1"]["sent_at"] == T0
     assert not events.distribution_pending(ctx, ven, T0)
     assert not events.distribution_pending(ctx, ven, T0 + H)  # far -> active is no change
 
@@ -586,17 +603,51 @@ def test_modify_redistributes_to_targeted_vens_only(ctx, store):
     assert [events.distribution_pending(ctx, v, T0) for v in (a, b)] == [False, True]
 
 
-def test_a_cancellation_is_announced_once_then_dropped(ctx, ven, clock):
+def test_a_cancellation_is_sent_until_the_ven_answers_it(ctx, ven, clock):
     events.add_event(ctx, make(ven_id="ven-a"))
     events.distribute_event_payload(ctx, ven, T0)
     events.cancel_event(ctx, "e1")
     assert events.distribution_pending(ctx, ven, T0)
     payload = events.distribute_event_payload(ctx, ven, T0)
-    sent = descriptor(payload["events"][0])
-    assert (sent["event_status"], sent["modification_number"]) == ("cancelled", 1)
-    assert not events.distribution_pending(ctx, ven, T0)
+    sent_now = descriptor(payload["events"][0])
+    assert (sent_now["event_status"], sent_now["modification_number"]) == ("cancelled", 1)
+    assert sent(ctx.store) == {"e1": (1, True, False)}
+    # Not answered: sent again once two poll intervals (10 s each) have passed, not before.
+    assert not events.distribution_pending(ctx, ven, T0 + 20 * SEC - US)
+    assert events.distribution_pending(ctx, ven, T0 + 20 * SEC)
+    again = events.distribute_event_payload(ctx, ven, T0 + 20 * SEC)
+    assert [(descriptor(e)["event_status"], descriptor(e)["modification_number"])
+            for e in again["events"]] == [("cancelled", 1)]
+    events.created_event(ctx, ven, created_payload(created(modification_number=1)))
+    assert sent(ctx.store) == {"e1": (1, True, True)}
+    assert not events.distribution_pending(ctx, ven, T0 + H)
+    assert events.events_for_ven(ctx, ven, T0 + H) == []
+
+
+def test_a_cancellation_without_response_required_is_sent_once(ctx, ven):
+    events.add_event(ctx, make(ven_id="ven-a", response_required="never"))
+    events.distribute_event_payload(ctx, ven, T0)
+    events.cancel_event(ctx, "e1")
+    assert ids(events.distribute_event_payload(ctx, ven, T0)) == ["e1"]
+    assert not events.distribution_pending(ctx, ven, T0 + H)
     assert events.events_for_ven(ctx, ven, T0) == []
-    assert events.events_for_ven(ctx, ven, T0 + 3 * H) == []  # nor once its times are over
+
+
+def test_an_unanswered_event_is_sent_again_after_the_redelivery_time(ctx, ven):
+    ctx.settings.redelivery_after = timedelta(seconds=3)
+    events.add_event(ctx, make(ven_id="ven-a"))
+    events.distribute_event_payload(ctx, ven, T0)
+    assert not events.distribution_pending(ctx, ven, T0 + 3 * SEC - US)
+    assert events.distribution_pending(ctx, ven, T0 + 3 * SEC)
+    events.distribute_event_payload(ctx, ven, T0 + 3 * SEC)
+    # An answer to an older version does not count; one to the version sent does.
+    events.modify_event(ctx, "e1", priority=1)
+    events.distribute_event_payload(ctx, ven, T0 + 4 * SEC)
+    events.created_event(ctx, ven, created_payload(created(modification_number=0)))
+    assert events.distribution_pending(ctx, ven, T0 + 7 * SEC)
+    events.created_event(ctx, ven, created_payload(created(modification_number=1,
+                                                           opt_type="optOut")))
+    assert not events.distribution_pending(ctx, ven, T0 + H - US)
 
 
 def test_a_cancelled_event_the_ven_never_saw_is_not_sent(ctx, ven):
@@ -606,10 +657,142 @@ def test_a_cancelled_event_the_ven_never_saw_is_not_sent(ctx, ven):
     assert not events.distribution_pending(ctx, ven, T0)
 
 
+def test_an_event_added_after_it_ended_is_stored_but_never_distributed(ctx, ven):
+    events.add_event(ctx, make(ven_id="ven-a", start=T0 - 3 * H))
+    assert ctx.store.get_event("e1") is not None
+    assert events.distribution_pending(ctx, ven, T0) is False
+    assert events.distribute_event_payload(ctx, ven, T0)["events"] == []
+    assert sent(ctx.store) == {}
+
+
+def test_an_event_modified_into_the_past_reaches_the_ven_that_had_it(ctx, ven):
+    events.add_event(ctx, make(ven_id="ven-a"))
+    events.distribute_event_payload(ctx, ven, T0)
+    events.created_event(ctx, ven, created_payload(created()))
+    events.modify_event(ctx, "e1", intervals=intervals(start=T0 - 2 * H))
+    assert events.distribution_pending(ctx, ven, T0)
+    payload = events.distribute_event_payload(ctx, ven, T0)
+    got = descriptor(payload["events"][0])
+    assert (got["event_status"], got["modification_number"]) == ("completed", 1)
+    # A VEN does not answer a completed event, so it is not waited for or sent again.
+    assert sent(ctx.store) == {"e1": (1, False, True)}
+    assert not events.distribution_pending(ctx, ven, T0 + H)
+    assert events.events_for_ven(ctx, ven, T0 + H) == []
+
+
+def test_an_event_retargeted_away_is_withdrawn_with_a_new_number(ctx, store):
+    a, b = ven_record("a"), ven_record("b")
+    for record in (a, b):
+        store.put_ven(record)
+    events.add_event(ctx, make(ven_id="a"))
+    events.distribute_event_payload(ctx, a, T0)
+    events.modify_event(ctx, "e1", ven_id="b")
+    assert [events.distribution_pending(ctx, v, T0) for v in (a, b)] == [True, True]
+    withdrawn = events.distribute_event_payload(ctx, a, T0)["events"][0]
+    assert (descriptor(withdrawn)["event_status"],
+            descriptor(withdrawn)["modification_number"]) == ("cancelled", 1)
+    assert withdrawn["target"]["ven_ids"] == ["a"]  # addressed to the VEN it is withdrawn from
+    assert descriptor(events.distribute_event_payload(ctx, b, T0)["events"][0])[
+        "event_status"] == "far"
+    # The withdrawal is answered like any cancellation, at the number it carried.
+    events.created_event(ctx, a, dict(created_payload(created(modification_number=1)),
+                                      ven_id="a"))
+    assert sent(store, "a") == {"e1": (1, True, True)}
+    # Targeting it again does not un-cancel it for that VEN: OpenADR has no such message.
+    events.modify_event(ctx, "e1", targets={"ven_ids": ["a", "b"]})
+    assert not events.distribution_pending(ctx, a, T0)
+
+
+def test_a_ven_that_leaves_the_group_gets_a_cancellation_it_has_not_seen(ctx, store):
+    north = ven_record("north-1", group_ids=["north"])
+    store.put_ven(north)
+    events.add_event(ctx, make(targets={"group_ids": ["north"]}))
+    events.distribute_event_payload(ctx, north, T0)
+    events.created_event(ctx, north, dict(created_payload(created()), ven_id="north-1"))
+    moved = move(ctx, north, group_ids=["south"])
+    assert events.distribution_pending(ctx, moved, T0)
+    withdrawn = events.distribute_event_payload(ctx, moved, T0)["events"][0]
+    # The event did not change (still 0), so the VEN is sent one more than it holds.
+    assert (descriptor(withdrawn)["event_status"],
+            descriptor(withdrawn)["modification_number"]) == ("cancelled", 1)
+    assert store.get_event("e1")["event_descriptor"]["modification_number"] == 0
+    # Its answer to that number is accepted (it was sent), not refused as a future version.
+    events.created_event(ctx, moved, dict(created_payload(created(modification_number=1)),
+                                          ven_id="north-1"))
+    assert not events.distribution_pending(ctx, moved, T0 + H)
+    # A VEN that joins the group gets the event as it is.
+    joined = move(ctx, ven_record("north-2"), group_ids=["north"])
+    assert ids(events.events_for_ven(ctx, joined, T0)) == ["e1"]
+
+
+def test_a_ven_removed_and_added_back_before_it_polled_is_sent_nothing(ctx, store):
+    north = ven_record("north-1", group_ids=["north"])
+    store.put_ven(north)
+    events.add_event(ctx, make(targets={"group_ids": ["north"]}, response_required="never"))
+    events.distribute_event_payload(ctx, north, T0)
+    move(ctx, north, group_ids=[])
+    move(ctx, north, group_ids=["north"])
+    assert not events.distribution_pending(ctx, north, T0)
+    # The poll that found nothing to send put the record right: the next one reads it alone.
+    assert store.get_delivered("north-1")["due_at"] is None
+
+
+def test_a_report_only_ven_is_withdrawn_the_events_it_had(ctx, store):
+    ven = ven_record()
+    store.put_ven(ven)
+    events.add_event(ctx, make(response_required="never"))
+    events.distribute_event_payload(ctx, ven, T0)
+    reporter = move(ctx, ven, report_only=True)
+    assert ids(events.events_for_ven(ctx, reporter, T0)) == ["e1"]
+    events.distribute_event_payload(ctx, reporter, T0)
+    assert sent(store) == {"e1": (1, True, True)}
+
+
 def test_completed_events_are_dropped_and_trigger_nothing(ctx, ven):
     events.add_event(ctx, make(ven_id="ven-a"))
     assert events.distribution_pending(ctx, ven, T0 + 3 * H) is False
     assert events.distribute_event_payload(ctx, ven, T0 + 3 * H)["events"] == []
+
+
+def test_an_event_the_codec_cannot_encode_is_refused_when_it_is_made(store, clock):
+    from flask_openadr import codec
+
+    checked = Context(settings=Settings(market_context=MC), store=store, clock=clock,
+                      check_payload=codec.encode)
+    fraction = make(payloads=(1.0,))
+    fraction["active_period"]["duration"] = timedelta(seconds=90.5)
+    fraction["event_signals"][0]["intervals"][0]["duration"] = timedelta(seconds=90.5)
+    with pytest.raises(EventError, match=r"active_period\.duration.*fraction of a second"):
+        events.add_event(checked, fraction)
+    with pytest.raises(EventError, match=r"vtn_comment.*control characters"):
+        events.add_event(checked, make(vtn_comment="bell\x07"))
+    assert store.list_events() == []
+    events.add_event(checked, make())
+    with pytest.raises(EventError, match="vtn_comment"):
+        events.modify_event(checked, "e1", vtn_comment="nul\x00")
+    with pytest.raises(EventError, match="modification_reason"):
+        events.cancel_event(checked, "e1", modification_reason="\x1b[31m")
+    assert descriptor(store.get_event("e1"))["modification_number"] == 0
+
+
+def test_nothing_is_recorded_as_delivered_when_the_reply_cannot_be_built(store, clock, ven):
+    from flask_openadr.services import poll
+
+    def failing_encoder(payload_name, payload):
+        raise ValueError("cannot build this reply")
+
+    failing = Context(settings=Settings(market_context=MC), store=store, clock=clock,
+                      encode=failing_encoder)
+    events.add_event(failing, make(ven_id="ven-a"))
+    before = store.get_delivered("ven-a")
+    with pytest.raises(ValueError, match="cannot build"):
+        poll.poll(failing, ven, {"ven_id": "ven-a"})
+    assert store.get_delivered("ven-a") == before and sent(store) == {}
+    working = Context(settings=Settings(market_context=MC), store=store, clock=clock,
+                      encode=lambda payload_name, payload: b"<built/>")
+    name, reply, body = poll.poll(working, ven, {"ven_id": "ven-a"})
+    assert (name, ids(reply), body) == ("oadrDistributeEvent", ["e1"], b"<built/>")
+    assert sent(store) == {"e1": (0, False, False)}
 
 
 def test_targeting_decides_who_gets_what(ctx, store):
@@ -618,6 +801,8 @@ def test_targeting_decides_who_gets_what(ctx, store):
     party = ven_record("party", party_ids=["p1"])
     reporter = ven_record("reporter", report_only=True)
     loner = ven_record("loner")
+    for record in (north, meter, party, reporter, loner):
+        store.put_ven(record)
     events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]}))
     events.add_event(ctx, make("to-meter", targets=[{"resource_id": "m1"}]))
     events.add_event(ctx, make("to-party", targets=[{"party_id": "p1"}]))
@@ -632,6 +817,7 @@ def test_targeting_decides_who_gets_what(ctx, store):
 
 
 def test_the_payload_for_pull_and_push_vens(ctx, store):
+    store.put_ven(ven_record())
     events.add_event(ctx, make(ven_id="ven-a"))
     pull = events.distribute_event_payload(ctx, ven_record(), T0)
     assert list(pull) == ["response", "request_id", "vtn_id", "events"]
@@ -649,7 +835,7 @@ def test_reply_limit_trims_from_the_end_and_records_only_what_was_sent(ctx, ven)
         events.add_event(ctx, make(name, start=T0 + hours * H, ven_id="ven-a"))
     payload = events.distribute_event_payload(ctx, ven, T0, reply_limit=2)
     assert ids(payload) == ["first", "second"]
-    assert ctx.store.get_delivered("ven-a") == {"first": 0, "second": 0}
+    assert set(sent(ctx.store)) == {"first", "second"}
     assert events.distribution_pending(ctx, ven, T0)
 
 
@@ -660,7 +846,7 @@ def test_delivered_entries_of_deleted_events_are_dropped(ctx, ven):
     ctx.store.delete_event("gone")
     events.modify_event(ctx, "kept", priority=1)
     events.distribute_event_payload(ctx, ven, T0)
-    assert ctx.store.get_delivered("ven-a") == {"kept": 1}
+    assert sent(ctx.store) == {"kept": (1, False, False)}
 
 
 # -- oadrRequestEvent ---------------------------------------------------------------------------
@@ -669,7 +855,7 @@ def test_delivered_entries_of_deleted_events_are_dropped(ctx, ven):
 def test_request_event_echoes_the_request_id_and_honours_reply_limit(ctx, ven):
     events.add_event(ctx, make("later", start=T0 + 2 * H))
     events.add_event(ctx, make("sooner", start=T0 + H))
-    name, reply = events.request_event(
+    name, reply, _ = events.request_event(
         ctx, ven, {"request_id": "req-7", "ven_id": "ven-a", "reply_limit": 1})
     assert name == "oadrDistributeEvent"
     assert reply["response"] == {"response_code": 200, "response_description": "OK",
@@ -690,18 +876,18 @@ def test_request_event_handler_list_replaces_the_built_in_set(ctx, ven):
         return [convenience, rendered]
 
     ctx.handlers["on_request_event"] = supply
-    _, reply = events.request_event(ctx, ven, {"request_id": "r", "ven_id": "ven-a"})
+    _, reply, _ = events.request_event(ctx, ven, {"request_id": "r", "ven_id": "ven-a"})
     assert calls == ["ven-a"]
     assert ids(reply) == ["full", "easy"]  # put in the protocol's order
     assert descriptor(reply["events"][0])["created_date_time"] == T0  # re-stamped
     assert descriptor(reply["events"][1])["market_context"] == MC
-    assert ctx.store.get_delivered("ven-a") == {}  # made-up events are not tracked
+    assert sent(ctx.store) == {}  # made-up events are not tracked, nor is "stored" sent
 
 
 def test_request_event_handler_returning_none_sends_the_built_in_set(ctx, ven):
     events.add_event(ctx, make("stored"))
     ctx.handlers["on_request_event"] = lambda ven_id: None
-    _, reply = events.request_event(ctx, ven, {"request_id": "r", "ven_id": "ven-a"})
+    _, reply, _ = events.request_event(ctx, ven, {"request_id": "r", "ven_id": "ven-a"})
     assert ids(reply) == ["stored"]
 
 
@@ -789,3 +975,46 @@ def test_the_handler_sees_the_answers_and_its_rejection_leaves_the_store_unchang
         events.created_event(ctx, ven, created_payload(created(opt_type="optOut")))
     assert caught.value.response_code == 451
     assert [r["opt_type"] for r in events.event_responses(ctx, "e1")] == ["optIn"]
+
+
+def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
+    from test_poll import CountingStore
+
+    from flask_openadr.services import delivery, retention
+
+    for n in range(30):
+        events.add_event(ctx, make(f"other-{n}", ven_id=f"other-{n}"))
+    events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]}))
+    events.add_event(ctx, make("to-all"))
+    events.add_event(ctx, make("to-me", ven_id="ven-a"))
+    counting = CountingStore(store)
+    ctx.store = counting
+    joined = ven_record(group_ids=["north"])
+    store.put_ven(joined)
+    delivery.refresh_ven(ctx, joined, T0, fresh=True)
+    assert "list_events" not in counting.calls
+    assert counting.calls.count("get_event") == 3
+    assert sorted(store.get_delivered("ven-a")["events"]) == ["to-all", "to-me", "to-north"]
+    # Retargeting and removal keep the index right.
+    ctx.store = store
+    events.modify_event(ctx, "to-me", ven_id="ven-b")
+    index = {owner: [r["event_id"] for r in store.list_records(delivery.EVENT_TARGETS, owner)]
+             for owner in ("ven_ids:ven-a", "ven_ids:ven-b", "group_ids:north", "*")}
+    assert index == {"ven_ids:ven-a": [], "ven_ids:ven-b": ["to-me"],
+                     "group_ids:north": ["to-north"], "*": ["to-all"]}
+    ctx.settings.event_retention = timedelta(0)
+    ctx.clock = lambda: T0 + 3 * H
+    assert retention.sweep(ctx) == 33
+    assert store.list_records(delivery.EVENT_TARGETS, "group_ids:north") == []
+
+
+def test_a_poll_that_read_the_ven_before_a_group_change_still_sends_the_withdrawal(ctx, store):
+    north = ven_record(group_ids=["north"])
+    store.put_ven(north)
+    events.add_event(ctx, make(targets={"group_ids": ["north"]}, response_required="never"))
+    events.distribute_event_payload(ctx, north, T0)
+    stale = dict(north)  # what the poll's authentication read, before the change committed
+    move(ctx, north, group_ids=[])
+    assert events.distribution_pending(ctx, stale, T0)
+    payload = events.distribute_event_payload(ctx, stale, T0)
+    assert descriptor(payload["events"][0])["event_status"] == "cancelled"

@@ -58,3 +58,64 @@ def test_a_new_registration_drops_what_was_queued_for_the_old_one(app, vtn):
     ven.register()  # a fresh registration (no registrationID): starts afresh
     names = [ven.poll()[0] for _ in range(2)]
     assert names == ["oadrRegisterReport", "oadrResponse"]
+
+
+class CountingStore:
+    """A real store, with every call counted by method name."""
+
+    def __init__(self, store):
+        self._store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        attribute = getattr(self._store, name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+def empty_poll_calls(store_uri, tmp_path, vens, events_per_ven):
+    """The store calls of one empty poll, with ``vens`` registered VENs that each have
+    ``events_per_ven`` events (most over, one far) delivered and answered."""
+    from flask_openadr.services import events, handle
+    from flask_openadr.services.context import Context, Settings
+    from flask_openadr.store import open_store
+
+    now = [T0]
+    store = open_store(store_uri)
+    ctx = Context(settings=Settings(), store=store, clock=lambda: now[0])
+    start = T0 + timedelta(hours=1)
+    for n in range(vens):
+        ven_id = f"ven-{n}"
+        store.put_ven({"ven_id": ven_id, "registration_id": f"reg-{n}", "report_only": False,
+                       "group_ids": [], "resource_ids": [], "party_ids": []})
+        for k in range(events_per_ven):
+            begins = start if k == 0 else T0 - timedelta(days=k)
+            events.add_event(ctx, events.build_event(
+                event_id=f"e-{n}-{k}", ven_id=ven_id, signal_name="SIMPLE", signal_type="level",
+                market_context="http://x.example", response_required="never", intervals=[
+                    {"dtstart": begins, "duration": timedelta(hours=1), "signal_payload": 1.0}]))
+        handle(ctx, "OadrPoll", "oadrPoll", {"ven_id": ven_id})
+    counting = CountingStore(store)
+    ctx.store = counting
+    now[0] = T0 + timedelta(minutes=5)
+    outcome = handle(ctx, "OadrPoll", "oadrPoll", {"ven_id": "ven-0"})
+    assert outcome.payload_name == "oadrResponse"
+    store.close()
+    return counting.calls
+
+
+def test_an_empty_poll_costs_the_same_whatever_the_number_of_vens_and_events(store_uri,
+                                                                              tmp_path):
+    alone = empty_poll_calls(store_uri, tmp_path / "one", 1, 1)
+    crowded = empty_poll_calls(
+        store_uri.replace("vtn.sqlite3", "crowded.sqlite3"), tmp_path / "many", 30, 8)
+    assert alone == crowded
+    assert "list_events" not in crowded and "list_vens" not in crowded
+    assert "get_event" not in crowded  # nothing is due: the delivery record alone answers
+    assert "atomic" not in crowded  # and without a transaction, so it takes no write lock

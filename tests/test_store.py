@@ -350,6 +350,35 @@ def test_delivered_map(store):
         store.set_delivered("007", [("event-1", 0)])
 
 
+def test_delivered_maps_of_many_vens_at_once(store):
+    store.set_delivered("007", {"event-1": {"n": 0}})
+    store.set_delivered_many({"008": {"event-2": {"n": 1}}, "009": {"event-3": [1, 2]},
+                              "007": {}})
+    assert store.get_delivered("007") == {}
+    assert store.get_delivered("008") == {"event-2": {"n": 1}}
+    got = store.get_delivered_many(["009", "008", "nobody", "008"])
+    assert got == {"009": {"event-3": [1, 2]}, "008": {"event-2": {"n": 1}}, "nobody": {}}
+    got["008"]["event-2"]["n"] = 5  # a copy
+    assert store.get_delivered("008") == {"event-2": {"n": 1}}
+    many = {f"ven-{n:04d}": {"event": {"n": n}} for n in range(1203)}  # more than one chunk
+    store.set_delivered_many(many)
+    assert store.get_delivered_many(list(many)) == many
+    with store.atomic():
+        store.set_delivered_many({"ven-0001": {}, "ven-0002": {"event": {"n": -2}}})
+        assert store.get_delivered_many(["ven-0001", "ven-0002"]) == {
+            "ven-0001": {}, "ven-0002": {"event": {"n": -2}}}  # the block sees its own writes
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.set_delivered_many({"ven-0003": {}})
+            raise RuntimeError("roll back")
+    assert store.get_delivered("ven-0003") == {"event": {"n": 3}}
+    with pytest.raises(TypeError):
+        store.set_delivered_many({"ven-0004": {}, "ven-0005": [("event", 1)]})
+    assert store.get_delivered("ven-0004") == {"event": {"n": 4}}  # checked before writing
+    assert store.get_delivered_many([]) == {}
+    store.set_delivered_many({})
+
+
 # -- event responses -----------------------------------------------------------------------------
 
 
@@ -380,6 +409,27 @@ def test_event_responses_are_ordered_by_received_at_then_ven_id(store):
     assert got == [("a", 1), ("b", 0), ("a", 0), ("c", 0)]
     assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["z"]
     assert store.list_event_responses("event-3") == []
+
+
+def test_delete_event_responses_removes_every_version_of_one_event(store):
+    store.put_event_response(make_response("007", "event-1", 0))
+    store.put_event_response(make_response("008", "event-1", 1))
+    store.put_event_response(make_response("007", "event-2", 0))
+    store.delete_event_responses("event-1")
+    assert store.list_event_responses("event-1") == []
+    assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["007"]
+    store.delete_event_responses("event-9")  # nothing there: not an error
+    with store.atomic():
+        store.put_event_response(make_response("009", "event-2", 1))
+        store.delete_event_responses("event-2")
+        assert store.list_event_responses("event-2") == []  # the block sees its own writes
+        store.put_event_response(make_response("010", "event-2", 0))
+    assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["010"]
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.delete_event_responses("event-2")
+            raise RuntimeError("roll back")
+    assert [r["ven_id"] for r in store.list_event_responses("event-2")] == ["010"]
 
 
 def test_event_response_values_are_copies(store):
@@ -1805,3 +1855,18 @@ def test_sqlite_liveness_sweeps_read_only_the_partial_indexes(sqlite_store):
         finally:
             connection.set_progress_handler(None, 1)
         assert len(steps) < 200, f"{len(steps)} VM steps for 3 rows of 3003"
+
+
+def test_a_session_changes_nothing_a_caller_can_see(store):
+    with store.session():
+        store.put_ven({"ven_id": "007", "registration_id": "r"})
+        with store.atomic("007"):
+            store.set_delivered("007", {"e": 1})
+        with pytest.raises(RuntimeError):
+            with store.atomic():
+                store.set_delivered("007", {"e": 2})
+                raise RuntimeError("roll back")
+        with store.session():
+            assert store.get_delivered("007") == {"e": 1}
+    assert store.get_ven("007")["registration_id"] == "r"
+    assert store.get_delivered("007") == {"e": 1}

@@ -355,6 +355,44 @@ def test_a_busy_block_renews_its_lock(uri):
     assert [v["ven_id"] for v in other.list_vens()] == ["busy", "other"]
 
 
+def test_per_ven_blocks_of_two_vens_run_side_by_side_and_single_writes_wait(uri):
+    first, second, other = open_store(uri), open_store(uri), open_store(uri)
+    done = []
+    writer = threading.Thread(
+        target=lambda: (other.put_ven(make_ven("single")), done.append(time.monotonic())))
+    with first.atomic("007"):
+        first.set_delivered("007", {"e": 1})
+        started = time.monotonic()
+        with second.atomic("008"):  # another VEN: no wait
+            second.set_delivered("008", {"e": 2})
+        assert time.monotonic() - started < 1
+        assert other.get_delivered("008") == {"e": 2}
+        writer.start()
+        time.sleep(0.3)
+        assert not done, "a single write went ahead of an open per-VEN block"
+        committed = time.monotonic()
+    writer.join(10)
+    assert done and done[0] >= committed
+    assert other.get_delivered("007") == {"e": 1}
+    for store in (first, second, other):
+        store.close()
+
+
+def test_a_per_ven_block_that_outlives_its_lease_writes_nothing(uri):
+    slow = open_store(uri + "&lock_lease=0.3")
+    other = open_store(uri)
+    with pytest.raises(StoreError, match="lost its lock"):
+        with slow.atomic("007"):
+            slow.set_delivered("007", {"from": "the slow block"})
+            time.sleep(0.6)  # no store call: neither its lock nor its place is renewed
+            with other.atomic("007"):  # the VEN's lock expired, so this one goes ahead
+                other.set_delivered("007", {"went": "ahead"})
+    assert other.get_delivered("007") == {"went": "ahead"}
+    with other.atomic():  # and a VTN-wide block is not kept out by the expired place
+        other.put_ven(make_ven("next"))
+    assert [v["ven_id"] for v in other.list_vens()] == ["next"]
+
+
 def test_the_lock_of_a_crashed_process_expires(uri):
     store = open_store(uri)
     client = raw_client()

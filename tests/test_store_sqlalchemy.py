@@ -821,3 +821,47 @@ def test_a_vtn_answers_503_while_the_server_is_down_and_works_again_after(
     assert stored["registration_id"] == ven.registration_id
     with app.app_context():
         vtn.store.close()
+
+
+def test_one_connection_checkout_per_request(tmp_path):
+    """A poll through the VTN takes one pooled connection for its whole request."""
+    import sqlalchemy as sa
+    from flask import Flask
+
+    from conftest import make_ven
+    from flask_openadr import VTN
+
+    app = Flask("one_checkout", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=postgresql_uri(tmp_path))
+    VTN(app)
+    ven = make_ven(app)
+    ven.register()
+    ven.registered_report(ven.poll()[1])
+    store = app.extensions["openadr"].context.store
+    checkouts = []
+    sa.event.listen(store._engine(), "checkout", lambda *args: checkouts.append(1))
+    for _ in range(3):
+        assert ven.poll()[0] == "oadrResponse"
+    assert len(checkouts) == 3
+    store.close()
+
+
+def test_a_session_runs_every_call_and_block_on_one_connection(tmp_path):
+    uri = postgresql_uri(tmp_path)
+    store, other = open_store(uri), open_store(uri)
+    store.put_ven({"ven_id": "007", "registration_id": "r"})
+    with store.session():
+        store.put_ven({"ven_id": "008", "registration_id": "r"})
+        assert other.get_ven("008") is not None  # committed at once outside a block
+        with store.atomic("007"):
+            store.set_delivered("007", {"kept": 1})
+        with pytest.raises(RuntimeError):
+            with store.atomic():
+                store.set_delivered("007", {"rolled": "back"})
+                raise RuntimeError("roll back")
+        assert other.get_delivered("007") == {"kept": 1}
+        with store.session():  # re-entrant
+            assert store.get_delivered("007") == {"kept": 1}
+    assert store.get_ven("008") is not None  # and the store works after it as before
+    store.close()
+    other.close()

@@ -270,3 +270,21 @@ def test_a_bad_offer_is_an_error_of_the_application(app, vtn):
         assert vtn.vens() == []
     with pytest.raises(ValueError, match="report 'vtn-prices' needs 'duration'"):
         vtn_reports.offers(app.extensions["openadr"].context, "ven-1")
+
+
+def test_vtn_report_data_is_sent_again_until_the_ven_acknowledges_it(app, vtn, clock, offering):
+    ven, metadata = registered_with_metadata(app)
+    ven.registered_report(metadata)
+    ven.create_report([request("ven-rr-1", "vtn-prices", ["price"])])
+    with app.app_context():
+        request_id = vtn.send_report(ven.ven_id, "ven-rr-1", [
+            {"dtstart": T0, "duration": timedelta(hours=1), "values": [
+                {"r_id": "price", "value": 0.2}]}])
+    assert ven.poll()[1]["request_id"] == request_id
+    assert ven.poll()[0] == "oadrResponse"
+    clock.advance(timedelta(seconds=20))  # two poll intervals
+    name, again = ven.poll()
+    assert (name, again["request_id"]) == ("oadrUpdateReport", request_id)
+    assert code(ven.updated_report(request_id)[1]) == 200
+    clock.advance(timedelta(seconds=20))
+    assert ven.poll()[0] == "oadrResponse"

@@ -61,6 +61,9 @@ class Outcome:
     payload: dict[str, Any]
     ven_id: str | None
     signed: bool = False
+    #: The encoded reply, when the service built it inside its transaction (see
+    #: :meth:`~flask_openadr.services.context.Context.reply`); None: the view encodes it.
+    body: bytes | None = None
 
 
 def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
@@ -120,9 +123,9 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
         sign_reply = signed or bool(ven.get("xml_signature"))
         require_signature(ven, signed)
         online = liveness.seen(ctx, ven_id, ven)
-        name, reply = SERVICES[service][payload_name](ctx, ven, payload)
+        name, reply, *built = SERVICES[service][payload_name](ctx, ven, payload)
         _run_online(ctx, online)
-        return Outcome(name, reply, ven_id, sign_reply)
+        return Outcome(name, reply, ven_id, sign_reply, built[0] if built else None)
     except Rejection as rejection:
         _run_online(ctx, online)
         return refuse(ctx, payload_name, payload, rejection, ven_id, sign_reply)

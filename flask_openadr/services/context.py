@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from ..store.base import Store
 
@@ -19,6 +19,11 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+#: What a service returns: the reply's payload name and payload, and, when the service already
+#: encoded it (see :meth:`Context.reply`), the message body.
+Reply = Union[Tuple[str, Dict[str, Any]], Tuple[str, Dict[str, Any], Optional[bytes]]]
 
 
 @dataclass
@@ -59,6 +64,11 @@ class Settings:
     def signs(self) -> bool:
         """Whether the VTN has a signing key, and so accepts VENs that ask for signatures."""
         return self.signing_cert is not None and self.signing_key is not None
+    # OPENADR_REDELIVERY_AFTER: how long a message that needs an acknowledgement waits for it
+    # before it is sent again; None means two of the VEN's poll intervals.
+    redelivery_after: timedelta | None = None
+    # OPENADR_EVENT_RETENTION: how long a completed or cancelled event stays in the store.
+    event_retention: timedelta = timedelta(days=7)
 
 
 @dataclass
@@ -75,12 +85,23 @@ class Context:
     # check_payload(payload_name, payload) raises ValueError when a payload the VTN is about to
     # queue would not encode; the extension plugs in the codec (services know no XML).
     check_payload: Callable[[str, dict], None] = lambda payload_name, payload: None
+    # encode(payload_name, payload) -> bytes builds the XML of a reply. Services that record a
+    # delivery call it through reply() inside the same transaction, so that nothing counts as
+    # delivered unless its reply was built; None (services tested on their own) builds nothing.
+    encode: Callable[[str, dict], bytes] | None = None
 
     def now(self) -> datetime:
         return self.clock()
 
     def new_id(self) -> str:
         return self.id_factory()
+
+    def reply(self, payload_name: str, payload: dict[str, Any]) -> Reply:
+        """The reply ``(payload_name, payload, body)``, with ``body`` the encoded message (None
+        without an encoder). Raises what the encoder raises, so that a transaction around
+        the call rolls back."""
+        body = None if self.encode is None else self.encode(payload_name, payload)
+        return payload_name, payload, body
 
     def handler(self, name: str) -> Callable[..., Any] | None:
         return self.handlers.get(name)

@@ -5,7 +5,7 @@ import copy
 import math
 import re
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .. import enums
 from ..errors import EventError
@@ -19,7 +19,6 @@ __all__ = [
     "changed_event",
     "current_value",
     "derive_intervals",
-    "distributable",
     "event_status",
     "next_version",
     "normalize_full_event",
@@ -31,6 +30,11 @@ __all__ = [
     "targets_ven",
     "time_status",
     "validate_event",
+    "version_for_ven",
+    "finished_at",
+    "needs_acknowledgement",
+    "Version",
+    "as_version",
 ]
 
 # The XSD enumerations (flask_openadr.enums) as sets. signalName also takes "x-" extension tokens,
@@ -777,22 +781,82 @@ def targets_ven(event: Mapping[str, Any], ven: Mapping[str, Any]) -> bool:
     )
 
 
-def distributable(event: Mapping[str, Any], delivered_number: int | None, now: datetime) -> bool:
-    """Whether ``event`` belongs in the next oadrDistributeEvent to a VEN it targets.
+class Version(NamedTuple):
+    """What a VEN holds (or should hold) of one event: the modificationNumber, and whether
+    that version is a cancellation."""
 
-    Far, near and active events always do; completed ones never. A cancelled event does until
-    its cancellation (the current modification_number) has reached the VEN, and only if the VEN
-    saw an earlier version: a VEN need not hear of an event it never knew (rule 21).
+    modification_number: int
+    cancelled: bool
+
+
+def version_for_ven(
+    event: Mapping[str, Any], ven: Mapping[str, Any], held: Version | None, now: datetime
+) -> Version | None:
+    """The version of ``event`` that ``ven`` should hold at ``now``, given the version it was
+    last sent (``held``); None when the VEN need not hear of the event at all. The rules for
+    every kind of change (docs/events.rst, "Who is told of a change"):
+
+    * a VEN that holds a cancellation keeps it: OpenADR has no "un-cancel", so an event is not
+      sent again to a VEN it was cancelled or withdrawn for (add a new event to reach it);
+    * a cancelled event reaches the VENs that were sent an earlier version (rule 21: a VEN
+      need not hear of an event it never knew);
+    * an event that no longer targets a VEN that holds it (retargeted away, the VEN left the
+      group, resource or party, or it registered as report-only) is withdrawn: the VEN gets it
+      as cancelled, with a modificationNumber it has not seen (the current one, or one more
+      than it holds when the event itself did not change), since a VEN ignores a cancellation
+      whose number it already has;
+    * a far, near or active event goes to every VEN it targets, at its current version;
+    * an event that is over (completed) goes to no VEN that never knew it (an operator may add
+      history), and to a VEN that holds an older version only as that new, completed version,
+      so a VEN that still runs the old times learns that it ended (modified into the past).
 
     :param event: the stored event.
-    :param delivered_number: the modification_number last sent to this VEN, or None.
+    :param ven: the VEN record.
+    :param held: the version last sent to the VEN, or None.
     :param now: the instant of sending.
     """
+    if held is not None and held.cancelled:
+        return held
+    current = event["event_descriptor"]["modification_number"]
     status = event_status(event, now)
     if status == "cancelled":
-        current = event["event_descriptor"]["modification_number"]
-        return delivered_number is not None and delivered_number != current
-    return status in ("far", "near", "active")
+        return None if held is None else Version(current, True)
+    if not targets_ven(event, ven):
+        if held is None or (status == "completed" and held.modification_number == current):
+            return held
+        return Version(max(current, held.modification_number + 1), True)
+    if status == "completed" and held is None:
+        return None
+    return Version(current, False)
+
+
+def finished_at(event: Mapping[str, Any]) -> datetime | None:
+    """When the event was over for good: the later of its end and its cancellation (the
+    modification_date_time of the cancelling version); None while it may still run (not
+    cancelled and open-ended, duration 0). The retention period counts from here.
+
+    :param event: the stored event.
+    """
+    period = event["active_period"]
+    end = period["dtstart"] + period["duration"] if period["duration"] > _ZERO else None
+    descriptor = event["event_descriptor"]
+    if descriptor.get("event_status") != "cancelled":
+        return end
+    cancelled_at = descriptor.get("modification_date_time") or period["dtstart"]
+    return cancelled_at if end is None else max(end, cancelled_at)
+
+
+def needs_acknowledgement(event: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a VEN answers a version of ``event`` it is sent at ``now`` with
+    oadrCreatedEvent: when the event says oadrResponseRequired "always" and its times are not
+    over (a VEN does not answer a completed event, as the openleadr VEN shows; a cancellation
+    it does answer). Only such versions are sent again until answered.
+
+    :param event: the stored event.
+    :param now: the instant of sending.
+    """
+    return (event.get("response_required") == "always"
+            and time_status(event["active_period"], now) != "completed")
 
 
 def order_events(events: Iterable[Mapping[str, Any]], now: datetime) -> list[Any]:
@@ -816,6 +880,35 @@ def _order_key(event: Mapping[str, Any], now: datetime) -> tuple[Any, ...]:
         priority = event["event_descriptor"].get("priority") or 0
         return (0, priority if priority > 0 else math.inf, start, event_id)
     return (1 if status in ("far", "near") else 2, 0, start, event_id)
+
+
+def as_version(
+    event: Mapping[str, Any], version: Version, ven: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The stored ``event`` as the ``version`` a VEN is sent: a cancellation carries the
+    version's modificationNumber and status "cancelled", and, when the event no longer targets
+    the VEN (a withdrawal), a target naming only that VEN, since a VEN may ignore an event
+    whose target does not match it (protocol notes 5.2, Targets).
+
+    :param event: the stored event; not modified.
+    :param version: from :func:`version_for_ven`.
+    :param ven: the receiving VEN record.
+    """
+    descriptor = event["event_descriptor"]
+    if not version.cancelled or (
+        descriptor.get("event_status") == "cancelled"
+        and version.modification_number == descriptor["modification_number"]
+        and targets_ven(event, ven)
+    ):
+        return dict(event)
+    copied = copy.deepcopy(dict(event))
+    copied["event_descriptor"]["event_status"] = "cancelled"
+    copied["event_descriptor"]["modification_number"] = version.modification_number
+    if not targets_ven(event, ven):
+        copied["target"] = normalize_target(None, ven["ven_id"])
+        for signal in copied["event_signals"]:
+            signal.pop("target", None)
+    return copied
 
 
 def render_event(event: Mapping[str, Any], ven_id: str, now: datetime) -> dict[str, Any]:

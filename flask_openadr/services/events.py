@@ -8,12 +8,12 @@ from typing import Any, Mapping
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
 from ..store.base import EventResponseRecord, VenRecord
-from .context import Context
+from . import delivery
+from .context import Context, Reply
 from .event_rules import (
     build_event,
     changed_event,
     current_value,
-    distributable,
     event_status,
     next_version,
     normalize_full_event,
@@ -31,6 +31,7 @@ from .replies import response as ei_response
 __all__ = [
     "UnknownEvent",
     "add_event",
+    "check_sendable",
     "build_event",
     "cancel_event",
     "created_event",
@@ -41,6 +42,7 @@ __all__ = [
     "event_status",
     "events_for_ven",
     "modify_event",
+    "refresh_ven",
     "normalize_full_event",
     "normalize_target",
     "order_events",
@@ -82,6 +84,7 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
             f"rule 4: event_descriptor.modification_number is {descriptor['modification_number']}"
             "; a new event starts at 0"
         )
+    check_sendable(ctx, event)
     with ctx.store.atomic():
         if ctx.store.get_event(event_id) is not None:
             raise EventError(
@@ -89,6 +92,8 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
                 "modify_event or cancel_event to change the existing event)"
             )
         ctx.store.put_event(event)
+        delivery.index_event(ctx, event)
+        delivery.fan_out(ctx, event, None, ctx.now())
     ctx.emit("event_added", event_id=event_id, modification_number=0)
     return event_id
 
@@ -126,13 +131,36 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
             )
         updated = next_version(updated, now, _reason(changes))
         validate_event(updated)
+        check_sendable(ctx, updated)
         ctx.store.put_event(updated)
+        delivery.index_event(ctx, updated, current)
+        delivery.fan_out(ctx, updated, current, now)
     ctx.emit(
         "event_modified",
         event_id=event_id,
         modification_number=updated["event_descriptor"]["modification_number"],
     )
     return updated
+
+
+def check_sendable(ctx: Context, event: dict[str, Any]) -> None:
+    """Refuse, once and when it is made, an event version that could never be sent: it is
+    encoded as an oadrDistributeEvent the way a poll would send it (the XSD allows no fraction
+    of a second in a duration, no control character in text, ...). Caught later, such an
+    event would fail every poll of the VENs it targets.
+
+    :raises EventError: naming the field, the value and the rule the message breaks.
+    """
+    ven_ids = (event.get("target") or {}).get("ven_ids") or ["VEN"]
+    payload = {"response": _ok(""), "request_id": "0", "vtn_id": ctx.settings.vtn_id,
+               "events": [render_event(event, ven_ids[0], ctx.now())]}
+    try:
+        ctx.check_payload("oadrDistributeEvent", payload)
+    except ValueError as error:
+        raise EventError(
+            f"event {event['event_descriptor']['event_id']!r} cannot be sent, because every "
+            f"oadrDistributeEvent must be valid against the OpenADR 2.0b schema: {error}"
+        ) from None
 
 
 def _reason(changes: Mapping[str, Any]) -> str | None:
@@ -149,8 +177,9 @@ def cancel_event(
 ) -> dict[str, Any]:
     """Cancel an event: event_status "cancelled", modification_number up by one (rule 5).
 
-    The cancellation is sent once to every targeted VEN that knew the event. Cancelling a
-    cancelled event changes nothing and returns it as it is.
+    The cancellation is sent to every VEN that knew the event, until it answers it (see
+    docs/events.rst, "Delivery"). Cancelling a cancelled event changes nothing and returns it
+    as it is.
 
     :param ctx: the VTN context.
     :param event_id: the event to cancel.
@@ -165,7 +194,9 @@ def cancel_event(
             return event
         event["event_descriptor"]["event_status"] = "cancelled"
         event = next_version(event, now, modification_reason)
+        check_sendable(ctx, event)
         ctx.store.put_event(event)
+        delivery.fan_out(ctx, event, None, now)
     ctx.emit(
         "event_cancelled",
         event_id=event_id,
@@ -194,47 +225,51 @@ def _get(ctx: Context, event_id: str) -> dict[str, Any]:
 # Distribution: which events a VEN gets, and the oadrDistributeEvent that carries them.
 
 
+def refresh_ven(ctx: Context, ven: VenRecord, now: datetime) -> None:
+    """After a VEN's groups, resources or parties changed: mark the events it joins or leaves
+    (see :func:`~flask_openadr.services.delivery.refresh_ven`); inside the transaction that
+    stored the VEN record."""
+    delivery.refresh_ven(ctx, ven, now)
+
+
 def events_for_ven(ctx: Context, ven: VenRecord, now: datetime) -> list[dict[str, Any]]:
-    """The stored events the next oadrDistributeEvent to ``ven`` carries, in sending order:
-    its far, near and active events, and cancellations it has not yet been sent of events it
-    knew (see :func:`~flask_openadr.services.event_rules.distributable`).
+    """The stored events the next oadrDistributeEvent to ``ven`` carries, in sending order,
+    each as the version the VEN is sent (see :func:`~flask_openadr.services.delivery.plan`).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of sending.
     """
-    delivered = ctx.store.get_delivered(ven["ven_id"])
-    return _select(ctx.store.list_events(), ven, delivered, now)
-
-
-def _select(
-    events: list[dict[str, Any]], ven: VenRecord, delivered: dict[str, int], now: datetime
-) -> list[dict[str, Any]]:
-    chosen = [
-        event
-        for event in events
-        if targets_ven(event, ven)
-        and distributable(event, delivered.get(event["event_descriptor"]["event_id"]), now)
-    ]
-    return order_events(chosen, now)
+    record = delivery.load(ctx, ven["ven_id"])
+    stored = delivery.events_of(ctx, record)
+    return [p.event for p in delivery.plan(ctx, ven, stored, record["events"], now).planned]
 
 
 def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
-    """Whether ``ven`` should be sent an oadrDistributeEvent: one of its events is new to it,
-    changed since it was sent (another modification_number), or a cancellation it has not
-    been sent. A status change alone (far to active, active to completed) is no reason: the VEN
-    derives status from the times it has.
+    """Whether ``ven`` should be sent an oadrDistributeEvent now: one of its events has a
+    version it does not hold (new, changed, cancelled or withdrawn), or one it must answer and
+    has not, and was last sent at least
+    :func:`~flask_openadr.services.outbox.redelivery_after` ago. A status change alone (far to
+    active, active to completed) is no reason: the VEN derives status from the times it has.
+
+    A VEN that no change has marked since its last distribution is answered from its delivery
+    record alone (see :mod:`~flask_openadr.services.delivery`).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of the check.
     """
-    delivered = ctx.store.get_delivered(ven["ven_id"])
-    return any(
-        delivered.get(event["event_descriptor"]["event_id"])
-        != event["event_descriptor"]["modification_number"]
-        for event in _select(ctx.store.list_events(), ven, delivered, now)
-    )
+    record = delivery.load(ctx, ven["ven_id"])
+    if not delivery.is_due(record, now):
+        return False
+    ven = _current_ven(ctx, ven)
+    stored = delivery.events_of(ctx, record)
+    if delivery.plan(ctx, ven, stored, record["events"], now).due:
+        return True
+    # Marked, but nothing to send (the change was undone before the VEN polled): put the
+    # record right, so that the next poll reads it alone again.
+    delivery.after_sending(ctx, ven, record, stored, [], now)
+    return False
 
 
 def distribute_event_payload(
@@ -245,8 +280,13 @@ def distribute_event_payload(
     request_id: str | None = None,
     response: dict[str, Any] | None = None,
     reply_limit: int | None = None,
+    completed: bool = False,
 ) -> dict[str, Any]:
     """The oadrDistributeEvent for ``ven`` at ``now``, recorded as delivered.
+
+    Call it inside ``ctx.store.atomic()`` together with the encoding of the reply (see
+    :meth:`~flask_openadr.services.context.Context.reply`), so that nothing is recorded as
+    delivered unless its reply was built.
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
@@ -259,34 +299,37 @@ def distribute_event_payload(
         push VEN no eiResponse.
     :param reply_limit: the VEN's replyLimit: at most this many events, trimmed from the end.
         None or 0 means no limit (an empty list would tell the VEN every event is cancelled).
+    :param completed: also carry the events that ended at the version the VEN holds (the
+        answer to oadrRequestEvent shows them, with status completed, until they are removed).
     """
-    with ctx.store.atomic():
-        delivered = ctx.store.get_delivered(ven["ven_id"])
-        stored = ctx.store.list_events()
-        events = _select(stored, ven, delivered, now)
-        return _distribute(
-            ctx, ven, now, events, stored, delivered,
-            request_id=request_id, response=response, reply_limit=reply_limit,
-        )
+    with ctx.store.atomic(ven["ven_id"]):
+        record = delivery.load(ctx, ven["ven_id"])
+        ven = _current_ven(ctx, ven) if delivery.is_due(record, now) else ven
+        stored = delivery.events_of(ctx, record)
+        planned = delivery.plan(ctx, ven, stored, record["events"], now,
+                                completed=completed).planned
+        if reply_limit and reply_limit > 0:
+            planned = planned[:reply_limit]
+        delivery.after_sending(ctx, ven, record, stored, planned, now)
+        return _payload(ctx, ven, now, [p.event for p in planned],
+                        request_id=request_id, response=response)
 
 
-def _distribute(
+def _current_ven(ctx: Context, ven: VenRecord) -> VenRecord:
+    # The caller read the VEN record before its transaction; a group change committed since
+    # would be planned with the old groups and its withdrawal lost, so read it again.
+    return ctx.store.get_ven(ven["ven_id"]) or ven
+
+
+def _payload(
     ctx: Context,
     ven: VenRecord,
     now: datetime,
     events: list[dict[str, Any]],
-    stored: list[dict[str, Any]],
-    delivered: dict[str, int],
     *,
     request_id: str | None,
     response: dict[str, Any] | None,
-    reply_limit: int | None,
 ) -> dict[str, Any]:
-    if reply_limit and reply_limit > 0:
-        events = events[:reply_limit]
-    ven_id = ven["ven_id"]
-    delivered = _delivered_after(delivered, events, stored)
-    ctx.store.set_delivered(ven_id, delivered)
     payload: dict[str, Any] = {}
     if response is None and ven.get("http_pull_model", True):
         # The harness requires an eiResponse in pull mode [HAR].
@@ -295,22 +338,8 @@ def _distribute(
         payload["response"] = response
     payload["request_id"] = request_id or ctx.new_id()
     payload["vtn_id"] = ctx.settings.vtn_id
-    payload["events"] = [render_event(event, ven_id, now) for event in events]
+    payload["events"] = [render_event(event, ven["ven_id"], now) for event in events]
     return payload
-
-
-def _delivered_after(
-    delivered: dict[str, int], sent: list[dict[str, Any]], stored: list[dict[str, Any]]
-) -> dict[str, int]:
-    # Entries of deleted events are dropped so the map does not grow forever; an event a
-    # handler made up (not in the store) is not tracked either.
-    known = {event["event_descriptor"]["event_id"] for event in stored}
-    merged = {event_id: number for event_id, number in delivered.items() if event_id in known}
-    for event in sent:
-        descriptor = event["event_descriptor"]
-        if descriptor["event_id"] in known:
-            merged[descriptor["event_id"]] = descriptor["modification_number"]
-    return merged
 
 
 def _ok(request_id: str) -> dict[str, Any]:
@@ -321,9 +350,7 @@ def _ok(request_id: str) -> dict[str, Any]:
 # Messages from VENs.
 
 
-def request_event(
-    ctx: Context, ven: VenRecord, payload: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     """Answer oadrRequestEvent with oadrDistributeEvent (200, echoing the requestID).
 
     A user ``on_request_event(ven_id)`` handler is asked first: a list it returns (stored or
@@ -340,17 +367,18 @@ def request_event(
     chosen = handler(ven["ven_id"]) if handler is not None else None
     now = ctx.now()
     if not isinstance(chosen, list):
-        return "oadrDistributeEvent", distribute_event_payload(
-            ctx, ven, now, response=echo, reply_limit=reply_limit
-        )
+        with ctx.store.atomic(ven["ven_id"]):
+            reply = distribute_event_payload(ctx, ven, now, response=echo,
+                                             reply_limit=reply_limit, completed=True)
+            # Built in the same transaction: a reply that cannot be encoded records nothing.
+            return ctx.reply("oadrDistributeEvent", reply)
+    # Events a handler makes up are sent as they are and not recorded as delivered: the
+    # built-in distribution keeps its own account of the stored events.
     events = order_events([_handler_event(ctx, item) for item in chosen], now)
-    with ctx.store.atomic():
-        delivered = ctx.store.get_delivered(ven["ven_id"])
-        reply = _distribute(
-            ctx, ven, now, events, ctx.store.list_events(), delivered,
-            request_id=None, response=echo, reply_limit=reply_limit,
-        )
-    return "oadrDistributeEvent", reply
+    if reply_limit and reply_limit > 0:
+        events = events[:reply_limit]
+    return ctx.reply("oadrDistributeEvent",
+                     _payload(ctx, ven, now, events, request_id=None, response=echo))
 
 
 def _handler_event(ctx: Context, item: Any) -> dict[str, Any]:
@@ -366,9 +394,7 @@ def _handler_event(ctx: Context, item: Any) -> dict[str, Any]:
     return build_event(**fields)
 
 
-def created_event(
-    ctx: Context, ven: VenRecord, payload: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     """Record a VEN's oadrCreatedEvent (its optIn/optOut answers) and reply oadrResponse 200.
 
     Every answer is checked before anything is written: an eventID the store does not hold,
@@ -391,14 +417,16 @@ def created_event(
     now = ctx.now()
     answers = payload.get("event_responses") or []
     records = [_response_record(ven_id, raw, now, index) for index, raw in enumerate(answers)]
-    _check_answers(ctx, records)
+    _check_answers(ctx, ven_id, records)
     handler = ctx.handler("on_created_event")
     if handler is not None:
         # The answers as the VEN sent them (qualified_event_id nested), after the checks.
         handler({"ven_id": ven_id, "event_responses": copy.deepcopy(answers)})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         for record in records:
             ctx.store.put_event_response(record)
+        delivery.acknowledge(ctx, ven_id, [(r["event_id"], r["modification_number"])
+                                           for r in records])
     for record in records:
         ctx.emit(
             "event_response_received",
@@ -436,13 +464,18 @@ def _response_record(
     return record
 
 
-def _check_answers(ctx: Context, records: list[EventResponseRecord]) -> None:
+def _check_answers(ctx: Context, ven_id: str, records: list[EventResponseRecord]) -> None:
+    entries = delivery.load(ctx, ven_id)["events"] if records else {}
     for record in records:
         event = ctx.store.get_event(record["event_id"])
         if event is None:
             raise InvalidID(description=f"eventID {record['event_id']!r} is not known to this VTN")
         current = event["event_descriptor"]["modification_number"]
-        if record["modification_number"] > current:
+        sent = delivery.held(entries.get(record["event_id"]))
+        if record["modification_number"] > current and (
+            sent is None or record["modification_number"] != sent.modification_number
+        ):
+            # A withdrawal (see version_for_ven) may carry one more than the event's number.
             raise InvalidID(
                 description=f"eventID {record['event_id']!r} has modificationNumber {current}; "
                 f"{record['modification_number']} was never sent"

@@ -52,7 +52,7 @@ def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     if handler is not None:
         handler(copy.deepcopy(payload))
     record = _record(payload, ven_id, ctx.now())
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         ctx.store.put_record(OPT, ven_id, record["opt_id"], record)
     return "oadrCreatedOpt", {"response": response(payload["request_id"]),
                               "opt_id": payload["opt_id"]}
@@ -102,7 +102,7 @@ def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     handler = ctx.handler("on_cancel_opt")
     if handler is not None:
         handler(dict(copy.deepcopy(payload), opt=record))
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         ctx.store.delete_record(OPT, ven_id, opt_id)
     return "oadrCanceledOpt", {"response": response(payload["request_id"]), "opt_id": opt_id}
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..store.base import VenRecord
-from . import events, reports
-from .context import Context
-from .outbox import BEFORE_EVENTS
+from . import delivery, events, outbox, reports
+from .context import Context, Reply
 from .replies import response
 
 
-def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     """Answer one oadrPoll with exactly one pending message, or oadrResponse 200."""
     ven_id = ven["ven_id"]
     handler = ctx.handler("on_poll")
@@ -20,16 +19,34 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             name, reply = result
             return name, reply
     now = ctx.now()
-    with ctx.store.atomic():
-        item = ctx.store.pop_outbox(ven_id, max_priority=BEFORE_EVENTS)
+    wait = outbox.redelivery_after(ctx, ven)
+    if _nothing_pending(ctx, ven_id, now, wait):
+        # Most polls: answered from three reads, without a transaction or a write lock. A
+        # message queued meanwhile is simply taken by the next poll.
+        return "oadrResponse", {"response": response(""), "ven_id": ven_id}
+    # The reply is encoded inside the transaction that records it as sent: when it cannot be
+    # built, the transaction rolls back and the VEN is sent it on a later poll instead.
+    with ctx.store.atomic(ven_id):
+        awaiting = ctx.store.list_records(outbox.AWAITING, ven_id)
+        # Whether events are due decides whether the outbox is taken in two steps (the
+        # messages that go before a distribution, then the rest) or, as for most polls, one.
+        events_due = events.distribution_pending(ctx, ven, now)
+        item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded,
+                           max_priority=outbox.BEFORE_EVENTS if events_due else None,
+                           awaiting=awaiting)
         if item is not None:
-            return item["payload_name"], item["payload"]
-        if events.distribution_pending(ctx, ven, now):
-            return "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now)
-        item = ctx.store.pop_outbox(ven_id)
-        while item is not None and reports.superseded(ctx, ven_id, item):
-            # A cancel the VEN already acknowledged (it was piggy-backed on a reply to its data).
-            item = ctx.store.pop_outbox(ven_id)
-        if item is not None:
-            return item["payload_name"], item["payload"]
+            return ctx.reply(item["payload_name"], item["payload"])
+        if events_due:
+            return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}
+
+
+def _nothing_pending(ctx: Context, ven_id: str, now: Any, wait: Any) -> bool:
+    """Whether the VEN has nothing to be sent: no events due, no sent message due again, and
+    an empty outbox."""
+    if delivery.is_due(delivery.load(ctx, ven_id), now):
+        return False
+    if any(record["sent_at"] + wait <= now
+           for record in ctx.store.list_records(outbox.AWAITING, ven_id)):
+        return False
+    return not ctx.store.list_outbox(ven_id)

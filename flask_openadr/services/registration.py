@@ -6,7 +6,7 @@ from typing import Any
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..store.base import VenRecord
-from . import binding, opt, outbox, reports, vtn_reports
+from . import binding, delivery, opt, outbox, reports, vtn_reports
 from .context import Context
 from .replies import PROFILES, response
 
@@ -105,6 +105,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         with ctx.store.atomic():
             _check_claim_again(ctx, ven["ven_id"], fingerprint)
             ctx.store.put_ven(ven)
+            # A renewal may change report_only, and with it which events the VEN gets.
+            delivery.refresh_ven(ctx, ven, ctx.now())
         ctx.emit("registration_created", ven_id=ven["ven_id"],
                  registration_id=registration_id, reregistration=True)
         return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
@@ -146,7 +148,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         # A new registration starts afresh: nothing queued for the old one is sent, every
         # current event is distributed again, and report and opt state begins anew.
         ctx.store.clear_outbox(new_ven_id)
-        ctx.store.set_delivered(new_ven_id, {})
+        delivery.refresh_ven(ctx, ven, ctx.now(), fresh=True)
         _clear_records(ctx, new_ven_id)
         vtn_reports.queue_register_report(ctx, new_ven_id, vtn_offers)
     ctx.emit("registration_created", ven_id=new_ven_id,
@@ -196,8 +198,9 @@ def _updated_record(base: VenRecord, payload: dict[str, Any], fingerprint: str |
 
 
 #: Store record kinds that belong to a registration: report capabilities and subscriptions in
-#: both directions, and opt schedules.
-RECORD_KINDS = reports.RECORD_KINDS + vtn_reports.RECORD_KINDS + opt.RECORD_KINDS
+#: both directions, opt schedules, and sent messages awaiting their acknowledgement.
+RECORD_KINDS = (reports.RECORD_KINDS + vtn_reports.RECORD_KINDS + opt.RECORD_KINDS
+                + outbox.RECORD_KINDS)
 
 
 def _clear_records(ctx: Context, ven_id: str) -> None:
@@ -244,6 +247,9 @@ def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     if payload.get("registration_id", ven["registration_id"]) != ven["registration_id"]:
         raise InvalidID(description=f"registrationID {payload['registration_id']!r} is not the "
                         "current registration of this VEN")
+    # Any answer acknowledges the request; a VEN that refused it is not asked again and again.
+    outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
+        "oadrCancelPartyRegistration", {"request_id": payload["response"]["request_id"]}))
     if payload["response"]["response_code"] // 100 == 2:
         _end_registration(ctx, ven)
     return "oadrResponse", {"response": response(payload["response"]["request_id"]),
@@ -252,16 +258,21 @@ def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
 
 def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     """oadrResponse from the VEN (the acknowledgement of oadrRequestReregistration)."""
+    outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
+        "oadrRequestReregistration", {}))
     return "oadrResponse", {"response": response(payload["response"]["request_id"]),
                             "ven_id": ven["ven_id"]}
 
 
 def request_cancel(ctx: Context, ven_id: str) -> None:
-    """Queue oadrCancelPartyRegistration; the registration ends when the VEN acknowledges."""
+    """Queue oadrCancelPartyRegistration; the registration ends when the VEN acknowledges.
+    Asking again while one is queued or unacknowledged queues nothing more."""
     with ctx.store.atomic():
         ven = ctx.store.get_ven(ven_id)
         if ven is None or not ven.get("registration_id"):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
+        if outbox.queued(ctx, ven_id, "oadrCancelPartyRegistration"):
+            return
         ctx.store.put_ven(dict(ven, cancel_requested=True))  # type: ignore[arg-type]
         outbox.push(ctx, ven_id, "oadrCancelPartyRegistration", {
             "request_id": ctx.new_id(),
@@ -271,9 +282,12 @@ def request_cancel(ctx: Context, ven_id: str) -> None:
 
 
 def request_reregistration(ctx: Context, ven_id: str) -> None:
-    """Queue oadrRequestReregistration for the VEN's next poll."""
+    """Queue oadrRequestReregistration for the VEN's next poll. Asking again while one is
+    queued or unacknowledged queues nothing more."""
     with ctx.store.atomic():
         ven = ctx.store.get_ven(ven_id)
         if ven is None or not ven.get("registration_id"):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
+        if outbox.queued(ctx, ven_id, "oadrRequestReregistration"):
+            return
         outbox.push(ctx, ven_id, "oadrRequestReregistration", {"ven_id": ven_id})

@@ -306,6 +306,8 @@ def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             ctx.store.put_record(VEN_REPORT, ven_id, report["report_specifier_id"], report)
         if answered is not None:
             ctx.store.delete_record(REPORT_REQUEST, ven_id, answered)
+            # The METADATA itself answers the oadrCreateReport that asked for it.
+            outbox.acknowledge(ctx, ven_id, requests[answered]["message_request_id"])
         live = [r for r in invalid if r["state"] in ("requested", "active")]
         if live:
             # Their rIDs are gone: the VTN cancels them so that both sides forget them.
@@ -362,7 +364,8 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                          "response_description": eiresponse.get("response_description"),
                          "pending_reports": pending, "accepted": accepted, "refused": refused,
                          "unknown": unknown})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
+        outbox.acknowledge(ctx, ven_id, request_id)
         for report_request_id in refused:
             ctx.store.delete_record(REPORT_REQUEST, ven_id, report_request_id)
         for report_request_id in accepted:
@@ -400,7 +403,8 @@ def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                          "response_description": eiresponse.get("response_description"),
                          "report_request_ids": [r["report_request_id"] for r in ended],
                          "report_to_follow": to_follow, "pending_reports": pending})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
+        outbox.acknowledge(ctx, ven_id, request_id)
         for record in ended:
             if record["cancel"]["report_to_follow"]:
                 record["state"] = "final_report"
@@ -435,7 +439,7 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     done = [record for record, _ in checked
             if record["state"] == "final_report" or record["report_back_duration"] == _ZERO]
     if done:
-        with ctx.store.atomic():
+        with ctx.store.atomic(ven_id):
             for record in done:
                 # A one-shot request (reportBackDuration 0) is fulfilled by its report, and a
                 # cancelled one with reportToFollow by its final report.
@@ -656,8 +660,17 @@ def _start_cancel(ctx: Context, ven_id: str, records: list[dict[str, Any]],
 
 
 def superseded(ctx: Context, ven_id: str, item: Mapping[str, Any]) -> bool:
-    """Whether a queued oadrCancelReport is no longer needed when the VEN polls: the VEN already
-    acknowledged the cancel (it got it piggy-backed on an oadrUpdatedReport)."""
+    """Whether a queued (or sent, unacknowledged) report message is no longer needed: an
+    oadrCreateReport none of whose requests still waits for the VEN's answer (the VTN cancelled
+    them, so the cancel replaces the create; or the VEN answered another way), or an
+    oadrCancelReport the VEN already acknowledged (it got it piggy-backed on an
+    oadrUpdatedReport)."""
+    if item["payload_name"] == "oadrCreateReport":
+        for request in item["payload"]["report_requests"]:
+            record = ctx.store.get_record(REPORT_REQUEST, ven_id, request["report_request_id"])
+            if record and record["state"] == "requested":
+                return False
+        return True
     if item["payload_name"] != "oadrCancelReport":
         return False
     cancel_id = item["payload"]["request_id"]

@@ -128,6 +128,7 @@ def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     """oadrRegisteredReport: the VEN acknowledges the VTN's METADATA. Without requests the VTN
     answers oadrResponse; with requests, oadrCreatedReport (the harness expects it)."""
     request_id = payload["response"]["request_id"]
+    outbox.acknowledge(ctx, ven["ven_id"], request_id)
     requests = payload.get("report_requests") or []
     if not requests:
         return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
@@ -153,7 +154,7 @@ def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], reques
         answers = [offers(ctx, ven_id) for _ in metadata]
     except Rejection as rejection:
         return _created(ctx, ven_id, request_id, rejection.response_code, rejection.description)
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         for record in records:
             ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, record["report_request_id"], record)
         for report_request_id, reports in zip(metadata, answers):
@@ -234,7 +235,7 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
     if handler is not None and known:
         handler(ven_id, {"request_id": cancel["request_id"], "report_request_ids": known,
                          "report_to_follow": cancel["report_to_follow"]})
-    with ctx.store.atomic():
+    with ctx.store.atomic(ven_id):
         for report_request_id in known:
             if cancel["report_to_follow"]:
                 record = records[report_request_id]
@@ -247,6 +248,7 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
 def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     """oadrUpdatedReport: the VEN acknowledges a VTN report; a piggy-backed oadrCancelReport in
     it is applied (IDs the VTN does not know are ignored, since there is no reply to refuse)."""
+    outbox.acknowledge(ctx, ven["ven_id"], payload["response"]["request_id"])
     if payload.get("cancel_report"):
         _cancel(ctx, ven["ven_id"], payload["cancel_report"], strict=False)
     return "oadrResponse", {"response": response(payload["response"]["request_id"]),

@@ -107,11 +107,25 @@ class Store(Protocol):
     and nothing is written. Driver failures raise :class:`~flask_openadr.errors.StoreError`.
     """
 
-    def atomic(self) -> contextlib.AbstractContextManager[None]:
+    def atomic(self, ven_id: str | None = None) -> contextlib.AbstractContextManager[None]:
         """Group calls into one transaction: all of them take effect, or (when the block raises)
         none does. Re-entrant: a nested ``atomic()`` joins the outermost block, so its writes are
-        committed or rolled back with it (there are no savepoints). While a block is open, other
-        writers, in this process or any other, wait for it."""
+        committed or rolled back with it (there are no savepoints), whatever its ``ven_id``.
+
+        Without ``ven_id`` the block is VTN-wide: while it is open, other writers, in this
+        process or any other, wait for it. With ``ven_id`` the block promises to write only that
+        VEN's data (its delivery record, outbox, records and event responses; it may read
+        anything): it waits for VTN-wide blocks and for blocks of the same VEN, and VTN-wide
+        blocks wait for it, but blocks of other VENs need not wait. A backend that cannot tell
+        them apart (one writer at a time, as SQLite) treats every block as VTN-wide."""
+        ...
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Hold what one request needs for its whole length: the SQL store takes one pooled
+        connection for every call this thread makes until the end (in autocommit outside
+        :meth:`atomic` blocks, whose transactions run on it too), instead of one per call. The
+        VTN opens one around each OpenADR request. Re-entrant; backends without a connection
+        pool do nothing."""
         ...
 
     def close(self) -> None:
@@ -150,11 +164,23 @@ class Store(Protocol):
 
     def delete_event(self, event_id: str) -> None: ...
 
-    # Per-VEN delivery state: the modificationNumber of each event last sent to the VEN.
-    def get_delivered(self, ven_id: str) -> dict[str, int]: ...
+    # Per-VEN delivery state: what was last sent to the VEN of each event, by eventID. The
+    # events service decides the shape of an entry (see flask_openadr.services.events); a store
+    # keeps any record value.
+    def get_delivered(self, ven_id: str) -> dict[str, Any]: ...
 
-    def set_delivered(self, ven_id: str, delivered: dict[str, int]) -> None:
+    def set_delivered(self, ven_id: str, delivered: dict[str, Any]) -> None:
         """Replace the VEN's whole delivery map."""
+        ...
+
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`get_delivered` of each VEN, by venID (``{}`` for one that has none), in as
+        few round trips as the backend allows: a change fans out to thousands of VENs."""
+        ...
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        """:meth:`set_delivered` for each venID of ``delivered``, in as few round trips as the
+        backend allows. Every value is checked before anything is written."""
         ...
 
     # Event responses (opt state)
@@ -165,6 +191,10 @@ class Store(Protocol):
     def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
         """The event's responses (every version), ordered by ``received_at``, then ``ven_id``,
         then ``modification_number``."""
+        ...
+
+    def delete_event_responses(self, event_id: str) -> None:
+        """Remove every response to the event (the retention sweep does, with the event)."""
         ...
 
     # Outbox
@@ -407,6 +437,16 @@ def liveness_from_row(
         "offline_at": from_utc_text(offline_at),
         "pending": pending,
     }
+
+
+def check_delivered(delivered: Any) -> None:
+    """``TypeError`` unless a delivery map is a dict."""
+    if not isinstance(delivered, dict):
+        raise TypeError(f"a delivery map must be a dict, got {delivered!r}")
+
+
+#: How many keys a backend puts in one ``IN (...)`` list or one multi-key command.
+MANY_CHUNK = 500
 
 
 def check_max_priority(max_priority: int | None) -> None:

@@ -33,6 +33,7 @@ from .base import (
     OutboxItem,
     Transition,
     VenRecord,
+    check_delivered,
     check_int,
     check_nonce,
     check_max_priority,
@@ -135,8 +136,14 @@ class MemoryStore:
         return self._lock
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic`."""
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        yield
+
+    @contextlib.contextmanager
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (one
+        process, one lock)."""
         with self._guard():
             outermost = self._depth == 0
             if outermost:
@@ -250,6 +257,24 @@ class MemoryStore:
             else:
                 self._delivered.pop(ven_id, None)
 
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        with self._guard():
+            texts = {ven_id: self._delivered.get(ven_id) for ven_id in ven_ids}
+        return {ven_id: {} if text is None else serialize.loads(text)
+                for ven_id, text in texts.items()}
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        with self._guard():
+            for ven_id, text in texts.items():
+                if text is None:
+                    self._delivered.pop(ven_id, None)
+                else:
+                    self._delivered[ven_id] = text
+
     # -- event responses -----------------------------------------------------------------------
 
     def put_event_response(self, response: EventResponseRecord) -> None:
@@ -266,6 +291,10 @@ class MemoryStore:
         # The SQL backends' order: received_at with missing ones first, then the key.
         entries.sort(key=lambda e: (e[1][0] is not None, e[1][0] or "", e[0]))
         return [serialize.loads(text) for _, (_, text) in entries]
+
+    def delete_event_responses(self, event_id: str) -> None:
+        with self._guard():
+            self._responses.pop(event_id, None)
 
     # -- outbox --------------------------------------------------------------------------------
 

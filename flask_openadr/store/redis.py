@@ -31,6 +31,9 @@ Keys (``P`` is the prefix; every value holding a record is the text of
 :mod:`flask_openadr.store.serialize`)::
 
     P lock, P lock:liveness        the write locks of atomic() blocks (a token, with a lease)
+    P lock:ven:VEN_ID              the lock of a per-VEN block, atomic(ven_id)
+    P lock:vens                    sorted set: tokens of open per-VEN blocks, by lease end
+    P lock:waiting                 set while a VTN-wide block waits for per-VEN blocks
     P seq                          the counter that orders events, records and outbox items
     P vens                         hash: ven_id -> record
     P ven_fp, P fingerprints       hash ven_id -> fingerprint; sorted set "FINGERPRINT:ven_id"
@@ -60,6 +63,15 @@ Liveness has a lock of its own, taken by a block only when it touches liveness, 
 :meth:`~RedisStore.record_seen` (one script per VEN message) never waits for the poll blocks of
 other VENs.
 
+A per-VEN block (``atomic(ven_id)``, which writes only that VEN's data) takes the VEN's lock
+instead of the write lock, and records its token in ``P lock:vens`` (with its lease end), both in
+one script that refuses while the write lock is held or a VTN-wide block is waiting. Blocks of
+different VENs therefore run side by side. A VTN-wide block takes the write lock only once no
+per-VEN block is open (expired entries are dropped), and while it waits it sets
+``P lock:waiting`` so that new per-VEN blocks wait behind it; single writes outside a block
+wait for open per-VEN blocks as they wait for the write lock. A per-VEN block commits like any
+block, checking its own lock's token, and leaves ``P lock:vens`` in the same script.
+
 Each process has its own connection pool (found by ``os.getpid()``): a worker forked from a
 gunicorn master that opened the store never uses the master's connections.
 """
@@ -85,6 +97,8 @@ from .base import (
     OutboxItem,
     Transition,
     VenRecord,
+    MANY_CHUNK,
+    check_delivered,
     check_max_priority,
     check_nonce,
     event_id_of,
@@ -209,8 +223,9 @@ def _seconds(uri: str, own: dict[str, str], name: str, default: float) -> float:
 # Write scripts answer 0 for "locked, try again" (a table starting with 0 where they return more).
 
 _COMMIT = """
--- Apply a group of writes. KEYS[1] the write lock, KEYS[2] the liveness lock, KEYS[3] the
--- sequence counter, then the keys the operations name (by their index in KEYS).
+-- Apply a group of writes. KEYS[1] the block's write lock (the VTN's, or a VEN's for a
+-- per-VEN block), KEYS[2] the liveness lock, KEYS[3] the sequence counter, KEYS[4] the set of
+-- open per-VEN blocks, then the keys the operations name (by their index in KEYS).
 -- ARGV[1] the block's token ('' for a single write outside a block), ARGV[2] / ARGV[3] '1' to
 -- check the write lock / the liveness lock, then the operations, each a name and its arguments.
 -- Returns 1 when applied, 0 when another block holds a lock (nothing written), -1 when the
@@ -225,6 +240,12 @@ for i = 1, 2 do
       return -1
     end
   end
+end
+if token == '' and ARGV[2] == '1' then
+  -- A single write waits for open per-VEN blocks too, as it waits for a VTN-wide block.
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  if redis.call('ZCOUNT', KEYS[4], ms, '+inf') > 0 then return 0 end
 end
 local function key(i) return KEYS[tonumber(ARGV[i])] end
 local i, n = 4, #ARGV
@@ -302,31 +323,73 @@ while i <= n do
 end
 if token ~= '' then
   redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[4], token)
   if ARGV[3] == '1' then redis.call('DEL', KEYS[2]) end
 end
 return 1
 """
 
-_RENEW = """
--- Extend the block's locks (KEYS) to ARGV[2] ms if they all still hold its token ARGV[1].
-for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) ~= ARGV[1] then return 0 end
+_TAKE_VTN = """
+-- Take the VTN's write lock KEYS[1] for token ARGV[1] (lease ARGV[2] ms) once no per-VEN block
+-- is open (KEYS[2], by lease end); while some are, flag KEYS[3] so that no new one opens (a
+-- steady stream of polls cannot keep a VTN-wide block out). Returns 1 when taken, else 0.
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ms - 1)
+if redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+  return 0
 end
-for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ARGV[2]) end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('DEL', KEYS[3])
+  return 1
+end
+return 0
+"""
+
+_TAKE_VEN = """
+-- Open a per-VEN block: KEYS[1] the VTN's write lock, KEYS[2] the VEN's lock, KEYS[3] the set
+-- of open per-VEN blocks, KEYS[4] the flag of a waiting VTN-wide block; ARGV[1] the token,
+-- ARGV[2] the lease in ms. Returns 1 when taken, else 0 (try again).
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('ZADD', KEYS[3], ms + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+_RENEW = """
+-- Extend the block's locks (KEYS, the first ARGV[3] of them) to ARGV[2] ms if they all still
+-- hold its token ARGV[1]; a per-VEN block also names the set of open ones (the last KEYS).
+local locks = tonumber(ARGV[3])
+for j = 1, locks do
+  if redis.call('GET', KEYS[j]) ~= ARGV[1] then return 0 end
+end
+for j = 1, locks do redis.call('PEXPIRE', KEYS[j], ARGV[2]) end
+if #KEYS > locks then
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  redis.call('ZADD', KEYS[#KEYS], 'XX', ms + tonumber(ARGV[2]), ARGV[1])
+end
 return 1
 """
 
 _RELEASE = """
--- Release the block's locks (KEYS) that still hold its token ARGV[1] (a rolled-back block).
-for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then redis.call('DEL', k) end
+-- Release the block's locks (the first ARGV[2] KEYS) that still hold its token ARGV[1] (a
+-- rolled-back block), and its place in the set of open per-VEN blocks (the last KEYS, if any).
+local locks = tonumber(ARGV[2])
+for j = 1, locks do
+  if redis.call('GET', KEYS[j]) == ARGV[1] then redis.call('DEL', KEYS[j]) end
 end
+if #KEYS > locks then redis.call('ZREM', KEYS[#KEYS], ARGV[1]) end
 return 1
 """
 
 _POP_OUTBOX = """
--- KEYS[1] the write lock, KEYS[2] the VEN's outbox; ARGV[1] the highest priority to consider.
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+-- KEYS[1] the write lock, KEYS[2] the VEN's outbox, KEYS[3] the VEN's lock; ARGV[1] the
+-- highest priority to consider.
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return {0} end
 local first = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, 1)
 if #first == 0 then return {1} end
 redis.call('ZREM', KEYS[2], first[1])
@@ -457,6 +520,8 @@ COMMIT = _Script(_COMMIT)
 RENEW = _Script(_RENEW)
 RELEASE = _Script(_RELEASE)
 POP_OUTBOX = _Script(_POP_OUTBOX)
+TAKE_VTN = _Script(_TAKE_VTN)
+TAKE_VEN = _Script(_TAKE_VEN)
 VEN_BY_FINGERPRINT = _Script(_VEN_BY_FINGERPRINT)
 RECORD_SEEN = _Script(_RECORD_SEEN)
 CLAIM_OFFLINE = _Script(_CLAIM_OFFLINE)
@@ -478,6 +543,8 @@ class _Keys:
         self.prefix = prefix
         self.lock = prefix + "lock"
         self.live_lock = prefix + "lock:liveness"
+        self.ven_blocks = prefix + "lock:vens"  # open per-VEN blocks, by lease end
+        self.vtn_waiting = prefix + "lock:waiting"  # a VTN-wide block waits for them
         self.seq = prefix + "seq"
         self.vens = prefix + "vens"
         self.ven_fp = prefix + "ven_fp"
@@ -494,6 +561,9 @@ class _Keys:
 
     def outbox(self, ven_id: str) -> str:
         return f"{self.prefix}outbox:{ven_id}"
+
+    def ven_lock(self, ven_id: str) -> str:
+        return f"{self.prefix}lock:ven:{ven_id}"
 
     def records(self, kind: str, ven_id: str) -> str:
         # The length makes the name parse back into (kind, ven_id) whatever the two hold.
@@ -696,6 +766,7 @@ class _Changes:
         self.events = _Ordered()
         self.delivered: dict[str, str | None] = {}  # None: removed
         self.responses: dict[str, dict[str, str]] = {}  # event_id -> field -> record
+        self.responses_cleared: set[str] = set()  # event_ids whose stored responses go first
         self.outboxes: dict[str, _Outbox] = {}
         self.records: dict[tuple[str, str], _Ordered] = {}
         self.liveness: dict[str, dict[str, str] | None] = {}  # None: forgotten
@@ -717,6 +788,7 @@ class _Changes:
             or self.events.changes
             or self.delivered
             or self.responses
+            or self.responses_cleared
             or self.outboxes
             or self.records
         )
@@ -732,6 +804,8 @@ class _Changes:
                 call.op("hdel", [keys.delivered], [ven_id])
             else:
                 call.op("hset", [keys.delivered], [ven_id, text])
+        for event_id in sorted(self.responses_cleared):
+            call.op("del", [keys.responses(event_id)], [])
         for event_id, fields in self.responses.items():
             for field, text in fields.items():
                 call.op("hset", [keys.responses(event_id)], [field, text])
@@ -750,8 +824,9 @@ class _Changes:
 class _Call:
     """The KEYS and ARGV of one run of the commit script."""
 
-    def __init__(self, keys: _Keys, token: str, check_main: bool, check_live: bool):
-        self.keys = [keys.lock, keys.live_lock, keys.seq]
+    def __init__(self, keys: _Keys, token: str, check_main: bool, check_live: bool,
+                 lock: str | None = None):
+        self.keys = [lock or keys.lock, keys.live_lock, keys.seq, keys.ven_blocks]
         self.index = {name: i + 1 for i, name in enumerate(self.keys)}
         self.args = [token, "1" if check_main else "0", "1" if check_live else "0"]
 
@@ -769,12 +844,13 @@ class _Call:
 class _Block:
     """One thread's open atomic() block."""
 
-    __slots__ = ("token", "pid", "queue", "depth", "renewed", "live_locked", "changes")
+    __slots__ = ("token", "pid", "queue", "depth", "renewed", "live_locked", "changes", "lock")
 
-    def __init__(self, token: str, queue: threading.Lock):
+    def __init__(self, token: str, queue: threading.Lock | None, lock: str):
         self.token = token
         self.pid = os.getpid()
-        self.queue = queue  # this process's lock, released when the block ends
+        self.queue = queue  # this process's lock, released when the block ends (VTN-wide only)
+        self.lock = lock  # the write lock it holds: the VTN's, or its VEN's
         self.depth = 1
         self.renewed = time.monotonic()
         self.live_locked = False
@@ -977,8 +1053,9 @@ class RedisStore:
             self._local.block = None
             return None
         if time.monotonic() - block.renewed > self.lock_lease / 3:
-            locks = [self._keys.lock] + ([self._keys.live_lock] if block.live_locked else [])
-            if self._run(RENEW, locks, [block.token, str(self._lease_ms)]) != 1:
+            locks = self._locks_of(block)
+            keys = locks + ([self._keys.ven_blocks] if block.queue is None else [])
+            if self._run(RENEW, keys, [block.token, str(self._lease_ms), str(len(locks))]) != 1:
                 raise self._lost()
             block.renewed = time.monotonic()
         return block
@@ -989,9 +1066,18 @@ class RedisStore:
             f"lock_lease={self.lock_lease:g} s, or Redis restarted); nothing of it was written"
         )
 
+    def _locks_of(self, block: _Block) -> list[str]:
+        return [block.lock] + ([self._keys.live_lock] if block.live_locked else [])
+
     def _take(self, key: str, token: str, deadline: float) -> None:
         delay = 0.0005
         while not self._call("set", key, token, nx=True, px=self._lease_ms):
+            delay = self._pause(delay, deadline)
+
+    def _take_script(self, script: _Script, keys: list[str], token: str,
+                     deadline: float) -> None:
+        delay = 0.0005
+        while self._run(script, keys, [token, str(self._lease_ms)]) != 1:
             delay = self._pause(delay, deadline)
 
     def _live_block(self) -> _Block | None:
@@ -1004,8 +1090,15 @@ class RedisStore:
         return block
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic` and the module docstring.
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        yield
+
+    @contextlib.contextmanager
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic` and the module docstring. Every
+        block with ``ven_id`` takes that VEN's lock and a place among the open per-VEN blocks,
+        which a VTN-wide block (the VTN's write lock) waits for; see the module docstring.
 
         The outermost block holds the write lock from its start to its end; its writes reach
         Redis in one script at the end, which checks the lock is still the block's. A block
@@ -1020,7 +1113,7 @@ class RedisStore:
             finally:
                 block.depth -= 1
             return
-        block = self._begin()
+        block = self._begin(ven_id)
         self._local.block = block
         try:
             yield
@@ -1029,30 +1122,43 @@ class RedisStore:
             try:
                 self._release(block)
             finally:
-                block.queue.release()
+                if block.queue is not None:
+                    block.queue.release()
             raise
         self._local.block = None
         try:
             self._commit_block(block)
         finally:
-            block.queue.release()
+            if block.queue is not None:
+                block.queue.release()
 
-    def _begin(self) -> _Block:
+    def _begin(self, ven_id: str | None = None) -> _Block:
         deadline = time.monotonic() + self.lock_wait
+        token = uuid.uuid4().hex
+        keys = self._keys
+        if ven_id is not None:
+            # A per-VEN block: the VEN's own lock, and a place among the open per-VEN blocks
+            # (which a VTN-wide block waits for). No process-wide queue: threads serving other
+            # VENs need not take turns.
+            lock = keys.ven_lock(ven_id)
+            self._take_script(TAKE_VEN, [keys.lock, lock, keys.ven_blocks, keys.vtn_waiting],
+                              token, deadline)
+            return _Block(token, None, lock)
         _, queue = self._process_locks()
         if not queue.acquire(timeout=self.lock_wait):
             raise self._waited()
         try:
-            token = uuid.uuid4().hex
-            self._take(self._keys.lock, token, deadline)
+            self._take_script(TAKE_VTN, [keys.lock, keys.ven_blocks, keys.vtn_waiting], token,
+                              deadline)
         except BaseException:
             queue.release()
             raise
-        return _Block(token, queue)
+        return _Block(token, queue, keys.lock)
 
     def _commit_block(self, block: _Block) -> None:
         try:
-            result = self._commit(block.changes, block.token, True, block.live_locked)
+            result = self._commit(block.changes, block.token, True, block.live_locked,
+                                  block.lock)
         except BaseException:
             self._release(block)  # a network error: the script may not have run
             raise
@@ -1061,12 +1167,14 @@ class RedisStore:
 
     def _release(self, block: _Block) -> None:
         """Let go of a block's locks, if Redis can be reached (else they expire)."""
-        locks = [self._keys.lock] + ([self._keys.live_lock] if block.live_locked else [])
+        locks = self._locks_of(block)
+        keys = locks + ([self._keys.ven_blocks] if block.queue is None else [])
         with contextlib.suppress(StoreError):
-            self._run(RELEASE, locks, [block.token])
+            self._run(RELEASE, keys, [block.token, str(len(locks))])
 
-    def _commit(self, changes: _Changes, token: str, check_main: bool, check_live: bool) -> int:
-        call = _Call(self._keys, token, check_main, check_live)
+    def _commit(self, changes: _Changes, token: str, check_main: bool, check_live: bool,
+                lock: str | None = None) -> int:
+        call = _Call(self._keys, token, check_main, check_live, lock)
         changes.add_ops(call, self._keys)
         return int(self._run(COMMIT, call.keys, call.args))
 
@@ -1173,6 +1281,28 @@ class RedisStore:
 
     # -- event responses -----------------------------------------------------------------------
 
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        unique = list(dict.fromkeys(ven_ids))
+        texts: dict[str, str | None] = {}
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            texts.update(zip(chunk, self._call("hmget", self._keys.delivered, chunk)))
+        block = self._block()
+        if block is not None:
+            for ven_id in unique:
+                if ven_id in block.changes.delivered:
+                    texts[ven_id] = block.changes.delivered[ven_id]
+        return {ven_id: {} if texts[ven_id] is None else serialize.loads(texts[ven_id])
+                for ven_id in ven_ids}
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        if texts:
+            self._write(lambda changes: changes.delivered.update(texts))
+
     def put_event_response(self, response: EventResponseRecord) -> None:
         ven_id, event_id, modification_number = event_response_key(response)
         received_at_text(response)  # validates
@@ -1182,10 +1312,19 @@ class RedisStore:
             lambda changes: changes.responses.setdefault(event_id, {}).__setitem__(field, text)
         )
 
+    def delete_event_responses(self, event_id: str) -> None:
+        def clear(changes: _Changes) -> None:
+            changes.responses_cleared.add(event_id)
+            changes.responses.pop(event_id, None)
+
+        self._write(clear)
+
     def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
         stored = self._call("hgetall", self._keys.responses(event_id))
         block = self._block()
         if block is not None:
+            if event_id in block.changes.responses_cleared:
+                stored = {}
             stored.update(block.changes.responses.get(event_id, {}))
         responses = [serialize.loads(text) for text in stored.values()]
         # The SQL backends' order: received_at with missing ones first, then the key.
@@ -1217,7 +1356,7 @@ class RedisStore:
         block = self._block()
         if block is None:
             bound = "+inf" if max_priority is None else str(max_priority)
-            keys = [self._keys.lock, self._keys.outbox(ven_id)]
+            keys = [self._keys.lock, self._keys.outbox(ven_id), self._keys.ven_lock(ven_id)]
             result = self._until_unlocked(lambda: self._run(POP_OUTBOX, keys, [bound]),
                                           lambda result: result[0] == 0)
             return serialize.loads(_outbox_text(result[1])) if len(result) > 1 else None

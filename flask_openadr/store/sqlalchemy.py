@@ -52,6 +52,8 @@ from .base import (
     OutboxItem,
     Transition,
     VenRecord,
+    MANY_CHUNK,
+    check_delivered,
     check_max_priority,
     event_id_of,
     event_response_key,
@@ -317,6 +319,12 @@ def _literal(text: str) -> Any:
     return sa.literal_column(f"'{text}'", sa.String())
 
 
+_SCOPED_LOCK = None if sa is None else sa.text(
+    "WITH vtn AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(:vtn) AS held) "
+    "SELECT pg_advisory_xact_lock(:ven) FROM vtn"
+)
+
+
 def _advisory_key(prefix: str) -> int:
     """The PostgreSQL advisory lock key of one VTN's tables: a signed 64-bit hash of the prefix."""
     digest = hashlib.blake2b(f"flask-openadr:{prefix}".encode(), digest_size=8).digest()
@@ -356,6 +364,7 @@ class _Block(threading.local):
     pid = 0
     connection: Any = None
     depth = 0
+    session: Any = None  # the connection session() holds for the thread, in autocommit mode
 
 
 class SQLStore:
@@ -588,11 +597,22 @@ class SQLStore:
             block.pid = os.getpid()
             block.connection = None
             block.depth = 0
+            block.session = None
         return block
 
-    def _lock_writers(self, connection: Any) -> None:
-        """Make every other writer of these tables wait until this transaction ends."""
-        if self._postgresql:
+    def _lock_writers(self, connection: Any, ven_id: str | None = None) -> None:
+        """Make every other writer of these tables (of this VEN, with ``ven_id``) wait until
+        this transaction ends."""
+        if self._postgresql and ven_id is not None:
+            # One round trip for both: the VTN's lock shared, then the VEN's exclusively. The
+            # order matters (PostgreSQL queues a shared request behind a waiting exclusive one,
+            # so taking the VEN's lock first could close a cycle); the materialised CTE is
+            # evaluated before the outer SELECT, which fixes it.
+            connection.execute(_SCOPED_LOCK, {
+                "vtn": self._advisory_key,
+                "ven": _advisory_key(f"{self.table_prefix}\0{ven_id}"),
+            })
+        elif self._postgresql:
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self._advisory_key)))
         else:
             meta = self.tables.meta
@@ -601,12 +621,15 @@ class SQLStore:
             )
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
         """See :meth:`flask_openadr.store.base.Store.atomic`.
 
         The outermost block takes a connection from the pool, begins a transaction and takes
         the writer lock (see the module documentation) before anything else, so a second
-        writer, in any thread of any process, waits there before it has read anything.
+        writer, in any thread of any process, waits there before it has read anything. On
+        PostgreSQL a block with ``ven_id`` takes the VTN's advisory lock shared and the VEN's
+        own advisory lock exclusively, so blocks of different VENs run side by side while
+        VTN-wide blocks (which take the VTN's lock exclusively) still exclude them all.
         """
         block = self._current()
         if block.connection is not None:
@@ -617,14 +640,20 @@ class SQLStore:
                 block.depth -= 1
             return
         self._ensure_schema()
+        owned = block.session is None  # else the session's connection, kept after the block
         with self._errors():
-            connection = self._engine().connect()
+            if owned:
+                connection = self._engine().connect()
+            else:
+                connection = block.session
+                if connection.in_transaction():
+                    connection.commit()
+                connection.execution_options(isolation_level=connection.default_isolation_level)
             try:
                 transaction = connection.begin()
-                self._lock_writers(connection)
+                self._lock_writers(connection, ven_id)
             except BaseException:
-                with contextlib.suppress(sa.exc.SQLAlchemyError):
-                    connection.close()
+                self._end_block_connection(connection, owned)
                 raise
         block.connection, block.depth = connection, 1
         try:
@@ -636,15 +665,45 @@ class SQLStore:
             # The block's own exception is the one to see; a failed rollback only adds to it.
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 transaction.rollback()
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                connection.close()
+            self._end_block_connection(connection, owned)
             raise
         try:
             with self._errors():
                 transaction.commit()
         finally:
+            # Back to the pool (rolled back there if the commit failed), or to the session.
+            self._end_block_connection(connection, owned)
+
+    @staticmethod
+    def _end_block_connection(connection: Any, owned: bool) -> None:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            if owned:
+                connection.close()
+            else:
+                if connection.in_transaction():
+                    connection.rollback()
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`: one connection from the pool
+        for everything this thread does until the end, in autocommit outside atomic() blocks
+        (whose transactions run on it too). Re-entrant; inside a block, nothing changes."""
+        block = self._current()
+        if block.session is not None or block.connection is not None:
+            yield
+            return
+        self._ensure_schema()
+        with self._errors():
+            connection = self._engine().connect()
+            connection.execution_options(isolation_level="AUTOCOMMIT")
+        block.session = connection
+        try:
+            yield
+        finally:
+            block.session = None
             with contextlib.suppress(sa.exc.SQLAlchemyError):
-                connection.close()  # back to the pool (rolled back there if the commit failed)
+                connection.close()
 
     def _run(self, work: Callable[[Any], T]) -> T:
         """``work(connection)`` inside this thread's block, or else as one statement in its own
@@ -653,6 +712,20 @@ class SQLStore:
         with self._errors():
             if block.connection is not None:
                 return work(block.connection)
+            if block.session is not None:
+                session = block.session
+                try:
+                    result = work(session)
+                except BaseException:
+                    # The statement's own error is the one to see (a broken connection makes
+                    # SQLAlchemy refuse anything but a rollback).
+                    with contextlib.suppress(sa.exc.SQLAlchemyError):
+                        session.rollback()
+                    raise
+                # Autocommit at the database; this ends SQLAlchemy's autobegun transaction.
+                if session.in_transaction():
+                    session.commit()
+                return result
             self._ensure_schema()
             with self._engine().connect() as connection:
                 connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -737,6 +810,10 @@ class SQLStore:
         rows = self._rows(sa.select(vens.c.data).order_by(vens.c.ven_id))
         return [serialize.loads(data) for (data,) in rows]
 
+    def delete_event_responses(self, event_id: str) -> None:
+        table = self.tables.event_responses
+        self._write(lambda c: c.execute(sa.delete(table).where(table.c.event_id == event_id)))
+
     # -- events --------------------------------------------------------------------------------
 
     def put_event(self, event: dict[str, Any]) -> None:
@@ -782,6 +859,45 @@ class SQLStore:
             return
         values = {"ven_id": ven_id, "data": serialize.dumps(delivered)}
         self._write(lambda c: self._upsert(c, table, values, ["data"]))
+
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        table = self.tables.delivered
+        found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
+        unique = list(dict.fromkeys(ven_ids))
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            rows = self._rows(sa.select(table.c.ven_id, table.c.data)
+                              .where(table.c.ven_id.in_(chunk)))
+            for ven_id, data in rows:
+                found[ven_id] = serialize.loads(data)
+        return found
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        table = self.tables.delivered
+        gone = [ven_id for ven_id, value in delivered.items() if not value]
+        kept = [{"ven_id": ven_id, "data": serialize.dumps(value)}
+                for ven_id, value in delivered.items() if value]
+
+        def write(connection: Any) -> None:
+            for start in range(0, len(gone), MANY_CHUNK):
+                connection.execute(sa.delete(table).where(
+                    table.c.ven_id.in_(gone[start:start + MANY_CHUNK])))
+            if not kept:
+                return
+            if self.features().upsert == "on_conflict":
+                # One statement, many rows: a few round trips for thousands of VENs.
+                statement = _dialect_module(self.backend).insert(table)
+                statement = statement.on_conflict_do_update(
+                    index_elements=["ven_id"], set_={"data": statement.excluded["data"]})
+                for start in range(0, len(kept), MANY_CHUNK):
+                    connection.execute(statement, kept[start:start + MANY_CHUNK])
+            else:
+                for values in kept:
+                    self._upsert(connection, table, values, ["data"])
+
+        self._write(write)
 
     # -- event responses -----------------------------------------------------------------------
 

@@ -42,6 +42,8 @@ from .base import (
     OutboxItem,
     Transition,
     VenRecord,
+    MANY_CHUNK,
+    check_delivered,
     check_int,
     check_nonce,
     check_max_priority,
@@ -355,8 +357,14 @@ class SQLiteStore:
     # -- transactions --------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic`.
+    def session(self) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        yield
+
+    @contextlib.contextmanager
+    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
+        """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (SQLite
+        has one writer at a time, so blocks are kept short instead).
 
         The outermost block runs ``BEGIN IMMEDIATE``, which takes the database's write lock at
         once: a second writer (any thread, any process) waits there, before it has read
@@ -495,6 +503,31 @@ class SQLiteStore:
             (ven_id, serialize.dumps(delivered)),
         )
 
+    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
+        unique = list(dict.fromkeys(ven_ids))
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            rows = self._read(
+                f"SELECT ven_id, data FROM delivered WHERE ven_id IN "
+                f"({', '.join('?' * len(chunk))})", tuple(chunk))
+            for ven_id, data in rows:
+                found[ven_id] = serialize.loads(data)
+        return found
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        for value in delivered.values():
+            check_delivered(value)
+        gone = [(ven_id,) for ven_id, value in delivered.items() if not value]
+        kept = [(ven_id, serialize.dumps(value)) for ven_id, value in delivered.items() if value]
+        with self.atomic():
+            conn = self._connection()
+            with self._errors():
+                conn.sqlite.executemany("DELETE FROM delivered WHERE ven_id = ?", gone)
+                conn.sqlite.executemany(
+                    "INSERT INTO delivered (ven_id, data) VALUES (?, ?) "
+                    "ON CONFLICT (ven_id) DO UPDATE SET data = excluded.data", kept)
+
     # -- event responses -----------------------------------------------------------------------
 
     def put_event_response(self, response: EventResponseRecord) -> None:
@@ -517,6 +550,9 @@ class SQLiteStore:
             (event_id,),
         )
         return [serialize.loads(data) for (data,) in rows]
+
+    def delete_event_responses(self, event_id: str) -> None:
+        self._write("DELETE FROM event_responses WHERE event_id = ?", (event_id,))
 
     # -- outbox --------------------------------------------------------------------------------
 
