@@ -18,6 +18,12 @@ class MalformedMessage(OpenADRError):
     """The body is not a well-formed, acceptable OpenADR document. Requests answer HTTP 400."""
 
 
+class Unidentified(OpenADRError):
+    """The caller cannot be tied to any registration (no venID, and no client certificate bound
+    to a registered VEN). Requests answer HTTP 403 with no OpenADR payload: the certification
+    harness fails a VTN that answers an unregistered caller in OpenADR terms."""
+
+
 class EventError(OpenADRError, ValueError):
     """An event breaks a conformance rule; the message names the rule and the value."""
 

@@ -334,9 +334,17 @@ class VTN:
         """Change an event: its modificationNumber goes up by one and it is redistributed."""
         return events.modify_event(self._context(), event_id, **changes)
 
-    def cancel_event(self, event_id: str) -> dict[str, Any]:
-        """Cancel an event; the cancellation is announced on each targeted VEN's next poll."""
-        return events.cancel_event(self._context(), event_id)
+    def cancel_event(self, event_id: str, *, response_required: str | None = None,
+                     modification_reason: str | None = None) -> dict[str, Any]:
+        """Cancel an event; the cancellation is announced on each targeted VEN's next poll.
+
+        :param response_required: ``"always"`` or ``"never"``, changed in the same
+            modificationNumber step as the cancellation; None keeps it.
+        :param modification_reason: why, if the VENs should be told.
+        """
+        return events.cancel_event(self._context(), event_id,
+                                   response_required=response_required,
+                                   modification_reason=modification_reason)
 
     def events(self) -> list[dict[str, Any]]:
         """Every stored event, with ``event_descriptor["event_status"]`` as it is now."""
@@ -406,9 +414,10 @@ class VTN:
     def update_ven(self, ven_id: str, *, group_ids: list[str] | None = None,
                    resource_ids: list[str] | None = None,
                    party_ids: list[str] | None = None,
+                   group_names: list[str] | None = None,
                    fingerprint: str | None = None) -> VenRecord:
-        """Set which groups, resources and parties a VEN belongs to, for event targeting; or
-        bind it to a new client certificate.
+        """Set which groups (by ID or name), resources and parties a VEN belongs to, for event
+        targeting; or bind it to a new client certificate.
 
         :param fingerprint: the fingerprint of the VEN's new certificate (when its certificate
             is renewed): from now on only that certificate may act for the VEN.
@@ -429,7 +438,7 @@ class VTN:
                                      f"{holder['ven_id']!r}")
                 ven["fingerprint"] = fingerprint
             for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
-                               ("party_ids", party_ids)):
+                               ("party_ids", party_ids), ("group_names", group_names)):
                 if value is not None:
                     if isinstance(value, str):
                         raise TypeError(f"{key} must be a list of strings, not the string {value!r}")

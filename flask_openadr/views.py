@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, request
 
 from . import codec, services
 from .codec.values import shown
-from .errors import MalformedMessage, Rejection, StoreError
+from .errors import MalformedMessage, Rejection, StoreError, Unidentified
 from .security import replay, signature
 
 logger = logging.getLogger("flask_openadr")
@@ -109,6 +109,10 @@ def handle_request(service: str) -> Response:
             outcome = services.handle(ctx, service, payload_name, payload, fingerprint,
                                       signed=signed)
         body = _encode(state, outcome)
+    except Unidentified as refusal:
+        logger.info("refused %s at %s from %s: %s", payload_name, service, request.remote_addr,
+                    refusal)
+        return _forbidden(str(refusal))
     except StoreError:
         logger.exception("OpenADR store unavailable while handling %s at %s", payload_name,
                          service)

@@ -803,9 +803,13 @@ def test_targeting_decides_who_gets_what(ctx, store):
     loner = ven_record("loner")
     for record in (north, meter, party, reporter, loner):
         store.put_ven(record)
-    events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]}))
-    events.add_event(ctx, make("to-meter", targets=[{"resource_id": "m1"}]))
-    events.add_event(ctx, make("to-party", targets=[{"party_id": "p1"}]))
+    # One program each: events of one VEN and program must not overlap.
+    events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]},
+                               market_context=MC + "/north"))
+    events.add_event(ctx, make("to-meter", targets=[{"resource_id": "m1"}],
+                               market_context=MC + "/meter"))
+    events.add_event(ctx, make("to-party", targets=[{"party_id": "p1"}],
+                               market_context=MC + "/party"))
     events.add_event(ctx, make("to-all"))
     got = {v["ven_id"]: ids(events.events_for_ven(ctx, v, T0))
            for v in (north, meter, party, reporter, loner)}
@@ -841,7 +845,7 @@ def test_reply_limit_trims_from_the_end_and_records_only_what_was_sent(ctx, ven)
 
 def test_delivered_entries_of_deleted_events_are_dropped(ctx, ven):
     events.add_event(ctx, make("gone", ven_id="ven-a"))
-    events.add_event(ctx, make("kept", ven_id="ven-a"))
+    events.add_event(ctx, make("kept", ven_id="ven-a", start=T0 + 2 * H))
     events.distribute_event_payload(ctx, ven, T0)
     ctx.store.delete_event("gone")
     events.modify_event(ctx, "kept", priority=1)
@@ -983,10 +987,13 @@ def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
     from flask_openadr.services import delivery, retention
 
     for n in range(30):
-        events.add_event(ctx, make(f"other-{n}", ven_id=f"other-{n}"))
-    events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]}))
+        events.add_event(ctx, make(f"other-{n}", ven_id=f"other-{n}",
+                                   market_context=MC + "/others"))
+    # One program each: events of one VEN and program must not overlap.
+    events.add_event(ctx, make("to-north", targets={"group_ids": ["north"]},
+                               market_context=MC + "/north"))
     events.add_event(ctx, make("to-all"))
-    events.add_event(ctx, make("to-me", ven_id="ven-a"))
+    events.add_event(ctx, make("to-me", ven_id="ven-a", market_context=MC + "/me"))
     counting = CountingStore(store)
     ctx.store = counting
     joined = ven_record(group_ids=["north"])

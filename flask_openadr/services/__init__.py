@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import liveness
-from ..errors import ComplianceError, InvalidID, NotRecognized, NotRegistered, Rejection
+from ..errors import (
+    ComplianceError,
+    InvalidID,
+    NotRecognized,
+    NotRegistered,
+    Rejection,
+    Unidentified,
+)
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
 from .context import Context
@@ -67,14 +74,22 @@ class Outcome:
 
 
 def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
-    """The registered VEN a message comes from (notes 4.2): 452 for an unknown venID (compared
-    case-sensitively), 463 for a VEN that is not registered or is bound to another certificate
+    """The registered VEN a message comes from (notes 4.2): :class:`~flask_openadr.errors.
+    Unidentified` (HTTP 403) for a caller that names no venID and whose certificate belongs to
+    no registered VEN, 452 for an unknown venID (compared case-sensitively), 463 for a VEN that is not registered or is bound to another certificate
     than the caller's (see :mod:`~flask_openadr.services.binding`)."""
     ven_id = payload.get("ven_id")
-    if ven_id is None:
+    if not ven_id:
         ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
-        if ven is None:
-            raise InvalidID(description="the message carries no venID")
+        if ven is None or not ven.get("registration_id"):
+            # Nothing ties the caller to a registration: no OpenADR reply at all ([HAR]: the
+            # harness fails a VTN that answers an unregistered, empty-venID poll with 452).
+            raise Unidentified("the message names no venID and the caller's client "
+                               "certificate belongs to no registered VEN; register first")
+        if ven_id is not None:
+            # A registered caller naming an empty venID names a wrong one.
+            raise InvalidID(description="the message carries an empty venID; send "
+                            f"{ven['ven_id']!r}")
     else:
         ven = ctx.store.get_ven(ven_id)
         if ven is None:

@@ -781,6 +781,45 @@ def targets_ven(event: Mapping[str, Any], ven: Mapping[str, Any]) -> bool:
     )
 
 
+def overlap(event: Mapping[str, Any], other: Mapping[str, Any],
+            vens: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether ``event`` and ``other`` would run at once for one VEN in one market context,
+    which a VTN must not do ([HAR]: the certification harness expects a new event that
+    overlaps another of the same VEN and program to be refused).
+
+    They overlap when neither is cancelled, their market contexts are equal, their active
+    periods intersect (a duration of 0 runs open-ended), and they share a VEN: either aims at
+    every VEN, they name the same venID, or one of ``vens`` is targeted by both.
+
+    :param event: the stored event.
+    :param other: another stored event.
+    :param vens: the VEN records to test membership targets (groups, resources, ...) with.
+    """
+    if any(e["event_descriptor"].get("event_status") == "cancelled" for e in (event, other)):
+        return False
+    if (event["event_descriptor"].get("market_context")
+            != other["event_descriptor"].get("market_context")):
+        return False
+    if not _periods_meet(event["active_period"], other["active_period"]):
+        return False
+    targets = [e.get("target") or {} for e in (event, other)]
+    if any(not any(t.get(key) for key in _VEN_SELECTING_KEYS) for t in targets):
+        return True
+    if set(targets[0].get("ven_ids", [])) & set(targets[1].get("ven_ids", [])):
+        return True
+    return any(targets_ven(event, ven) and targets_ven(other, ven)
+               for ven in vens if not ven.get("report_only"))
+
+
+def _periods_meet(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    def end(period: Mapping[str, Any]) -> datetime | None:
+        return None if period["duration"] == _ZERO else period["dtstart"] + period["duration"]
+
+    a_end, b_end = end(a), end(b)
+    return ((b_end is None or a["dtstart"] < b_end)
+            and (a_end is None or b["dtstart"] < a_end))
+
+
 class Version(NamedTuple):
     """What a VEN holds (or should hold) of one event: the modificationNumber, and whether
     that version is a cancellation."""

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
 from ..store.base import EventResponseRecord, VenRecord
-from . import delivery
+from . import delivery, opt
 from .context import Context, Reply
 from .event_rules import (
     build_event,
@@ -19,6 +19,7 @@ from .event_rules import (
     normalize_full_event,
     normalize_target,
     order_events,
+    overlap,
     render_event,
     same_content,
     strip_derived,
@@ -74,7 +75,8 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
     :param event: the stored form, from :func:`build_event` or :func:`normalize_full_event`.
     :returns: the eventID.
     :raises EventError: when the event breaks a rule, does not start at modification_number 0
-        (rule 4), or its eventID is taken.
+        (rule 4), its eventID is taken, or it overlaps a non-cancelled event of the same VEN
+        in the same market context (the error names that event).
     """
     validate_event(event)
     descriptor = event["event_descriptor"]
@@ -91,11 +93,31 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
                 f"event_id {event_id!r} is already taken; eventIDs are unique (use "
                 "modify_event or cancel_event to change the existing event)"
             )
+        _check_no_overlap(ctx, event)
         ctx.store.put_event(event)
         delivery.index_event(ctx, event)
         delivery.fan_out(ctx, event, None, ctx.now())
     ctx.emit("event_added", event_id=event_id, modification_number=0)
     return event_id
+
+
+def _check_no_overlap(ctx: Context, event: dict[str, Any]) -> None:
+    """Refuse a new event that would run at once with another for one VEN in one market
+    context (see :func:`~flask_openadr.services.event_rules.overlap`)."""
+    vens = None
+    for other in ctx.store.list_events():
+        if other["event_descriptor"]["event_id"] == event["event_descriptor"]["event_id"]:
+            continue
+        if vens is None:
+            vens = ctx.store.list_vens()
+        if overlap(event, other, vens):
+            other_id = other["event_descriptor"]["event_id"]
+            raise EventError(
+                f"event {event['event_descriptor']['event_id']!r} overlaps event {other_id!r} "
+                "(same VEN, same market_context, active periods that intersect); an event "
+                f"replaces another by cancel_event({other_id!r}) first, or change the other "
+                "one with modify_event"
+            )
 
 
 def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
@@ -173,7 +195,8 @@ def _reason(changes: Mapping[str, Any]) -> str | None:
 
 
 def cancel_event(
-    ctx: Context, event_id: str, *, modification_reason: str | None = None
+    ctx: Context, event_id: str, *, modification_reason: str | None = None,
+    response_required: str | None = None,
 ) -> dict[str, Any]:
     """Cancel an event: event_status "cancelled", modification_number up by one (rule 5).
 
@@ -184,6 +207,9 @@ def cancel_event(
     :param ctx: the VTN context.
     :param event_id: the event to cancel.
     :param modification_reason: why, if the VENs should be told.
+    :param response_required: ``"always"`` or ``"never"``: set in the same modification step
+        as the cancellation ([HAR]: the certification harness has the operator cancel an event
+        and stop asking for answers with one modificationNumber step). None keeps it.
     :returns: the stored, cancelled event.
     :raises UnknownEvent: for an eventID the store does not hold.
     """
@@ -193,6 +219,9 @@ def cancel_event(
         if event["event_descriptor"].get("event_status") == "cancelled":
             return event
         event["event_descriptor"]["event_status"] = "cancelled"
+        if response_required is not None:
+            event["response_required"] = response_required
+            validate_event(event)
         event = next_version(event, now, modification_reason)
         check_sendable(ctx, event)
         ctx.store.put_event(event)
@@ -297,8 +326,9 @@ def distribute_event_payload(
     :param response: the eiResponse to include. None gives, for a pull VEN (the default when
         the record does not say), 200 with an empty requestID (the poll-reply form), and for a
         push VEN no eiResponse.
-    :param reply_limit: the VEN's replyLimit: at most this many events, trimmed from the end.
-        None or 0 means no limit (an empty list would tell the VEN every event is cancelled).
+    :param reply_limit: the VEN's replyLimit: at most this many events, trimmed from the end;
+        0 means none ([HAR]: the certification harness asks for 0 and expects no event). None
+        means no limit.
     :param completed: also carry the events that ended at the version the VEN holds (the
         answer to oadrRequestEvent shows them, with status completed, until they are removed).
     """
@@ -308,11 +338,15 @@ def distribute_event_payload(
         stored = delivery.events_of(ctx, record)
         planned = delivery.plan(ctx, ven, stored, record["events"], now,
                                 completed=completed).planned
-        if reply_limit and reply_limit > 0:
-            planned = planned[:reply_limit]
+        planned = _limited(planned, reply_limit)
         delivery.after_sending(ctx, ven, record, stored, planned, now)
         return _payload(ctx, ven, now, [p.event for p in planned],
                         request_id=request_id, response=response)
+
+
+def _limited(items: list, reply_limit: int | None) -> list:
+    """The first ``reply_limit`` items (all of them for None): the one replyLimit rule."""
+    return items if reply_limit is None else items[:max(reply_limit, 0)]
 
 
 def _current_ven(ctx: Context, ven: VenRecord) -> VenRecord:
@@ -375,8 +409,7 @@ def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     # Events a handler makes up are sent as they are and not recorded as delivered: the
     # built-in distribution keeps its own account of the stored events.
     events = order_events([_handler_event(ctx, item) for item in chosen], now)
-    if reply_limit and reply_limit > 0:
-        events = events[:reply_limit]
+    events = _limited(events, reply_limit)
     return ctx.reply("oadrDistributeEvent",
                      _payload(ctx, ven, now, events, request_id=None, response=echo))
 
@@ -401,6 +434,9 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     or a modification_number newer than the event's, is answered 452 (a VEN cannot have
     seen that version). Answers to older versions are kept: rule 17 allows a late optOut.
     One answer is kept per (ven_id, event_id, modification_number); a later one replaces it.
+    An event-level opt (oadrCreateOpt naming the event) decides over any oadrCreatedEvent: the
+    answer is then recorded with the opt's ``opt_type`` and its ``opt_id`` (see
+    :func:`~flask_openadr.services.opt.decided_by`).
     The ``on_created_event({"ven_id", "event_responses"})`` handler sees the checked answers
     (as received) before they are written, outside the store's transaction (user code must
     not hold the write lock), so a handler that raises a Rejection leaves the store unchanged.
@@ -410,20 +446,26 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     :param payload: ``{"response", "event_responses", "ven_id"}``; each event response holds
         ``response_code``, ``response_description``?, ``request_id``, ``qualified_event_id``
         (``event_id``, ``modification_number``) and ``opt_type``.
-    :raises InvalidID: 452, for an unknown event or a future version.
+    :raises InvalidID: 452, for an unknown event, an event that neither targets the VEN nor
+        was sent to it, or a future version.
     :raises InvalidData: 454, for an answer missing a field or with an unknown opt type.
     """
     ven_id = ven["ven_id"]
     now = ctx.now()
     answers = payload.get("event_responses") or []
     records = [_response_record(ven_id, raw, now, index) for index, raw in enumerate(answers)]
-    _check_answers(ctx, ven_id, records)
+    _check_answers(ctx, ven, records)
     handler = ctx.handler("on_created_event")
     if handler is not None:
         # The answers as the VEN sent them (qualified_event_id nested), after the checks.
         handler({"ven_id": ven_id, "event_responses": copy.deepcopy(answers)})
     with ctx.store.atomic(ven_id):
         for record in records:
+            deciding = opt.decided_by(ctx, ven_id, record["event_id"])
+            if deciding is not None:
+                # Answered 200 and counted as an acknowledgement, but the VEN's opt state for
+                # the event stays the event-level opt's.
+                record.update(opt_type=deciding["opt_type"], opt_id=deciding["opt_id"])
             ctx.store.put_event_response(record)
         delivery.acknowledge(ctx, ven_id, [(r["event_id"], r["modification_number"])
                                            for r in records])
@@ -464,12 +506,17 @@ def _response_record(
     return record
 
 
-def _check_answers(ctx: Context, ven_id: str, records: list[EventResponseRecord]) -> None:
-    entries = delivery.load(ctx, ven_id)["events"] if records else {}
+def _check_answers(ctx: Context, ven: VenRecord, records: list[EventResponseRecord]) -> None:
+    entries = delivery.load(ctx, ven["ven_id"])["events"] if records else {}
     for record in records:
         event = ctx.store.get_event(record["event_id"])
         if event is None:
             raise InvalidID(description=f"eventID {record['event_id']!r} is not known to this VTN")
+        if record["event_id"] not in entries and not targets_ven(event, ven):
+            # Neither aimed at the VEN nor ever sent to it: recording the answer would put it
+            # under an event of other VENs.
+            raise InvalidID(description=f"eventID {record['event_id']!r} is not an event of "
+                            f"venID {ven['ven_id']!r}; answer only the events it was sent")
         current = event["event_descriptor"]["modification_number"]
         sent = delivery.held(entries.get(record["event_id"]))
         if record["modification_number"] > current and (

@@ -51,9 +51,14 @@ def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     handler = ctx.handler("on_create_opt")
     if handler is not None:
         handler(copy.deepcopy(payload))
-    record = _record(payload, ven_id, ctx.now())
+    now = ctx.now()
+    record = _record(payload, ven_id, now)
     with ctx.store.atomic(ven_id):
         ctx.store.put_record(OPT, ven_id, record["opt_id"], record)
+        if qualified is not None:
+            # The VEN's opt state for the event is now this opt's (see decided_by), and
+            # vtn.event_responses() shows it with the optID.
+            ctx.store.put_event_response(_event_response(record, now))
     return "oadrCreatedOpt", {"response": response(payload["request_id"]),
                               "opt_id": payload["opt_id"]}
 
@@ -67,6 +72,29 @@ def _check_event(ctx: Context, ven: VenRecord, qualified: Mapping[str, Any]) -> 
     if qualified["modification_number"] != current:
         raise InvalidID(description=f"event {event_id!r} is at modificationNumber {current}, "
                         f"not {qualified['modification_number']}")
+
+
+def decided_by(ctx: Context, ven_id: str, event_id: str) -> dict[str, Any] | None:
+    """The event-level opt (oadrCreateOpt with a qualifiedEventID) that decides the VEN's opt
+    state for ``event_id``, the latest received; None when the VEN has none for it.
+
+    An event-level opt beats any oadrCreatedEvent for that event, earlier or later ([HAR]: the
+    certification harness opts in with oadrCreateOpt, then sends oadrCreatedEvent optOut and
+    expects the VEN still opted in), until the VEN cancels the opt with oadrCancelOpt.
+    """
+    found = [record for record in ctx.store.list_records(OPT, ven_id)
+             if (record.get("qualified_event_id") or {}).get("event_id") == event_id]
+    return max(found, key=lambda record: record["received_at"]) if found else None
+
+
+def _event_response(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """The event response an event-level opt amounts to, naming the opt by ``opt_id``."""
+    qualified = record["qualified_event_id"]
+    return {"ven_id": record["ven_id"], "event_id": qualified["event_id"],
+            "modification_number": qualified["modification_number"],
+            "opt_type": record["opt_type"], "response_code": 200,
+            "response_description": None, "request_id": record["request_id"],
+            "received_at": now, "opt_id": record["opt_id"]}
 
 
 def _record(payload: Mapping[str, Any], ven_id: str, now: datetime) -> dict[str, Any]:

@@ -67,7 +67,8 @@ def _handler_ids(result: Any) -> dict[str, Any]:
     if isinstance(result, tuple) and len(result) == 2:
         return {"ven_id": result[0], "registration_id": result[1]}
     if isinstance(result, dict):
-        allowed = {"ven_id", "registration_id", "group_ids", "resource_ids", "party_ids"}
+        allowed = {"ven_id", "registration_id", "group_ids", "resource_ids", "party_ids",
+                   "group_names"}
         unknown = set(result) - allowed
         if unknown:
             raise TypeError(f"on_create_party_registration returned unknown key(s) "
@@ -138,7 +139,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         registered_at=ctx.now(),
         cancel_requested=False,
     )
-    for key in ("group_ids", "resource_ids", "party_ids"):
+    for key in ("group_ids", "resource_ids", "party_ids", "group_names"):
         if key in ids:
             ven[key] = list(ids[key])
     vtn_offers = vtn_reports.offers(ctx, new_ven_id)  # user code: outside the transaction
@@ -247,13 +248,22 @@ def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     if payload.get("registration_id", ven["registration_id"]) != ven["registration_id"]:
         raise InvalidID(description=f"registrationID {payload['registration_id']!r} is not the "
                         "current registration of this VEN")
+    request_id = payload["response"]["request_id"]
+    if ctx.store.get_record(outbox.AWAITING, ven["ven_id"], request_id) is None:
+        # Like every other acknowledgement: one that names no request the VEN was sent is out
+        # of sequence, and must not end the registration silently.
+        raise OutOfSequence(description=f"requestID {request_id!r} names no "
+                            "oadrCancelPartyRegistration sent to this VEN; echo the requestID "
+                            "of the one it received")
     # Any answer acknowledges the request; a VEN that refused it is not asked again and again.
     outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
-        "oadrCancelPartyRegistration", {"request_id": payload["response"]["request_id"]}))
-    if payload["response"]["response_code"] // 100 == 2:
-        _end_registration(ctx, ven)
-    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
-                            "ven_id": ven["ven_id"]}
+        "oadrCancelPartyRegistration", {"request_id": request_id}))
+    if payload["response"]["response_code"] // 100 != 2:
+        return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
+    _end_registration(ctx, ven)
+    # No venID: the registration it named is gone, and a VEN (the certification harness) that
+    # has forgotten it flags the unknown venID.
+    return "oadrResponse", {"response": response(request_id)}
 
 
 def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]):

@@ -31,6 +31,7 @@ class VenRecord(TypedDict, total=False):
     group_ids: list[str]
     resource_ids: list[str]
     party_ids: list[str]
+    group_names: list[str]
     registered_at: datetime | None
     # Set when the VTN has asked the VEN to cancel and waits for its oadrCanceledPartyRegistration.
     cancel_requested: bool
@@ -59,6 +60,8 @@ class EventResponseRecord(TypedDict, total=False):
     response_description: str | None
     request_id: str
     received_at: datetime
+    #: The event-level opt (oadrCreateOpt) that decided this answer, when one did.
+    opt_id: str
 
 
 #: The liveness states, which are also the kinds of :class:`Transition`.
