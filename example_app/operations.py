@@ -112,6 +112,17 @@ JSON_FIELDS = {"level": "level", "duration": "duration_minutes", "start": "start
                "signal": "signal_name"}
 
 
+#: The unit each signal the portal offers is sent with: OpenADR wants a price in a currency
+#: and a dispatch setpoint in a power unit (the portal's prices are USD/kWh, setpoints kW).
+ITEM_BASES = {
+    "ELECTRICITY_PRICE": {"kind": "currencyPerKWh", "item_description": "currencyPerKWh",
+                          "item_units": "USD", "si_scale_code": "none"},
+    "LOAD_DISPATCH": {"kind": "powerReal", "item_description": "RealPower", "item_units": "W",
+                      "si_scale_code": "k",
+                      "power_attributes": {"hertz": 60.0, "voltage": 120.0, "ac": True}},
+}
+
+
 def add_event(target: dict[str, Any], start: datetime, duration: timedelta, level: float, *,
               signal_name: str = "SIMPLE", signal_type: str = "level",
               market_context: str | None = None, fields: dict[str, str] = FORM_FIELDS) -> str:
@@ -120,6 +131,8 @@ def add_event(target: dict[str, Any], start: datetime, duration: timedelta, leve
     options = dict(target)
     if market_context:
         options["market_context"] = market_context  # else OPENADR_MARKET_CONTEXT
+    if signal_name in ITEM_BASES:
+        options["item_base"] = ITEM_BASES[signal_name]
     try:
         return vtn().add_event(
             signal_name=signal_name, signal_type=signal_type,

@@ -26,3 +26,13 @@ OPT_TYPES = ("optIn", "optOut")
 
 #: oadrResponseRequired.
 RESPONSE_REQUIRED = ("always", "never")
+
+#: Device classes (endDeviceAsset/mrid) a target may name: the certification harness accepts
+#: these values only.
+DEVICE_CLASSES = (
+    "Thermostat", "Strip_Heater", "Baseboard_Heater", "Water_Heater", "Pool_Pump", "Sauna",
+    "Hot_tub", "Smart_Appliance", "Irrigation_Pump", "Managed_Commercial_and_Industrial_Loads",
+    "Simple_Residential_On_Off_Loads", "Exterior_Lighting", "Interior_Lighting",
+    "Electric_Vehicle", "Generation_Systems", "Load_Control_Switch", "Smart_Inverter", "EVSE",
+    "RESU", "Energy_Management_System", "Smart_Energy_Module", "Storage",
+)

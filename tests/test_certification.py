@@ -2,7 +2,7 @@
 client: each test is named after the behaviour a regression would make certification fail."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -252,3 +252,132 @@ def test_group_names_from_the_registration_handler_reach_the_ven(app, vtn):
     names = [ven.poll() for _ in range(2)]
     dists = [reply for name, reply in names if name == "oadrDistributeEvent"]
     assert [e["event_descriptor"]["event_id"] for e in dists[0]["events"]] == [event_id]
+
+
+# -- Signal rules, device classes, per-signal targets, baselines, time zones -------------------
+
+PRICE_UNIT = {"kind": "currencyPerKWh", "item_description": "currencyPerKWh",
+              "item_units": "USD", "si_scale_code": "none"}
+POWER_UNIT = {"kind": "powerReal", "item_description": "RealPower", "item_units": "W",
+              "si_scale_code": "k", "power_attributes": {"hertz": 60.0, "voltage": 120.0,
+                                                         "ac": True}}
+
+
+@pytest.mark.parametrize("signal_name, signal_type, item_base, message", [
+    ("ELECTRICITY_PRICE", "price", None, r"ELECTRICITY_PRICE signal needs an item_base"),
+    ("ENERGY_PRICE", "price", POWER_UNIT, r"item_base kind is 'powerReal'.*currency"),
+    ("DEMAND_CHARGE", "level", PRICE_UNIT, r"signal_type is 'level'.*'price'"),
+    ("LOAD_DISPATCH", "setpoint", None, r"LOAD_DISPATCH signal needs .*'powerReal'"),
+    ("LOAD_DISPATCH", "setpoint", PRICE_UNIT, r"kind is 'currencyPerKWh'"),
+    ("LOAD_DISPATCH", "price", POWER_UNIT, r"signal_type is 'price'.*'setpoint'"),
+    ("SIMPLE", "level", POWER_UNIT, r"SIMPLE signal .* leave item_base out"),
+])
+def test_add_event_refuses_signal_combinations_the_profile_forbids(
+        app, vtn, registered_ven, signal_name, signal_type, item_base, message):
+    kwargs = {} if item_base is None else {"item_base": item_base}
+    with pytest.raises(EventError, match=message):
+        add(app, vtn, ven_id=registered_ven.ven_id, signal_name=signal_name,
+            signal_type=signal_type, intervals=intervals(payloads=(1.0,)), **kwargs)
+
+
+@pytest.mark.parametrize("signal_name, signal_type, item_base", [
+    ("ELECTRICITY_PRICE", "price", PRICE_UNIT),
+    ("DEMAND_CHARGE", "priceRelative", PRICE_UNIT),
+    ("LOAD_DISPATCH", "setpoint", POWER_UNIT),
+    ("LOAD_DISPATCH", "delta", POWER_UNIT),
+])
+def test_allowed_signal_combinations_reach_the_ven_with_their_unit(
+        app, vtn, registered_ven, signal_name, signal_type, item_base):
+    add(app, vtn, ven_id=registered_ven.ven_id, signal_name=signal_name,
+        signal_type=signal_type, item_base=item_base, intervals=intervals(payloads=(1.0,)))
+    _, dist = registered_ven.poll()
+    (signal,) = dist["events"][0]["event_signals"]
+    assert (signal["signal_name"], signal["item_base"]["kind"]) == (signal_name,
+                                                                   item_base["kind"])
+
+
+def full_event(ven_ids, signals, **extra):
+    event = {
+        "event_descriptor": {},
+        "active_period": {"dtstart": T0 + timedelta(hours=1), "duration": timedelta(hours=1)},
+        "event_signals": [
+            dict({"intervals": [{"duration": timedelta(hours=1), "signal_payload": 1.0}],
+                  "signal_name": "SIMPLE", "signal_type": "level", "signal_id": f"s{n}"},
+                 **signal)
+            for n, signal in enumerate(signals)],
+        "target": {"ven_ids": ven_ids},
+    }
+    event.update(extra)
+    return event
+
+
+def test_device_class_targets_use_the_enumerated_mrids_only(app, vtn, registered_ven):
+    with app.app_context(), pytest.raises(EventError, match=r"'Toaster' is not a device class"):
+        vtn.add_event(event=full_event([registered_ven.ven_id], [
+            {"target": {"end_device_assets": ["Toaster"]}}]))
+    with app.app_context():
+        vtn.add_event(event=full_event([registered_ven.ven_id], [
+            {"target": {"end_device_assets": ["Water_Heater"]}}]))
+    _, dist = registered_ven.poll()
+    (signal,) = dist["events"][0]["event_signals"]
+    assert signal["target"]["end_device_assets"] == ["Water_Heater"]
+
+
+def test_a_signal_aimed_at_another_ven_is_not_sent_with_an_empty_target(app, vtn,
+                                                                        registered_ven):
+    other = make_ven(app, ven_name="other")
+    other.register()
+    with app.app_context():
+        vtn.add_event(event=full_event([registered_ven.ven_id, other.ven_id], [
+            {"target": {"ven_ids": [other.ven_id]}},
+            {"target": {"ven_ids": [registered_ven.ven_id]}},
+        ]))
+    _, dist = registered_ven.poll()
+    (signal,) = dist["events"][0]["event_signals"]
+    assert (signal["signal_id"], signal["target"]["ven_ids"]) == ("s1", [registered_ven.ven_id])
+
+
+def test_an_event_leaving_a_targeted_ven_without_a_signal_is_refused(app, vtn, registered_ven):
+    with app.app_context(), pytest.raises(EventError, match="no signal is aimed at venID"):
+        vtn.add_event(event=full_event([registered_ven.ven_id, "ven-b"], [
+            {"target": {"ven_ids": ["ven-b"]}}]))
+
+
+def test_event_baseline_interval_uids_are_filled_like_signal_uids(app, vtn, registered_ven):
+    baseline = {"dtstart": T0 + timedelta(hours=1), "duration": timedelta(hours=1),
+                "baseline_id": "b1", "baseline_name": "typical",
+                "intervals": [{"duration": timedelta(minutes=30), "signal_payload": 4.0},
+                              {"duration": timedelta(minutes=30), "signal_payload": 5.0}]}
+    with app.app_context():
+        event_id = vtn.add_event(event=full_event([registered_ven.ven_id], [{}],
+                                                  event_baseline=baseline))
+        stored = vtn.get_event(event_id)
+    assert [i["uid"] for i in stored["event_baseline"]["intervals"]] == ["0", "1"]
+
+
+def test_intervals_across_a_dst_change_are_checked_in_absolute_time(app, vtn, registered_ven):
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    start = datetime(2027, 3, 28, 1, 0, tzinfo=berlin)  # clocks go 02:00 -> 03:00 CEST
+    after = datetime(2027, 3, 28, 3, 0, tzinfo=berlin)  # one real hour after start
+    with app.app_context():
+        event_id = vtn.add_event(ven_id=registered_ven.ven_id, signal_name="SIMPLE",
+                                 signal_type="level", intervals=[
+                                     {"dtstart": start, "duration": timedelta(hours=1),
+                                      "signal_payload": 1.0},
+                                     {"dtstart": after, "duration": timedelta(hours=1),
+                                      "signal_payload": 2.0}])
+        stored = vtn.get_event(event_id)
+        assert stored["active_period"]["dtstart"] == datetime(2027, 3, 28, 0, 0,
+                                                              tzinfo=timezone.utc)
+        assert stored["active_period"]["duration"] == timedelta(hours=2)
+        # A real one-hour gap (04:00 CEST is two hours after the first interval ends) is refused.
+        with pytest.raises(EventError, match=r"intervals\[1\]\.dtstart"):
+            vtn.add_event(ven_id=registered_ven.ven_id, signal_name="SIMPLE",
+                          signal_type="level", market_context="http://other.example/p",
+                          intervals=[
+                              {"dtstart": start, "duration": timedelta(hours=1),
+                               "signal_payload": 1.0},
+                              {"dtstart": datetime(2027, 3, 28, 4, 0, tzinfo=berlin),
+                               "duration": timedelta(hours=1), "signal_payload": 2.0}])

@@ -10,6 +10,10 @@ from flask_openadr import EventError, signals
 from flask_openadr.services import delivery
 
 
+PRICE_UNIT = {"kind": "currencyPerKWh", "item_description": "currencyPerKWh",
+              "item_units": "USD", "si_scale_code": "none"}
+
+
 def code(reply):
     return reply["response"]["response_code"]
 
@@ -210,7 +214,8 @@ def test_full_event_form_with_two_signals(app, vtn, registered_ven):
             {"intervals": [{"duration": timedelta(hours=1), "uid": "0", "signal_payload": 1.0}],
              "signal_name": "SIMPLE", "signal_type": "level", "signal_id": "s0"},
             {"intervals": [{"duration": timedelta(hours=1), "uid": "0", "signal_payload": 0.25}],
-             "signal_name": "ELECTRICITY_PRICE", "signal_type": "price", "signal_id": "s1"},
+             "signal_name": "ELECTRICITY_PRICE", "signal_type": "price", "signal_id": "s1",
+             "item_base": PRICE_UNIT},
         ],
         "target": {"ven_ids": [registered_ven.ven_id]},
         "response_required": "never",

@@ -142,7 +142,9 @@ def test_simple_current_value_is_zero_when_not_active():
 
 
 def test_price_current_value_is_omitted_when_not_active():
-    event = make(signal_name="ELECTRICITY_PRICE", signal_type="price", payloads=(0.25,))
+    event = make(signal_name="ELECTRICITY_PRICE", signal_type="price", payloads=(0.25,),
+                 item_base={"kind": "currencyPerKWh", "item_description": "currencyPerKWh",
+                            "item_units": "USD", "si_scale_code": "none"})
     signal = event["event_signals"][0]
     assert rules.current_value(event, signal, T0) is None
     assert "current_value" not in rules.render_event(event, "ven-a", T0)["event_signals"][0]
@@ -269,7 +271,7 @@ def test_build_event_derives_start_duration_and_uids():
         payloads=(0, 1, 2), ven_id="ven-a", priority=2, ramp_up_period=15 * MIN,
         notification_period=H, recovery_period=5 * MIN, start_after=2 * MIN, test_event=False,
         vtn_comment="peak", signal_id="sig", current_value=7.0,
-        item_base={"item_description": "x"},
+        item_base={"item_description": "x"}, signal_name="x-levels",
     )
     assert event == {
         "event_descriptor": {
@@ -285,7 +287,7 @@ def test_build_event_derives_start_duration_and_uids():
                 {"duration": 30 * MIN, "uid": str(i), "signal_payload": float(i)}
                 for i in range(3)
             ],
-            "signal_name": "SIMPLE", "signal_type": "level", "signal_id": "sig",
+            "signal_name": "x-levels", "signal_type": "level", "signal_id": "sig",
             "item_base": {"item_description": "x"},
         }],
         "target": {key: [] for key in rules.TARGET_KEYS} | {"ven_ids": ["ven-a"]},
@@ -415,11 +417,17 @@ def test_order_is_active_by_priority_with_zero_last_then_pending_by_start_then_c
 def test_render_stamps_now_and_never_names_more_than_one_ven():
     event = make(targets={"ven_ids": ["a", "b"], "group_ids": ["g"]})
     event["event_signals"][0]["target"] = {"ven_ids": ["b", "a"]}
+    event["event_signals"].append(dict(event["event_signals"][0], signal_id="for-all"))
+    del event["event_signals"][1]["target"]
     for ven_id, expected in (("a", ["a"]), ("b", ["b"]), ("by-group", [])):
         sent = rules.render_event(event, ven_id, T0 + H)
         assert sent["target"]["ven_ids"] == expected
         assert sent["target"]["group_ids"] == ["g"]
-        assert sent["event_signals"][0]["target"]["ven_ids"] == expected
+        if expected:
+            assert sent["event_signals"][0]["target"]["ven_ids"] == expected
+        else:
+            # A signal aimed at other VENs is left out, never sent with an empty target.
+            assert [s["signal_id"] for s in sent["event_signals"]] == ["for-all"]
         assert descriptor(sent)["created_date_time"] == T0 + H
         assert descriptor(sent)["event_status"] == "active"
         assert sent["event_signals"][0]["current_value"] == 1.0

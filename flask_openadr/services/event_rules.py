@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import math
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .. import enums
@@ -58,6 +58,20 @@ _VEN_SELECTING_KEYS = ("ven_ids", "group_ids", "resource_ids", "party_ids", "gro
 _SINGULAR_TARGET_KEYS = {key[:-1]: key for key in TARGET_KEYS}
 
 _ZERO = timedelta(0)
+
+# Signal name -> (allowed signal types, allowed itemBase kinds): the combinations the 2.0b
+# profile and the certification harness accept ([HAR] for price and LOAD_DISPATCH).
+_CURRENCY_KINDS = frozenset({"currency", "currencyPerKWh", "currencyPerKW", "currencyPerThm"})
+_POWER_ENERGY_KINDS = frozenset({"powerReal", "powerApparent", "powerReactive", "energyReal",
+                                 "energyApparent", "energyReactive"})
+_PRICE_RULE = (frozenset({"price", "priceRelative", "priceMultiplier"}), _CURRENCY_KINDS)
+SIGNAL_RULES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "ELECTRICITY_PRICE": _PRICE_RULE,
+    "ENERGY_PRICE": _PRICE_RULE,
+    "DEMAND_CHARGE": _PRICE_RULE,
+    "LOAD_DISPATCH": (frozenset({"setpoint", "delta", "multiplier"}), _POWER_ENERGY_KINDS),
+}
+DEVICE_CLASSES = frozenset(enums.DEVICE_CLASSES)
 # The active-period keys, by the build_event/modify_event argument that sets each.
 _PERIOD_ARGUMENTS = {
     "start_after": "start_after",
@@ -167,6 +181,7 @@ def validate_event(event: Mapping[str, Any]) -> None:
     _check_choice(event.get("response_required"), RESPONSE_REQUIRED, "response_required")
     if "created_date_time" in descriptor:
         _check_one_ven_id(event)
+    _check_signal_targets(event)
 
 
 def _validate_descriptor(descriptor: Any) -> None:
@@ -233,11 +248,25 @@ def _validate_signal_kind(signal: Mapping[str, Any], path: str) -> None:
         )
     # signalType has no x- extensions in the XSD, unlike signalName.
     _check_choice(signal.get("signal_type"), SIGNAL_TYPES, f"{path}.signal_type (signalType)")
-    if name in SIMPLE_SIGNAL_NAMES and signal["signal_type"] != "level":
-        raise EventError(
-            f"{path}.signal_type is {signal['signal_type']!r}; a {name} signal must have "
-            "signal_type 'level'"
-        )
+    if name in SIMPLE_SIGNAL_NAMES:
+        if signal["signal_type"] != "level":
+            raise EventError(
+                f"{path}.signal_type is {signal['signal_type']!r}; a {name} signal must have "
+                "signal_type 'level'"
+            )
+        if "item_base" in signal:
+            raise EventError(f"{path}.item_base is {signal['item_base']!r}; a {name} signal "
+                             "carries levels, which have no unit: leave item_base out")
+    if name in SIGNAL_RULES:
+        types, kinds = SIGNAL_RULES[name]
+        if signal["signal_type"] not in types:
+            raise EventError(f"{path}.signal_type is {signal['signal_type']!r}; a {name} signal "
+                             f"must have signal_type {' or '.join(map(repr, sorted(types)))}")
+        kind = (signal.get("item_base") or {}).get("kind") \
+            if isinstance(signal.get("item_base"), Mapping) else None
+        if kind not in kinds:
+            raise EventError(f"{path}.item_base kind is {kind!r}; a {name} signal needs an "
+                             f"item_base of kind {' or '.join(map(repr, sorted(kinds)))}")
 
 
 def _validate_intervals(
@@ -317,6 +346,29 @@ def _validate_target(target: Any, path: str) -> None:
         if key != "end_device_assets":
             for value in values:
                 _check_text(value, f"{path}.{key} item")
+        else:
+            for value in values:
+                mrid = value.get("mrid") if isinstance(value, Mapping) else value
+                if mrid not in DEVICE_CLASSES:
+                    raise EventError(f"{path}.end_device_assets item {value!r} is not a device "
+                                     f"class; mrid must be one of {sorted(DEVICE_CLASSES)}")
+
+
+def _check_signal_targets(event: Mapping[str, Any]) -> None:
+    """Every VEN the event reaches gets at least one of its signals (a VEN is sent only the
+    signals aimed at it, and an event needs one)."""
+    target = event["target"]
+    named = target.get("ven_ids", [])
+    by_membership = not named or any(target.get(key) for key in _VEN_SELECTING_KEYS
+                                     if key != "ven_ids")
+    reached = [*named, *([None] if by_membership else [])]
+    for ven_id in reached:
+        if not any(_signal_for(signal, ven_id) for signal in event["event_signals"]):
+            who = f"venID {ven_id!r}" if ven_id is not None else "a VEN chosen by group, " \
+                "resource or party (or every VEN)"
+            raise EventError(f"event_signals: no signal is aimed at {who}, which the event's "
+                             "target reaches; give that VEN a signal, or leave it out of the "
+                             "target")
 
 
 def _check_one_ven_id(event: Mapping[str, Any]) -> None:
@@ -417,6 +469,9 @@ def derive_intervals(
     if begin is None:
         raise EventError("intervals[0].dtstart is missing; the first interval sets the start")
     _check_datetime(begin, "intervals[0].dtstart")
+    # Intervals follow each other in absolute time: in a zone with DST, adding a duration to
+    # a local time is wall-clock arithmetic (an hour across the change would be 0 or 2).
+    begin = begin.astimezone(timezone.utc)
     end = begin
     result = []
     for index, interval in enumerate(intervals):
@@ -425,7 +480,7 @@ def derive_intervals(
         given = interval.get("dtstart")
         if index and given is not None:
             _check_datetime(given, f"{where}.dtstart")
-            if given != end:
+            if given.astimezone(timezone.utc) != end:
                 raise EventError(
                     f"{where}.dtstart is {given.isoformat()}, but intervals[{index - 1}] ends at "
                     f"{end.isoformat()}; each interval must start where the one before it ends"
@@ -636,6 +691,8 @@ def normalize_full_event(
         descriptor["market_context"] = default_market_context
     stored.setdefault("response_required", "always")
     _fill_uids(stored.get("event_signals"))
+    if isinstance(stored.get("event_baseline"), dict):
+        _fill_uids([stored["event_baseline"]])
     validate_event(stored)
     return stored
 
@@ -963,6 +1020,10 @@ def render_event(event: Mapping[str, Any], ven_id: str, now: datetime) -> dict[s
     descriptor = rendered["event_descriptor"]
     descriptor["created_date_time"] = now
     descriptor["event_status"] = event_status(event, now)
+    # A signal aimed only at other VENs is not this VEN's: narrowed, its target would be
+    # empty, which means every VEN.
+    rendered["event_signals"] = [signal for signal in rendered["event_signals"]
+                                 if _signal_for(signal, ven_id)]
     for signal in rendered["event_signals"]:
         signal.pop("current_value", None)
         value = current_value(event, signal, now)
@@ -973,6 +1034,16 @@ def render_event(event: Mapping[str, Any], ven_id: str, now: datetime) -> dict[s
     rendered["target"] = _narrowed(rendered.get("target") or {}, ven_id)
     _check_one_ven_id(rendered)
     return rendered
+
+
+def _signal_for(signal: Mapping[str, Any], ven_id: str | None) -> bool:
+    """Whether a signal may be sent to ``ven_id`` (None: a VEN not named by venID): it has no
+    target of its own, or its target names the VEN, or selects VENs by membership (which the
+    event's target already decided)."""
+    target = signal.get("target") or {}
+    if not target.get("ven_ids") or (ven_id is not None and ven_id in target["ven_ids"]):
+        return True
+    return any(target.get(key) for key in _VEN_SELECTING_KEYS if key != "ven_ids")
 
 
 def _narrowed(target: Mapping[str, Any], ven_id: str) -> dict[str, Any]:
