@@ -195,6 +195,10 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     "OPENADR_REDELIVERY_AFTER": (
         "redelivery_after", Settings.redelivery_after, _optional_seconds_at_least(0.1),
     ),
+    # None means: an unchanged event set is not sent again (see docs/events.rst, "Refresh").
+    "OPENADR_EVENT_REFRESH": (
+        "event_refresh", Settings.event_refresh, _optional_seconds_at_least(1),
+    ),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"

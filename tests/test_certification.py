@@ -381,3 +381,61 @@ def test_intervals_across_a_dst_change_are_checked_in_absolute_time(app, vtn, re
                                "signal_payload": 1.0},
                               {"dtstart": datetime(2027, 3, 28, 4, 0, tzinfo=berlin),
                                "duration": timedelta(hours=1), "signal_payload": 2.0}])
+
+
+# -- Redistribution of an unchanged event set --------------------------------------------------
+
+
+@pytest.fixture
+def refreshing(tmp_path, store_uri, clock):
+    from flask import Flask
+
+    from flask_openadr import VTN
+
+    app = Flask("refreshing", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="TEST-VTN",
+                      OPENADR_EVENT_REFRESH=60, OPENADR_REDELIVERY_AFTER=10)
+    vtn = VTN(app, clock=clock)
+    ven = make_ven(app)
+    ven.register()
+    ven.registered_report(ven.poll()[1])
+    return app, vtn, ven
+
+
+def test_unchanged_events_are_redistributed_after_the_refresh_period(refreshing, clock):
+    # The harness: two events, both acknowledged, a minute's wait, then polls every 3 s for up
+    # to a minute expecting both again.
+    app, vtn, ven = refreshing
+    first = add(app, vtn, ven_id=ven.ven_id)
+    second = add(app, vtn, ven_id=ven.ven_id,
+                 intervals=intervals(start=T0 + timedelta(hours=3)))
+    _, dist = ven.poll()
+    assert code(ven.created_event(dist)[1]) == 200
+    clock.advance(timedelta(seconds=57))
+    assert ven.poll()[0] == "oadrResponse"
+    clock.advance(timedelta(seconds=3))
+    name, again = ven.poll()
+    assert name == "oadrDistributeEvent"
+    assert [e["event_descriptor"]["event_id"] for e in again["events"]] == [first, second]
+    assert [e["event_descriptor"]["modification_number"] for e in again["events"]] == [0, 0]
+    # The refresh counts from that distribution.
+    assert ven.poll()[0] == "oadrResponse"
+    clock.advance(timedelta(seconds=60))
+    assert ven.poll()[0] == "oadrDistributeEvent"
+
+
+def test_no_refresh_without_live_events_or_without_the_setting(refreshing, app, vtn,
+                                                              registered_ven, clock):
+    r_app, r_vtn, r_ven = refreshing
+    event_id = add(r_app, r_vtn, ven_id=r_ven.ven_id)
+    r_ven.created_event(r_ven.poll()[1])
+    with r_app.app_context():
+        r_vtn.cancel_event(event_id)
+    r_ven.created_event(r_ven.poll()[1])
+    clock.advance(timedelta(minutes=5))
+    assert r_ven.poll()[0] == "oadrResponse"  # only a cancelled event: nothing to refresh
+    # The default: no refresh.
+    add(app, vtn, ven_id=registered_ven.ven_id)
+    registered_ven.created_event(registered_ven.poll()[1])
+    clock.advance(timedelta(minutes=30))
+    assert registered_ven.poll()[0] == "oadrResponse"

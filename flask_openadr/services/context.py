@@ -69,6 +69,9 @@ class Settings:
     redelivery_after: timedelta | None = None
     # OPENADR_EVENT_RETENTION: how long a completed or cancelled event stays in the store.
     event_retention: timedelta = timedelta(days=7)
+    # OPENADR_EVENT_REFRESH: a VEN holding far, near or active events is sent its whole event
+    # set again when none was sent to it for this long; None: never (see docs/events.rst).
+    event_refresh: timedelta | None = None
 
 
 @dataclass

@@ -2,14 +2,16 @@
 
 Each VEN has one delivery record (``store.get_delivered``)::
 
-    {"events": {event_id: entry}, "due_at": datetime | None}
+    {"events": {event_id: entry}, "due_at": datetime | None, "sent_at": datetime | None}
 
 ``events`` names every event the VEN holds or should be sent, with what it was last sent of it
 (``{}`` when nothing yet): ``{"modification_number", "cancelled", "sent_at", "acknowledged"}``.
 ``due_at`` is the earliest instant at which a poll has something to distribute: set to "now"
 by every change that may affect the VEN (fan-out on write), and after each distribution to the
-next redelivery time of an unanswered version, or None. A poll whose VEN is not due reads this
-one record and nothing else, whatever the number of VENs and events.
+next redelivery time of an unanswered version (or, with ``OPENADR_EVENT_REFRESH``, the next
+refresh of a live event set), or None. ``sent_at`` is when the VEN was last sent an
+oadrDistributeEvent. A poll whose VEN is not due reads this one record and nothing else,
+whatever the number of VENs and events.
 
 The rules for which version a VEN should hold live in
 :func:`~flask_openadr.services.event_rules.version_for_ven`; this module only decides whom a
@@ -45,7 +47,12 @@ _BY_MEMBERSHIP = ("group_ids", "resource_ids", "party_ids", "group_names")
 def load(ctx: Context, ven_id: str) -> dict[str, Any]:
     """The VEN's delivery record (an empty one when it has none)."""
     record = ctx.store.get_delivered(ven_id)
-    return {"events": dict(record.get("events") or {}), "due_at": record.get("due_at")}
+    return _record(record)
+
+
+def _record(raw: Mapping[str, Any]) -> dict[str, Any]:
+    return {"events": dict(raw.get("events") or {}), "due_at": raw.get("due_at"),
+            "sent_at": raw.get("sent_at")}
 
 
 def save(ctx: Context, ven_id: str, record: dict[str, Any]) -> None:
@@ -100,7 +107,7 @@ def _mark_batch(ctx: Context, vens: list[VenRecord], event: dict[str, Any], even
     changed: dict[str, dict[str, Any]] = {}
     for ven in vens:
         raw = found[ven["ven_id"]]
-        record = {"events": dict(raw.get("events") or {}), "due_at": raw.get("due_at")}
+        record = _record(raw)
         if event_id in record["events"] or (live and targets_ven(event, ven)):
             _mark(record, event_id, now)
             changed[ven["ven_id"]] = record
@@ -133,7 +140,7 @@ def refresh_ven(ctx: Context, ven: VenRecord, now: datetime, *, fresh: bool = Fa
     resources and parties, those aimed at every VEN, and those it holds are read, not every
     stored event."""
     ven_id = ven["ven_id"]
-    record = {"events": {}, "due_at": None} if fresh else load(ctx, ven_id)
+    record = {"events": {}, "due_at": None, "sent_at": None} if fresh else load(ctx, ven_id)
     changed = fresh
     candidates = dict.fromkeys(record["events"])
     for selector in _ven_selectors(ven):
@@ -237,13 +244,16 @@ def events_of(ctx: Context, record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def plan(ctx: Context, ven: VenRecord, stored: Iterable[dict[str, Any]],
-         entries: Mapping[str, Any], now: datetime, *, completed: bool = False) -> Plan:
+         entries: Mapping[str, Any], now: datetime, *, completed: bool = False,
+         sent_at: datetime | None = None) -> Plan:
     """Work out the next oadrDistributeEvent to ``ven`` from ``stored`` events and its
     delivery entries: every far, near and active event it holds or should hold, every version it
     does not hold yet, and every version it has not answered although it must (sent again once
     :func:`~flask_openadr.services.outbox.redelivery_after` has passed since it was last sent).
     ``completed`` also lists the events that ended at the version the VEN holds (an
-    oadrRequestEvent shows them until the retention sweep removes them).
+    oadrRequestEvent shows them until the retention sweep removes them). With
+    ``OPENADR_EVENT_REFRESH``, a VEN last sent a distribution at ``sent_at`` is due again once
+    that period has passed, while it holds a far, near or active event.
     """
     wait = redelivery_after(ctx, ven)
     planned: list[Planned] = []
@@ -266,9 +276,22 @@ def plan(ctx: Context, ven: VenRecord, stored: Iterable[dict[str, Any]],
         if changed or unanswered or live:
             planned.append(Planned(as_version(event, version, ven), version, changed,
                                    acknowledged=not answer or not (changed or unanswered)))
+    refresh = _refresh_at(ctx, sent_at, planned)
+    due = due or (refresh is not None and refresh <= now)
     order = {id(e): n for n, e in enumerate(order_events([p.event for p in planned], now))}
     planned.sort(key=lambda p: order[id(p.event)])
     return Plan(planned, due)
+
+
+def _refresh_at(ctx: Context, sent_at: datetime | None,
+                planned: Iterable[Planned]) -> datetime | None:
+    """When an unchanged event set is next sent again (``OPENADR_EVENT_REFRESH``): only while
+    it holds an event that is not cancelled (a refresh lists far, near and active events)."""
+    if ctx.settings.event_refresh is None or sent_at is None:
+        return None
+    if not any(not p.version.cancelled for p in planned):
+        return None
+    return sent_at + ctx.settings.event_refresh
 
 
 def after_sending(ctx: Context, ven: VenRecord, record: dict[str, Any],
@@ -285,6 +308,8 @@ def after_sending(ctx: Context, ven: VenRecord, record: dict[str, Any],
             "sent_at": now,
             "acknowledged": item.acknowledged,
         }
+    if sent:
+        record["sent_at"] = now
     for event_id in list(entries):
         event = by_id.get(event_id)
         if event is None or _finished(event, ven, entries[event_id], now):
@@ -314,13 +339,20 @@ def _finished(event: Mapping[str, Any], ven: VenRecord, entry: Mapping[str, Any]
 def next_due(ctx: Context, ven: VenRecord, record: Mapping[str, Any],
              by_id: Mapping[str, dict[str, Any]], now: datetime) -> datetime | None:
     """When the VEN is next due: ``now`` while an entry has never been sent (a reply limit
-    left it out), else the earliest redelivery of an unanswered version, else None."""
+    left it out), else the earliest redelivery of an unanswered version or refresh of a live
+    event set (``OPENADR_EVENT_REFRESH``), else None."""
     wait = redelivery_after(ctx, ven)
     due = None
+    refresh = ctx.settings.event_refresh
     for event_id, entry in record["events"].items():
         if held(entry) is None:
             return now
         event = by_id.get(event_id)
+        if (refresh is not None and record.get("sent_at") is not None and event is not None
+                and not held(entry).cancelled  # type: ignore[union-attr]
+                and event_status(event, now) in LIVE_STATUSES):
+            at = record["sent_at"] + refresh
+            due = at if due is None or at < due else due
         if (event is not None and not entry.get("acknowledged")
                 and needs_acknowledgement(event, now)):
             at = entry["sent_at"] + wait

@@ -293,7 +293,7 @@ def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
         return False
     ven = _current_ven(ctx, ven)
     stored = delivery.events_of(ctx, record)
-    if delivery.plan(ctx, ven, stored, record["events"], now).due:
+    if delivery.plan(ctx, ven, stored, record["events"], now, sent_at=record["sent_at"]).due:
         return True
     # Marked, but nothing to send (the change was undone before the VEN polled): put the
     # record right, so that the next poll reads it alone again.
@@ -337,7 +337,7 @@ def distribute_event_payload(
         ven = _current_ven(ctx, ven) if delivery.is_due(record, now) else ven
         stored = delivery.events_of(ctx, record)
         planned = delivery.plan(ctx, ven, stored, record["events"], now,
-                                completed=completed).planned
+                                sent_at=record["sent_at"], completed=completed).planned
         planned = _limited(planned, reply_limit)
         delivery.after_sending(ctx, ven, record, stored, planned, now)
         return _payload(ctx, ven, now, [p.event for p in planned],
