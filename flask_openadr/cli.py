@@ -20,7 +20,7 @@ from . import liveness
 from .config import resolve_store_uri
 from .errors import EventError, UnknownEvent
 from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
-from .services import retention
+from .services import retention, vtn_reports
 from .store import redact
 
 #: The longest --duration accepted (about 19 years): longer ones overflow date arithmetic.
@@ -93,7 +93,8 @@ def _describe(transition: dict[str, Any], names: dict[str, str]) -> str:
               help="Seconds between passes; OPENADR_SWEEP_INTERVAL by default.")
 def monitor(once: bool, interval: float | None) -> None:
     """Run the liveness sweep in the foreground until Ctrl-C, naming each VEN that goes offline
-    (and, once a minute, the event retention sweep).
+    (with the periodic VTN reports that are due, and, once a minute, the event retention
+    sweep).
 
     For deployments with OPENADR_BACKGROUND = "off", where no worker runs the sweeper thread.
     Running it beside sweeping workers is harmless: each transition is still decided once.
@@ -107,6 +108,7 @@ def monitor(once: bool, interval: float | None) -> None:
         while True:
             try:
                 ran = liveness.sweep_transitions(ctx)
+                vtn_reports.send_due(ctx)
                 if retained_at is None or time.monotonic() - retained_at >= RETENTION_EVERY:
                     retained_at = time.monotonic()
                     retention.sweep(ctx)

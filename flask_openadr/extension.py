@@ -88,13 +88,14 @@ class _AppState:
         _STATES.add(self)
 
     def sweep_once(self) -> int:
-        """One liveness pass in an application context, as the sweeper thread runs it, and a
-        retention pass when :data:`RETENTION_EVERY` has passed since this process's last."""
+        """One liveness pass in an application context, as the sweeper thread runs it, the
+        periodic VTN reports that are due, and a retention pass when :data:`RETENTION_EVERY` has passed since this process's last."""
         app = self._app()
         if app is None:
             raise liveness.SweeperDone
         with app.app_context():
             ran = liveness.sweep(self.context)
+            vtn_reports.send_due(self.context)
             now = time.monotonic()
             if self._retention_at is None or now - self._retention_at >= RETENTION_EVERY:
                 # Less often than liveness: the pass reads every stored event.
@@ -589,6 +590,24 @@ class VTN:
         """
         return reports.request_named_report(self._context(), ven_id, report_name,
                                             report_back_duration=report_back_duration)
+
+    def republish_metadata(self, ven_id: str | None = None) -> list[str]:
+        """Send the VTN's METADATA oadrRegisterReport again (as ``on_vtn_reports`` offers it
+        now) on the next poll of one VEN, or of every registered VEN when ``ven_id`` is None.
+
+        :returns: the venIDs it was queued for.
+        :raises LookupError: ``ven_id`` has no active registration.
+        """
+        return vtn_reports.republish_metadata(self._context(), ven_id)
+
+    def send_due_reports(self) -> int:
+        """Queue now the periodic VTN reports that are due (a VEN's METADATA request with a
+        reportBackDuration); the sweeper does it on every pass. For tests, or a cron job with
+        ``OPENADR_BACKGROUND = "off"``.
+
+        :returns: how many reports were queued.
+        """
+        return vtn_reports.send_due(self._context())
 
     def request_metadata(self, ven_id: str) -> str:
         """Ask a VEN to register its reports again (oadrCreateReport for METADATA on its next

@@ -439,3 +439,80 @@ def test_no_refresh_without_live_events_or_without_the_setting(refreshing, app, 
     registered_ven.created_event(registered_ven.poll()[1])
     clock.advance(timedelta(minutes=30))
     assert registered_ven.poll()[0] == "oadrResponse"
+
+
+# -- Periodic VTN reports ----------------------------------------------------------------------
+
+
+def metadata_request(report_request_id, every, for_how_long=None):
+    specifier = {"report_specifier_id": "METADATA", "granularity": every,
+                 "report_back_duration": every,
+                 "specifier_payloads": [{"r_id": "0", "reading_type": "x-notApplicable"}]}
+    if for_how_long is not None:
+        specifier["report_interval"] = {"dtstart": T0, "duration": for_how_long}
+    return {"report_request_id": report_request_id, "report_specifier": specifier}
+
+
+def test_a_periodic_metadata_request_is_sent_on_schedule_listed_and_cancellable(
+        app, vtn, registered_ven, clock):
+    ven = registered_ven
+    name, created = ven.create_report([metadata_request("meta-every-minute",
+                                                        timedelta(minutes=1),
+                                                        timedelta(minutes=5))])
+    assert (name, code(created)) == ("oadrCreatedReport", 200)
+    assert created["pending_reports"] == ["meta-every-minute"]
+    name, first = ven.poll()
+    assert (name, first["report_request_id"]) == ("oadrRegisterReport", "meta-every-minute")
+    ven.registered_report(first)
+    with app.app_context():
+        assert vtn.send_due_reports() == 0  # not due yet
+        sent = []
+        for minute in range(1, 7):
+            clock.advance(timedelta(minutes=1))
+            sent.append(vtn.send_due_reports())
+            name, reply = ven.poll()
+            if sent[-1]:
+                assert (name, reply["report_request_id"]) == ("oadrRegisterReport",
+                                                              "meta-every-minute")
+                ven.registered_report(reply)
+            else:
+                assert name == "oadrResponse"
+    # Every minute until five minutes after the start, then the request has ended.
+    assert sent == [1, 1, 1, 1, 0, 0]
+    with app.app_context():
+        assert vtn.vtn_report_requests(ven.ven_id) == []
+
+
+def test_the_ven_cancels_a_periodic_metadata_request(app, vtn, registered_ven, clock):
+    ven = registered_ven
+    ven.create_report([metadata_request("meta-1", timedelta(minutes=1))])
+    ven.registered_report(ven.poll()[1])
+    name, cancelled = ven.cancel_report(["meta-1"])
+    assert (name, code(cancelled), cancelled["pending_reports"]) == ("oadrCanceledReport",
+                                                                      200, [])
+    clock.advance(timedelta(minutes=3))
+    with app.app_context():
+        assert vtn.send_due_reports() == 0
+    assert ven.poll()[0] == "oadrResponse"
+
+
+def test_a_one_shot_metadata_request_is_not_kept(app, vtn, registered_ven):
+    _, created = registered_ven.create_report([metadata_request("once", timedelta(0))])
+    assert created["pending_reports"] == []
+    assert registered_ven.poll()[0] == "oadrRegisterReport"
+
+
+def test_republish_metadata_to_one_ven_or_all(app, vtn, registered_ven):
+    other = make_ven(app, ven_name="other")
+    other.register()
+    other.registered_report(other.poll()[1])
+    with app.app_context():
+        assert vtn.republish_metadata(registered_ven.ven_id) == [registered_ven.ven_id]
+    assert registered_ven.poll()[0] == "oadrRegisterReport"
+    assert other.poll()[0] == "oadrResponse"
+    with app.app_context():
+        assert sorted(vtn.republish_metadata()) == sorted([registered_ven.ven_id, other.ven_id])
+        with pytest.raises(LookupError, match="nobody"):
+            vtn.republish_metadata("nobody")
+    assert registered_ven.poll()[0] == "oadrRegisterReport"
+    assert other.poll()[0] == "oadrRegisterReport"

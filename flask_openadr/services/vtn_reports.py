@@ -9,11 +9,17 @@ METADATA). What each VEN was offered, and what it asked for, are store records:
 ``vtn_report_request``
     the VEN's requests for VTN reports, keyed by reportRequestID, ``state`` ``active`` or
     ``final_report`` (the VEN cancelled with reportToFollow: one more report may be sent).
+    A periodic request for the VTN's METADATA (reportBackDuration or granularity above zero)
+    is one too, with ``report_specifier_id`` "METADATA";
+``vtn_report_schedule``
+    under the owner "*", one entry per periodic METADATA request of any VEN, with the instant
+    it is next due (``next_at``) and its end (``until``, None: until cancelled), so that one
+    read finds every due report (:func:`send_due`, run by the sweeper).
 """
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..errors import InvalidID, Rejection
@@ -25,6 +31,9 @@ from .reports import METADATA, plain_name
 
 VTN_REPORT = "vtn_report"
 VTN_REPORT_REQUEST = "vtn_report_request"
+VTN_REPORT_SCHEDULE = "vtn_report_schedule"
+#: The owner of every schedule entry: the sweeper reads them all at once.
+_ALL = "*"
 #: Record kinds this module keeps per VEN (cleared when a registration ends).
 RECORD_KINDS = (VTN_REPORT, VTN_REPORT_REQUEST)
 
@@ -154,16 +163,113 @@ def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], reques
         answers = [offers(ctx, ven_id) for _ in metadata]
     except Rejection as rejection:
         return _created(ctx, ven_id, request_id, rejection.response_code, rejection.description)
-    with ctx.store.atomic(ven_id):
+    now = ctx.now()
+    with ctx.store.atomic():
         for record in records:
             ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, record["report_request_id"], record)
-        for report_request_id, reports in zip(metadata, answers):
+        for (report_request_id, specifier), reports in zip(metadata, answers):
             queue_register_report(ctx, ven_id, reports, report_request_id)
+            period = _period(specifier)
+            if period is not None:
+                _schedule(ctx, ven_id, report_request_id, specifier, period, request_id, now)
     return _created(ctx, ven_id, request_id)
 
 
+def _period(specifier: Mapping[str, Any]) -> timedelta | None:
+    """How often a METADATA request wants the report: its reportBackDuration, else its
+    granularity; None (once) when both are zero or absent."""
+    for key in ("report_back_duration", "granularity"):
+        value = specifier.get(key)
+        if isinstance(value, timedelta) and value > timedelta(0):
+            return value
+    return None
+
+
+def _schedule(ctx: Context, ven_id: str, report_request_id: str, specifier: Mapping[str, Any],
+              period: timedelta, request_id: str, now: datetime) -> None:
+    """Keep a periodic METADATA request: listed in oadrPendingReports, cancellable, and sent
+    again every ``period`` (the first was queued with the answer) until its reportInterval
+    ends."""
+    interval = specifier.get("report_interval") or {}
+    start, length = interval.get("dtstart"), interval.get("duration")
+    until = start + length if start is not None and length else None
+    ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, report_request_id, {
+        "report_request_id": report_request_id, "report_specifier_id": METADATA,
+        "report_name": METADATA, "r_ids": [], "granularity": specifier.get("granularity"),
+        "report_back_duration": specifier.get("report_back_duration"),
+        "report_interval": specifier.get("report_interval"), "state": "active",
+        "message_request_id": request_id, "created_at": now})
+    ctx.store.put_record(VTN_REPORT_SCHEDULE, _ALL, _schedule_key(ven_id, report_request_id), {
+        "ven_id": ven_id, "report_request_id": report_request_id, "period": period,
+        "next_at": now + period, "until": until})
+
+
+def _schedule_key(ven_id: str, report_request_id: str) -> str:
+    return f"{len(ven_id)}:{ven_id}:{report_request_id}"
+
+
+def send_due(ctx: Context, now: datetime | None = None) -> int:
+    """Queue the METADATA report of every periodic request that is due (the sweeper runs this
+    each pass; ``vtn.send_due_reports()`` runs it by hand). A due time missed by more than one
+    period is not made up: the next one follows the period from now.
+
+    :returns: how many reports were queued.
+    """
+    now = now or ctx.now()
+    queued = 0
+    for entry in ctx.store.list_records(VTN_REPORT_SCHEDULE, _ALL):
+        if entry["next_at"] > now:
+            continue
+        ven_id, report_request_id = entry["ven_id"], entry["report_request_id"]
+        key = _schedule_key(ven_id, report_request_id)
+        request = ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+        expired = entry["until"] is not None and now >= entry["until"]
+        if request is None or expired:
+            with ctx.store.atomic():
+                ctx.store.delete_record(VTN_REPORT_SCHEDULE, _ALL, key)
+                if request is not None:
+                    ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+            continue
+        reports = offers(ctx, ven_id)  # user code: outside the transaction
+        with ctx.store.atomic():
+            current = ctx.store.get_record(VTN_REPORT_SCHEDULE, _ALL, key)
+            if current is None or current["next_at"] != entry["next_at"]:
+                continue  # another process sent this one
+            queue_register_report(ctx, ven_id, reports, report_request_id)
+            queued += 1
+            if request["state"] == "final_report":
+                ctx.store.delete_record(VTN_REPORT_SCHEDULE, _ALL, key)
+                ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
+                continue
+            next_at = entry["next_at"] + entry["period"]
+            if next_at <= now:
+                next_at = now + entry["period"]
+            ctx.store.put_record(VTN_REPORT_SCHEDULE, _ALL, key, dict(entry, next_at=next_at))
+    return queued
+
+
+def republish_metadata(ctx: Context, ven_id: str | None = None) -> list[str]:
+    """Queue the VTN's METADATA oadrRegisterReport (as ``on_vtn_reports`` offers it now) for
+    one registered VEN, or every registered VEN when ``ven_id`` is None.
+
+    :returns: the venIDs it was queued for.
+    :raises LookupError: ``ven_id`` has no active registration.
+    """
+    if ven_id is not None:
+        ven = ctx.store.get_ven(ven_id)
+        if ven is None or not ven.get("registration_id"):
+            raise LookupError(f"VEN {ven_id!r} has no active registration")
+        targets = [ven_id]
+    else:
+        targets = [v["ven_id"] for v in ctx.store.list_vens() if v.get("registration_id")]
+    for target in targets:
+        queue_register_report(ctx, target, offers(ctx, target))
+    return targets
+
+
 def _check_requests(ctx: Context, ven_id: str, requests: list[dict[str, Any]],
-                    request_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+                    request_id: str
+                    ) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
     offered = {r["report_specifier_id"]: r for r in ctx.store.list_records(VTN_REPORT, ven_id)}
     records, metadata = [], []
     now = ctx.now()
@@ -176,7 +282,7 @@ def _check_requests(ctx: Context, ven_id: str, requests: list[dict[str, Any]],
         spec_id = specifier["report_specifier_id"]
         r_ids = [p["r_id"] for p in specifier["specifier_payloads"]]
         if spec_id == METADATA:
-            metadata.append(report_request_id)
+            metadata.append((report_request_id, specifier))
             continue
         report = offered.get(spec_id)
         if report is None:
