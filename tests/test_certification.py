@@ -516,3 +516,55 @@ def test_republish_metadata_to_one_ven_or_all(app, vtn, registered_ven):
             vtn.republish_metadata("nobody")
     assert registered_ven.poll()[0] == "oadrRegisterReport"
     assert other.poll()[0] == "oadrRegisterReport"
+
+
+# -- Redelivery sequences with the certification profile ---------------------------------------
+
+
+@pytest.fixture
+def certification_profile(tmp_path, store_uri, clock):
+    from flask import Flask
+
+    from flask_openadr import VTN
+
+    app = Flask("certification", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="TEST-VTN",
+                      OPENADR_POLL_FREQUENCY=10, OPENADR_REDELIVERY_AFTER=10,
+                      OPENADR_EVENT_REFRESH=60)
+    vtn = VTN(app, clock=clock)
+    ven = make_ven(app)
+    ven.register()
+    ven.registered_report(ven.poll()[1])
+    return app, vtn, ven
+
+
+def test_a_cancelled_event_is_resent_on_every_poll_until_acknowledged(certification_profile,
+                                                                      clock):
+    app, vtn, ven = certification_profile
+    event_id = add(app, vtn, ven_id=ven.ven_id)
+    ven.created_event(ven.poll()[1])
+    with app.app_context():
+        vtn.cancel_event(event_id)
+    for _ in range(12):  # two minutes of polls, every 10 s, without an acknowledgement
+        name, dist = ven.poll()
+        assert name == "oadrDistributeEvent"
+        (event,) = dist["events"]
+        assert (event["event_descriptor"]["event_status"],
+                event["event_descriptor"]["modification_number"]) == ("cancelled", 1)
+        clock.advance(timedelta(seconds=10))
+    ven.created_event(dist)
+    assert ven.poll()[0] == "oadrResponse"
+
+
+def test_request_event_lists_a_just_completed_event_as_completed(certification_profile, clock):
+    app, vtn, ven = certification_profile
+    start = T0 + timedelta(minutes=1)
+    event_id = add(app, vtn, ven_id=ven.ven_id, start_after=timedelta(minutes=2),
+                   intervals=[{"dtstart": start, "duration": timedelta(minutes=1),
+                               "signal_payload": 1.0}])
+    ven.created_event(ven.poll()[1])
+    clock.now = start + timedelta(minutes=3, seconds=30)
+    name, dist = ven.request_event()
+    assert name == "oadrDistributeEvent"
+    assert [(e["event_descriptor"]["event_id"], e["event_descriptor"]["event_status"])
+            for e in dist["events"]] == [(event_id, "completed")]
