@@ -89,7 +89,8 @@ class _AppState:
 
     def sweep_once(self) -> int:
         """One liveness pass in an application context, as the sweeper thread runs it, the
-        periodic VTN reports that are due, and a retention pass when :data:`RETENTION_EVERY` has passed since this process's last."""
+        periodic VTN reports that are due, and a retention pass when :data:`RETENTION_EVERY`
+        has passed since this process's last."""
         app = self._app()
         if app is None:
             raise liveness.SweeperDone

@@ -227,14 +227,16 @@ def test_openleadr_client_hears_of_every_change_that_affects_it(served, tmp_path
             ven_id = client.ven_id
             start = datetime.now(timezone.utc) + timedelta(hours=1)
             one = [{"dtstart": start, "duration": timedelta(minutes=30), "signal_payload": 1.0}]
+            # One program each: events of one VEN and program must not overlap.
             with app.app_context():
                 vtn.update_ven(ven_id, group_ids=["north"])
                 past = vtn.add_event(ven_id=ven_id, signal_name="SIMPLE", signal_type="level",
-                                     intervals=one)
+                                     intervals=one, market_context="http://utility.example/a")
                 grouped = vtn.add_event(targets={"group_ids": ["north"]}, signal_name="SIMPLE",
-                                        signal_type="level", intervals=one)
+                                        signal_type="level", intervals=one,
+                                        market_context="http://utility.example/b")
                 moved = vtn.add_event(ven_id=ven_id, signal_name="SIMPLE", signal_type="level",
-                                      intervals=one)
+                                      intervals=one, market_context="http://utility.example/c")
             await wait_for(lambda: all(versions(e) for e in (past, grouped, moved)))
 
             over = datetime.now(timezone.utc) - timedelta(hours=2)

@@ -74,10 +74,15 @@ class Outcome:
 
 
 def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
-    """The registered VEN a message comes from (notes 4.2): :class:`~flask_openadr.errors.
-    Unidentified` (HTTP 403) for a caller that names no venID and whose certificate belongs to
-    no registered VEN, 452 for an unknown venID (compared case-sensitively), 463 for a VEN that is not registered or is bound to another certificate
-    than the caller's (see :mod:`~flask_openadr.services.binding`)."""
+    """The registered VEN a message comes from (notes 4.2).
+
+    :raises Unidentified: (HTTP 403, no OpenADR reply) the message names no venID, or an empty
+        one, and the caller's certificate belongs to no registered VEN.
+    :raises InvalidID: (452) an unknown venID (compared case-sensitively), or an empty one from
+        a registered caller.
+    :raises NotRegistered: (463) a VEN that is not registered or is bound to another
+        certificate than the caller's (see :mod:`~flask_openadr.services.binding`).
+    """
     ven_id = payload.get("ven_id")
     if not ven_id:
         ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
