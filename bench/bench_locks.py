@@ -143,8 +143,11 @@ def run(name: str, uri: str, tmp: str, args: argparse.Namespace) -> dict:
             time.sleep(args.event_every)
             with operator.app_context():
                 start = datetime.now(timezone.utc) + timedelta(hours=1)
-                vtn.add_event(signal_name="SIMPLE", signal_type="level", intervals=[
-                    {"dtstart": start, "duration": timedelta(hours=1), "signal_payload": 1.0}])
+                # A program per event: events for one VEN and program must not overlap.
+                vtn.add_event(signal_name="SIMPLE", signal_type="level",
+                              market_context=f"http://bench.example/program-{added}",
+                              intervals=[{"dtstart": start, "duration": timedelta(hours=1),
+                                          "signal_payload": 1.0}])
             added += 1
         for thread in threads:
             thread.join()

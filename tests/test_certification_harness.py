@@ -276,3 +276,107 @@ def test_periodic_metadata_request_is_listed_sent_on_schedule_and_cancellable(ha
                                                                      200, [])
     time.sleep(1.5)
     assert all(harness.poll()[0] == "oadrResponse" for _ in range(3))
+
+
+# -- The same behaviour as the real openleadr VEN sees it --------------------------------------
+
+
+async def eventually(predicate, timeout=15.0):
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+def with_openleadr_ven(base, scenario, answer="optIn"):
+    """Run ``scenario(client, received)`` with a running openleadr VEN whose event handlers
+    record what they get and answer ``answer``."""
+    import asyncio
+
+    openleadr = pytest.importorskip("openleadr")
+
+    async def main():
+        client = openleadr.OpenADRClient(ven_name="openleadr-" + uuid.uuid4().hex[:8],
+                                         vtn_url=base + PREFIX, allow_jitter=False)
+        received: list[dict] = []
+
+        async def on_event(event):
+            received.append(event)
+            return answer
+
+        client.add_handler("on_event", on_event)
+        client.add_handler("on_update_event", on_event)
+        await client.run()
+        try:
+            return await scenario(client, received)
+        finally:
+            await client.stop()
+
+    return asyncio.run(main())
+
+
+def test_openleadr_ven_opted_in_by_create_opt_stays_in_after_its_created_event_opt_out(
+        vtn_server, operator):
+    vtn, app = operator
+
+    def responses(event_id):
+        with app.app_context():
+            return vtn.event_responses(event_id)
+
+    async def scenario(client, received):
+        event_id = add_event(operator, client.ven_id)
+        await eventually(lambda: [r["opt_type"] for r in responses(event_id)] == ["optOut"])
+        opt_id = await client.create_opt("optIn", "participating",
+                                         targets=[{"ven_id": client.ven_id}],
+                                         event_id=event_id, modification_number=0,
+                                         opt_id="openleadr-opt")
+        assert opt_id == "openleadr-opt"
+        await client.created_event(request_id="again", event_id=event_id, opt_type="optOut")
+        return event_id
+
+    event_id = with_openleadr_ven(vtn_server[0], scenario, answer="optOut")
+    (answer,) = responses(event_id)
+    assert (answer["opt_type"], answer["opt_id"]) == ("optIn", "openleadr-opt")
+
+
+def test_openleadr_ven_accepts_the_reply_without_ven_id_after_a_vtn_cancel(vtn_server,
+                                                                           operator):
+    vtn, app = operator
+
+    def registration_of(ven_id):
+        with app.app_context():
+            return next(v for v in vtn.vens() if v["ven_id"] == ven_id)["registration_id"]
+
+    async def scenario(client, received):
+        with app.app_context():
+            vtn.cancel_registration(client.ven_id)
+        await eventually(lambda: registration_of(client.ven_id) is None)
+        return client.ven_id
+
+    ven_id = with_openleadr_ven(vtn_server[0], scenario)
+    assert registration_of(ven_id) is None
+
+
+def test_openleadr_ven_gets_only_the_signals_aimed_at_it(vtn_server, operator):
+    vtn, app = operator
+
+    async def scenario(client, received):
+        start = datetime.now(timezone.utc) + timedelta(hours=1)
+        with app.app_context():
+            vtn.add_event(event={
+                "event_descriptor": {},
+                "active_period": {"dtstart": start, "duration": timedelta(hours=1)},
+                "event_signals": [
+                    {"intervals": [{"duration": timedelta(hours=1), "signal_payload": level}],
+                     "signal_name": "SIMPLE", "signal_type": "level", "signal_id": signal_id,
+                     "target": {"ven_ids": [ven_id]}}
+                    for signal_id, ven_id, level in (("theirs", "another-ven", 3.0),
+                                                     ("mine", client.ven_id, 1.0))],
+                "target": {"ven_ids": [client.ven_id, "another-ven"]}})
+        await eventually(lambda: received)
+        return received[0]
+
+    event = with_openleadr_ven(vtn_server[0], scenario)
+    assert [s["signal_id"] for s in event["event_signals"]] == ["mine"]

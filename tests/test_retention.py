@@ -47,8 +47,10 @@ def test_events_are_shown_until_their_retention_ends_then_removed(app, vtn, regi
     with app.app_context():
         done = vtn.add_event(**one_hour(T0 + H, registered_ven.ven_id))
         stopped = vtn.add_event(**one_hour(T0 + 5 * H, registered_ven.ven_id))
+        # Open-ended, so in a program of its own: it would overlap the other two.
         running = vtn.add_event(**dict(one_hour(T0 + H, registered_ven.ven_id), intervals=[
-            {"dtstart": T0 + H, "duration": timedelta(0), "signal_payload": 1.0}]))
+            {"dtstart": T0 + H, "duration": timedelta(0), "signal_payload": 1.0}],
+            market_context="http://utility.example/open-ended"))
     _, dist = registered_ven.poll()
     registered_ven.created_event(dist)
     clock.advance(3 * H)
@@ -84,8 +86,9 @@ def test_events_are_shown_until_their_retention_ends_then_removed(app, vtn, regi
 
 def test_a_pass_removes_a_bounded_batch(app, vtn, clock):
     with app.app_context():
-        for n in range(5):
-            vtn.add_event(**one_hour(T0 - WEEK - 2 * H))
+        for n in range(5):  # a program each: they would overlap
+            vtn.add_event(**one_hour(T0 - WEEK - 2 * H,
+                                     market_context=f"http://utility.example/{n}"))
         ctx = app.extensions["openadr"].context
         assert retention.sweep(ctx, limit=2) == 2
         assert len(vtn.events()) == 3

@@ -839,7 +839,7 @@ def targets_ven(event: Mapping[str, Any], ven: Mapping[str, Any]) -> bool:
 
 
 def overlap(event: Mapping[str, Any], other: Mapping[str, Any],
-            vens: Iterable[Mapping[str, Any]]) -> bool:
+            vens: Callable[[], Iterable[Mapping[str, Any]]]) -> bool:
     """Whether ``event`` and ``other`` would run at once for one VEN in one market context,
     which a VTN must not do ([HAR]: the certification harness expects a new event that
     overlaps another of the same VEN and program to be refused).
@@ -850,7 +850,8 @@ def overlap(event: Mapping[str, Any], other: Mapping[str, Any],
 
     :param event: the stored event.
     :param other: another stored event.
-    :param vens: the VEN records to test membership targets (groups, resources, ...) with.
+    :param vens: gives the VEN records to test membership targets (groups, resources, ...)
+        with; called only when the cheaper tests leave the question open.
     """
     if any(e["event_descriptor"].get("event_status") == "cancelled" for e in (event, other)):
         return False
@@ -865,7 +866,7 @@ def overlap(event: Mapping[str, Any], other: Mapping[str, Any],
     if set(targets[0].get("ven_ids", [])) & set(targets[1].get("ven_ids", [])):
         return True
     return any(targets_ven(event, ven) and targets_ven(other, ven)
-               for ven in vens if not ven.get("report_only"))
+               for ven in vens() if not ven.get("report_only"))
 
 
 def _periods_meet(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

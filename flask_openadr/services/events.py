@@ -104,12 +104,17 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
 def _check_no_overlap(ctx: Context, event: dict[str, Any]) -> None:
     """Refuse a new event that would run at once with another for one VEN in one market
     context (see :func:`~flask_openadr.services.event_rules.overlap`)."""
-    vens = None
+    known: list[VenRecord] = []
+
+    def vens() -> list[VenRecord]:
+        # Read once, and only when two events target by group, resource or party.
+        if not known:
+            known.extend(ctx.store.list_vens())
+        return known
+
     for other in ctx.store.list_events():
         if other["event_descriptor"]["event_id"] == event["event_descriptor"]["event_id"]:
             continue
-        if vens is None:
-            vens = ctx.store.list_vens()
         if overlap(event, other, vens):
             other_id = other["event_descriptor"]["event_id"]
             raise EventError(
