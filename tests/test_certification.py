@@ -158,6 +158,18 @@ def test_event_level_opt_beats_a_later_created_event(app, vtn, registered_ven):
     assert registered_ven.poll()[0] == "oadrResponse"
 
 
+def test_after_the_event_level_opt_is_cancelled_created_event_answers_count_again(
+        app, vtn, registered_ven):
+    event_id = add(app, vtn, ven_id=registered_ven.ven_id)
+    _, dist = registered_ven.poll()
+    registered_ven.create_opt("opt-1", "optIn", event_id=event_id, opt_reason="participating")
+    assert code(registered_ven.cancel_opt("opt-1")[1]) == 200
+    registered_ven.created_event(dist, opt_type="optOut")
+    with app.app_context():
+        (record,) = vtn.event_responses(event_id)
+    assert record["opt_type"] == "optOut" and "opt_id" not in record
+
+
 def test_without_an_event_level_opt_the_created_event_decides(app, vtn, registered_ven):
     event_id = add(app, vtn, ven_id=registered_ven.ven_id)
     _, dist = registered_ven.poll()
