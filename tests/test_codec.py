@@ -10,7 +10,7 @@ import pytest
 from flask_openadr import codec
 from flask_openadr.codec import values
 from flask_openadr.codec.values import ValueProblem
-from flask_openadr.errors import MalformedMessage
+from flask_openadr.errors import MalformedMessage, UnsupportedValue
 
 from xsd import assert_valid
 
@@ -411,7 +411,13 @@ def test_bad_duration_and_datetime_in_a_message():
         "response": {"response_code": 200, "request_id": ""}, "vtn_id": "vtn",
         "profiles": [{"profile_name": "2.0b", "transports": ["simpleHttp"]}],
         "requested_oadr_poll_freq": timedelta(seconds=10)})
-    malformed(created.replace(b"PT10S", b"P1M"), "oadr:oadrRequestedOadrPollFreq/xcal:duration", "'P1M'")
+    # P1M is valid 2.0b that the VTN cannot honour: not malformed, but refused with the payload.
+    with pytest.raises(UnsupportedValue) as caught:
+        codec.decode(created.replace(b"PT10S", b"P1M"))
+    assert caught.value.payload_name == "oadrCreatedPartyRegistration"
+    assert caught.value.payload["vtn_id"] == "vtn"
+    assert caught.value.payload["requested_oadr_poll_freq"] == "P1M"  # its text, not a timedelta
+    assert "oadr:oadrRequestedOadrPollFreq/xcal:duration" in caught.value.description
     malformed(created.replace(b"PT10S", b"PT0.5S"), "'PT0.5S'")
     opt = codec.encode("oadrCreateOpt", {
         "opt_id": "o", "opt_type": "optIn", "opt_reason": "economic", "ven_id": "v",

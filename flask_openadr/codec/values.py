@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 __all__ = [
-    "ValueProblem", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
+    "ValueProblem", "Unsupported", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
     "FLOAT", "DECIMAL", "RESPONSE_CODE", "DATE_TIME", "DURATION", "Enum",
     "parse_datetime", "format_datetime", "parse_duration", "format_duration",
 ]
@@ -31,6 +31,12 @@ __all__ = [
 
 class ValueProblem(Exception):
     """Text that does not convert to the declared type; the message says what would be right."""
+
+
+class Unsupported(ValueProblem):
+    """Text the schema allows but the VTN cannot use (a duration in months or years). The
+    converter answers it with the paired reply (:class:`~flask_openadr.errors.UnsupportedValue`)
+    instead of HTTP 400, since the message itself is valid 2.0b."""
 
 
 #: How much of an offending inbound value an error message repeats: enough to recognise it, never
@@ -382,7 +388,7 @@ def _parse_duration(text: str) -> timedelta:
         return -result if sign == "-" else result
     sign, years, months, days, hours, minutes, seconds = match.groups()
     if int(years or 0) or int(months or 0):
-        raise ValueProblem(f"{shown(text)} uses years or months, whose length depends on the calendar "
+        raise Unsupported(f"{shown(text)} uses years or months, whose length depends on the calendar "
                            "(use days, e.g. P30D)")
     try:
         result = timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
