@@ -273,6 +273,15 @@ def test_parameter_entity_on_a_device_is_refused_at_once_without_opening_it(targ
     b'<?xml version="1.0"' + b" " * 400 + b'encoding="UTF-16"?><r/>',
     "<r/>".encode("utf-32"),
     "<r/>".encode("cp500"),  # EBCDIC
+    # UTF-16 and UTF-32 without a BOM: libxml2 guesses them from "<\0?\0", and the DOCTYPE's
+    # bytes are interleaved with NULs, so the scan missed it and %p; on /dev/zero never returned.
+    '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-16-le"),
+    '<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-16-le"),
+    '<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-32-le"),
+    # a declared name the strict pattern did not read (a space, other characters)
+    b'<?xml version="1.0" encoding="UTF-16 "?><r/>',
+    b'<?xml version="1.0" encoding="UTF-16?"?><r/>',
+    b'<?xml version="1.0" encoding=UTF-16?><r/>',
 ])
 def test_documents_in_encodings_that_could_hide_a_doctype_are_refused(body):
     message = malformed(body)
