@@ -34,7 +34,8 @@ class ValueProblem(Exception):
 
 
 class Unsupported(ValueProblem):
-    """Text the schema allows but the VTN cannot use (a duration in months or years). The
+    """Text the schema allows but the VTN cannot use (a duration in months or years, or longer
+    than a :class:`~datetime.timedelta` holds). The
     converter answers it with the paired reply (:class:`~flask_openadr.errors.UnsupportedValue`)
     instead of HTTP 400, since the message itself is valid 2.0b."""
 
@@ -45,7 +46,8 @@ SHOWN_CHARS = 40
 
 #: The most digits an integer or a duration field may have. unsignedInt needs 10; a duration field
 #: of 10 digits is already 300 years of seconds. Without a bound, int() of a 5,000-digit field
-#: raises (Python's integer string limit) and timedelta() overflows: a 500 instead of a 400.
+#: raises (Python's integer string limit) and timedelta() overflows: a 500 instead of a 400 (an
+#: integer) or the paired reply 454 (a duration, which the schema does not bound).
 MAX_DIGITS = 10
 
 
@@ -378,13 +380,15 @@ def _parse_duration(text: str) -> timedelta:
         raise ValueProblem(f"{shown(text)} is not an xcal duration (expected e.g. PT1H, P1DT30M or PT0S)")
     fields = (weeks or match).groups()[1:]
     if any(len(_digits(field)) > MAX_DIGITS for field in fields if field):
-        raise ValueProblem(f"{shown(text)} is too long a duration (at most {MAX_DIGITS} digits a field)")
+        raise Unsupported(f"{shown(text)} is too long a duration (at most {MAX_DIGITS} digits a "
+                          "field)")
     if weeks:
         sign, count = weeks.groups()
         try:
             result = timedelta(weeks=int(count))
         except OverflowError:
-            raise ValueProblem(f"{shown(text)} is too long a duration") from None
+            raise Unsupported(f"{shown(text)} is too long a duration (at most "
+                              "999999999 days)") from None
         return -result if sign == "-" else result
     sign, years, months, days, hours, minutes, seconds = match.groups()
     if int(years or 0) or int(months or 0):
@@ -394,7 +398,8 @@ def _parse_duration(text: str) -> timedelta:
         result = timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
                            seconds=int(seconds or 0))
     except OverflowError:
-        raise ValueProblem(f"{shown(text)} is too long a duration") from None
+        raise Unsupported(f"{shown(text)} is too long a duration (at most 999999999 days)"
+                          ) from None
     return -result if sign == "-" else result
 
 
