@@ -25,7 +25,8 @@ def snapshot(store) -> dict:
     vens = store.list_vens()
     state = {"vens": vens, "events": store.list_events()}
     for event in state["events"]:
-        state["responses", event["event_id"]] = store.list_event_responses(event["event_id"])
+        event_id = event["event_descriptor"]["event_id"]
+        state["responses", event_id] = store.list_event_responses(event_id)
     for ven in vens:
         ven_id = ven["ven_id"]
         state["outbox", ven_id] = store.list_outbox(ven_id)
