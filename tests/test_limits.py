@@ -191,3 +191,15 @@ def test_oversized_lists_of_event_responses_are_refused(app, vtn, registered_ven
                        {"response": {"response_code": 200, "request_id": "r"},
                         "event_responses": responses, "ven_id": registered_ven.ven_id})
     assert name == "oadrResponse" and code(reply) == 454
+
+
+def test_a_negative_availability_window_gets_454(app, vtn, registered_ven):
+    payload = {"opt_id": "opt-1", "opt_type": "optOut", "opt_reason": "x-schedule",
+               "ven_id": registered_ven.ven_id, "created_date_time": T0, "request_id": "r-1",
+               "target": {}, "vavailability": {"available": [
+                   {"dtstart": T0, "duration": -timedelta(hours=1)}]}}
+    name, reply = send(registered_ven, store_of(app), "EiOpt", "oadrCreateOpt", payload)
+    assert name == "oadrCreatedOpt" and code(reply) == 454
+    assert "negative" in reply["response"]["response_description"]
+    with app.app_context():
+        assert vtn.opts(registered_ven.ven_id) == []
