@@ -18,6 +18,18 @@ class MalformedMessage(OpenADRError):
     """The body is not a well-formed, acceptable OpenADR document. Requests answer HTTP 400."""
 
 
+class UnsupportedValue(OpenADRError):
+    """A message that is valid 2.0b but that this VTN cannot honour (a duration in months, more
+    repeated elements than it accepts). The codec raises it with the whole decoded payload so that
+    the view can address the paired reply (code 454); nothing is processed."""
+
+    def __init__(self, payload_name: str, payload: dict, description: str):
+        self.payload_name = payload_name
+        self.payload = payload
+        self.description = description
+        super().__init__(f"{payload_name}: {description}")
+
+
 class Unidentified(OpenADRError):
     """The caller cannot be tied to any registration (no venID, and no client certificate bound
     to a registered VEN). Requests answer HTTP 403 with no OpenADR payload: the certification

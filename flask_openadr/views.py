@@ -7,7 +7,8 @@ from flask import Blueprint, Response, current_app, request
 
 from . import codec, services
 from .codec.values import shown
-from .errors import MalformedMessage, Rejection, StoreError, Unidentified
+from .errors import (InvalidData, MalformedMessage, Rejection, StoreError, Unidentified,
+                     UnsupportedValue)
 from .security import replay, signature
 
 logger = logging.getLogger("flask_openadr")
@@ -84,6 +85,8 @@ def handle_request(service: str) -> Response:
             payload_name, payload = codec.decode_element(root)
     except MalformedMessage as exc:
         return _bad_request(f"malformed OpenADR message: {exc}")
+    except UnsupportedValue as exc:
+        return _unsupported(state, exc, signed=False)
 
     try:
         # One pooled connection for the whole request on the SQL store (a no-op elsewhere).
@@ -100,6 +103,8 @@ def handle_request(service: str) -> Response:
                     payload_name, payload = codec.decode_element(verified.payload)
                 except MalformedMessage as exc:
                     return _bad_request(f"malformed OpenADR message: {exc}")
+                except UnsupportedValue as exc:
+                    return _unsupported(state, exc, signed=True)
                 # Without a TLS client certificate (a deployment that does not require one) the
                 # signer's certificate identifies the VEN; with one, verify() made sure they
                 # match.
@@ -134,10 +139,24 @@ def _refused(state, service: str, root, refusal: Rejection) -> Response:
         payload_name, payload = codec.decode_element(root)
     except MalformedMessage as exc:
         return _bad_request(f"malformed OpenADR message: {exc}")
+    except UnsupportedValue as exc:
+        # Refused for its signature anyway; the decoded payload still addresses the reply.
+        payload_name, payload = exc.payload_name, exc.payload
     logger.warning("refused a signed %s at %s (venID %r): %d %s", payload_name, service,
                    payload.get("ven_id"), refusal.response_code, refusal.description)
     outcome = services.refuse(state.context, payload_name, payload, refusal,
                               payload.get("ven_id"), signed=True)
+    return Response(_encode(state, outcome), status=200, content_type="application/xml")
+
+
+def _unsupported(state, exc: UnsupportedValue, *, signed: bool) -> Response:
+    """The paired reply (454) to a valid 2.0b message the VTN cannot honour: the VEN gets a code
+    it can act on instead of a 400, no service runs and nothing changes."""
+    logger.info("refused %s (venID %r): %s", exc.payload_name, exc.payload.get("ven_id"),
+                exc.description)
+    outcome = services.refuse(state.context, exc.payload_name, exc.payload,
+                              InvalidData(description=exc.description),
+                              exc.payload.get("ven_id"), signed=signed)
     return Response(_encode(state, outcome), status=200, content_type="application/xml")
 
 

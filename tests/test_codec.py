@@ -10,7 +10,7 @@ import pytest
 from flask_openadr import codec
 from flask_openadr.codec import values
 from flask_openadr.codec.values import ValueProblem
-from flask_openadr.errors import MalformedMessage
+from flask_openadr.errors import MalformedMessage, UnsupportedValue
 
 from xsd import assert_valid
 
@@ -273,6 +273,15 @@ def test_parameter_entity_on_a_device_is_refused_at_once_without_opening_it(targ
     b'<?xml version="1.0"' + b" " * 400 + b'encoding="UTF-16"?><r/>',
     "<r/>".encode("utf-32"),
     "<r/>".encode("cp500"),  # EBCDIC
+    # UTF-16 and UTF-32 without a BOM: libxml2 guesses them from "<\0?\0", and the DOCTYPE's
+    # bytes are interleaved with NULs, so the scan missed it and %p; on /dev/zero never returned.
+    '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-16-le"),
+    '<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-16-le"),
+    '<!DOCTYPE r [<!ENTITY % p SYSTEM "file:///dev/zero"> %p;]><r/>'.encode("utf-32-le"),
+    # a declared name the strict pattern did not read (a space, other characters)
+    b'<?xml version="1.0" encoding="UTF-16 "?><r/>',
+    b'<?xml version="1.0" encoding="UTF-16?"?><r/>',
+    b'<?xml version="1.0" encoding=UTF-16?><r/>',
 ])
 def test_documents_in_encodings_that_could_hide_a_doctype_are_refused(body):
     message = malformed(body)
@@ -411,7 +420,13 @@ def test_bad_duration_and_datetime_in_a_message():
         "response": {"response_code": 200, "request_id": ""}, "vtn_id": "vtn",
         "profiles": [{"profile_name": "2.0b", "transports": ["simpleHttp"]}],
         "requested_oadr_poll_freq": timedelta(seconds=10)})
-    malformed(created.replace(b"PT10S", b"P1M"), "oadr:oadrRequestedOadrPollFreq/xcal:duration", "'P1M'")
+    # P1M is valid 2.0b that the VTN cannot honour: not malformed, but refused with the payload.
+    with pytest.raises(UnsupportedValue) as caught:
+        codec.decode(created.replace(b"PT10S", b"P1M"))
+    assert caught.value.payload_name == "oadrCreatedPartyRegistration"
+    assert caught.value.payload["vtn_id"] == "vtn"
+    assert caught.value.payload["requested_oadr_poll_freq"] == "P1M"  # its text, not a timedelta
+    assert "oadr:oadrRequestedOadrPollFreq/xcal:duration" in caught.value.description
     malformed(created.replace(b"PT10S", b"PT0.5S"), "'PT0.5S'")
     opt = codec.encode("oadrCreateOpt", {
         "opt_id": "o", "opt_type": "optIn", "opt_reason": "economic", "ven_id": "v",

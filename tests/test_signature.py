@@ -781,3 +781,19 @@ def test_signing_and_verifying_from_many_threads(identities):
     for thread in threads:
         thread.join(60)
     assert not failures, failures
+
+
+def test_a_signed_message_with_an_unsupported_duration_gets_a_signed_454(registered,
+                                                                         signing_app, clock):
+    # Valid 2.0b the VTN cannot honour (P1M) is decoded only after the signature verified, and
+    # the paired reply is signed as every reply to this VEN is (docs/limits.rst).
+    ven = registered
+    root = codec.encode_element("oadrCreateOpt", {
+        "opt_id": "opt-1", "opt_type": "optOut", "opt_reason": "x-schedule",
+        "ven_id": ven.ven_id, "created_date_time": T0, "request_id": "r-1", "target": {},
+        "vavailability": {"available": [{"dtstart": T0, "duration": timedelta(days=7)}]}})
+    (duration,) = [e for e in root.iter() if e.text == "P7D"]
+    duration.text = "P1M"
+    body = signature.sign(root, ven.signer, now=clock())
+    name = refused(signing_app, ven, "EiOpt", body, 454, match="'P1M'")
+    assert name == "oadrCreatedOpt"

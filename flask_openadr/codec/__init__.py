@@ -23,6 +23,9 @@ def decode(body: bytes, *, max_bytes: int | None = None) -> tuple[str, dict]:
     :raises ~flask_openadr.errors.MalformedMessage: with a short reason naming the element and
         value, for anything unacceptable (size, syntax, DOCTYPE, root, unknown payload or element,
         missing element, unconvertible value).
+    :raises ~flask_openadr.errors.UnsupportedValue: for a valid 2.0b message the VTN cannot
+        honour (a duration in months or years, more than ``MAX_REPEATED`` of one repeated
+        element); it carries the decoded payload, so the paired reply can be addressed.
     """
     return decode_element(parse(body, max_bytes=max_bytes))
 

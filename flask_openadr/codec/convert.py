@@ -1,18 +1,35 @@
 """The generic engine: walks the model of :mod:`.schema` to turn elements into dicts and back."""
 from __future__ import annotations
 
+import collections
+import contextvars
+
 from lxml import etree
 
-from ..errors import MalformedMessage
+from ..errors import MalformedMessage, UnsupportedValue
 from .compiled import decoder
 from .fields import (
     DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name,
     pretty, q,
 )
 from .schema import PAYLOAD_TYPES, UNSUPPORTED
-from .values import ValueProblem, ValueType, shown
+from .values import Unsupported, ValueProblem, ValueType, shown
 
 _ABSENT = object()
+
+#: The most elements any one element of a message may hold: in 2.0b only a repeated element
+#: (eventResponse, oadrReport, interval, reportRequestID, ...) can come near it. A list longer
+#: than this is refused with the paired reply (454), so a message of a megabyte of IDs costs no
+#: more than this many of them downstream.
+MAX_REPEATED = 1000
+
+# While set, a value the VTN cannot honour decodes to its own text instead of stopping the
+# decoding, so that the rest of the message (requestID, venID) can address the paired reply.
+_TOLERANT = contextvars.ContextVar("flask_openadr_tolerant", default=False)
+
+
+class _Unhonoured(Exception):
+    """Internal: the first :class:`~.values.Unsupported` value, located; never leaves this module."""
 _PAYLOAD_ROOT = q("oadr", "oadrPayload")
 _SIGNED_OBJECT = q("oadr", "oadrSignedObject")
 _SIGNATURE = f"{{{DS}}}Signature"
@@ -27,6 +44,8 @@ def decode_element(root) -> tuple[str, dict]:
 
     :returns: ``(payload local name, dict)``
     :raises MalformedMessage: naming the element and the value that is wrong.
+    :raises UnsupportedValue: valid 2.0b the VTN cannot honour (see :data:`MAX_REPEATED` and
+        :class:`~.values.Unsupported`), with the payload decoded as far as it can be.
     """
     if not isinstance(getattr(root, "tag", None), str):
         raise MalformedMessage("the document has no root element")
@@ -54,7 +73,36 @@ def decode_element(root) -> tuple[str, dict]:
             f"namespace {OADR})")
     if name not in PAYLOAD_TYPES:
         raise MalformedMessage(f"unknown payload oadr:{name}")
-    return name, _decode_complex(payload, PAYLOAD_TYPES[name], name)
+    crowded = _crowded(payload, name)
+    try:
+        decoded = _decode_complex(payload, PAYLOAD_TYPES[name], name)
+    except _Unhonoured as first:
+        token = _TOLERANT.set(True)
+        try:
+            # Anything malformed further on still makes the message a 400.
+            decoded = _decode_complex(payload, PAYLOAD_TYPES[name], name)
+        finally:
+            _TOLERANT.reset(token)
+        raise UnsupportedValue(name, decoded, crowded or str(first)) from None
+    if crowded:
+        raise UnsupportedValue(name, decoded, crowded)
+    return name, decoded
+
+
+def _crowded(payload, name: str) -> str | None:
+    """Why the payload holds more than :data:`MAX_REPEATED` elements in one element, or None."""
+    for element in payload.iter():
+        if len(element) > MAX_REPEATED:
+            tags = collections.Counter(child.tag for child in element
+                                       if isinstance(child.tag, str))
+            common, count = tags.most_common(1)[0] if tags else (None, 0)
+            if count <= MAX_REPEATED:
+                continue  # the limit is on one repeated element, not on what surrounds it
+            # A hostile tag can be long: the names are cut as values are (shown()).
+            where = name if element is payload else pretty(element.tag)[:60]
+            return (f"{where} holds {count} {pretty(common)[:60]} elements; this VTN "
+                    f"accepts at most {MAX_REPEATED} in one list (send them in several messages)")
+    return None
 
 
 # A location for error messages is built only when an error is raised: on the hot path it is a
@@ -224,8 +272,13 @@ def _decode_path(element, member: Field, start: int, where):
 
 def _convert(element, kind, where):
     if isinstance(kind, ValueType):
+        text = _text(element, where)
         try:
-            return kind.parse(_text(element, where))
+            return kind.parse(text)
+        except Unsupported as problem:
+            if _TOLERANT.get():
+                return text
+            raise _Unhonoured(f"{_render(where)}: {problem}") from None
         except ValueProblem as problem:
             raise MalformedMessage(f"{_render(where)}: {problem}") from None
     if isinstance(kind, Substitution):

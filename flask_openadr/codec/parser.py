@@ -7,6 +7,7 @@ import threading
 from lxml import etree
 
 from ..errors import MalformedMessage
+from .values import shown
 
 __all__ = ["parse"]
 
@@ -44,7 +45,8 @@ _DOCTYPE = b"<!DOCTYPE"
 # declared in another one (UTF-16, UTF-7, EBCDIC) could hide it, so those are refused too; every
 # OpenADR peer sends UTF-8.
 _ASCII_ENCODINGS = {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1"}
-_DECLARED_ENCODING = re.compile(rb"<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._-]*)[\"']")
+_DECLARATION = re.compile(rb"<\?xml[^>]*")
+_DECLARED_ENCODING = re.compile(rb"encoding\s*=\s*[\"']([^\"'>]*)[\"']")
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -52,11 +54,18 @@ def _refuse_hidden_dtd(body: bytes) -> None:
     start = (body[len(_UTF8_BOM):] if body.startswith(_UTF8_BOM) else body).lstrip(b" \t\r\n")
     if not start.startswith(b"<"):
         raise MalformedMessage("the body must be an XML document in UTF-8")
+    # libxml2 also guesses UTF-16 and UTF-32 from the first bytes, with no BOM and no
+    # declaration ("<\0?\0x\0..."), and such a document hides its DOCTYPE from the scan below.
+    # XML cannot carry U+0000, so a NUL byte never belongs in a UTF-8 document: refuse it.
+    if b"\0" in body:
+        raise MalformedMessage("the body holds NUL bytes; send XML in UTF-8")
     # Not sliced: padding must not push the encoding out of sight ([^>] keeps this linear).
-    declared = _DECLARED_ENCODING.match(start)
-    if declared and declared.group(1).decode("ascii").lower() not in _ASCII_ENCODINGS:
-        raise MalformedMessage(f"encoding {declared.group(1)[:40].decode('ascii')!r} is not "
-                               "accepted; send UTF-8")
+    declaration = _DECLARATION.match(start)
+    if declaration and b"encoding" in declaration.group(0):
+        declared = _DECLARED_ENCODING.search(declaration.group(0))
+        name = declared.group(1).decode("latin-1") if declared else ""
+        if name.lower() not in _ASCII_ENCODINGS:
+            raise MalformedMessage(f"encoding {shown(name)} is not accepted; send UTF-8")
     if _DOCTYPE in body:
         raise MalformedMessage("DOCTYPE declarations are not allowed")
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 __all__ = [
-    "ValueProblem", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
+    "ValueProblem", "Unsupported", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
     "FLOAT", "DECIMAL", "RESPONSE_CODE", "DATE_TIME", "DURATION", "Enum",
     "parse_datetime", "format_datetime", "parse_duration", "format_duration",
 ]
@@ -33,13 +33,21 @@ class ValueProblem(Exception):
     """Text that does not convert to the declared type; the message says what would be right."""
 
 
+class Unsupported(ValueProblem):
+    """Text the schema allows but the VTN cannot use (a duration in months or years, or longer
+    than a :class:`~datetime.timedelta` holds). The
+    converter answers it with the paired reply (:class:`~flask_openadr.errors.UnsupportedValue`)
+    instead of HTTP 400, since the message itself is valid 2.0b."""
+
+
 #: How much of an offending inbound value an error message repeats: enough to recognise it, never
 #: so much that a hostile peer can make the VTN echo a megabyte back in a 400 reason.
 SHOWN_CHARS = 40
 
 #: The most digits an integer or a duration field may have. unsignedInt needs 10; a duration field
 #: of 10 digits is already 300 years of seconds. Without a bound, int() of a 5,000-digit field
-#: raises (Python's integer string limit) and timedelta() overflows: a 500 instead of a 400.
+#: raises (Python's integer string limit) and timedelta() overflows: a 500 instead of a 400 (an
+#: integer) or the paired reply 454 (a duration, which the schema does not bound).
 MAX_DIGITS = 10
 
 
@@ -372,23 +380,26 @@ def _parse_duration(text: str) -> timedelta:
         raise ValueProblem(f"{shown(text)} is not an xcal duration (expected e.g. PT1H, P1DT30M or PT0S)")
     fields = (weeks or match).groups()[1:]
     if any(len(_digits(field)) > MAX_DIGITS for field in fields if field):
-        raise ValueProblem(f"{shown(text)} is too long a duration (at most {MAX_DIGITS} digits a field)")
+        raise Unsupported(f"{shown(text)} is too long a duration (at most {MAX_DIGITS} digits a "
+                          "field)")
     if weeks:
         sign, count = weeks.groups()
         try:
             result = timedelta(weeks=int(count))
         except OverflowError:
-            raise ValueProblem(f"{shown(text)} is too long a duration") from None
+            raise Unsupported(f"{shown(text)} is too long a duration (at most "
+                              "999999999 days)") from None
         return -result if sign == "-" else result
     sign, years, months, days, hours, minutes, seconds = match.groups()
     if int(years or 0) or int(months or 0):
-        raise ValueProblem(f"{shown(text)} uses years or months, whose length depends on the calendar "
+        raise Unsupported(f"{shown(text)} uses years or months, whose length depends on the calendar "
                            "(use days, e.g. P30D)")
     try:
         result = timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
                            seconds=int(seconds or 0))
     except OverflowError:
-        raise ValueProblem(f"{shown(text)} is too long a duration") from None
+        raise Unsupported(f"{shown(text)} is too long a duration (at most 999999999 days)"
+                          ) from None
     return -result if sign == "-" else result
 
 

@@ -9,8 +9,9 @@ import copy
 from datetime import datetime, timedelta
 from typing import Any, Mapping
 
-from ..errors import ComplianceError, InvalidID
+from ..errors import ComplianceError, InvalidData, InvalidID
 from ..store.base import VenRecord
+from . import bounds
 from .context import Context
 from .event_rules import targets_ven
 from .replies import response
@@ -48,6 +49,12 @@ def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                 raise ComplianceError(description=f"vavailability window {position} carries "
                                       f"{sorted(extra)}; availability windows hold only dtstart "
                                       "and duration")
+            if window["duration"] < timedelta(0):
+                raise InvalidData(description=f"vavailability window {position} has a negative "
+                                  f"duration {window['duration']}; send PT0S or more")
+            # A window the VTN could not compare with later (vtn.opted_out) is refused now.
+            bounds.end_of(window["dtstart"], window["duration"],
+                          f"vavailability window {position}")
     handler = ctx.handler("on_create_opt")
     if handler is not None:
         handler(copy.deepcopy(payload))
@@ -140,7 +147,7 @@ def _overlaps(window: Mapping[str, Any], start: datetime, end: datetime) -> bool
     begins = window["dtstart"]
     if window["duration"] == timedelta(0):
         return begins < end
-    return begins < end and start < begins + window["duration"]
+    return begins < end and start < bounds.clamped_end(begins, window["duration"])
 
 
 def opted_out(ctx: Context, ven_id: str, start: datetime, end: datetime, *,

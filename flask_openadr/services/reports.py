@@ -16,6 +16,7 @@ The VTN as producer (its own METADATA and the VEN's requests for VTN reports) is
 """
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import ComplianceError, InvalidData, InvalidID, OutOfSequence
 from ..store.base import VenRecord
-from . import outbox
+from . import bounds, outbox
 from .context import Context
 from .replies import response
 
@@ -264,10 +265,30 @@ def _check_metadata(reports: list[dict[str, Any]]) -> None:
             raise InvalidID(description=f"reportSpecifierID {spec_id!r} appears twice; each "
                             "offered report needs its own")
         seen.add(spec_id)
-        r_ids = [d["r_id"] for d in report.get("report_descriptions") or []]
-        duplicates = sorted({r for r in r_ids if r_ids.count(r) > 1})
+        descriptions = report.get("report_descriptions") or []
+        counts = collections.Counter(d["r_id"] for d in descriptions)
+        duplicates = sorted(r for r, count in counts.items() if count > 1)
         if duplicates:
-            raise InvalidID(description=f"{where} lists rID(s) {duplicates} more than once")
+            raise InvalidID(description=f"{where} lists rID(s) {duplicates[:5]} more than once")
+        for description in descriptions:
+            _check_sampling_rate(where, description)
+
+
+def _check_sampling_rate(where: str, description: Mapping[str, Any]) -> None:
+    """454 for an oadrSamplingRate whose oadrMinPeriod is above a non-zero oadrMaxPeriod: the
+    schema allows it, but no granularity lies between them, so no request could be made."""
+    sampling = description.get("sampling_rate")
+    if not sampling:
+        return
+    minimum, maximum = sampling["min_period"], sampling["max_period"]
+    if minimum < _ZERO or maximum < _ZERO:
+        raise InvalidData(description=f"{where}, rID {description['r_id']!r}: oadrSamplingRate "
+                          f"periods must not be negative (oadrMinPeriod {minimum}, "
+                          f"oadrMaxPeriod {maximum})")
+    if maximum > _ZERO and minimum > maximum:
+        raise InvalidData(description=f"{where}, rID {description['r_id']!r}: oadrMinPeriod "
+                          f"{minimum} is above oadrMaxPeriod {maximum}; send a minimum at most "
+                          "the maximum (or a maximum of 0 for none)")
 
 
 def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
@@ -369,8 +390,8 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
         for report_request_id in refused:
             ctx.store.delete_record(REPORT_REQUEST, ven_id, report_request_id)
         for report_request_id in accepted:
-            record = ctx.store.get_record(REPORT_REQUEST, ven_id, report_request_id)
-            if record is not None and record["state"] == "requested":
+            record = records[report_request_id]  # read above, in the same list: one store read
+            if record["state"] == "requested":
                 record["state"] = "active"
                 ctx.store.put_record(REPORT_REQUEST, ven_id, report_request_id, record)
     return "oadrResponse", {"response": response(request_id), "ven_id": ven_id}
@@ -429,15 +450,20 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     ven_id = ven["ven_id"]
     reports = payload.get("reports") or []
     checked = []
+    # One read for all the VEN's requests, however many reports the message carries.
+    records = ({r["report_request_id"]: r for r in ctx.store.list_records(REPORT_REQUEST, ven_id)}
+               if reports else {})
     for index, report in enumerate(reports):
-        record = ctx.store.get_record(REPORT_REQUEST, ven_id, report["report_request_id"])
+        record = records.get(report["report_request_id"])
         checked.append((record, handler_report(report, _check_data(report, record, index), index)))
     handler = ctx.handler("on_update_report")
     if handler is not None:
         for _, data in checked:
             handler(ven_id, data)
-    done = [record for record, _ in checked
-            if record["state"] == "final_report" or record["report_back_duration"] == _ZERO]
+    # Several reports may answer one request: it ends once.
+    done = list({record["report_request_id"]: record for record, _ in checked
+                 if record["state"] == "final_report"
+                 or record["report_back_duration"] == _ZERO}.values())
     if done:
         with ctx.store.atomic(ven_id):
             for record in done:
@@ -489,7 +515,8 @@ def handler_report(report: Mapping[str, Any], record: Mapping[str, Any],
             start = cursor
         duration = interval.get("duration")
         step = duration if duration is not None else step_default
-        cursor = start + step if step is not None else None
+        cursor = (bounds.end_of(start, step, f"reports[{index}].intervals[{position}]")
+                  if step is not None else None)
         values = interval["report_payloads"]
         for value in values:
             if value["r_id"] not in requested:

@@ -330,13 +330,17 @@ def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
 
 
 def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) -> None:
-    ids = list(cancel["report_request_ids"])
-    records = {i: ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, i) for i in ids}
-    unknown = [i for i, record in records.items() if record is None]
+    ids = list(dict.fromkeys(cancel["report_request_ids"]))  # an ID named twice ends once
+    # One read for the VEN's requests, not one per ID the message names (a message may name
+    # hundreds of IDs it never got).
+    records = {r["report_request_id"]: r
+               for r in ctx.store.list_records(VTN_REPORT_REQUEST, ven_id)}
+    unknown = [i for i in ids if i not in records]
     if unknown and strict:
-        raise InvalidID(description=f"reportRequestID(s) {unknown} name no active request for "
-                        "VTN reports")
-    known = [i for i in ids if records[i] is not None]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidID(description=f"reportRequestID(s) {unknown[:5]}{more} name no active "
+                        "request for VTN reports")
+    known = [i for i in ids if i in records]
     handler = ctx.handler("on_vtn_report_cancel")
     if handler is not None and known:
         handler(ven_id, {"request_id": cancel["request_id"], "report_request_ids": known,
