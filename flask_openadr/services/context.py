@@ -69,6 +69,16 @@ class Settings:
     redelivery_after: timedelta | None = None
     # OPENADR_EVENT_RETENTION: how long a completed or cancelled event stays in the store.
     event_retention: timedelta = timedelta(days=7)
+    # HTTP push (see flask_openadr.push): the path after a push VEN's transport address, the
+    # connect and read timeout of each push, the cap of the retry back-off, how many VENs one
+    # process pushes to at once, and the TLS files of the VTN's client side.
+    push_path: str = "/OpenADR2/Simple/2.0b"
+    push_timeout: timedelta = timedelta(seconds=10)
+    push_retry_max: timedelta = timedelta(minutes=5)
+    push_concurrency: int = 8
+    push_cert: str | None = None
+    push_key: str | None = None
+    push_ca: str | None = None
 
 
 @dataclass

@@ -6,7 +6,7 @@ from typing import Any
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..store.base import VenRecord
-from . import binding, delivery, opt, outbox, reports, vtn_reports
+from . import binding, delivery, opt, outbox, push, reports, vtn_reports
 from .context import Context
 from .replies import PROFILES, response
 
@@ -47,9 +47,8 @@ def _check_profile(ctx: Context, payload: dict[str, Any]) -> None:
     if "http_pull_model" not in payload:
         raise ComplianceError(description="oadrHttpPullModel is required with simpleHttp")
     if not payload["http_pull_model"]:
-        # Accepting a push VEN we cannot push to would leave it waiting for events forever.
-        raise NotAllowed(description="the push model is not offered; register with "
-                         "oadrHttpPullModel true")
+        # Checked before any handler sees it: the VTN pushes to this address.
+        payload["transport_address"] = push.normalise_address(payload.get("transport_address"))
     if payload["xml_signature"] and not ctx.settings.signs:
         # A VEN that asked for signatures rejects every unsigned reply; refuse it clearly
         # rather than register it and leave it unable to use anything the VTN sends.
@@ -83,6 +82,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     The VEN record it creates or renews is bound to the caller's certificate ``fingerprint``; a
     record bound to another certificate is never registered by this caller (463).
     """
+    payload = dict(payload)  # _check_profile normalises the transport address in this copy
     _check_profile(ctx, payload)
     ven_id = payload.get("ven_id")
     registration_id = payload.get("registration_id")
