@@ -1,0 +1,247 @@
+"""HTTP push end to end: gunicorn (2 workers, both running the push sender) pushing to real push
+VENs (tests/push_ven.py) on loopback, on SQLite and on PostgreSQL; and the push rules on their
+own (leases, back-off, addresses)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from flask import Flask
+
+from backends import postgresql_uri
+from flask_openadr import VTN
+from flask_openadr.errors import InvalidData
+from flask_openadr.services import push as rules
+from flask_openadr.services.context import Context, Settings
+from flask_openadr.store.memory import MemoryStore
+from servers import Gunicorn
+
+pytest.importorskip("openleadr")
+from push_ven import PushVEN  # noqa: E402 - needs openleadr
+
+#: Settings of the served VTN: a short back-off and timeout, so that retries happen within a
+#: test, and a long redelivery time, so that every message counted arrived by a push, not by a
+#: redelivery.
+PUSH_CONFIG = {"OPENADR_PUSH_RETRY_MAX": 0.5, "OPENADR_PUSH_TIMEOUT": 1,
+               "OPENADR_REDELIVERY_AFTER": 60}
+
+
+def _sqlite(tmp_path):
+    return "sqlite:///" + str(tmp_path / "vtn.sqlite3")
+
+
+STORES = {"sqlite": _sqlite, "postgresql": postgresql_uri}
+
+
+@pytest.fixture(params=sorted(STORES))
+def served(request, tmp_path):
+    """gunicorn, 2 workers with the sender hooks, on a shared store; yields (base, operator
+    app, operator VTN, handler log path)."""
+    store_uri = STORES[request.param](tmp_path)
+    hooks = tmp_path / "gunicorn_conf.py"
+    hooks.write_text("from flask_openadr.gunicorn import post_fork, post_worker_init, "
+                     "worker_exit  # noqa: F401\n")
+    log_path = tmp_path / "handlers.jsonl"
+    server = Gunicorn("e2e_app:create_app()", tmp_path, workers=2, args=["-c", str(hooks)],
+                      env={"E2E_STORE_URI": store_uri, "E2E_LOG": str(log_path),
+                           "E2E_INSTANCE": str(tmp_path / "instance"),
+                           "E2E_CONFIG": json.dumps(PUSH_CONFIG)})
+    # The operator's portal: another process's view of the same store; it serves no request,
+    # so it pushes nothing itself.
+    app = Flask("operator", instance_path=str(tmp_path / "operator"))
+    app.config.update(OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="E2E-VTN")
+    vtn = VTN(app)
+    try:
+        yield server.base, app, vtn, log_path
+    finally:
+        server.stop()
+        app.extensions["openadr"].context.store.close()
+
+
+@contextlib.contextmanager
+def push_vens(base, count=1):
+    vens = [PushVEN(base, name=f"pushy-{n}") for n in range(count)]
+    try:
+        for ven in vens:
+            ven.start()
+        yield vens
+    finally:
+        for ven in vens:
+            ven.stop()
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def add_event(vtn, ven_ids):
+    start = datetime.now(timezone.utc) + timedelta(hours=1)
+    return vtn.add_event(targets={"ven_ids": list(ven_ids)}, signal_name="SIMPLE",
+                         signal_type="level", intervals=[{
+                             "dtstart": start, "duration": timedelta(minutes=30),
+                             "signal_payload": 1.0}])
+
+
+def created_events(log_path):
+    try:
+        with open(log_path, encoding="utf-8") as fh:
+            lines = [json.loads(line) for line in fh]
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if line["kind"] == "created_event"]
+
+
+def distributed(ven):
+    """(eventID, modificationNumber, status) of each event of each oadrDistributeEvent."""
+    return [[(e["event_descriptor"]["event_id"], e["event_descriptor"]["modification_number"],
+              e["event_descriptor"]["event_status"]) for e in payload["events"]]
+            for payload, _ in ven.of("oadrDistributeEvent")]
+
+
+def test_every_message_type_is_pushed_once_and_in_order(served):
+    base, app, vtn, log_path = served
+    with push_vens(base) as (ven,):
+        ven.register()
+        # Exactly one METADATA oadrRegisterReport after the registration (the harness checks).
+        wait_for(lambda: ven.names() == ["oadrRegisterReport"], what="the METADATA report")
+        assert ven.paths == ["/ven/OpenADR2/Simple/2.0b/EiReport"]
+
+        with app.app_context():
+            queued = time.monotonic()
+            event_id = add_event(vtn, [ven.ven_id])
+        wait_for(lambda: ven.of("oadrDistributeEvent"), what="the event")
+        assert ven.of("oadrDistributeEvent")[0][1] - queued < 1.0
+        # The empty 200 was enough; the VEN's oadrCreatedEvent came later on EiEvent.
+        wait_for(lambda: created_events(log_path), what="oadrCreatedEvent")
+        assert created_events(log_path)[0]["event_id"] == event_id
+
+        with app.app_context():
+            vtn.modify_event(event_id, priority=2)
+            vtn.cancel_event(event_id)
+        wait_for(lambda: distributed(ven)[-1][0][2] == "cancelled", what="the cancellation")
+        numbers = [batch[0][1] for batch in distributed(ven)]
+        assert numbers == sorted(numbers) and numbers[0] == 0 and numbers[-1] == 2
+
+        with app.app_context():
+            report_request_id = vtn.request_metadata(ven.ven_id)
+        wait_for(lambda: ven.of("oadrCreateReport"), what="oadrCreateReport")
+        with app.app_context():
+            vtn.cancel_report(ven.ven_id, report_request_id)
+        wait_for(lambda: ven.of("oadrCancelReport"), what="oadrCancelReport")
+        with app.app_context():
+            vtn.request_reregistration(ven.ven_id)
+        wait_for(lambda: ven.of("oadrRequestReregistration"), what="oadrRequestReregistration")
+        with app.app_context():
+            vtn.cancel_registration(ven.ven_id)
+        wait_for(lambda: ven.of("oadrCancelPartyRegistration"), what="the cancellation")
+        # The VEN's oadrCanceledPartyRegistration, answered synchronously, ended it.
+        with app.app_context():
+            wait_for(lambda: not [v for v in vtn.vens() if v["registration_id"]],
+                     what="the registration to end")
+        time.sleep(1.5)  # several sender passes: nothing acknowledged comes again
+        names = ven.names()
+        for name in ("oadrRegisterReport", "oadrCreateReport", "oadrCancelReport",
+                     "oadrRequestReregistration", "oadrCancelPartyRegistration"):
+            assert names.count(name) == 1, names
+        assert ven.most_in_flight == 1  # one push at a time, from either worker
+        assert {path.rsplit("/", 1)[1] for path in ven.paths} == {
+            "EiReport", "EiEvent", "EiRegisterParty"}
+
+
+def test_a_ven_that_was_unreachable_gets_everything_when_it_comes_back(served):
+    base, app, vtn, log_path = served
+    with push_vens(base) as (ven,):
+        ven.register()
+        wait_for(lambda: ven.names() == ["oadrRegisterReport"], what="the METADATA report")
+        ven.stop()
+        with app.app_context():
+            event_ids = [add_event(vtn, [ven.ven_id]) for _ in range(3)]
+            vtn.request_metadata(ven.ven_id)
+        time.sleep(3)  # several failed attempts and back-offs (at most 0.5 s each)
+        assert ven.names() == ["oadrRegisterReport"]
+        ven.start()  # the same port again
+        wait_for(lambda: ven.of("oadrCreateReport") and ven.of("oadrDistributeEvent"),
+                 what="the queue after the restart")
+        wait_for(lambda: {e["event_id"] for e in created_events(log_path)} == set(event_ids),
+                 what="every event acknowledged")
+        time.sleep(1.0)
+        assert ven.names().count("oadrCreateReport") == 1
+        assert {e for batch in distributed(ven) for e, _, _ in batch} == set(event_ids)
+
+
+def test_a_failing_or_hanging_ven_does_not_hold_up_the_others(served):
+    base, app, vtn, log_path = served
+    with push_vens(base, count=3) as (failing, hanging, healthy):
+        for ven in (failing, hanging, healthy):
+            ven.register()
+        wait_for(lambda: all(v.names() for v in (failing, hanging, healthy)),
+                 what="the METADATA reports")
+        failing.mode = "error"
+        hanging.mode = "hang"
+        with app.app_context():
+            queued = time.monotonic()
+            event_id = add_event(vtn, [failing.ven_id, hanging.ven_id, healthy.ven_id])
+        wait_for(lambda: healthy.of("oadrDistributeEvent"), what="the healthy VEN's event")
+        assert healthy.of("oadrDistributeEvent")[0][1] - queued < 1.0
+        time.sleep(2)  # retried (HTTP 500) and timed out (hang) meanwhile
+        assert not failing.of("oadrDistributeEvent") and not hanging.of("oadrDistributeEvent")
+        failing.mode = hanging.mode = "ok"
+        wait_for(lambda: failing.of("oadrDistributeEvent") and hanging.of("oadrDistributeEvent"),
+                 timeout=15, what="the event after recovery")
+        for ven in (failing, hanging):
+            assert distributed(ven)[0][0][0] == event_id
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules on their own.
+
+
+@pytest.mark.parametrize("address", ["ftp://ven.example", "ven.example", "", None,
+                                     "http://", "http://ven.example/?a=1"])
+def test_addresses_that_are_not_http_urls_are_refused(address):
+    with pytest.raises(InvalidData) as caught:
+        rules.normalise_address(address)
+    assert "oadrTransportAddress" in caught.value.description
+
+
+def test_address_normalisation_and_urls():
+    assert rules.normalise_address(" https://ven.example:8443/base// ") == \
+        "https://ven.example:8443/base"
+    ctx = Context(Settings(push_path="/OpenADR2/Simple/2.0b"), MemoryStore())
+    ven = {"transport_address": "https://ven.example:8443/base"}
+    assert rules.url_for(ctx, ven, "oadrDistributeEvent") == \
+        "https://ven.example:8443/base/OpenADR2/Simple/2.0b/EiEvent"
+    assert rules.url_for(ctx, ven, "oadrCreateReport").endswith("/EiReport")
+    assert rules.url_for(ctx, ven, "oadrRequestReregistration").endswith("/EiRegisterParty")
+
+
+def test_one_lease_holder_at_a_time_and_a_capped_backoff():
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), MemoryStore())
+    lease = timedelta(seconds=10)
+    assert rules.claim(ctx, "v", "a", t0, lease)
+    assert not rules.claim(ctx, "v", "b", t0 + timedelta(seconds=9), lease)
+    assert rules.claim(ctx, "v", "a", t0 + timedelta(seconds=9), lease)  # renewal
+    # A lease that ran out (its holder died) goes to the next claimant.
+    assert rules.claim(ctx, "v", "b", t0 + timedelta(seconds=20), lease)
+    rules.release(ctx, "v", "a", failed=True, now=t0 + timedelta(seconds=21))  # not a's any more
+    assert not rules.claim(ctx, "v", "a", t0 + timedelta(seconds=21), lease)
+    waits = []
+    now = t0 + timedelta(seconds=30)
+    for _ in range(5):
+        rules.release(ctx, "v", "b", failed=True, now=now)
+        state = ctx.store.get_record(rules.PUSH_STATE, "v", "push")
+        waits.append((state["next_attempt"] - now).total_seconds())
+        assert not rules.claim(ctx, "v", "b", now, lease)  # backing off
+        now = state["next_attempt"]
+        assert rules.claim(ctx, "v", "b", now, lease)
+    assert waits == [1, 2, 4, 5, 5]
+    rules.release(ctx, "v", "b", failed=False, now=now)
+    assert rules.claim(ctx, "v", "c", now, lease)
