@@ -130,7 +130,12 @@ class Pusher:
             logger.exception("pushing to VEN %r failed; it is retried after a back-off", ven_id)
         finally:
             try:
-                rules.release(ctx, ven_id, self.owner, failed=failed, now=ctx.now())
+                now = ctx.now()
+                state = rules.release(ctx, ven_id, self.owner, failed=failed, now=now)
+                ven = ctx.store.get_ven(ven_id) if failed else None
+                if ven is not None and rules.failing_too_long(ctx, ven, state, now):
+                    with self._app_context():
+                        _run_transition(ctx, liveness.unreachable(ctx, ven_id))
             except Exception:  # the lease then runs out by itself
                 logger.exception("could not release the push lease of VEN %r", ven_id)
             with self._lock:
@@ -167,7 +172,7 @@ class Pusher:
         ctx.emit("message_sent", ven_id=ven_id, payload_name=taken.payload_name,
                  payload=taken.payload)
         # A push the VEN took counts as a sign of life, as a message from it does.
-        _run_online(ctx, liveness.seen(ctx, ven_id, ven))
+        _run_transition(ctx, liveness.seen(ctx, ven_id, ven))
         self._answer(ven, taken, answer)
         return True
 
@@ -222,11 +227,12 @@ class Pusher:
                            response.get("response_code"), response.get("response_description"))
 
 
-def _run_online(ctx: Context, transition: Any) -> None:
+def _run_transition(ctx: Context, transition: Any) -> None:
+    # Runs the callback of an online or offline transition this process won.
     if transition is None:
         return
     try:
         liveness.run_transition(ctx, transition)
     except Exception:
-        logger.exception("could not complete the online transition of VEN %r",
+        logger.exception("could not complete the liveness transition of VEN %r",
                          transition["ven_id"])

@@ -245,3 +245,33 @@ def test_one_lease_holder_at_a_time_and_a_capped_backoff():
     assert waits == [1, 2, 4, 5, 5]
     rules.release(ctx, "v", "b", failed=False, now=now)
     assert rules.claim(ctx, "v", "c", now, lease)
+
+
+def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
+    from flask_openadr import liveness
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = [t0]
+    calls = []
+    ctx = Context(Settings(poll_frequency=timedelta(seconds=10), offline_after_missed_polls=3),
+                  MemoryStore(), clock=lambda: now[0],
+                  handlers={"on_ven_offline": liveness.LivenessHandler(calls.append)})
+    ven = {"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+           "transport_address": "http://ven.example", "poll_frequency": timedelta(seconds=10)}
+    ctx.store.put_ven(ven)
+    liveness.run_transition(ctx, liveness.seen(ctx, "v", ven))
+    now[0] = t0 + timedelta(days=30)
+    assert liveness.sweep(ctx) == 0 and calls == []  # silence: still online
+
+    state = rules.release(ctx, "v", "a", failed=True, now=now[0])
+    assert not rules.failing_too_long(ctx, ven, state, now[0] + timedelta(seconds=29))
+    later = now[0] + timedelta(seconds=30)
+    state = rules.release(ctx, "v", "a", failed=True, now=later)
+    assert rules.failing_too_long(ctx, ven, state, later)
+    transition = liveness.unreachable(ctx, "v")
+    assert transition is not None and transition["kind"] == "offline"
+    liveness.run_transition(ctx, transition)
+    assert calls == ["v"]
+    assert liveness.unreachable(ctx, "v") is None  # once
+    state = rules.release(ctx, "v", "a", failed=False, now=later)
+    assert state["failing_since"] is None and not rules.failing_too_long(ctx, ven, state, later)

@@ -82,19 +82,35 @@ def claim(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta
         return True
 
 
-def release(ctx: Context, ven_id: str, owner: str, *, failed: bool, now: datetime) -> None:
+def release(ctx: Context, ven_id: str, owner: str, *, failed: bool,
+            now: datetime) -> dict[str, Any] | None:
     """End ``owner``'s lease. After a failure the next attempt waits a back-off that doubles
     with each failure in a row, from one second up to ``OPENADR_PUSH_RETRY_MAX``; a success
-    resets it."""
+    resets it. Returns the VEN's push state, or None when the lease was no longer ``owner``'s.
+
+    ``failing_since`` is when the failures in a row began (None after a success)."""
     with ctx.store.atomic(ven_id):
         state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY) or {}
         if state.get("owner") not in (None, owner):
-            return  # the lease ran out and another sender has it now
+            return None  # the lease ran out and another sender has it now
         failures = state.get("failures", 0) + 1 if failed else 0
-        ctx.store.put_record(PUSH_STATE, ven_id, _KEY, {
+        new = {
             "owner": None, "lease_until": now, "failures": failures,
             "next_attempt": now + backoff(ctx, failures) if failures else None,
-        })
+            "failing_since": (state.get("failing_since") or now) if failures else None,
+        }
+        ctx.store.put_record(PUSH_STATE, ven_id, _KEY, new)
+        return new
+
+
+def failing_too_long(ctx: Context, ven: Mapping[str, Any], state: Mapping[str, Any] | None,
+                     now: datetime) -> bool:
+    """Whether pushes to the VEN have failed for ``OPENADR_OFFLINE_AFTER_MISSED_POLLS`` poll
+    intervals in a row: it counts as offline then (a pull VEN that missed as many polls does)."""
+    if not state or not state.get("failing_since"):
+        return False
+    frequency = ven.get("poll_frequency") or ctx.settings.poll_frequency
+    return state["failing_since"] + frequency * ctx.settings.offline_after_missed_polls <= now
 
 
 def backoff(ctx: Context, failures: int) -> timedelta:
