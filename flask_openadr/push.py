@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -103,6 +104,17 @@ class Pusher:
                 self._executor.submit(self._deliver, ven_id)
                 started += 1
         return started
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until this process pushes to no VEN (``flask openadr push --once``); True when
+        it is idle, False when ``timeout`` seconds passed first."""
+        self._resources()
+        deadline = time.monotonic() + timeout
+        while self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def _deliver(self, ven_id: str) -> None:
         """Push the VEN's due messages one at a time, in order, while this process holds its

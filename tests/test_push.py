@@ -275,3 +275,29 @@ def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent()
     assert liveness.unreachable(ctx, "v") is None  # once
     state = rules.release(ctx, "v", "a", failed=False, now=later)
     assert state["failing_since"] is None and not rules.failing_too_long(ctx, ven, state, later)
+
+
+def test_flask_openadr_push_once_pushes_what_is_due_and_processes_the_answer(app, vtn):
+    from conftest import make_ven
+
+    peer = PushVEN("http://127.0.0.1:9")  # it never calls the VTN in this test
+    peer.start()
+    try:
+        _, reply = make_ven(app).register(http_pull_model=False, transport_address=peer.address)
+        assert reply["response"]["response_code"] == 200
+        runner = app.test_cli_runner()
+        result = runner.invoke(args=["openadr", "push", "--once"])
+        assert result.exit_code == 0, result.output
+        assert "pushed to 1 VEN(s)" in result.output
+        assert peer.names() == ["oadrRegisterReport"]
+        # The peer left its optional venID out of oadrRegisteredReport: the answer is still
+        # the VEN's (it came back on the VTN's own connection), so it acknowledged the report.
+        from flask_openadr.services import outbox
+
+        with app.app_context():
+            assert vtn.store.list_records(outbox.AWAITING, reply["ven_id"]) == []
+        result = runner.invoke(args=["openadr", "push", "--once"])
+        assert "pushed to 0 VEN(s)" in result.output
+        assert peer.names() == ["oadrRegisterReport"]
+    finally:
+        peer.stop()
