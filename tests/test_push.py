@@ -11,11 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flask import Flask
 
-from backends import postgresql_uri
+from backends import SHARED, URI_FACTORIES, postgresql_uri
 from flask_openadr import VTN
 from flask_openadr.errors import InvalidData
 from flask_openadr.services import push as rules
 from flask_openadr.services.context import Context, Settings
+from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
 from servers import Gunicorn
 
@@ -222,9 +223,16 @@ def test_address_normalisation_and_urls():
     assert rules.url_for(ctx, ven, "oadrRequestReregistration").endswith("/EiRegisterParty")
 
 
-def test_one_lease_holder_at_a_time_and_a_capped_backoff():
+@pytest.fixture(params=sorted(URI_FACTORIES))
+def any_store(request, tmp_path):
+    opened = open_store(URI_FACTORIES[request.param](tmp_path))
+    yield opened
+    opened.close()
+
+
+def test_one_lease_holder_at_a_time_and_a_capped_backoff(any_store):
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), MemoryStore())
+    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), any_store)
     lease = timedelta(seconds=10)
     assert rules.claim(ctx, "v", "a", t0, lease)
     assert not rules.claim(ctx, "v", "b", t0 + timedelta(seconds=9), lease)
@@ -301,3 +309,33 @@ def test_flask_openadr_push_once_pushes_what_is_due_and_processes_the_answer(app
         assert peer.names() == ["oadrRegisterReport"]
     finally:
         peer.stop()
+
+
+@pytest.mark.parametrize("backend", SHARED)
+def test_of_senders_claiming_at_once_through_separate_handles_one_wins(backend, tmp_path):
+    import threading
+
+    uri = URI_FACTORIES[backend](tmp_path)
+    stores = [open_store(uri) for _ in range(6)]
+    try:
+        now = datetime.now(timezone.utc)
+        start = threading.Barrier(len(stores))
+        won = []
+
+        def contend(n, store):
+            ctx = Context(Settings(), store)
+            start.wait()
+            if rules.claim(ctx, "v", f"sender-{n}", now, timedelta(seconds=30)):
+                won.append(n)
+
+        threads = [threading.Thread(target=contend, args=(n, s)) for n, s in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(won) == 1
+        state = stores[0].get_record(rules.PUSH_STATE, "v", "push")
+        assert state["owner"] == f"sender-{won[0]}"
+    finally:
+        for store in stores:
+            store.close()
