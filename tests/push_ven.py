@@ -34,6 +34,10 @@ class PushVEN:
         self.ven_id: str | None = None
         self.registration_id: str | None = None
         self.mode = "ok"
+        #: A flask_openadr.security.signature.Signer: every answer is signed with it.
+        self.signer = None
+        #: The raw body of every message that arrived.
+        self.bodies: list[bytes] = []
         self.hang_seconds = 3.0
         #: (payload_name, payload, time.monotonic()) of every message that arrived, answered or
         #: not; ``paths`` the URL path of each.
@@ -82,10 +86,13 @@ class PushVEN:
                 return [b"down for maintenance\n"]
             payload_name, payload = parse_message(body)
             with self._lock:
+                self.bodies.append(body)
                 self.received.append((payload_name, payload, time.monotonic()))
                 self.paths.append(environ["PATH_INFO"])
             answer = self._answer(payload_name, payload)
             answer = answer.encode() if isinstance(answer, str) else answer
+            if self.signer is not None and answer:
+                answer = self._signed(answer)
             start_response("200 OK", [("Content-Type", "application/xml"),
                                       ("Content-Length", str(len(answer)))])
             return [answer]
@@ -122,6 +129,17 @@ class PushVEN:
         if payload_name == "oadrRequestReregistration":
             return create_message("oadrResponse", response=_ok(""), ven_id=self.ven_id)
         raise AssertionError(f"a VEN is never pushed {payload_name}")
+
+    def _signed(self, answer: bytes) -> bytes:
+        # openleadr builds the message; the project's signer signs it as the VEN's key would.
+        from datetime import datetime, timezone
+
+        from flask_openadr import codec
+        from flask_openadr.security.signature import sign
+
+        name, payload = codec.decode(answer)
+        return sign(codec.encode_element(name, payload), self.signer,
+                    now=datetime.now(timezone.utc))
 
     # -- the VEN's own requests ---------------------------------------------------------------
 

@@ -339,3 +339,44 @@ def test_of_senders_claiming_at_once_through_separate_handles_one_wins(backend, 
     finally:
         for store in stores:
             store.close()
+
+
+@pytest.mark.parametrize("ven_signs", [True, False])
+def test_a_ven_registered_with_signatures_gets_signed_pushes_and_must_sign_its_answers(
+        tmp_path, ven_signs):
+    from flask_openadr import codec
+    from flask_openadr.security.signature import load_signer, verify
+    from flask_openadr.services import outbox
+    from flask_openadr.testing import VENTestClient, make_certificate
+
+    vtn_cert = make_certificate("vtn")
+    ven_cert = make_certificate("signing-ven")
+    app = Flask("signing_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI="sqlite:///" + str(tmp_path / "s.db"),
+                      OPENADR_SIGNING_CERT=vtn_cert.pem, OPENADR_SIGNING_KEY=vtn_cert.key_pem())
+    vtn = VTN(app)
+    peer = PushVEN("http://127.0.0.1:9")
+    if ven_signs:
+        peer.signer = load_signer(ven_cert.pem, ven_cert.key_pem())
+    peer.start()
+    state = app.extensions["openadr"]
+    try:
+        ven = VENTestClient(app.test_client(), ven_name="signing-ven", certificate=ven_cert,
+                            signing_cert=ven_cert.pem, signing_key=ven_cert.key_pem(),
+                            vtn_fingerprint=vtn_cert.fingerprint)
+        _, reply = ven.register(http_pull_model=False, transport_address=peer.address,
+                                xml_signature=True)
+        assert reply["response"]["response_code"] == 200
+        assert state.pusher.run_pass() == 1 and state.pusher.wait_idle()
+        (body,) = peer.bodies
+        verified = verify(codec.parse(body))  # signed by the VTN's key
+        assert verified.fingerprint == vtn_cert.fingerprint
+        assert codec.decode_element(verified.payload)[0] == "oadrRegisterReport"
+        with app.app_context():
+            awaiting = vtn.store.list_records(outbox.AWAITING, reply["ven_id"])
+        # A signed answer acknowledges the report; an unsigned one from a VEN that registered
+        # with signatures is refused (459), so the report still waits for its acknowledgement.
+        assert len(awaiting) == (0 if ven_signs else 1)
+    finally:
+        peer.stop()
+        state.context.store.close()
