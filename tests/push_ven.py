@@ -3,7 +3,8 @@ OpenADR messages with the openleadr package's message parsing and creation (what
 registers for push, records what it receives, and sends oadrCreatedEvent back to the VTN.
 
 ``mode`` makes it misbehave: ``"ok"`` answers as a VEN does, ``"error"`` answers HTTP 500,
-``"hang"`` holds each request for ``hang_seconds`` before answering 500.
+``"hang"`` holds each request for ``hang_seconds`` before answering 500, ``"refuse"`` answers
+every message with an oadrResponse carrying 452.
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ class PushVEN:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             if self.mode == "hang":
                 time.sleep(self.hang_seconds)
-            if self.mode != "ok":
+            if self.mode in ("error", "hang"):
                 start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
                 return [b"down for maintenance\n"]
             payload_name, payload = parse_message(body)
@@ -89,7 +90,12 @@ class PushVEN:
                 self.bodies.append(body)
                 self.received.append((payload_name, payload, time.monotonic()))
                 self.paths.append(environ["PATH_INFO"])
-            answer = self._answer(payload_name, payload)
+            if self.mode == "refuse":
+                answer = create_message("oadrResponse", ven_id=self.ven_id, response={
+                    "response_code": 452, "response_description": "not for me",
+                    "request_id": payload.get("request_id") or ""})
+            else:
+                answer = self._answer(payload_name, payload)
             answer = answer.encode() if isinstance(answer, str) else answer
             if self.signer is not None and answer:
                 answer = self._signed(answer)

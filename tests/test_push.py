@@ -380,3 +380,26 @@ def test_a_ven_registered_with_signatures_gets_signed_pushes_and_must_sign_its_a
     finally:
         peer.stop()
         state.context.store.close()
+
+
+def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again(
+        app, vtn, caplog):
+    from conftest import make_ven
+
+    from flask_openadr.services import outbox
+
+    peer = PushVEN("http://127.0.0.1:9")
+    peer.mode = "refuse"
+    peer.start()
+    try:
+        _, reply = make_ven(app).register(http_pull_model=False, transport_address=peer.address)
+        runner = app.test_cli_runner()
+        assert runner.invoke(args=["openadr", "push", "--once"]).exit_code == 0
+        assert peer.names() == ["oadrRegisterReport"]
+        assert any("452" in r.getMessage() and "not sent again" in r.getMessage()
+                   for r in caplog.records)
+        with app.app_context():
+            assert vtn.store.list_records(outbox.AWAITING, reply["ven_id"]) == []
+            assert vtn.store.list_outbox(reply["ven_id"]) == []
+    finally:
+        peer.stop()
