@@ -28,8 +28,12 @@ def _ok(request_id):
 class PushVEN:
     """The VEN at ``http://127.0.0.1:<port>/ven``, talking to the VTN at ``vtn_base``."""
 
-    def __init__(self, vtn_base: str, name: str = "pushy"):
+    def __init__(self, vtn_base: str, name: str = "pushy", *, ssl_context=None):
         self.vtn_base = vtn_base
+        #: An ssl.SSLContext: the VEN serves https (and may require a client certificate).
+        self.ssl_context = ssl_context
+        #: The client certificate (PEM) each push came with, when the VEN serves https.
+        self.client_certificates: list[str | None] = []
         self.name = name
         self.port = free_port()
         self.ven_id: str | None = None
@@ -56,7 +60,8 @@ class PushVEN:
     # -- the server -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True)
+        self._server = make_server("127.0.0.1", self.port, self._wsgi, threaded=True,
+                                   ssl_context=self.ssl_context)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -72,7 +77,8 @@ class PushVEN:
     @property
     def address(self) -> str:
         # With a trailing slash: the VTN must push to <address without it>/OpenADR2/...
-        return f"http://127.0.0.1:{self.port}/ven/"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/ven/"
 
     def _wsgi(self, environ, start_response):
         with self._lock:
@@ -88,6 +94,7 @@ class PushVEN:
             payload_name, payload = parse_message(body)
             with self._lock:
                 self.bodies.append(body)
+                self.client_certificates.append(environ.get("SSL_CLIENT_CERT"))
                 self.received.append((payload_name, payload, time.monotonic()))
                 self.paths.append(environ["PATH_INFO"])
             if self.mode == "refuse":

@@ -403,3 +403,49 @@ def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again
             assert vtn.store.list_outbox(reply["ven_id"]) == []
     finally:
         peer.stop()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, caplog):
+    import ssl
+
+    from conftest import make_ven
+    from pki import TestPKI
+
+    pki = TestPKI(str(tmp_path / "pki"))
+    vtn_client = pki.ven("vtn-push-client", "ecdsa")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(pki.vtn["ecdsa"].cert_path, pki.vtn["ecdsa"].key_path)
+    server.verify_mode = ssl.CERT_REQUIRED  # the VEN requires the VTN's client certificate
+    server.load_verify_locations(pki.ca_bundle)
+    app = Flask("tls_push_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI="memory://",
+                      OPENADR_PUSH_CERT=vtn_client.cert_path,
+                      OPENADR_PUSH_KEY=vtn_client.key_path, OPENADR_PUSH_TIMEOUT=2)
+    if trusted:
+        app.config["OPENADR_PUSH_CA"] = pki.ca_bundle
+    VTN(app)
+    peer = PushVEN("http://127.0.0.1:9", ssl_context=server)
+    peer.start()
+    try:
+        _, reply = make_ven(app).register(http_pull_model=False, transport_address=peer.address)
+        assert reply["response"]["response_code"] == 200
+        pusher = app.extensions["openadr"].pusher
+        assert pusher.run_pass() == 1 and pusher.wait_idle()
+        if trusted:
+            assert peer.names() == ["oadrRegisterReport"]
+            # The VEN saw the VTN's client certificate.
+            from flask_openadr.security.fingerprint import fingerprint_from_pem
+
+            assert fingerprint_from_pem(peer.client_certificates[0]) == vtn_client.fingerprint
+        else:
+            # Without OPENADR_PUSH_CA the VEN's server certificate (from a private CA) is not
+            # trusted: nothing is sent, and the VEN backs off.
+            assert peer.names() == []
+            with app.app_context():
+                state = app.extensions["openadr"].context.store.get_record(
+                    rules.PUSH_STATE, reply["ven_id"], "push")
+            assert state["failures"] == 1
+            assert any("CERTIFICATE_VERIFY_FAILED" in r.getMessage() for r in caplog.records)
+    finally:
+        peer.stop()
