@@ -19,14 +19,18 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import urllib3
+import urllib3.connection
 
 from . import codec, liveness, services
 from .errors import MalformedMessage, Rejection
 from .security import replay, signature
+from .security.fingerprint import fingerprint_from_der
 from .services import outbox
 from .services import push as rules
 from .services.context import Context
@@ -38,6 +42,9 @@ logger = logging.getLogger("flask_openadr")
 PASS_INTERVAL = 0.2
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
+#: Pinned connection pools (one per https VEN) kept open by one process; the least recently
+#: used is closed beyond this.
+MAX_PINNED_POOLS = 1000
 
 
 class Pusher:
@@ -69,11 +76,14 @@ class Pusher:
                                             thread_name_prefix="flask-openadr-push")
         timeout = settings.push_timeout.total_seconds()
         # One connection per VEN host is enough: a VEN gets one push at a time.
-        self._pool = urllib3.PoolManager(
-            num_pools=max(10, 4 * settings.push_concurrency), maxsize=1, block=False,
-            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
-            cert_reqs="CERT_REQUIRED", ca_certs=settings.push_ca,
+        self._pool_settings = dict(
+            maxsize=1, block=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False, cert_reqs="CERT_REQUIRED", ca_certs=settings.push_ca,
             cert_file=settings.push_cert, key_file=settings.push_key)
+        self._pool = urllib3.PoolManager(num_pools=max(10, 4 * settings.push_concurrency),
+                                         **self._pool_settings)
+        # https VENs with a bound certificate: one pool each, pinned to that certificate.
+        self._pinned: OrderedDict[tuple, urllib3.HTTPSConnectionPool] = OrderedDict()
 
     @property
     def lease(self):
@@ -153,6 +163,27 @@ class Pusher:
             with self._lock:
                 self._busy.discard(ven_id)
 
+    def _pool_for(self, ven: VenRecord, url: str) -> tuple[Any, str]:
+        """The pool to POST ``url`` through, and the target to give it. An https VEN with a
+        bound certificate fingerprint gets a pool of its own whose connections check that the
+        server presents that certificate before anything is sent (protocol notes 1.6)."""
+        fingerprint = ven.get("fingerprint")
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not fingerprint:
+            return self._pool, url
+        key = (ven["ven_id"], fingerprint, parts.hostname, parts.port)
+        with self._lock:
+            pool = self._pinned.get(key)
+            if pool is None:
+                pool = urllib3.HTTPSConnectionPool(parts.hostname, parts.port or 443,
+                                                   **self._pool_settings)
+                pool.ConnectionCls = _pinned_connection(fingerprint)
+                self._pinned[key] = pool
+                while len(self._pinned) > MAX_PINNED_POOLS:
+                    self._pinned.popitem(last=False)[1].close()
+            self._pinned.move_to_end(key)
+        return pool, parts.path or "/"
+
     def _send(self, ven: VenRecord, taken: rules.Taken) -> bool:
         """POST one message; True when the VEN took it (HTTP 200)."""
         ctx = self.ctx
@@ -164,8 +195,9 @@ class Pusher:
                                   self.signer, now=ctx.now())
         url = rules.url_for(ctx, ven, taken.payload_name)
         try:
-            response = self._pool.request(
-                "POST", url, body=body, headers={"Content-Type": "application/xml"},
+            pool, target = self._pool_for(ven, url)
+            response = pool.request(
+                "POST", target, body=body, headers={"Content-Type": "application/xml"},
                 preload_content=False, redirect=False)
             try:
                 answer = response.read(ctx.settings.max_message_bytes + 1)
@@ -237,6 +269,25 @@ class Pusher:
         if response.get("response_code", 200) // 100 != 2:
             logger.warning("the VTN refused VEN %r's %s answering a push: %s %s", ven_id, name,
                            response.get("response_code"), response.get("response_description"))
+
+
+def _pinned_connection(fingerprint: str) -> type:
+    """An https connection class that refuses a server whose certificate does not have the
+    OpenADR ``fingerprint``: the check runs right after the handshake, before the request."""
+
+    class PinnedConnection(urllib3.connection.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            der = self.sock.getpeercert(binary_form=True) if self.sock is not None else None
+            found = fingerprint_from_der(der) if der else None
+            if found != fingerprint:
+                self.close()
+                raise urllib3.exceptions.SSLError(
+                    f"the VEN's server certificate has fingerprint {found}, not {fingerprint} "
+                    "bound at its registration; the VEN must serve the certificate it "
+                    "registered with")
+
+    return PinnedConnection
 
 
 def _run_transition(ctx: Context, transition: Any) -> None:

@@ -405,8 +405,8 @@ def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again
         peer.stop()
 
 
-@pytest.mark.parametrize("trusted", [True, False])
-def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, caplog):
+@pytest.mark.parametrize("trusted, pinned", [(True, True), (False, True), (True, False)])
+def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pinned, caplog):
     import ssl
 
     from conftest import make_ven
@@ -428,11 +428,15 @@ def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, cap
     peer = PushVEN("http://127.0.0.1:9", ssl_context=server)
     peer.start()
     try:
-        _, reply = make_ven(app).register(http_pull_model=False, transport_address=peer.address)
+        # The VEN registers with the certificate it serves (pinned), or with another one.
+        certificate = pki.vtn["ecdsa"].cert_pem if pinned else pki.ven("other", "ecdsa").cert_pem
+        _, reply = make_ven(app, certificate=None,
+                            environ={"SSL_CLIENT_CERT": certificate}).register(
+            http_pull_model=False, transport_address=peer.address)
         assert reply["response"]["response_code"] == 200
         pusher = app.extensions["openadr"].pusher
         assert pusher.run_pass() == 1 and pusher.wait_idle()
-        if trusted:
+        if trusted and pinned:
             assert peer.names() == ["oadrRegisterReport"]
             # The VEN saw the VTN's client certificate.
             from flask_openadr.security.fingerprint import fingerprint_from_pem
@@ -440,12 +444,14 @@ def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, cap
             assert fingerprint_from_pem(peer.client_certificates[0]) == vtn_client.fingerprint
         else:
             # Without OPENADR_PUSH_CA the VEN's server certificate (from a private CA) is not
-            # trusted: nothing is sent, and the VEN backs off.
+            # trusted; a server certificate other than the one the VEN registered with is
+            # refused: either way nothing is sent, and the VEN backs off.
             assert peer.names() == []
             with app.app_context():
                 state = app.extensions["openadr"].context.store.get_record(
                     rules.PUSH_STATE, reply["ven_id"], "push")
             assert state["failures"] == 1
-            assert any("CERTIFICATE_VERIFY_FAILED" in r.getMessage() for r in caplog.records)
+            reason = "CERTIFICATE_VERIFY_FAILED" if not trusted else "bound at its registration"
+            assert any(reason in r.getMessage() for r in caplog.records)
     finally:
         peer.stop()
