@@ -98,12 +98,14 @@ class Pusher:
         started = 0
         with self._app_context(), ctx.store.session():
             now = ctx.now()
-            for ven in ctx.store.list_vens():
-                ven_id = ven["ven_id"]
-                if not rules.is_push(ven) or ven_id in self._busy:
+            for ven_id in rules.push_ven_ids(ctx):
+                if ven_id in self._busy:
                     continue
                 if len(self._busy) >= ctx.settings.push_concurrency:
                     break
+                ven = ctx.store.get_ven(ven_id)
+                if ven is None or not rules.is_push(ven):
+                    continue
                 if rules.waiting(ctx, ven_id, now) or services.poll.nothing_pending(
                         ctx, ven_id, now, outbox.redelivery_after(ctx, ven)):
                     continue

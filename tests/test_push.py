@@ -455,3 +455,20 @@ def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pin
             assert any(reason in r.getMessage() for r in caplog.records)
     finally:
         peer.stop()
+
+
+def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
+    from conftest import make_ven
+
+    ctx = app.extensions["openadr"].context
+    pusher, puller = make_ven(app, ven_name="pusher"), make_ven(app, ven_name="puller")
+    pusher.register(http_pull_model=False, transport_address="http://127.0.0.1:9/")
+    puller.register()
+    assert rules.push_ven_ids(ctx) == [pusher.ven_id]
+    pusher.register(renew=True)  # renewed as a pull VEN
+    assert rules.push_ven_ids(ctx) == []
+    pusher.register(renew=True, http_pull_model=False, transport_address="http://127.0.0.1:9")
+    assert rules.push_ven_ids(ctx) == [pusher.ven_id]
+    _, reply = pusher.cancel_registration()
+    assert reply["response"]["response_code"] == 200
+    assert rules.push_ven_ids(ctx) == []

@@ -56,6 +56,28 @@ def is_push(ven: Mapping[str, Any]) -> bool:
         and bool(ven.get("transport_address"))
 
 
+#: Store record kind of the index of push VENs: under the owner ``"*"``, one record
+#: ``{"ven_id"}`` per VEN registered for push, so that a sender pass reads one list, not every
+#: VEN (a VTN of pull VENs pays one read per pass). An entry may outlive its registration by a
+#: moment; the sender checks the VEN record itself.
+PUSH_VENS = "push_ven"
+_ALL = "*"
+
+
+def index(ctx: Context, ven: Mapping[str, Any]) -> None:
+    """Keep the VEN's entry in the push index right after its record changed; inside the
+    (VTN-wide) transaction that stores the record."""
+    if is_push(ven):
+        ctx.store.put_record(PUSH_VENS, _ALL, ven["ven_id"], {"ven_id": ven["ven_id"]})
+    else:
+        ctx.store.delete_record(PUSH_VENS, _ALL, ven["ven_id"])
+
+
+def push_ven_ids(ctx: Context) -> list[str]:
+    """The venIDs in the push index."""
+    return [record["ven_id"] for record in ctx.store.list_records(PUSH_VENS, _ALL)]
+
+
 def url_for(ctx: Context, ven: Mapping[str, Any], payload_name: str) -> str:
     """Where ``payload_name`` is POSTed: ``<address><OPENADR_PUSH_PATH>/<service>``."""
     return f"{ven['transport_address']}{ctx.settings.push_path}/{PUSH_SERVICE[payload_name]}"

@@ -105,6 +105,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         with ctx.store.atomic():
             _check_claim_again(ctx, ven["ven_id"], fingerprint)
             ctx.store.put_ven(ven)
+            push.index(ctx, ven)
             # A renewal may change report_only, and with it which events the VEN gets.
             delivery.refresh_ven(ctx, ven, ctx.now())
         ctx.emit("registration_created", ven_id=ven["ven_id"],
@@ -145,6 +146,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     with ctx.store.atomic():
         _check_claim_again(ctx, new_ven_id, fingerprint)
         ctx.store.put_ven(ven)
+        push.index(ctx, ven)
         # A new registration starts afresh: nothing queued for the old one is sent, every
         # current event is distributed again, and report and opt state begins anew.
         ctx.store.clear_outbox(new_ven_id)
@@ -214,6 +216,7 @@ def _end_registration(ctx: Context, ven: VenRecord) -> None:
     ended = dict(ven, registration_id=None, cancel_requested=False)
     with ctx.store.atomic():
         ctx.store.put_ven(ended)  # type: ignore[arg-type]
+        push.index(ctx, ended)
         ctx.store.clear_outbox(ven["ven_id"])
         ctx.store.set_delivered(ven["ven_id"], {})
         _clear_records(ctx, ven["ven_id"])
