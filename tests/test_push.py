@@ -191,6 +191,20 @@ def test_a_failing_or_hanging_ven_does_not_hold_up_the_others(served):
             event_id = add_event(vtn, [failing.ven_id, hanging.ven_id, healthy.ven_id])
         wait_for(lambda: healthy.of("oadrDistributeEvent"), what="the healthy VEN's event")
         assert healthy.of("oadrDistributeEvent")[0][1] - queued < 1.0
+        # A pull VEN beside them polls as always and gets the event too.
+        name, reply = healthy.send(
+            "EiRegisterParty", "oadrCreatePartyRegistration", request_id="pull-1",
+            ven_name="puller", profile_name="2.0b", transport_name="simpleHttp",
+            report_only=False, xml_signature=False, http_pull_model=True)
+        puller = reply["ven_id"]
+        with app.app_context():
+            pulled_event = add_event(vtn, [puller])
+        seen = set()
+        for _ in range(5):
+            name, reply = healthy.send("OadrPoll", "oadrPoll", ven_id=puller)
+            if name == "oadrDistributeEvent":
+                seen |= {e["event_descriptor"]["event_id"] for e in reply["events"]}
+        assert pulled_event in seen
         time.sleep(2)  # retried (HTTP 500) and timed out (hang) meanwhile
         assert not failing.of("oadrDistributeEvent") and not hanging.of("oadrDistributeEvent")
         failing.mode = hanging.mode = "ok"
@@ -472,3 +486,14 @@ def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
     _, reply = pusher.cancel_registration()
     assert reply["response"]["response_code"] == 200
     assert rules.push_ven_ids(ctx) == []
+
+
+def test_a_push_ven_that_polls_gets_its_queue_too(app, vtn):
+    from conftest import make_ven
+
+    ven = make_ven(app)
+    ven.register(http_pull_model=False, transport_address="http://127.0.0.1:9")
+    name, _ = ven.poll()
+    assert name == "oadrRegisterReport"
+    # Taken once, by whichever asked first: it now waits for the acknowledgement.
+    assert ven.poll()[0] == "oadrResponse"
