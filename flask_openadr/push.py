@@ -40,6 +40,8 @@ logger = logging.getLogger("flask_openadr")
 
 #: Seconds between two passes of the sender: a message queued is pushed within about this.
 PASS_INTERVAL = 0.2
+#: The longest a pass waits for free threads before it ends (the next pass goes on).
+PASS_BUDGET = 1.0
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
 #: Pinned connection pools (one per https VEN) kept open by one process; the least recently
@@ -91,21 +93,27 @@ class Pusher:
         return 2 * self.ctx.settings.push_timeout + self.ctx.settings.callback_lease
 
     def run_pass(self) -> int:
-        """Claim the push VENs that have something due and are not leased or backing off, up
-        to the free threads, and start pushing to them; returns how many were started."""
+        """Claim the push VENs that have something due and are not leased or backing off, and
+        start pushing to each on a free thread; returns how many were started."""
         self._resources()
         ctx = self.ctx
         started = 0
         with self._app_context(), ctx.store.session():
-            now = ctx.now()
+            # With every thread busy the pass waits for one to free, up to PASS_BUDGET: one
+            # event for many VENs is pushed at the pace the VENs answer, not one thread-pool
+            # full per pass.
+            deadline = time.monotonic() + PASS_BUDGET
             for ven_id in rules.push_ven_ids(ctx):
                 if ven_id in self._busy:
                     continue
-                if len(self._busy) >= ctx.settings.push_concurrency:
-                    break
+                while len(self._busy) >= ctx.settings.push_concurrency:
+                    if time.monotonic() > deadline:
+                        return started
+                    time.sleep(0.002)
                 ven = ctx.store.get_ven(ven_id)
                 if ven is None or not rules.is_push(ven):
                     continue
+                now = ctx.now()
                 if rules.waiting(ctx, ven_id, now) or services.poll.nothing_pending(
                         ctx, ven_id, now, outbox.redelivery_after(ctx, ven)):
                     continue
@@ -248,8 +256,8 @@ class Pusher:
             logger.warning("VEN %r answered the push of %s with a message the VTN refuses: %s",
                            ven_id, taken.payload_name, exc)
             return
-        if name == "oadrResponse" and expected != "oadrResponse" or (
-                taken.payload_name == "oadrDistributeEvent" and name == "oadrResponse"):
+        if name == "oadrResponse" and (expected != "oadrResponse"
+                                       or taken.payload_name == "oadrDistributeEvent"):
             code = payload["response"]["response_code"]
             if code // 100 != 2:
                 logger.warning("VEN %r answered the push of %s with %s %s; it is not sent "
