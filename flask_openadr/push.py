@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from datetime import timedelta
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -77,18 +78,20 @@ class Pusher:
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
         timeout = settings.push_timeout.total_seconds()
-        # One connection per VEN host is enough: a VEN gets one push at a time.
         self._pool_settings = dict(
-            maxsize=1, block=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            block=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
             retries=False, cert_reqs="CERT_REQUIRED", ca_certs=settings.push_ca,
             cert_file=settings.push_cert, key_file=settings.push_key)
+        # Kept-alive connections per VEN host: as many as pushes can run at once (several VENs
+        # may share a host, such as an aggregator's gateway).
         self._pool = urllib3.PoolManager(num_pools=max(10, 4 * settings.push_concurrency),
+                                         maxsize=settings.push_concurrency,
                                          **self._pool_settings)
         # https VENs with a bound certificate: one pool each, pinned to that certificate.
         self._pinned: OrderedDict[tuple, urllib3.HTTPSConnectionPool] = OrderedDict()
 
     @property
-    def lease(self):
+    def lease(self) -> timedelta:
         # Long enough for a connect and a read, and the processing of the answer.
         return 2 * self.ctx.settings.push_timeout + self.ctx.settings.callback_lease
 
@@ -185,8 +188,9 @@ class Pusher:
         with self._lock:
             pool = self._pinned.get(key)
             if pool is None:
+                # One connection: this VEN gets one push at a time.
                 pool = urllib3.HTTPSConnectionPool(parts.hostname, parts.port or 443,
-                                                   **self._pool_settings)
+                                                   maxsize=1, **self._pool_settings)
                 pool.ConnectionCls = _pinned_connection(fingerprint)
                 self._pinned[key] = pool
                 while len(self._pinned) > MAX_PINNED_POOLS:
