@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import liveness
+from . import liveness, push
 from .config import resolve_store_uri
 from .errors import EventError, UnknownEvent
 from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
@@ -127,6 +127,35 @@ def monitor(once: bool, interval: float | None) -> None:
             if once:
                 return
             time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("stopped")
+
+
+@openadr.command("push")
+@click.option("--once", is_flag=True,
+              help="Push what is due now, wait for those pushes to end, and exit.")
+def push_command(once: bool) -> None:
+    """Run the HTTP push sender in the foreground until Ctrl-C.
+
+    For deployments with OPENADR_BACKGROUND = "off", where no worker runs the sender thread.
+    Running it beside sending workers is harmless: a lease in the store lets one sender at a
+    time push to each VEN.
+    """
+    state = _state()
+    try:
+        while True:
+            try:
+                started = state.pusher.run_pass()
+            except Exception as exc:  # a pass that failed (store down): report it, keep going
+                if once:
+                    raise
+                click.echo(f"push pass failed: {exc!r}; retrying", err=True)
+            else:
+                if once:
+                    state.pusher.wait_idle()
+                    click.echo(f"{_when(state.context.now())}: pushed to {started} VEN(s)")
+                    return
+            time.sleep(push.PASS_INTERVAL)
     except KeyboardInterrupt:
         click.echo("stopped")
 

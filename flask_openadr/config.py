@@ -57,6 +57,13 @@ def _url_prefix(key: str, value: Any) -> str:
     return value.rstrip("/")
 
 
+def _push_path(key: str, value: Any) -> str:
+    # "" is allowed: a VEN whose transport address is already the base of its services.
+    if value == "":
+        return ""
+    return _url_prefix(key, value)
+
+
 def _optional_text(key: str, value: Any) -> str | None:
     return None if value is None else _text(key, value)
 
@@ -199,6 +206,18 @@ KEYS: dict[str, tuple[str, Any, Callable[[str, Any], Any]]] = {
     "OPENADR_EVENT_REFRESH": (
         "event_refresh", Settings.event_refresh, _optional_seconds_at_least(1),
     ),
+    # HTTP push (docs/push.rst).
+    "OPENADR_PUSH_PATH": ("push_path", Settings.push_path, _push_path),
+    "OPENADR_PUSH_TIMEOUT": ("push_timeout", Settings.push_timeout, _seconds_at_least(0.1)),
+    "OPENADR_PUSH_RETRY_MAX": (
+        "push_retry_max", Settings.push_retry_max, _seconds_at_least(0.1),
+    ),
+    "OPENADR_PUSH_CONCURRENCY": (
+        "push_concurrency", Settings.push_concurrency, _positive_int,
+    ),
+    "OPENADR_PUSH_CERT": ("push_cert", None, _optional_text),
+    "OPENADR_PUSH_KEY": ("push_key", None, _optional_text),
+    "OPENADR_PUSH_CA": ("push_ca", None, _optional_text),
 }
 
 DEFAULT_STORE_URI = "sqlite:///openadr.sqlite3"

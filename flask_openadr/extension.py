@@ -9,7 +9,7 @@ from typing import Any, Callable, TypeVar
 
 from flask import Flask, current_app
 
-from . import cli, codec, liveness, signals
+from . import cli, codec, liveness, push, signals
 from .errors import UnknownEvent
 from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
 from .services import events, opt, registration, reports, retention, vtn_reports
@@ -85,6 +85,17 @@ class _AppState:
 
         self.sweeper = liveness.Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
                                         name=f"flask-openadr-sweeper[{app.name}]")
+        self.pusher = push.Pusher(context, signer, lambda: self._app_context())
+
+        def run_push_pass() -> None:
+            alive = state()
+            if alive is None:
+                raise liveness.SweeperDone
+            alive.pusher.run_pass()
+
+        # The push sender's own thread: a liveness pass must not delay a push, nor the reverse.
+        self.push_sender = liveness.Sweeper(run_push_pass, push.PASS_INTERVAL,
+                                            name=f"flask-openadr-push[{app.name}]")
         _STATES.add(self)
 
     def sweep_once(self) -> int:
@@ -104,6 +115,12 @@ class _AppState:
                 retention.sweep(self.context)
             return ran
 
+    def _app_context(self) -> Any:
+        app = self._app()
+        if app is None:
+            raise liveness.SweeperDone
+        return app.app_context()
+
     def background_mode(self) -> str:
         """``OPENADR_BACKGROUND``, with the default decided now: "off" while the app is TESTING."""
         if self.context.settings.background is not None:
@@ -116,7 +133,8 @@ class _AppState:
         runs already); True when it was started now."""
         if self.background_mode() == "off":
             return False
-        return self.sweeper.start()
+        pushing = self.push_sender.start()
+        return self.sweeper.start() or pushing
 
     def first_request(self, environ: dict[str, Any]) -> None:
         if self._seen_request:

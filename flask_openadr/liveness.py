@@ -48,9 +48,30 @@ SIGNAL_OF = {"online": "ven_online", "offline": "ven_offline"}
 
 def offline_after(ven: VenRecord | None, settings: Settings) -> timedelta:
     """How long a VEN may stay silent before it counts as offline: the poll frequency the VTN gave
-    it, times ``OPENADR_OFFLINE_AFTER_MISSED_POLLS``, plus ``OPENADR_OFFLINE_GRACE``."""
+    it, times ``OPENADR_OFFLINE_AFTER_MISSED_POLLS``, plus ``OPENADR_OFFLINE_GRACE``.
+
+    A push VEN does not poll: its silence says nothing, so it never goes offline by silence;
+    it goes offline when pushes to it keep failing (:func:`unreachable`)."""
+    if (ven or {}).get("http_pull_model") is False:
+        return PUSH_SILENCE
     frequency = (ven or {}).get("poll_frequency") or settings.poll_frequency
     return frequency * settings.offline_after_missed_polls + settings.offline_grace
+
+
+#: How long a push VEN's silence is allowed: for ever, in practice (see :func:`offline_after`).
+PUSH_SILENCE = timedelta(days=365 * 100)
+
+
+def unreachable(ctx: Context, ven_id: str) -> Transition | None:
+    """A push VEN that pushes have failed to reach for ``OPENADR_OFFLINE_AFTER_MISSED_POLLS``
+    poll intervals goes offline now: the same compare-and-set on its epoch as a sweep's, so of
+    any number of senders one wins. Returns the transition this process won (run its callback
+    with :func:`run_transition`), or None."""
+    row = ctx.store.get_liveness(ven_id)
+    if row is None or row["state"] != "online":
+        return None
+    return ctx.store.claim_offline(ven_id, row["epoch"], _END_OF_TIME,
+                                   _lease_until(ctx, ctx.now()))
 
 
 #: A VEN the store holds as online whose deadline has passed, before any sweep recorded it.

@@ -27,7 +27,7 @@ def runner(app):
 def test_the_group_is_registered_once_by_init_app(app):
     assert app.cli.commands["openadr"] is cli.openadr
     assert set(cli.openadr.commands) == {"init-db", "monitor", "vens", "events", "fingerprint",
-                                         "event", "ven", "report"}
+                                         "event", "ven", "report", "push"}
 
 
 def test_init_db_prints_the_absolute_location_of_a_relative_sqlite_file(tmp_path):

@@ -77,11 +77,15 @@ class Target:
         name, reply = ven.register_report([usage])
         assert reply["response"]["response_code"] == 200
         requests = [r["report_request_id"] for r in reply.get("report_requests", [])]
-        with self.app.app_context():
-            event_id = self.vtn.add_event(
-                ven_id=ven.ven_id, signal_name="SIMPLE", signal_type="level",
-                intervals=[{"dtstart": T0 + timedelta(hours=1), "duration": timedelta(hours=1),
-                            "signal_payload": 1.0}])
+        # A registration made again (keep_registered) keeps its venID, so the event made the
+        # first time still targets the VEN; a second one would overlap it and be refused.
+        event_id = (self.ids.get("eventID") or [None])[0]
+        if event_id is None:
+            with self.app.app_context():
+                event_id = self.vtn.add_event(
+                    ven_id=ven.ven_id, signal_name="SIMPLE", signal_type="level",
+                    intervals=[{"dtstart": T0 + timedelta(hours=1),
+                                "duration": timedelta(hours=1), "signal_payload": 1.0}])
         self.ids = {"venID": [ven.ven_id], "registrationID": [ven.registration_id],
                     "eventID": [event_id], "reportRequestID": requests or ["none"],
                     "reportSpecifierID": ["spec-usage", "METADATA"],

@@ -85,7 +85,8 @@ def test_wrong_registration_id_gets_452_and_changes_nothing(app, vtn):
 
 @pytest.mark.parametrize("extra, expected", [
     ({"profile_name": "2.0a"}, 459),
-    ({"http_pull_model": False, "transport_address": "http://ven.example"}, 451),
+    ({"http_pull_model": False, "transport_address": "ftp://ven.example"}, 454),
+    ({"http_pull_model": False}, 454),
     ({"xml_signature": True}, 451),
 ])
 def test_unsupported_registrations_are_refused(app, vtn, extra, expected):
@@ -259,3 +260,29 @@ def test_registrations_survive_a_restart_on_sqlite(tmp_path, clock):
     ven.client = make_app().test_client()
     name, reply = ven.poll()
     assert name == "oadrRegisterReport"
+
+
+def test_push_registration_normalises_the_address_and_the_handler_sees_it(app, vtn):
+    seen = []
+
+    @vtn.on_create_party_registration
+    def register(payload):
+        seen.append(payload["transport_address"])
+        if "refused" in payload["transport_address"]:
+            raise Rejection(452, "that address is not on the allow-list")
+        return None
+
+    ven = make_ven(app)
+    _, reply = ven.register(http_pull_model=False, transport_address="http://ven.example:8080/")
+    assert code(reply) == 200
+    _, again = ven.register(renew=True, http_pull_model=False,
+                            transport_address="http://ven.example:8080")
+    assert code(again) == 200
+    _, refused = make_ven(app).register(http_pull_model=False,
+                                        transport_address="https://refused.example")
+    assert code(refused) == 452
+    assert seen == ["http://ven.example:8080", "https://refused.example"]
+    with app.app_context():
+        (record,) = vtn.vens()
+    assert record["transport_address"] == "http://ven.example:8080"
+    assert record["http_pull_model"] is False

@@ -72,6 +72,16 @@ class Settings:
     # OPENADR_EVENT_REFRESH: a VEN holding far, near or active events is sent its whole event
     # set again when none was sent to it for this long; None: never (see docs/events.rst).
     event_refresh: timedelta | None = None
+    # HTTP push (see flask_openadr.push): the path after a push VEN's transport address, the
+    # connect and read timeout of each push, the cap of the retry back-off, how many VENs one
+    # process pushes to at once, and the TLS files of the VTN's client side.
+    push_path: str = "/OpenADR2/Simple/2.0b"
+    push_timeout: timedelta = timedelta(seconds=10)
+    push_retry_max: timedelta = timedelta(minutes=5)
+    push_concurrency: int = 8
+    push_cert: str | None = None
+    push_key: str | None = None
+    push_ca: str | None = None
 
 
 @dataclass

@@ -20,7 +20,7 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
             return name, reply
     now = ctx.now()
     wait = outbox.redelivery_after(ctx, ven)
-    if _nothing_pending(ctx, ven_id, now, wait):
+    if nothing_pending(ctx, ven_id, now, wait):
         # Most polls: answered from three reads, without a transaction or a write lock. A
         # message queued meanwhile is simply taken by the next poll.
         return "oadrResponse", {"response": response(""), "ven_id": ven_id}
@@ -41,7 +41,7 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     return "oadrResponse", {"response": response(""), "ven_id": ven_id}
 
 
-def _nothing_pending(ctx: Context, ven_id: str, now: Any, wait: Any) -> bool:
+def nothing_pending(ctx: Context, ven_id: str, now: Any, wait: Any) -> bool:
     """Whether the VEN has nothing to be sent: no events due, no sent message due again, and
     an empty outbox."""
     if delivery.is_due(delivery.load(ctx, ven_id), now):

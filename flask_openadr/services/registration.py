@@ -6,7 +6,7 @@ from typing import Any
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..store.base import VenRecord
-from . import binding, delivery, opt, outbox, reports, vtn_reports
+from . import binding, delivery, opt, outbox, push, reports, vtn_reports
 from .context import Context
 from .replies import PROFILES, response
 
@@ -47,9 +47,8 @@ def _check_profile(ctx: Context, payload: dict[str, Any]) -> None:
     if "http_pull_model" not in payload:
         raise ComplianceError(description="oadrHttpPullModel is required with simpleHttp")
     if not payload["http_pull_model"]:
-        # Accepting a push VEN we cannot push to would leave it waiting for events forever.
-        raise NotAllowed(description="the push model is not offered; register with "
-                         "oadrHttpPullModel true")
+        # Checked before any handler sees it: the VTN pushes to this address.
+        payload["transport_address"] = push.normalise_address(payload.get("transport_address"))
     if payload["xml_signature"] and not ctx.settings.signs:
         # A VEN that asked for signatures rejects every unsigned reply; refuse it clearly
         # rather than register it and leave it unable to use anything the VTN sends.
@@ -84,6 +83,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     The VEN record it creates or renews is bound to the caller's certificate ``fingerprint``; a
     record bound to another certificate is never registered by this caller (463).
     """
+    payload = dict(payload)  # _check_profile normalises the transport address in this copy
     _check_profile(ctx, payload)
     ven_id = payload.get("ven_id")
     registration_id = payload.get("registration_id")
@@ -106,6 +106,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         with ctx.store.atomic():
             _check_claim_again(ctx, ven["ven_id"], fingerprint)
             ctx.store.put_ven(ven)
+            push.index(ctx, ven)
             # A renewal may change report_only, and with it which events the VEN gets.
             delivery.refresh_ven(ctx, ven, ctx.now())
         ctx.emit("registration_created", ven_id=ven["ven_id"],
@@ -146,6 +147,7 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     with ctx.store.atomic():
         _check_claim_again(ctx, new_ven_id, fingerprint)
         ctx.store.put_ven(ven)
+        push.index(ctx, ven)
         # A new registration starts afresh: nothing queued for the old one is sent, every
         # current event is distributed again, and report and opt state begins anew.
         ctx.store.clear_outbox(new_ven_id)
@@ -215,6 +217,7 @@ def _end_registration(ctx: Context, ven: VenRecord) -> None:
     ended = dict(ven, registration_id=None, cancel_requested=False)
     with ctx.store.atomic():
         ctx.store.put_ven(ended)  # type: ignore[arg-type]
+        push.index(ctx, ended)
         ctx.store.clear_outbox(ven["ven_id"])
         ctx.store.set_delivered(ven["ven_id"], {})
         _clear_records(ctx, ven["ven_id"])

@@ -1,0 +1,315 @@
+"""The HTTP push sender: POSTs what each push VEN's outbox holds to its transport address, and
+processes the VEN's answer as if the VEN had sent it.
+
+It runs on a background thread of each serving process, started after fork as the liveness
+sweeper is (see :mod:`flask_openadr.liveness`). Every pass looks for push VENs with something due,
+claims each with a lease in the shared store (see :mod:`flask_openadr.services.push`), so that
+one sender in any process on any host pushes to a VEN at a time (which keeps its order), and
+hands it to a small pool of threads: a slow VEN holds one thread, never the others.
+
+The HTTP client is urllib3: a well-kept synchronous client with a pool of keep-alive
+connections per host, separate connect and read timeouts, and client certificates; the
+standard library's http.client has no pool and its timeouts are one socket timeout.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import urllib3
+import urllib3.connection
+
+from . import codec, liveness, services
+from .errors import MalformedMessage, Rejection
+from .security import replay, signature
+from .security.fingerprint import fingerprint_from_der
+from .services import outbox
+from .services import push as rules
+from .services.context import Context
+from .store.base import VenRecord
+
+logger = logging.getLogger("flask_openadr")
+
+#: Seconds between two passes of the sender: a message queued is pushed within about this.
+PASS_INTERVAL = 0.2
+#: The longest a pass waits for free threads before it ends (the next pass goes on).
+PASS_BUDGET = 1.0
+#: Messages pushed to one VEN per claim, before its thread goes to another VEN.
+MESSAGES_PER_CLAIM = 50
+#: Pinned connection pools (one per https VEN) kept open by one process; the least recently
+#: used is closed beyond this.
+MAX_PINNED_POOLS = 1000
+
+
+class Pusher:
+    """One app's push sender in this process. :meth:`run_pass` is what its thread calls.
+
+    :param ctx: the VTN context.
+    :param signer: the VTN's signing key (pushes to VENs that registered with XML signatures
+        are signed), or None.
+    :param app_context: returns a context manager that makes the app current (user handlers
+        run while the VEN's answers are processed).
+    """
+
+    def __init__(self, ctx: Context, signer: Any, app_context: Callable[[], Any]):
+        self.ctx = ctx
+        self.signer = signer
+        self._app_context = app_context
+        self._pid: int | None = None
+
+    def _resources(self) -> None:
+        # After fork the parent's pool, threads and owner name are not this process's.
+        if self._pid == os.getpid():
+            return
+        settings = self.ctx.settings
+        self._pid = os.getpid()
+        self.owner = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex}"
+        self._lock = threading.Lock()
+        self._busy: set[str] = set()
+        self._executor = ThreadPoolExecutor(settings.push_concurrency,
+                                            thread_name_prefix="flask-openadr-push")
+        timeout = settings.push_timeout.total_seconds()
+        self._pool_settings = dict(
+            block=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            retries=False, cert_reqs="CERT_REQUIRED", ca_certs=settings.push_ca,
+            cert_file=settings.push_cert, key_file=settings.push_key)
+        # Kept-alive connections per VEN host: as many as pushes can run at once (several VENs
+        # may share a host, such as an aggregator's gateway).
+        self._pool = urllib3.PoolManager(num_pools=max(10, 4 * settings.push_concurrency),
+                                         maxsize=settings.push_concurrency,
+                                         **self._pool_settings)
+        # https VENs with a bound certificate: one pool each, pinned to that certificate.
+        self._pinned: OrderedDict[tuple, urllib3.HTTPSConnectionPool] = OrderedDict()
+
+    @property
+    def lease(self) -> timedelta:
+        # Long enough for a connect and a read, and the processing of the answer.
+        return 2 * self.ctx.settings.push_timeout + self.ctx.settings.callback_lease
+
+    def run_pass(self) -> int:
+        """Claim the push VENs that have something due and are not leased or backing off, and
+        start pushing to each on a free thread; returns how many were started."""
+        self._resources()
+        ctx = self.ctx
+        started = 0
+        with self._app_context(), ctx.store.session():
+            # With every thread busy the pass waits for one to free, up to PASS_BUDGET: one
+            # event for many VENs is pushed at the pace the VENs answer, not one thread-pool
+            # full per pass.
+            deadline = time.monotonic() + PASS_BUDGET
+            for ven_id in rules.push_ven_ids(ctx):
+                if ven_id in self._busy:
+                    continue
+                while len(self._busy) >= ctx.settings.push_concurrency:
+                    if time.monotonic() > deadline:
+                        return started
+                    time.sleep(0.002)
+                ven = ctx.store.get_ven(ven_id)
+                if ven is None or not rules.is_push(ven):
+                    continue
+                now = ctx.now()
+                if rules.waiting(ctx, ven_id, now) or services.poll.nothing_pending(
+                        ctx, ven_id, now, outbox.redelivery_after(ctx, ven)):
+                    continue
+                if not rules.claim(ctx, ven_id, self.owner, now, self.lease):
+                    continue
+                with self._lock:
+                    self._busy.add(ven_id)
+                self._executor.submit(self._deliver, ven_id)
+                started += 1
+        return started
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until this process pushes to no VEN (``flask openadr push --once``); True when
+        it is idle, False when ``timeout`` seconds passed first."""
+        self._resources()
+        deadline = time.monotonic() + timeout
+        while self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _deliver(self, ven_id: str) -> None:
+        """Push the VEN's due messages one at a time, in order, while this process holds its
+        lease; a failure stops and backs off."""
+        ctx = self.ctx
+        failed = False
+        try:
+            with self._app_context(), ctx.store.session():
+                for _ in range(MESSAGES_PER_CLAIM):
+                    now = ctx.now()
+                    ven = ctx.store.get_ven(ven_id)
+                    if ven is None or not rules.is_push(ven):
+                        break
+                    # Renewed before each message, so a long queue keeps the lease.
+                    if not rules.claim(ctx, ven_id, self.owner, now, self.lease):
+                        break
+                    taken = rules.take(ctx, ven, now)
+                    if taken is None:
+                        break
+                    if not self._send(ven, taken):
+                        failed = True
+                        break
+        except Exception:
+            failed = True
+            logger.exception("pushing to VEN %r failed; it is retried after a back-off", ven_id)
+        finally:
+            try:
+                now = ctx.now()
+                state = rules.release(ctx, ven_id, self.owner, failed=failed, now=now)
+                ven = ctx.store.get_ven(ven_id) if failed else None
+                if ven is not None and rules.failing_too_long(ctx, ven, state, now):
+                    with self._app_context():
+                        _run_transition(ctx, liveness.unreachable(ctx, ven_id))
+            except Exception:  # the lease then runs out by itself
+                logger.exception("could not release the push lease of VEN %r", ven_id)
+            with self._lock:
+                self._busy.discard(ven_id)
+
+    def _pool_for(self, ven: VenRecord, url: str) -> tuple[Any, str]:
+        """The pool to POST ``url`` through, and the target to give it. An https VEN with a
+        bound certificate fingerprint gets a pool of its own whose connections check that the
+        server presents that certificate before anything is sent (protocol notes 1.6)."""
+        fingerprint = ven.get("fingerprint")
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not fingerprint:
+            return self._pool, url
+        key = (ven["ven_id"], fingerprint, parts.hostname, parts.port)
+        with self._lock:
+            pool = self._pinned.get(key)
+            if pool is None:
+                # One connection: this VEN gets one push at a time.
+                pool = urllib3.HTTPSConnectionPool(parts.hostname, parts.port or 443,
+                                                   maxsize=1, **self._pool_settings)
+                pool.ConnectionCls = _pinned_connection(fingerprint)
+                self._pinned[key] = pool
+                while len(self._pinned) > MAX_PINNED_POOLS:
+                    self._pinned.popitem(last=False)[1].close()
+            self._pinned.move_to_end(key)
+        return pool, parts.path or "/"
+
+    def _send(self, ven: VenRecord, taken: rules.Taken) -> bool:
+        """POST one message; True when the VEN took it (HTTP 200)."""
+        ctx = self.ctx
+        ven_id = ven["ven_id"]
+        body = taken.body or codec.encode(taken.payload_name, taken.payload)
+        if ven.get("xml_signature") and self.signer is not None:
+            # A VEN that registered with signatures rejects unsigned messages (notes 2.3).
+            body = signature.sign(codec.encode_element(taken.payload_name, taken.payload),
+                                  self.signer, now=ctx.now())
+        url = rules.url_for(ctx, ven, taken.payload_name)
+        try:
+            pool, target = self._pool_for(ven, url)
+            response = pool.request(
+                "POST", target, body=body, headers={"Content-Type": "application/xml"},
+                preload_content=False, redirect=False)
+            try:
+                answer = response.read(ctx.settings.max_message_bytes + 1)
+            finally:
+                response.release_conn()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            logger.warning("could not push %s to VEN %r at %s: %s", taken.payload_name, ven_id,
+                           url, exc)
+            rules.undo(ctx, ven_id, taken, ctx.now())
+            return False
+        if response.status != 200:
+            logger.warning("VEN %r answered the push of %s to %s with HTTP %d", ven_id,
+                           taken.payload_name, url, response.status)
+            rules.undo(ctx, ven_id, taken, ctx.now())
+            return False
+        ctx.emit("message_sent", ven_id=ven_id, payload_name=taken.payload_name,
+                 payload=taken.payload)
+        # A push the VEN took counts as a sign of life, as a message from it does.
+        _run_transition(ctx, liveness.seen(ctx, ven_id, ven))
+        self._answer(ven, taken, answer)
+        return True
+
+    def _answer(self, ven: VenRecord, taken: rules.Taken, data: bytes) -> None:
+        """Process the VEN's synchronous answer as if it had POSTed it to the VTN."""
+        ctx = self.ctx
+        ven_id = ven["ven_id"]
+        expected = outbox.ACKNOWLEDGED_BY.get(taken.payload_name, "oadrResponse")
+        if not data.strip():
+            if taken.payload_name != "oadrDistributeEvent":
+                # Without its acknowledgement the message is sent again after
+                # OPENADR_REDELIVERY_AFTER, as for a pull VEN that does not answer.
+                logger.warning("VEN %r answered the push of %s with an empty body, not %s",
+                               ven_id, taken.payload_name, expected)
+            return  # the VEN's oadrCreatedEvent comes later, on EiEvent
+        try:
+            root = codec.parse(data, max_bytes=ctx.settings.max_message_bytes)
+            signed = signature.is_signed(root)
+            if signed:
+                # The signer must be the VEN's certificate bound at registration.
+                verified = signature.verify(root, client_fingerprint=ven.get("fingerprint"))
+                replay.check(ctx.store, verified, now=ctx.now(),
+                             window=ctx.settings.replay_window)
+                root = verified.payload
+            name, payload = codec.decode_element(root)
+        except (MalformedMessage, Rejection) as exc:
+            logger.warning("VEN %r answered the push of %s with a message the VTN refuses: %s",
+                           ven_id, taken.payload_name, exc)
+            return
+        if name == "oadrResponse" and (expected != "oadrResponse"
+                                       or taken.payload_name == "oadrDistributeEvent"):
+            code = payload["response"]["response_code"]
+            if code // 100 != 2:
+                logger.warning("VEN %r answered the push of %s with %s %s; it is not sent "
+                               "again", ven_id, taken.payload_name, code,
+                               payload["response"].get("response_description"))
+                rules.answered(ctx, ven_id, taken)
+            return
+        if name != expected:
+            logger.warning("VEN %r answered the push of %s with %s, not %s", ven_id,
+                           taken.payload_name, name, expected)
+            return
+        # The answer came on the connection the VTN opened to the VEN's registered address:
+        # it is that VEN's, even when it leaves its optional venID out.
+        payload.setdefault("ven_id", ven_id)
+        ctx.emit("message_received", ven_id=ven_id, payload_name=name, payload=payload)
+        outcome = services.handle(ctx, services.SERVICE_OF[name], name, payload,
+                                  ven.get("fingerprint"), signed=signed)
+        response = outcome.payload.get("response") or {}
+        if response.get("response_code", 200) // 100 != 2:
+            logger.warning("the VTN refused VEN %r's %s answering a push: %s %s", ven_id, name,
+                           response.get("response_code"), response.get("response_description"))
+
+
+def _pinned_connection(fingerprint: str) -> type:
+    """An https connection class that refuses a server whose certificate does not have the
+    OpenADR ``fingerprint``: the check runs right after the handshake, before the request."""
+
+    class PinnedConnection(urllib3.connection.HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            der = self.sock.getpeercert(binary_form=True) if self.sock is not None else None
+            found = fingerprint_from_der(der) if der else None
+            if found != fingerprint:
+                self.close()
+                raise urllib3.exceptions.SSLError(
+                    f"the VEN's server certificate has fingerprint {found}, not {fingerprint} "
+                    "bound at its registration; the VEN must serve the certificate it "
+                    "registered with")
+
+    return PinnedConnection
+
+
+def _run_transition(ctx: Context, transition: Any) -> None:
+    # Runs the callback of an online or offline transition this process won.
+    if transition is None:
+        return
+    try:
+        liveness.run_transition(ctx, transition)
+    except Exception:
+        logger.exception("could not complete the liveness transition of VEN %r",
+                         transition["ven_id"])

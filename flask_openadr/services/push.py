@@ -1,0 +1,223 @@
+"""HTTP push on dicts: push addresses, which service a pushed payload goes to, the per-VEN lease
+that lets one sender at a time push to a VEN, and what a failed push undoes.
+
+The HTTP side (connections, the sender thread, decoding the VEN's answer) lives in
+:mod:`flask_openadr.push`; this module knows no HTTP and no XML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from ..errors import InvalidData
+from ..store.base import OutboxItem, VenRecord
+from . import delivery, events, outbox, reports
+from .context import Context
+
+#: The service endpoint each VTN-originated payload is pushed to (protocol notes 1.3).
+PUSH_SERVICE = {
+    "oadrDistributeEvent": "EiEvent",
+    "oadrRegisterReport": "EiReport",
+    "oadrCreateReport": "EiReport",
+    "oadrCancelReport": "EiReport",
+    "oadrUpdateReport": "EiReport",
+    "oadrCancelPartyRegistration": "EiRegisterParty",
+    "oadrRequestReregistration": "EiRegisterParty",
+}
+
+#: Store record kind of the push state of each VEN, one record under the key ``"push"``:
+#: ``{"owner", "lease_until", "failures", "next_attempt"}``.
+PUSH_STATE = "push_state"
+_KEY = "push"
+
+
+def normalise_address(address: Any) -> str:
+    """The transport address a push VEN registered with, without trailing slashes (the harness
+    re-registers with and without one: it is the same VEN). Raises
+    :class:`~flask_openadr.errors.InvalidData` (454) for anything but an http(s) URL."""
+    if not isinstance(address, str) or not address.strip():
+        raise InvalidData(description="oadrTransportAddress is required with oadrHttpPullModel "
+                          "false: the URL the VTN pushes to, such as https://ven.example:8443")
+    text = address.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname \
+            or parts.query or parts.fragment:
+        raise InvalidData(description=f"oadrTransportAddress {text[:100]!r} is not an http(s) "
+                          "URL without query or fragment; send one such as "
+                          "https://ven.example:8443")
+    return text.rstrip("/")
+
+
+def is_push(ven: Mapping[str, Any]) -> bool:
+    """Whether the VTN pushes to this VEN: registered, for push, with an address."""
+    return bool(ven.get("registration_id")) and ven.get("http_pull_model") is False \
+        and bool(ven.get("transport_address"))
+
+
+#: Store record kind of the index of push VENs: under the owner ``"*"``, one record
+#: ``{"ven_id"}`` per VEN registered for push, so that a sender pass reads one list, not every
+#: VEN (a VTN of pull VENs pays one read per pass). An entry may outlive its registration by a
+#: moment; the sender checks the VEN record itself.
+PUSH_VENS = "push_ven"
+_ALL = "*"
+
+
+def index(ctx: Context, ven: Mapping[str, Any]) -> None:
+    """Keep the VEN's entry in the push index right after its record changed; inside the
+    (VTN-wide) transaction that stores the record."""
+    if is_push(ven):
+        ctx.store.put_record(PUSH_VENS, _ALL, ven["ven_id"], {"ven_id": ven["ven_id"]})
+    else:
+        ctx.store.delete_record(PUSH_VENS, _ALL, ven["ven_id"])
+
+
+def push_ven_ids(ctx: Context) -> list[str]:
+    """The venIDs in the push index."""
+    return [record["ven_id"] for record in ctx.store.list_records(PUSH_VENS, _ALL)]
+
+
+def url_for(ctx: Context, ven: Mapping[str, Any], payload_name: str) -> str:
+    """Where ``payload_name`` is POSTed: ``<address><OPENADR_PUSH_PATH>/<service>``."""
+    return f"{ven['transport_address']}{ctx.settings.push_path}/{PUSH_SERVICE[payload_name]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The lease: one sender at a time per VEN, in any process on any host.
+
+
+def claim(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+    """Take (or renew, for the same ``owner``) the VEN's push lease until ``now + lease``,
+    unless another owner holds one that has not ended or the VEN's back-off has not ended.
+    The read and the write share one per-VEN transaction, which the store serialises: of two
+    senders claiming at once, one wins."""
+    with ctx.store.atomic(ven_id):
+        state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY) or {}
+        if state.get("owner") not in (None, owner) and state["lease_until"] > now:
+            return False
+        if state.get("owner") != owner and state.get("next_attempt") \
+                and state["next_attempt"] > now:
+            return False
+        ctx.store.put_record(PUSH_STATE, ven_id, _KEY,
+                             dict(state, owner=owner, lease_until=now + lease))
+        return True
+
+
+def release(ctx: Context, ven_id: str, owner: str, *, failed: bool,
+            now: datetime) -> dict[str, Any] | None:
+    """End ``owner``'s lease. After a failure the next attempt waits a back-off that doubles
+    with each failure in a row, from one second up to ``OPENADR_PUSH_RETRY_MAX``; a success
+    resets it. Returns the VEN's push state, or None when the lease was no longer ``owner``'s.
+
+    ``failing_since`` is when the failures in a row began (None after a success)."""
+    with ctx.store.atomic(ven_id):
+        state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY) or {}
+        if state.get("owner") not in (None, owner):
+            return None  # the lease ran out and another sender has it now
+        failures = state.get("failures", 0) + 1 if failed else 0
+        new = {
+            "owner": None, "lease_until": now, "failures": failures,
+            "next_attempt": now + backoff(ctx, failures) if failures else None,
+            "failing_since": (state.get("failing_since") or now) if failures else None,
+        }
+        ctx.store.put_record(PUSH_STATE, ven_id, _KEY, new)
+        return new
+
+
+def failing_too_long(ctx: Context, ven: Mapping[str, Any], state: Mapping[str, Any] | None,
+                     now: datetime) -> bool:
+    """Whether pushes to the VEN have failed for ``OPENADR_OFFLINE_AFTER_MISSED_POLLS`` poll
+    intervals in a row: it counts as offline then (a pull VEN that missed as many polls does)."""
+    if not state or not state.get("failing_since"):
+        return False
+    frequency = ven.get("poll_frequency") or ctx.settings.poll_frequency
+    return state["failing_since"] + frequency * ctx.settings.offline_after_missed_polls <= now
+
+
+def backoff(ctx: Context, failures: int) -> timedelta:
+    """How long a VEN waits after ``failures`` failed pushes in a row."""
+    cap = ctx.settings.push_retry_max
+    return min(cap, timedelta(seconds=2 ** min(failures - 1, 30)))
+
+
+def waiting(ctx: Context, ven_id: str, now: datetime) -> bool:
+    """Whether the VEN is in back-off or leased by a sender (a cheap check before a claim)."""
+    state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY)
+    if not state:
+        return False
+    return bool(state.get("owner") and state["lease_until"] > now) or \
+        bool(state.get("next_attempt") and state["next_attempt"] > now)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is pushed, and what a failed push puts back.
+
+
+@dataclass
+class Taken:
+    """A message taken for pushing, recorded as sent at ``sent_at``; ``body`` is its XML when
+    the context encodes. ``item`` is the outbox item (None for an oadrDistributeEvent), and
+    ``held`` the VEN's delivery entries before it (to put back if the push fails)."""
+
+    payload_name: str
+    payload: dict[str, Any]
+    body: bytes | None
+    item: OutboxItem | None
+    held: dict[str, Any]
+    sent_at: datetime
+
+
+def take(ctx: Context, ven: VenRecord, now: datetime) -> Taken | None:
+    """The VEN's next message in the order a poll takes them (protocol notes 5.5), recorded as
+    sent, or None when nothing is due. Holders of the VEN's lease call it, one at a time."""
+    ven_id = ven["ven_id"]
+    wait = outbox.redelivery_after(ctx, ven)
+    with ctx.store.atomic(ven_id):
+        held = delivery.load(ctx, ven_id)["events"]
+        events_due = events.distribution_pending(ctx, ven, now)
+        item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded,
+                           max_priority=outbox.BEFORE_EVENTS if events_due else None)
+        if item is not None:
+            name, payload, body = ctx.reply(item["payload_name"], item["payload"])
+            return Taken(name, payload, body, item, held, now)
+        if events_due:
+            name, payload, body = ctx.reply(
+                "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
+            return Taken(name, payload, body, None, held, now)
+    return None
+
+
+def undo(ctx: Context, ven_id: str, taken: Taken, now: datetime) -> None:
+    """The push of ``taken`` failed (no answer, or an HTTP error): make it due again, so the
+    next attempt sends it (or, for events, what is current then) before anything queued later."""
+    with ctx.store.atomic(ven_id):
+        if taken.item is not None:
+            key = outbox.acknowledgement_key(taken.payload_name, taken.payload)
+            if ctx.store.get_record(outbox.AWAITING, ven_id, key) is not None:
+                # Due at once: a sent message is due again once redelivery_after has passed.
+                ven = ctx.store.get_ven(ven_id) or {}
+                ctx.store.put_record(outbox.AWAITING, ven_id, key, {
+                    "item": taken.item,
+                    "sent_at": now - outbox.redelivery_after(ctx, ven)})  # type: ignore[arg-type]
+            return
+        record = delivery.load(ctx, ven_id)
+        changed = False
+        for event in taken.payload.get("events") or []:
+            event_id = event["event_descriptor"]["event_id"]
+            entry = record["events"].get(event_id)
+            if isinstance(entry, dict) and entry.get("sent_at") == taken.sent_at:
+                # The VEN holds what it held before; a later distribution did not overwrite it.
+                record["events"][event_id] = taken.held.get(event_id, {})
+                changed = True
+        if changed:
+            record["due_at"] = now
+            delivery.save(ctx, ven_id, record)
+
+
+def answered(ctx: Context, ven_id: str, taken: Taken) -> None:
+    """The VEN answered ``taken`` with an OpenADR error instead of its paired reply: it is not
+    sent again (an error says the VEN got it and will not take it)."""
+    if taken.item is not None:
+        outbox.acknowledge(ctx, ven_id,
+                           outbox.acknowledgement_key(taken.payload_name, taken.payload))

@@ -1,0 +1,500 @@
+"""HTTP push end to end: gunicorn (2 workers, both running the push sender) pushing to real push
+VENs (tests/push_ven.py) on loopback, on SQLite and on PostgreSQL; and the push rules on their
+own (leases, back-off, addresses)."""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from flask import Flask
+
+from backends import SHARED, URI_FACTORIES, postgresql_uri
+from flask_openadr import VTN
+from flask_openadr.errors import InvalidData
+from flask_openadr.services import push as rules
+from flask_openadr.services.context import Context, Settings
+from flask_openadr.store import open_store
+from flask_openadr.store.memory import MemoryStore
+from servers import Gunicorn
+
+pytest.importorskip("openleadr")
+from push_ven import PushVEN  # noqa: E402 - needs openleadr
+
+#: Settings of the served VTN: a short back-off and timeout, so that retries happen within a
+#: test, and a long redelivery time, so that every message counted arrived by a push, not by a
+#: redelivery.
+PUSH_CONFIG = {"OPENADR_PUSH_RETRY_MAX": 0.5, "OPENADR_PUSH_TIMEOUT": 1,
+               "OPENADR_REDELIVERY_AFTER": 60}
+
+
+def _sqlite(tmp_path):
+    return "sqlite:///" + str(tmp_path / "vtn.sqlite3")
+
+
+STORES = {"sqlite": _sqlite, "postgresql": postgresql_uri}
+
+
+@pytest.fixture(params=sorted(STORES))
+def served(request, tmp_path):
+    """gunicorn, 2 workers with the sender hooks, on a shared store; yields (base, operator
+    app, operator VTN, handler log path)."""
+    store_uri = STORES[request.param](tmp_path)
+    hooks = tmp_path / "gunicorn_conf.py"
+    hooks.write_text("from flask_openadr.gunicorn import post_fork, post_worker_init, "
+                     "worker_exit  # noqa: F401\n")
+    log_path = tmp_path / "handlers.jsonl"
+    server = Gunicorn("e2e_app:create_app()", tmp_path, workers=2, args=["-c", str(hooks)],
+                      env={"E2E_STORE_URI": store_uri, "E2E_LOG": str(log_path),
+                           "E2E_INSTANCE": str(tmp_path / "instance"),
+                           "E2E_CONFIG": json.dumps(PUSH_CONFIG)})
+    # The operator's portal: another process's view of the same store; it serves no request,
+    # so it pushes nothing itself.
+    app = Flask("operator", instance_path=str(tmp_path / "operator"))
+    app.config.update(OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="E2E-VTN")
+    vtn = VTN(app)
+    try:
+        yield server.base, app, vtn, log_path
+    finally:
+        server.stop()
+        app.extensions["openadr"].context.store.close()
+
+
+@contextlib.contextmanager
+def push_vens(base, count=1):
+    vens = [PushVEN(base, name=f"pushy-{n}") for n in range(count)]
+    try:
+        for ven in vens:
+            ven.start()
+        yield vens
+    finally:
+        for ven in vens:
+            ven.stop()
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def add_event(vtn, ven_ids, *, hour: int = 1):
+    # Events for one VEN in one market context must not overlap: several go to separate hours.
+    start = datetime.now(timezone.utc) + timedelta(hours=hour)
+    return vtn.add_event(targets={"ven_ids": list(ven_ids)}, signal_name="SIMPLE",
+                         signal_type="level", intervals=[{
+                             "dtstart": start, "duration": timedelta(minutes=30),
+                             "signal_payload": 1.0}])
+
+
+def created_events(log_path):
+    try:
+        with open(log_path, encoding="utf-8") as fh:
+            lines = [json.loads(line) for line in fh]
+    except FileNotFoundError:
+        return []
+    return [line for line in lines if line["kind"] == "created_event"]
+
+
+def distributed(ven):
+    """(eventID, modificationNumber, status) of each event of each oadrDistributeEvent."""
+    return [[(e["event_descriptor"]["event_id"], e["event_descriptor"]["modification_number"],
+              e["event_descriptor"]["event_status"]) for e in payload["events"]]
+            for payload, _ in ven.of("oadrDistributeEvent")]
+
+
+def test_every_message_type_is_pushed_once_and_in_order(served):
+    base, app, vtn, log_path = served
+    with push_vens(base) as (ven,):
+        ven.register()
+        # Exactly one METADATA oadrRegisterReport after the registration (the harness checks).
+        wait_for(lambda: ven.names() == ["oadrRegisterReport"], what="the METADATA report")
+        assert ven.paths == ["/ven/OpenADR2/Simple/2.0b/EiReport"]
+
+        with app.app_context():
+            queued = time.monotonic()
+            event_id = add_event(vtn, [ven.ven_id])
+        wait_for(lambda: ven.of("oadrDistributeEvent"), what="the event")
+        assert ven.of("oadrDistributeEvent")[0][1] - queued < 1.0
+        # The empty 200 was enough; the VEN's oadrCreatedEvent came later on EiEvent.
+        wait_for(lambda: created_events(log_path), what="oadrCreatedEvent")
+        assert created_events(log_path)[0]["event_id"] == event_id
+
+        with app.app_context():
+            vtn.modify_event(event_id, priority=2)
+            vtn.cancel_event(event_id)
+        wait_for(lambda: distributed(ven)[-1][0][2] == "cancelled", what="the cancellation")
+        numbers = [batch[0][1] for batch in distributed(ven)]
+        assert numbers == sorted(numbers) and numbers[0] == 0 and numbers[-1] == 2
+
+        with app.app_context():
+            report_request_id = vtn.request_metadata(ven.ven_id)
+        wait_for(lambda: ven.of("oadrCreateReport"), what="oadrCreateReport")
+        with app.app_context():
+            vtn.cancel_report(ven.ven_id, report_request_id)
+        wait_for(lambda: ven.of("oadrCancelReport"), what="oadrCancelReport")
+        with app.app_context():
+            vtn.request_reregistration(ven.ven_id)
+        wait_for(lambda: ven.of("oadrRequestReregistration"), what="oadrRequestReregistration")
+        with app.app_context():
+            vtn.cancel_registration(ven.ven_id)
+        wait_for(lambda: ven.of("oadrCancelPartyRegistration"), what="the cancellation")
+        # The VEN's oadrCanceledPartyRegistration, answered synchronously, ended it.
+        with app.app_context():
+            wait_for(lambda: not [v for v in vtn.vens() if v["registration_id"]],
+                     what="the registration to end")
+        time.sleep(1.5)  # several sender passes: nothing acknowledged comes again
+        names = ven.names()
+        for name in ("oadrRegisterReport", "oadrCreateReport", "oadrCancelReport",
+                     "oadrRequestReregistration", "oadrCancelPartyRegistration"):
+            assert names.count(name) == 1, names
+        assert ven.most_in_flight == 1  # one push at a time, from either worker
+        assert {path.rsplit("/", 1)[1] for path in ven.paths} == {
+            "EiReport", "EiEvent", "EiRegisterParty"}
+
+
+def test_a_ven_that_was_unreachable_gets_everything_when_it_comes_back(served):
+    base, app, vtn, log_path = served
+    with push_vens(base) as (ven,):
+        ven.register()
+        wait_for(lambda: ven.names() == ["oadrRegisterReport"], what="the METADATA report")
+        ven.stop()
+        with app.app_context():
+            event_ids = [add_event(vtn, [ven.ven_id], hour=hour) for hour in (1, 2, 3)]
+            vtn.request_metadata(ven.ven_id)
+        time.sleep(3)  # several failed attempts and back-offs (at most 0.5 s each)
+        assert ven.names() == ["oadrRegisterReport"]
+        ven.start()  # the same port again
+        wait_for(lambda: ven.of("oadrCreateReport") and ven.of("oadrDistributeEvent"),
+                 what="the queue after the restart")
+        wait_for(lambda: {e["event_id"] for e in created_events(log_path)} == set(event_ids),
+                 what="every event acknowledged")
+        time.sleep(1.0)
+        assert ven.names().count("oadrCreateReport") == 1
+        assert {e for batch in distributed(ven) for e, _, _ in batch} == set(event_ids)
+
+
+def test_a_failing_or_hanging_ven_does_not_hold_up_the_others(served):
+    base, app, vtn, log_path = served
+    with push_vens(base, count=3) as (failing, hanging, healthy):
+        for ven in (failing, hanging, healthy):
+            ven.register()
+        wait_for(lambda: all(v.names() for v in (failing, hanging, healthy)),
+                 what="the METADATA reports")
+        failing.mode = "error"
+        hanging.mode = "hang"
+        with app.app_context():
+            queued = time.monotonic()
+            event_id = add_event(vtn, [failing.ven_id, hanging.ven_id, healthy.ven_id])
+        wait_for(lambda: healthy.of("oadrDistributeEvent"), what="the healthy VEN's event")
+        assert healthy.of("oadrDistributeEvent")[0][1] - queued < 1.0
+        # A pull VEN beside them polls as always and gets the event too.
+        name, reply = healthy.send(
+            "EiRegisterParty", "oadrCreatePartyRegistration", request_id="pull-1",
+            ven_name="puller", profile_name="2.0b", transport_name="simpleHttp",
+            report_only=False, xml_signature=False, http_pull_model=True)
+        puller = reply["ven_id"]
+        with app.app_context():
+            pulled_event = add_event(vtn, [puller])
+        seen = set()
+        for _ in range(5):
+            name, reply = healthy.send("OadrPoll", "oadrPoll", ven_id=puller)
+            if name == "oadrDistributeEvent":
+                seen |= {e["event_descriptor"]["event_id"] for e in reply["events"]}
+        assert pulled_event in seen
+        time.sleep(2)  # retried (HTTP 500) and timed out (hang) meanwhile
+        assert not failing.of("oadrDistributeEvent") and not hanging.of("oadrDistributeEvent")
+        failing.mode = hanging.mode = "ok"
+        wait_for(lambda: failing.of("oadrDistributeEvent") and hanging.of("oadrDistributeEvent"),
+                 timeout=15, what="the event after recovery")
+        for ven in (failing, hanging):
+            assert distributed(ven)[0][0][0] == event_id
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules on their own.
+
+
+@pytest.mark.parametrize("address", ["ftp://ven.example", "ven.example", "", None,
+                                     "http://", "http://ven.example/?a=1"])
+def test_addresses_that_are_not_http_urls_are_refused(address):
+    with pytest.raises(InvalidData) as caught:
+        rules.normalise_address(address)
+    assert "oadrTransportAddress" in caught.value.description
+
+
+def test_address_normalisation_and_urls():
+    assert rules.normalise_address(" https://ven.example:8443/base// ") == \
+        "https://ven.example:8443/base"
+    ctx = Context(Settings(push_path="/OpenADR2/Simple/2.0b"), MemoryStore())
+    ven = {"transport_address": "https://ven.example:8443/base"}
+    assert rules.url_for(ctx, ven, "oadrDistributeEvent") == \
+        "https://ven.example:8443/base/OpenADR2/Simple/2.0b/EiEvent"
+    assert rules.url_for(ctx, ven, "oadrCreateReport").endswith("/EiReport")
+    assert rules.url_for(ctx, ven, "oadrRequestReregistration").endswith("/EiRegisterParty")
+
+
+@pytest.fixture(params=sorted(URI_FACTORIES))
+def any_store(request, tmp_path):
+    opened = open_store(URI_FACTORIES[request.param](tmp_path))
+    yield opened
+    opened.close()
+
+
+def test_one_lease_holder_at_a_time_and_a_capped_backoff(any_store):
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), any_store)
+    lease = timedelta(seconds=10)
+    assert rules.claim(ctx, "v", "a", t0, lease)
+    assert not rules.claim(ctx, "v", "b", t0 + timedelta(seconds=9), lease)
+    assert rules.claim(ctx, "v", "a", t0 + timedelta(seconds=9), lease)  # renewal
+    # A lease that ran out (its holder died) goes to the next claimant.
+    assert rules.claim(ctx, "v", "b", t0 + timedelta(seconds=20), lease)
+    rules.release(ctx, "v", "a", failed=True, now=t0 + timedelta(seconds=21))  # not a's any more
+    assert not rules.claim(ctx, "v", "a", t0 + timedelta(seconds=21), lease)
+    waits = []
+    now = t0 + timedelta(seconds=30)
+    for _ in range(5):
+        rules.release(ctx, "v", "b", failed=True, now=now)
+        state = ctx.store.get_record(rules.PUSH_STATE, "v", "push")
+        waits.append((state["next_attempt"] - now).total_seconds())
+        assert not rules.claim(ctx, "v", "b", now, lease)  # backing off
+        now = state["next_attempt"]
+        assert rules.claim(ctx, "v", "b", now, lease)
+    assert waits == [1, 2, 4, 5, 5]
+    rules.release(ctx, "v", "b", failed=False, now=now)
+    assert rules.claim(ctx, "v", "c", now, lease)
+
+
+def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
+    from flask_openadr import liveness
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = [t0]
+    calls = []
+    ctx = Context(Settings(poll_frequency=timedelta(seconds=10), offline_after_missed_polls=3),
+                  MemoryStore(), clock=lambda: now[0],
+                  handlers={"on_ven_offline": liveness.LivenessHandler(calls.append)})
+    ven = {"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+           "transport_address": "http://ven.example", "poll_frequency": timedelta(seconds=10)}
+    ctx.store.put_ven(ven)
+    liveness.run_transition(ctx, liveness.seen(ctx, "v", ven))
+    now[0] = t0 + timedelta(days=30)
+    assert liveness.sweep(ctx) == 0 and calls == []  # silence: still online
+
+    state = rules.release(ctx, "v", "a", failed=True, now=now[0])
+    assert not rules.failing_too_long(ctx, ven, state, now[0] + timedelta(seconds=29))
+    later = now[0] + timedelta(seconds=30)
+    state = rules.release(ctx, "v", "a", failed=True, now=later)
+    assert rules.failing_too_long(ctx, ven, state, later)
+    transition = liveness.unreachable(ctx, "v")
+    assert transition is not None and transition["kind"] == "offline"
+    liveness.run_transition(ctx, transition)
+    assert calls == ["v"]
+    assert liveness.unreachable(ctx, "v") is None  # once
+    state = rules.release(ctx, "v", "a", failed=False, now=later)
+    assert state["failing_since"] is None and not rules.failing_too_long(ctx, ven, state, later)
+
+
+def test_flask_openadr_push_once_pushes_what_is_due_and_processes_the_answer(app, vtn):
+    from conftest import make_ven
+
+    peer = PushVEN("http://127.0.0.1:9")  # it never calls the VTN in this test
+    peer.start()
+    try:
+        _, reply = make_ven(app).register(http_pull_model=False, transport_address=peer.address)
+        assert reply["response"]["response_code"] == 200
+        runner = app.test_cli_runner()
+        result = runner.invoke(args=["openadr", "push", "--once"])
+        assert result.exit_code == 0, result.output
+        assert "pushed to 1 VEN(s)" in result.output
+        assert peer.names() == ["oadrRegisterReport"]
+        # The peer left its optional venID out of oadrRegisteredReport: the answer is still
+        # the VEN's (it came back on the VTN's own connection), so it acknowledged the report.
+        from flask_openadr.services import outbox
+
+        with app.app_context():
+            assert vtn.store.list_records(outbox.AWAITING, reply["ven_id"]) == []
+        result = runner.invoke(args=["openadr", "push", "--once"])
+        assert "pushed to 0 VEN(s)" in result.output
+        assert peer.names() == ["oadrRegisterReport"]
+    finally:
+        peer.stop()
+
+
+@pytest.mark.parametrize("backend", SHARED)
+def test_of_senders_claiming_at_once_through_separate_handles_one_wins(backend, tmp_path):
+    import threading
+
+    uri = URI_FACTORIES[backend](tmp_path)
+    stores = [open_store(uri) for _ in range(6)]
+    try:
+        now = datetime.now(timezone.utc)
+        start = threading.Barrier(len(stores))
+        won = []
+
+        def contend(n, store):
+            ctx = Context(Settings(), store)
+            start.wait()
+            if rules.claim(ctx, "v", f"sender-{n}", now, timedelta(seconds=30)):
+                won.append(n)
+
+        threads = [threading.Thread(target=contend, args=(n, s)) for n, s in enumerate(stores)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(won) == 1
+        state = stores[0].get_record(rules.PUSH_STATE, "v", "push")
+        assert state["owner"] == f"sender-{won[0]}"
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.parametrize("ven_signs", [True, False])
+def test_a_ven_registered_with_signatures_gets_signed_pushes_and_must_sign_its_answers(
+        tmp_path, ven_signs):
+    from flask_openadr import codec
+    from flask_openadr.security.signature import load_signer, verify
+    from flask_openadr.services import outbox
+    from flask_openadr.testing import VENTestClient, make_certificate
+
+    vtn_cert = make_certificate("vtn")
+    ven_cert = make_certificate("signing-ven")
+    app = Flask("signing_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI="sqlite:///" + str(tmp_path / "s.db"),
+                      OPENADR_SIGNING_CERT=vtn_cert.pem, OPENADR_SIGNING_KEY=vtn_cert.key_pem())
+    vtn = VTN(app)
+    peer = PushVEN("http://127.0.0.1:9")
+    if ven_signs:
+        peer.signer = load_signer(ven_cert.pem, ven_cert.key_pem())
+    peer.start()
+    state = app.extensions["openadr"]
+    try:
+        ven = VENTestClient(app.test_client(), ven_name="signing-ven", certificate=ven_cert,
+                            signing_cert=ven_cert.pem, signing_key=ven_cert.key_pem(),
+                            vtn_fingerprint=vtn_cert.fingerprint)
+        _, reply = ven.register(http_pull_model=False, transport_address=peer.address,
+                                xml_signature=True)
+        assert reply["response"]["response_code"] == 200
+        assert state.pusher.run_pass() == 1 and state.pusher.wait_idle()
+        (body,) = peer.bodies
+        verified = verify(codec.parse(body))  # signed by the VTN's key
+        assert verified.fingerprint == vtn_cert.fingerprint
+        assert codec.decode_element(verified.payload)[0] == "oadrRegisterReport"
+        with app.app_context():
+            awaiting = vtn.store.list_records(outbox.AWAITING, reply["ven_id"])
+        # A signed answer acknowledges the report; an unsigned one from a VEN that registered
+        # with signatures is refused (459), so the report still waits for its acknowledgement.
+        assert len(awaiting) == (0 if ven_signs else 1)
+    finally:
+        peer.stop()
+        state.context.store.close()
+
+
+def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again(
+        app, vtn, caplog):
+    from conftest import make_ven
+
+    from flask_openadr.services import outbox
+
+    peer = PushVEN("http://127.0.0.1:9")
+    peer.mode = "refuse"
+    peer.start()
+    try:
+        _, reply = make_ven(app).register(http_pull_model=False, transport_address=peer.address)
+        runner = app.test_cli_runner()
+        assert runner.invoke(args=["openadr", "push", "--once"]).exit_code == 0
+        assert peer.names() == ["oadrRegisterReport"]
+        assert any("452" in r.getMessage() and "not sent again" in r.getMessage()
+                   for r in caplog.records)
+        with app.app_context():
+            assert vtn.store.list_records(outbox.AWAITING, reply["ven_id"]) == []
+            assert vtn.store.list_outbox(reply["ven_id"]) == []
+    finally:
+        peer.stop()
+
+
+@pytest.mark.parametrize("trusted, pinned", [(True, True), (False, True), (True, False)])
+def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pinned, caplog):
+    import ssl
+
+    from conftest import make_ven
+    from pki import TestPKI
+
+    pki = TestPKI(str(tmp_path / "pki"))
+    vtn_client = pki.ven("vtn-push-client", "ecdsa")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(pki.vtn["ecdsa"].cert_path, pki.vtn["ecdsa"].key_path)
+    server.verify_mode = ssl.CERT_REQUIRED  # the VEN requires the VTN's client certificate
+    server.load_verify_locations(pki.ca_bundle)
+    app = Flask("tls_push_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI="memory://",
+                      OPENADR_PUSH_CERT=vtn_client.cert_path,
+                      OPENADR_PUSH_KEY=vtn_client.key_path, OPENADR_PUSH_TIMEOUT=2)
+    if trusted:
+        app.config["OPENADR_PUSH_CA"] = pki.ca_bundle
+    VTN(app)
+    peer = PushVEN("http://127.0.0.1:9", ssl_context=server)
+    peer.start()
+    try:
+        # The VEN registers with the certificate it serves (pinned), or with another one.
+        certificate = pki.vtn["ecdsa"].cert_pem if pinned else pki.ven("other", "ecdsa").cert_pem
+        _, reply = make_ven(app, certificate=None,
+                            environ={"SSL_CLIENT_CERT": certificate}).register(
+            http_pull_model=False, transport_address=peer.address)
+        assert reply["response"]["response_code"] == 200
+        pusher = app.extensions["openadr"].pusher
+        assert pusher.run_pass() == 1 and pusher.wait_idle()
+        if trusted and pinned:
+            assert peer.names() == ["oadrRegisterReport"]
+            # The VEN saw the VTN's client certificate.
+            from flask_openadr.security.fingerprint import fingerprint_from_pem
+
+            assert fingerprint_from_pem(peer.client_certificates[0]) == vtn_client.fingerprint
+        else:
+            # Without OPENADR_PUSH_CA the VEN's server certificate (from a private CA) is not
+            # trusted; a server certificate other than the one the VEN registered with is
+            # refused: either way nothing is sent, and the VEN backs off.
+            assert peer.names() == []
+            with app.app_context():
+                state = app.extensions["openadr"].context.store.get_record(
+                    rules.PUSH_STATE, reply["ven_id"], "push")
+            assert state["failures"] == 1
+            reason = "CERTIFICATE_VERIFY_FAILED" if not trusted else "bound at its registration"
+            assert any(reason in r.getMessage() for r in caplog.records)
+    finally:
+        peer.stop()
+
+
+def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
+    from conftest import make_ven
+
+    ctx = app.extensions["openadr"].context
+    pusher, puller = make_ven(app, ven_name="pusher"), make_ven(app, ven_name="puller")
+    pusher.register(http_pull_model=False, transport_address="http://127.0.0.1:9/")
+    puller.register()
+    assert rules.push_ven_ids(ctx) == [pusher.ven_id]
+    pusher.register(renew=True)  # renewed as a pull VEN
+    assert rules.push_ven_ids(ctx) == []
+    pusher.register(renew=True, http_pull_model=False, transport_address="http://127.0.0.1:9")
+    assert rules.push_ven_ids(ctx) == [pusher.ven_id]
+    _, reply = pusher.cancel_registration()
+    assert reply["response"]["response_code"] == 200
+    assert rules.push_ven_ids(ctx) == []
+
+
+def test_a_push_ven_that_polls_gets_its_queue_too(app, vtn):
+    from conftest import make_ven
+
+    ven = make_ven(app)
+    ven.register(http_pull_model=False, transport_address="http://127.0.0.1:9")
+    name, _ = ven.poll()
+    assert name == "oadrRegisterReport"
+    # Taken once, by whichever asked first: it now waits for the acknowledgement.
+    assert ven.poll()[0] == "oadrResponse"
