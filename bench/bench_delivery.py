@@ -26,7 +26,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -41,6 +40,7 @@ from bench_poll_sweep import (  # noqa: E402
     free_port,
     reachable,
     request,
+    run_load,
 )
 
 from flask_openadr import codec  # noqa: E402
@@ -107,27 +107,14 @@ def remove(uri: str) -> None:
 def load(port: int, bodies: list[bytes], seconds: float, threads: int) -> dict:
     for body in bodies[:20]:  # warm up
         request(port, "POST", POLL_PATH, body)
-    before = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-    counts = [0] * threads
-    stop_at = time.monotonic() + seconds
+    rngs = [random.Random(slot) for slot in range(threads)]
 
-    def run(slot: int) -> None:
-        rng = random.Random(slot)
-        while time.monotonic() < stop_at:
-            reply = request(port, "POST", POLL_PATH, rng.choice(bodies))
-            assert b"oadrResponse" in reply, reply[:200]
-            counts[slot] += 1
+    def send(slot: int) -> None:
+        reply = request(port, "POST", POLL_PATH, rngs[slot].choice(bodies))
+        assert b"oadrResponse" in reply, reply[:200]
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    started = time.monotonic()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    wall = time.monotonic() - started
-    after = json.loads(request(port, "GET", "/bench/cpu"))["cpu"]
-    total = sum(counts)
-    return {"polls_per_s": total / wall, "cpu_ms_per_poll": (after - before) * 1000 / total}
+    total, wall, cpu = run_load(port, threads, seconds, send)
+    return {"polls_per_s": total / wall, "cpu_ms_per_poll": cpu * 1000 / total}
 
 
 def fill(uri: str, vens: int, events_count: int) -> float:
