@@ -225,11 +225,11 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool) -> dic
                 cpu0, peer0 = cpu(port), peer_stats()["cpu"]
 
                 def add(chunk: list[str]) -> list[dict]:
-                    # 50 a request: a sync worker's request must end within its timeout.
+                    # A few a request: a sync worker's request must end within its timeout.
                     return [json.loads(request(port, "POST", "/bench/events",
-                                               json.dumps(chunk[i:i + 50]).encode(),
+                                               json.dumps(chunk[i:i + 10]).encode(),
                                                "application/json"))
-                            for i in range(0, len(chunk), 50)]
+                            for i in range(0, len(chunk), 10)]
 
                 try:
                     added = sum(in_threads(add_requests, ven_ids, add), [])
