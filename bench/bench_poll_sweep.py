@@ -22,6 +22,7 @@ import http.client
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -82,17 +83,21 @@ def request(port: int, method: str, path: str, body: bytes | None = None,
 
 
 @contextlib.contextmanager
-def serve_poll_app(uri: str, tmp: str, **env: str) -> Iterator[int]:
-    """gunicorn with one sync worker serving bench/poll_app.py on ``uri``; yields its port.
+def serve_poll_app(uri: str, tmp: str, *, workers: int = 1, gunicorn_args: Sequence[str] = (),
+                   **env: str) -> Iterator[int]:
+    """gunicorn with ``workers`` sync workers serving bench/poll_app.py on ``uri``; yields its
+    port.
 
+    ``gunicorn_args``: more command-line arguments of gunicorn (such as ``-c hooks.py``).
     ``env``: more BENCH_* settings of poll_app (such as BENCH_SIGNING_CERT)."""
     port = free_port()
     env = dict(os.environ, BENCH_STORE_URI=uri, BENCH_INSTANCE=os.path.join(tmp, "instance"),
                PYTHONPATH=ROOT, **env)
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
-         "--chdir", HERE, "--log-level", "warning", "poll_app:create_app()"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
+         "--chdir", HERE, "--log-level", "warning", *gunicorn_args, "poll_app:create_app()"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        start_new_session=True)  # its own process group, to stop workers that hang
     try:
         deadline = time.monotonic() + 30
         while not reachable(port):
@@ -102,7 +107,11 @@ def serve_poll_app(uri: str, tmp: str, **env: str) -> Iterator[int]:
         yield port
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # a worker still busy with a request
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
 
 
 def bench_polls(uri: str, tmp: str, vens: int, seconds: float, threads: int) -> dict:
