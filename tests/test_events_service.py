@@ -1,6 +1,8 @@
 """The event service on plain dicts: status, values, rules, targets, order, distribution, opt."""
 from __future__ import annotations
 
+import collections
+import dataclasses
 import itertools
 from datetime import datetime, timedelta
 
@@ -1033,3 +1035,66 @@ def test_a_poll_that_read_the_ven_before_a_group_change_still_sends_the_withdraw
     assert events.distribution_pending(ctx, stale, T0)
     payload = events.distribute_event_payload(ctx, stale, T0)
     assert descriptor(payload["events"][0])["event_status"] == "cancelled"
+
+
+class CountingStore:
+    """A real store that counts the calls made to it, by method name (issue 10: the store
+    round trips of one message must not grow with the number of answers in it)."""
+
+    def __init__(self, store):
+        self._store = store
+        self.calls = collections.Counter()
+
+    def __getattr__(self, name):
+        attribute = getattr(self._store, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args, **kwargs):
+            self.calls[name] += 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+def _answers_cost(ctx, ven, answers):
+    """The store calls one oadrCreatedEvent costs, by method name."""
+    counting = CountingStore(ctx.store)
+    events.created_event(dataclasses.replace(ctx, store=counting), ven,
+                         created_payload(*answers))
+    return counting.calls
+
+
+def test_many_answers_cost_the_store_reads_of_one(ctx, ven, store):
+    for n in range(500):
+        store.put_event(make(f"e{n}", ven_id="ven-a"))
+    one = _answers_cost(ctx, ven, [created("e0")])
+    many = _answers_cost(ctx, ven, [created(f"e{n}", opt_type="optOut") for n in range(500)])
+    # Reads: the delivery record, the events, the VEN's opts, once each however many answers.
+    reads = {name: count for name, count in many.items() if name != "put_event_response"}
+    assert reads == {name: count for name, count in one.items() if name != "put_event_response"}
+    assert "get_event" not in many and many["get_events"] == 1
+    assert many["list_records"] == 1
+    # One write per distinct answer, in one transaction.
+    assert (one["put_event_response"], many["put_event_response"]) == (1, 500)
+    assert many["atomic"] == 1
+    assert [r["opt_type"] for r in events.event_responses(ctx, "e499")] == ["optOut"]
+
+
+def test_duplicate_answers_are_written_once_and_the_last_one_counts(ctx, ven, store, emitted):
+    store.put_event(make("e1", ven_id="ven-a"))
+    answers = [created(opt_type="optIn")] * 499 + [created(opt_type="optOut")]
+    calls = _answers_cost(ctx, ven, answers)
+    assert calls["put_event_response"] == 1 and calls["get_events"] == 1
+    assert [r["opt_type"] for r in events.event_responses(ctx, "e1")] == ["optOut"]
+    assert [data["opt_type"] for name, data in emitted
+            if name == "event_response_received"] == ["optOut"]
+
+
+def test_an_unknown_event_among_many_answers_changes_nothing(ctx, ven, store):
+    for n in range(300):
+        store.put_event(make(f"e{n}", ven_id="ven-a"))
+    answers = [created(f"e{n}") for n in range(300)] + [created("nobody-knows")]
+    with pytest.raises(InvalidID, match="nobody-knows"):
+        events.created_event(ctx, ven, created_payload(*answers))
+    assert events.event_responses(ctx, "e0") == []

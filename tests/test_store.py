@@ -307,6 +307,31 @@ def test_delete_event(store):
     ]
 
 
+def test_get_events_reads_many_events_at_once(store):
+    for event_id in ["event-1", "event-2", "event-3"]:
+        store.put_event(make_event(event_id))
+    got = store.get_events(["event-3", "unknown", "event-1", "event-3"])
+    assert got == {"event-3": make_event("event-3"), "event-1": make_event("event-1")}
+    got["event-1"]["event_descriptor"]["modification_number"] = 42  # a copy
+    assert store.get_event("event-1") == make_event("event-1")
+    assert store.get_events([]) == {}
+    many = [f"event-{n:04d}" for n in range(1203)]  # more than one chunk
+    for event_id in many[::100]:
+        store.put_event(make_event(event_id))
+    assert sorted(store.get_events(many)) == sorted(many[::100])
+    with store.atomic():
+        store.delete_event("event-2")
+        store.put_event(make_event("event-4", targets={"ven_id": ["008"]}))
+        # the block sees its own writes
+        assert store.get_events(["event-2", "event-4"]) == {
+            "event-4": make_event("event-4", targets={"ven_id": ["008"]})}
+    with pytest.raises(RuntimeError):
+        with store.atomic():
+            store.delete_event("event-3")
+            raise RuntimeError("roll back")
+    assert list(store.get_events(["event-2", "event-3"])) == ["event-3"]
+
+
 def test_event_values_are_copies(store):
     event = make_event()
     store.put_event(event)

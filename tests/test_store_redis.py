@@ -794,3 +794,10 @@ def test_a_vtn_answers_503_while_redis_is_down_and_recovers(persistent_redis, tm
     assert name == "oadrResponse" and reply["response"]["response_code"] == 200
     with app.app_context():
         assert [v["ven_id"] for v in vtn.store.list_vens()] == [ven.ven_id]
+
+
+def test_several_vens_through_a_redis_outage_lose_nothing(persistent_redis, tmp_path):
+    from outage import outage_app, several_vens_through_an_outage
+
+    app = outage_app(tmp_path, persistent_redis.uri(socket_timeout=1, socket_connect_timeout=1))
+    several_vens_through_an_outage(app, persistent_redis.stop, persistent_redis.start)

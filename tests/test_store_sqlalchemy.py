@@ -823,6 +823,13 @@ def test_a_vtn_answers_503_while_the_server_is_down_and_works_again_after(
         vtn.store.close()
 
 
+def test_several_vens_through_a_postgresql_outage_lose_nothing(private_postgres, tmp_path):
+    from outage import outage_app, several_vens_through_an_outage
+
+    app = outage_app(tmp_path, private_postgres.uri)
+    several_vens_through_an_outage(app, private_postgres.stop, private_postgres.start)
+
+
 def test_one_connection_checkout_per_request(tmp_path):
     """A poll through the VTN takes one pooled connection for its whole request."""
     import sqlalchemy as sa

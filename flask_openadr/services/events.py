@@ -458,15 +458,17 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
     ven_id = ven["ven_id"]
     now = ctx.now()
     answers = payload.get("event_responses") or []
-    records = [_response_record(ven_id, raw, now, index) for index, raw in enumerate(answers)]
+    records = _distinct([_response_record(ven_id, raw, now, index)
+                         for index, raw in enumerate(answers)])
     _check_answers(ctx, ven, records)
     handler = ctx.handler("on_created_event")
     if handler is not None:
         # The answers as the VEN sent them (qualified_event_id nested), after the checks.
         handler({"ven_id": ven_id, "event_responses": copy.deepcopy(answers)})
     with ctx.store.atomic(ven_id):
+        deciders = opt.decided_by_many(ctx, ven_id, [r["event_id"] for r in records])
         for record in records:
-            deciding = opt.decided_by(ctx, ven_id, record["event_id"])
+            deciding = deciders.get(record["event_id"])
             if deciding is not None:
                 # Answered 200 and counted as an acknowledgement, but the VEN's opt state for
                 # the event stays the event-level opt's.
@@ -511,10 +513,23 @@ def _response_record(
     return record
 
 
+def _distinct(records: list[EventResponseRecord]) -> list[EventResponseRecord]:
+    """One answer per (event_id, modification_number), the last one the VEN sent (the store
+    keeps one per key and a later one replaces it, so the earlier ones would only cost writes),
+    in the order each key first appears."""
+    last: dict[tuple[str, int], EventResponseRecord] = {}
+    for record in records:
+        last[(record["event_id"], record["modification_number"])] = record
+    return list(last.values())
+
+
 def _check_answers(ctx: Context, ven: VenRecord, records: list[EventResponseRecord]) -> None:
     entries = delivery.load(ctx, ven["ven_id"])["events"] if records else {}
+    # One read for every event answered, however many answers name it (issue 10: one read
+    # per answer let a 1 MiB message cost thousands of round trips).
+    events = ctx.store.get_events([r["event_id"] for r in records]) if records else {}
     for record in records:
-        event = ctx.store.get_event(record["event_id"])
+        event = events.get(record["event_id"])
         if event is None:
             raise InvalidID(description=f"eventID {record['event_id']!r} is not known to this VTN")
         if record["event_id"] not in entries and not targets_ven(event, ven):

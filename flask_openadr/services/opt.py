@@ -89,9 +89,20 @@ def decided_by(ctx: Context, ven_id: str, event_id: str) -> dict[str, Any] | Non
     certification harness opts in with oadrCreateOpt, then sends oadrCreatedEvent optOut and
     expects the VEN still opted in), until the VEN cancels the opt with oadrCancelOpt.
     """
-    found = [record for record in ctx.store.list_records(OPT, ven_id)
-             if (record.get("qualified_event_id") or {}).get("event_id") == event_id]
-    return max(found, key=lambda record: record["received_at"]) if found else None
+    return decided_by_many(ctx, ven_id, [event_id]).get(event_id)
+
+
+def decided_by_many(ctx: Context, ven_id: str, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """:func:`decided_by` for each of ``event_ids`` that has a deciding opt, by eventID, from
+    one read of the VEN's opts (a message answering many events must not read them per event)."""
+    wanted = set(event_ids)
+    deciding: dict[str, dict[str, Any]] = {}
+    for record in ctx.store.list_records(OPT, ven_id):
+        event_id = (record.get("qualified_event_id") or {}).get("event_id")
+        if event_id in wanted and (event_id not in deciding
+                                   or record["received_at"] > deciding[event_id]["received_at"]):
+            deciding[event_id] = record
+    return deciding
 
 
 def _event_response(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:

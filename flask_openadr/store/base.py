@@ -161,6 +161,12 @@ class Store(Protocol):
 
     def get_event(self, event_id: str) -> dict[str, Any] | None: ...
 
+    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`get_event` of each eventID the store holds, by eventID (an unknown one is
+        absent), in as few round trips as the backend allows: a VEN's message may name up to
+        a thousand events, and one read each would make it cost more than its size."""
+        ...
+
     def list_events(self) -> list[dict[str, Any]]:
         """Every event, in the order they were first put."""
         ...

@@ -231,6 +231,12 @@ class MemoryStore:
             text = self._events.get(event_id)
         return None if text is None else serialize.loads(text)
 
+    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        with self._guard():
+            texts = {event_id: self._events.get(event_id) for event_id in event_ids}
+        return {event_id: serialize.loads(text) for event_id, text in texts.items()
+                if text is not None}
+
     def list_events(self) -> list[dict[str, Any]]:
         with self._guard():
             texts = list(self._events.values())

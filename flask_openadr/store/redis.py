@@ -1246,6 +1246,24 @@ class RedisStore:
         value = self._call("hget", self._keys.events, event_id)
         return None if value is None else serialize.loads(_without_seq(value))
 
+    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        unique = list(dict.fromkeys(event_ids))
+        texts: dict[str, str | None] = {}
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            stored = self._call("hmget", self._keys.events, chunk)
+            texts.update((event_id, None if value is None else _without_seq(value))
+                         for event_id, value in zip(chunk, stored))
+        block = self._block()
+        if block is not None:
+            # The block's own writes win over what Redis holds, as in get_event.
+            for event_id in unique:
+                known, text = block.changes.events.lookup(event_id)
+                if known:
+                    texts[event_id] = text
+        return {event_id: serialize.loads(text) for event_id, text in texts.items()
+                if text is not None}
+
     def list_events(self) -> list[dict[str, Any]]:
         return [serialize.loads(text) for text in self._ordered(self._keys.events, self._events)]
 

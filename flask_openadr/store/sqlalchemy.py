@@ -834,6 +834,18 @@ class SQLStore:
         rows = self._rows(sa.select(events.c.data).where(events.c.event_id == event_id))
         return serialize.loads(rows[0][0]) if rows else None
 
+    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        events = self.tables.events
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(event_ids))
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            rows = self._rows(sa.select(events.c.event_id, events.c.data)
+                              .where(events.c.event_id.in_(chunk)))
+            for event_id, data in rows:
+                found[event_id] = serialize.loads(data)
+        return found
+
     def list_events(self) -> list[dict[str, Any]]:
         events = self.tables.events
         rows = self._rows(sa.select(events.c.data).order_by(events.c.position))

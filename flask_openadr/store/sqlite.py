@@ -478,6 +478,18 @@ class SQLiteStore:
         rows = self._read("SELECT data FROM events WHERE event_id = ?", (event_id,))
         return serialize.loads(rows[0][0]) if rows else None
 
+    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(event_ids))
+        for start in range(0, len(unique), MANY_CHUNK):
+            chunk = unique[start:start + MANY_CHUNK]
+            rows = self._read(
+                f"SELECT event_id, data FROM events WHERE event_id IN "
+                f"({', '.join('?' * len(chunk))})", tuple(chunk))
+            for event_id, data in rows:
+                found[event_id] = serialize.loads(data)
+        return found
+
     def list_events(self) -> list[dict[str, Any]]:
         rows = self._read("SELECT data FROM events ORDER BY position")
         return [serialize.loads(data) for (data,) in rows]
