@@ -836,14 +836,17 @@ class SQLStore:
 
     def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
         events = self.tables.events
+        return self._load_many(events, events.c.event_id, event_ids)
+
+    def _load_many(self, table: Any, key: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The decoded ``data`` of the rows of ``table`` whose ``key`` column is one of ``keys``
+        (missing ones left out), read MANY_CHUNK keys a statement."""
         found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(event_ids))
+        unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), MANY_CHUNK):
             chunk = unique[start:start + MANY_CHUNK]
-            rows = self._rows(sa.select(events.c.event_id, events.c.data)
-                              .where(events.c.event_id.in_(chunk)))
-            for event_id, data in rows:
-                found[event_id] = serialize.loads(data)
+            for found_key, data in self._rows(sa.select(key, table.c.data).where(key.in_(chunk))):
+                found[found_key] = serialize.loads(data)
         return found
 
     def list_events(self) -> list[dict[str, Any]]:
@@ -875,13 +878,7 @@ class SQLStore:
     def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
         table = self.tables.delivered
         found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
-        unique = list(dict.fromkeys(ven_ids))
-        for start in range(0, len(unique), MANY_CHUNK):
-            chunk = unique[start:start + MANY_CHUNK]
-            rows = self._rows(sa.select(table.c.ven_id, table.c.data)
-                              .where(table.c.ven_id.in_(chunk)))
-            for ven_id, data in rows:
-                found[ven_id] = serialize.loads(data)
+        found.update(self._load_many(table, table.c.ven_id, ven_ids))
         return found
 
     def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:

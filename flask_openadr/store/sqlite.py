@@ -479,15 +479,20 @@ class SQLiteStore:
         return serialize.loads(rows[0][0]) if rows else None
 
     def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self._load_many("events", "event_id", event_ids)
+
+    def _load_many(self, table: str, key: str, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The decoded ``data`` of the rows of ``table`` whose ``key`` is one of ``keys``
+        (missing ones left out), read MANY_CHUNK keys a statement. Table and column names
+        are this module's own constants, never input."""
         found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(event_ids))
+        unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), MANY_CHUNK):
             chunk = unique[start:start + MANY_CHUNK]
-            rows = self._read(
-                f"SELECT event_id, data FROM events WHERE event_id IN "
-                f"({', '.join('?' * len(chunk))})", tuple(chunk))
-            for event_id, data in rows:
-                found[event_id] = serialize.loads(data)
+            rows = self._read(f"SELECT {key}, data FROM {table} WHERE {key} IN "
+                              f"({', '.join('?' * len(chunk))})", tuple(chunk))
+            for found_key, data in rows:
+                found[found_key] = serialize.loads(data)
         return found
 
     def list_events(self) -> list[dict[str, Any]]:
@@ -517,14 +522,7 @@ class SQLiteStore:
 
     def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
-        unique = list(dict.fromkeys(ven_ids))
-        for start in range(0, len(unique), MANY_CHUNK):
-            chunk = unique[start:start + MANY_CHUNK]
-            rows = self._read(
-                f"SELECT ven_id, data FROM delivered WHERE ven_id IN "
-                f"({', '.join('?' * len(chunk))})", tuple(chunk))
-            for ven_id, data in rows:
-                found[ven_id] = serialize.loads(data)
+        found.update(self._load_many("delivered", "ven_id", ven_ids))
         return found
 
     def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
