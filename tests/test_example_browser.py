@@ -290,22 +290,26 @@ def test_a_bad_event_form_shows_the_error_next_to_the_field(portal, browser, tmp
         login(driver, base)
         driver.get(base + "/events")
 
-    def submit(target, start, level):
+    def submit(target, start, level, error_field):
         css(driver, "#target").clear()
         css(driver, "#target").send_keys(target)
         if start:
             set_value(driver, "#start", start)
         set_value(driver, "#level", level)
+        old_page = css(driver, "html")
         css(driver, "#create-submit").click()
+        # The form posts and the answer is a new page: read the error from that page, not
+        # from the one still shown while it loads.
+        wait(driver, lambda d: old_page.id != css(d, "html").id and css(d, f"#{error_field}"),
+             what=f"the page with #{error_field}")
+        return css(driver, f"#{error_field}").text
 
-    submit("west", None, "1")
-    assert "no group or VEN is named 'west'" in css(driver, "#target-error").text
-    submit("north", "2026-01-01T10:00", "1")
-    assert "is in the past" in css(driver, "#start-error").text
+    error = submit("west", None, "1", "target-error")
+    assert "no group or VEN is named 'west'" in error
+    assert "is in the past" in submit("north", "2026-01-01T10:00", "1", "start-error")
     assert css(driver, "#target").get_attribute("value") == "north"  # kept for the next try
     later = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")
-    submit("north", later, "7")
-    error = css(driver, "#level-error").text
+    error = submit("north", later, "7", "level-error")
     assert "rule 9" in error and "0 (normal)" in error
     assert "invalid" in css(driver, "#level").find_element("xpath", "..").get_attribute("class")
     shot(driver, tmp_path, "7-validation-error")
