@@ -31,18 +31,17 @@ from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, ROOT)  # this checkout's flask_openadr, and tests.support
 sys.path.insert(0, HERE)
 
 from flask import Flask  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
-from certs import make_identity  # noqa: E402
 from flask_openadr import VTN, codec  # noqa: E402
 from flask_openadr.codec.convert import encode_element  # noqa: E402
 from flask_openadr.security.signature import load_signer, sign, verify  # noqa: E402
 from flask_openadr.testing import VENTestClient  # noqa: E402
+from tests.support.certs import make_identity  # noqa: E402
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 

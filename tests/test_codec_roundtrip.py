@@ -13,8 +13,8 @@ from flask_openadr import codec
 from flask_openadr.codec.fields import describe, describe_substitution
 from flask_openadr.codec.schema import ITEM_BASE, PAYLOAD_TYPES, SHARED_SHAPES, TARGET
 
-from strategies import PAYLOAD_STRATEGIES
-from xsd import assert_valid
+from tests.support.strategies import PAYLOAD_STRATEGIES
+from tests.support.xsd import assert_valid
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import T0
 from flask_openadr.errors import EventError, InvalidData, InvalidID, Rejection
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import events
 from flask_openadr.services.context import Context, Settings
 from flask_openadr.store import open_store
+from tests.support.clock import T0
 
 H = timedelta(hours=1)
 MIN = timedelta(minutes=1)
@@ -992,7 +992,7 @@ def test_the_handler_sees_the_answers_and_its_rejection_leaves_the_store_unchang
 
 
 def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
-    from test_poll import CountingStore
+    from tests.support.counting import CountingStore
 
     from flask_openadr.services import delivery, retention
 

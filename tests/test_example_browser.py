@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from werkzeug.serving import make_server
 
-from backends import require_server
 from example_app.app import create_app
+from tests.support.backends import require_server
 
 openleadr = pytest.importorskip("openleadr")
 

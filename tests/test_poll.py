@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import T0, make_ven
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 
 def add_event(app, vtn, ven_id):

@@ -18,8 +18,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from flask import Flask
 from lxml import etree
 
-from certs import make_identity
-from conftest import T0, make_ven
 from flask_openadr import VTN, codec
 from flask_openadr.codec.convert import encode_element
 from flask_openadr.errors import ComplianceError, ConfigurationError, InvalidData, NotRegistered
@@ -30,7 +28,10 @@ from flask_openadr.security.signature import (
 )
 from flask_openadr.services.registration import RECORD_KINDS
 from flask_openadr.testing import VENTestClient
-from xsd import assert_valid
+from tests.support.certs import make_identity
+from tests.support.clock import T0
+from tests.support.vens import make_ven
+from tests.support.xsd import assert_valid
 
 OADR = "http://openadr.org/oadr-2.0b/2012/07"
 
@@ -671,7 +672,7 @@ def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identit
                                                               monkeypatch):
     from datetime import datetime, timezone
 
-    from test_e2e_openleadr import E2EGunicorn
+    from tests.support.e2e import E2EGunicorn
 
     from flask_openadr.store import open_store
 
