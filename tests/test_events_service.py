@@ -54,7 +54,7 @@ def descriptor(event):
 
 @pytest.fixture
 def store(store_uri):
-    # store_uri (conftest) runs every store test on memory:// and on a SQLite file.
+    # store_uri (conftest) runs these on one store; the stores themselves are tests/test_store.py's.
     store = open_store(store_uri)
     yield store
     store.close()

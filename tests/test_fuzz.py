@@ -3,8 +3,8 @@
 Structure-aware: a schema-legal dict of each payload type (tests/support/strategies.py) is encoded
 with the codec, often made to name the registered VEN and its real IDs (so it gets past
 authentication and into the services), then mutated: values at the edges of their types,
-repeated, deep, removed, added or misplaced elements, flipped bytes. Every request, on memory and
-SQLite, goes through tests/support/hostile.py's post_checked: never HTTP 500, under a second, a 400
+repeated, deep, removed, added or misplaced elements, flipped bytes. Every request, on a SQLite
+store, goes through tests/support/hostile.py's post_checked: never HTTP 500, under a second, a 400
 reason of at most about 200 characters, the store unchanged when the message is refused, every
 200 reply valid against the official XSD.
 
