@@ -26,6 +26,10 @@ PREFIX = "/OpenADR2/Simple/2.0b"
 PROFILE = {"OPENADR_POLL_FREQUENCY": 1, "OPENADR_REDELIVERY_AFTER": 1,
            "OPENADR_EVENT_REFRESH": 2, "OPENADR_SWEEP_INTERVAL": 0.2}
 
+# One pytest-xdist worker runs this whole module (setup.cfg: --dist loadgroup), so that its
+# module-scoped gunicorn server start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("certification-harness")
+
 
 @pytest.fixture(scope="module")
 def vtn_server(tmp_path_factory):

@@ -32,6 +32,10 @@ from tests.support.pki import KEY_TYPES, openadr_fingerprint
 
 openleadr = pytest.importorskip("openleadr")
 
+# One pytest-xdist worker runs this whole module (setup.cfg: --dist loadgroup), so that its
+# module-scoped deployments (nginx and gunicorn) start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("deploy")
+
 PREFIX = "/OpenADR2/Simple/2.0b"
 GUNICORN_CONF = os.path.join(DEPLOY, "gunicorn.conf.py")
 GUNICORN_TLS_CONF = os.path.join(DEPLOY, "gunicorn_tls.conf.py")

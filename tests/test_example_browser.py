@@ -22,6 +22,10 @@ from tests.support.backends import require_server
 
 openleadr = pytest.importorskip("openleadr")
 
+# One pytest-xdist worker runs this whole module (setup.cfg: --dist loadgroup), so that its
+# module-scoped browser and portal start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("browser")
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 VEN_NAME = "north-substation-ven"
