@@ -302,7 +302,7 @@ def render_docs(intro: str) -> str:
     return "\n".join(parts)
 
 
-if __name__ == "__main__":  # python tests/test_codec_roundtrip.py  -> rewrites the generated part
+if __name__ == "__main__":  # python -m tests.test_codec_roundtrip  -> rewrites the generated part
     current = DOCS.read_text(encoding="utf-8")
     marker = "Shared shapes\n=============\n"
     DOCS.write_text(render_docs(current.split(marker)[0]), encoding="utf-8")
