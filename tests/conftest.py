@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from flask_openadr import VTN
+from tests.support.backends import POSTGRESQL_SERVER, REDIS_SERVER
 from tests.support.clock import FrozenClock
 from tests.support.vens import ValidatingVEN, make_ven
 
@@ -25,6 +26,12 @@ from tests.support.vens import ValidatingVEN, make_ven
 #: (the portal's backend settings). A new one may ask for more stores with
 #: ``@pytest.mark.parametrize("store_uri", ["memory", "sqlite"], indirect=True)``.
 FEATURE_STORES = ["sqlite"]
+
+
+def pytest_report_header(config) -> list[str]:
+    # Say which servers the run uses, so that it never writes to one silently.
+    return [f"test servers: {POSTGRESQL_SERVER} (OPENADR_TEST_POSTGRESQL_URI), "
+            f"{REDIS_SERVER} (OPENADR_TEST_REDIS_URI)"]
 
 
 @pytest.fixture

@@ -28,7 +28,9 @@ from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
 from flask_openadr.testing import VENTestClient
-from tests.support.backends import REDIS_URI, redis_reachable, redis_uri, require_server
+from tests.support.backends import (
+    REDIS_SERVER, REDIS_URI, redis_reachable, redis_uri, require_server,
+)
 from tests.support.forking import in_child, wait_for_child
 
 redis = pytest.importorskip("redis")
@@ -69,7 +71,7 @@ def store(uri):
 
 
 def raw_client():
-    require_server("Redis at 127.0.0.1:6379", *redis_reachable())
+    require_server(REDIS_SERVER, *redis_reachable())
     return redis.Redis.from_url(REDIS_URI, decode_responses=True)
 
 
