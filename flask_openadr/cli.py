@@ -16,17 +16,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import liveness, push
+from . import push, runtime
 from .config import resolve_store_uri
 from .errors import EventError, UnknownEvent
 from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
-from .services import retention, vtn_reports
 from .store import redact
 
 #: The longest --duration accepted (about 19 years): longer ones overflow date arithmetic.
 MAX_MINUTES = 10_000_000
-#: Seconds between two retention passes of ``flask openadr monitor``.
-RETENTION_EVERY = 60.0
 
 openadr = AppGroup("openadr", help="Manage the OpenADR VTN of this application.")
 
@@ -103,15 +100,11 @@ def monitor(once: bool, interval: float | None) -> None:
     ctx = state.context
     if interval is None:
         interval = ctx.settings.sweep_interval.total_seconds()
-    retained_at = None
+    maintenance = runtime.Maintenance(ctx)
     try:
         while True:
             try:
-                ran = liveness.sweep_transitions(ctx)
-                vtn_reports.send_due(ctx)
-                if retained_at is None or time.monotonic() - retained_at >= RETENTION_EVERY:
-                    retained_at = time.monotonic()
-                    retention.sweep(ctx)
+                ran = maintenance.run()
             except Exception as exc:  # a pass that failed (store down): report it, keep going
                 if once:
                     raise

@@ -2,23 +2,19 @@
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
 
 from flask import Flask, current_app
 
-from . import cli, codec, liveness, push, signals
+from . import cli, codec, liveness, runtime, signals
 from .errors import UnknownEvent
 from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
 from .services import events, opt, registration, reports, retention, vtn_reports
 from .security.fingerprint import canonical_fingerprint
-from .security.identity import ClientIdentifier
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
-from .store.memory import MemoryStore
 from .views import create_blueprint
 
 logger = logging.getLogger("flask_openadr")
@@ -52,110 +48,6 @@ HANDLERS = (
 LATER_HANDLERS: tuple[str, ...] = ()
 LIVENESS_HANDLERS = ("on_ven_online", "on_ven_offline")
 
-#: Seconds between two retention passes of one process's sweeper.
-RETENTION_EVERY = 60.0
-
-# Every app state of this process, so that flask_openadr.gunicorn can start their sweepers in a
-# worker (apps loaded with --preload exist before the fork). liveness.stop_all stops them at exit.
-_STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
-
-
-class _AppState:
-    """What one app keeps in ``app.extensions["openadr"]``."""
-
-    def __init__(self, vtn: VTN, context: Context, app: Flask, signer: Any = None):
-        self.vtn = vtn
-        self.context = context
-        self.identifier = ClientIdentifier.from_settings(context.settings)
-        # The VTN's signing key and certificate (security.signature.Signer), parsed once here,
-        # or None when OPENADR_SIGNING_CERT/KEY are not set.
-        self.signer = signer
-        self._seen_request = False
-        self._retention_at: float | None = None
-        self._app = weakref.ref(app)
-        # The thread holds this state weakly, so a running sweeper does not keep a discarded app
-        # (and its store) alive: its next pass finds the app gone and stops.
-        state = weakref.ref(self)
-
-        def run_pass() -> None:
-            alive = state()
-            if alive is None:
-                raise liveness.SweeperDone
-            alive.sweep_once()
-
-        self.sweeper = liveness.Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
-                                        name=f"flask-openadr-sweeper[{app.name}]")
-        self.pusher = push.Pusher(context, signer, lambda: self._app_context())
-
-        def run_push_pass() -> None:
-            alive = state()
-            if alive is None:
-                raise liveness.SweeperDone
-            alive.pusher.run_pass()
-
-        # The push sender's own thread: a liveness pass must not delay a push, nor the reverse.
-        self.push_sender = liveness.Sweeper(run_push_pass, push.PASS_INTERVAL,
-                                            name=f"flask-openadr-push[{app.name}]")
-        _STATES.add(self)
-
-    def sweep_once(self) -> int:
-        """One liveness pass in an application context, as the sweeper thread runs it, the
-        periodic VTN reports that are due, and a retention pass when :data:`RETENTION_EVERY`
-        has passed since this process's last."""
-        app = self._app()
-        if app is None:
-            raise liveness.SweeperDone
-        with app.app_context():
-            ran = liveness.sweep(self.context)
-            vtn_reports.send_due(self.context)
-            now = time.monotonic()
-            if self._retention_at is None or now - self._retention_at >= RETENTION_EVERY:
-                # Less often than liveness: the pass reads every stored event.
-                self._retention_at = now
-                retention.sweep(self.context)
-            return ran
-
-    def _app_context(self) -> Any:
-        app = self._app()
-        if app is None:
-            raise liveness.SweeperDone
-        return app.app_context()
-
-    def background_mode(self) -> str:
-        """``OPENADR_BACKGROUND``, with the default decided now: "off" while the app is TESTING."""
-        if self.context.settings.background is not None:
-            return self.context.settings.background
-        app = self._app()
-        return "off" if app is None or app.testing else "thread"
-
-    def start_background(self) -> bool:
-        """Start this app's sweeper thread in this process unless OPENADR_BACKGROUND is off (or it
-        runs already); True when it was started now."""
-        if self.background_mode() == "off":
-            return False
-        pushing = self.push_sender.start()
-        return self.sweeper.start() or pushing
-
-    def first_request(self, environ: dict[str, Any]) -> None:
-        if self._seen_request:
-            return
-        self._seen_request = True
-        self.vtn._started = True
-        if environ.get("wsgi.multiprocess") and isinstance(self.context.store, MemoryStore):
-            logger.warning(
-                "OPENADR_STORE_URI is memory:// under a multi-process server: every worker "
-                "keeps its own VENs and events. Use sqlite:///... or a shared store."
-            )
-        # This process serves requests, so it sweeps. Never in init_app: that also runs in the
-        # gunicorn master with --preload, in Werkzeug's reloader parent (which only watches files
-        # and serves no request) and in CLI commands.
-        try:
-            self.start_background()
-        except Exception:  # no thread is no reason to fail a VEN's message
-            logger.exception("could not start the liveness sweeper; VENs are not reported "
-                             "offline by this process")
-
-
 class VTN:
     """An OpenADR 2.0b VTN embedded in a Flask application.
 
@@ -170,7 +62,6 @@ class VTN:
         self._options = options_to_keys(options)
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._clock = clock or utcnow
-        self._started = False
         if app is not None:
             self.init_app(app)
 
@@ -197,7 +88,7 @@ class VTN:
         context = Context(settings=settings, store=store, handlers=self._handlers,
                           clock=self._clock, emit=emit, check_payload=_check_payload,
                           encode=codec.encode)
-        app.extensions["openadr"] = _AppState(self, context, app, signer)
+        app.extensions["openadr"] = runtime.AppState(self, context, app, signer)
         app.register_blueprint(create_blueprint(settings.url_prefix))
         if cli.openadr.name not in app.cli.commands:
             app.cli.add_command(cli.openadr)
@@ -211,7 +102,7 @@ class VTN:
                              f"{', '.join(HANDLERS + LATER_HANDLERS)}")
 
         def decorator(fn: F) -> F:
-            if self._started:
+            if runtime.has_served(self):
                 raise RuntimeError(
                     f"the handler {name} was registered after the VTN handled its first "
                     "request; register every handler before the application starts serving"
