@@ -8,9 +8,9 @@ from typing import Any, Callable, TypeVar
 from flask import Flask, current_app
 
 from . import cli, codec, liveness, runtime, signals
-from .errors import UnknownEvent
 from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
-from .services import events, opt, registration, reports, retention, vtn_reports
+from .services import (event_api, events, opt, registration, reports, retention, vens,
+                       vtn_reports)
 from .security.fingerprint import canonical_fingerprint
 from .services.context import Context, utcnow
 from .store import open_store
@@ -22,7 +22,7 @@ logger = logging.getLogger("flask_openadr")
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The event statuses in which an event still asks something of its VENs.
-OPEN_STATUSES = ("far", "near", "active")
+OPEN_STATUSES = event_api.OPEN_STATUSES
 
 #: Handlers called in this release.
 HANDLERS = (
@@ -229,17 +229,7 @@ class VTN:
         :raises flask_openadr.errors.EventError: the event breaks a conformance rule.
         """
         ctx = self._context()
-        if event is not None:
-            if ven_id is not None or fields:
-                raise TypeError("add_event(event=...) takes no other arguments")
-            stored = events.normalize_full_event(
-                event, event_id_factory=ctx.new_id, default_market_context=ctx.settings.market_context
-            )
-        else:
-            fields.setdefault("market_context", ctx.settings.market_context)
-            fields.setdefault("event_id", ctx.new_id())
-            stored = events.build_event(ven_id=ven_id, **fields)
-        return events.add_event(ctx, stored)
+        return events.add_event(ctx, event_api.new_event(ctx, ven_id, event, fields))
 
     def modify_event(self, event_id: str, **changes: Any) -> dict[str, Any]:
         """Change an event: its modificationNumber goes up by one and it is redistributed."""
@@ -260,7 +250,7 @@ class VTN:
     def events(self) -> list[dict[str, Any]]:
         """Every stored event, with ``event_descriptor["event_status"]`` as it is now."""
         ctx = self._context()
-        return [_with_status(event, ctx.now()) for event in ctx.store.list_events()]
+        return [event_api.with_status(event, ctx.now()) for event in ctx.store.list_events()]
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """One stored event, with its ``event_status`` as it is now.
@@ -268,10 +258,7 @@ class VTN:
         :raises flask_openadr.errors.UnknownEvent: for an eventID the store does not hold.
         """
         ctx = self._context()
-        event = ctx.store.get_event(event_id)
-        if event is None:
-            raise UnknownEvent(event_id)
-        return _with_status(event, ctx.now())
+        return event_api.with_status(event_api.stored_event(ctx, event_id), ctx.now())
 
     def event_responses(self, event_id: str) -> list[dict[str, Any]]:
         """The VENs' opt answers to an event: one per VEN and modification number."""
@@ -280,13 +267,7 @@ class VTN:
     def open_events_by_ven(self) -> dict[str, list[str]]:
         """For every VEN the VTN knows, the eventIDs of its open events (far, near or active
         now): one read of the VENs and one of the events, for fleet screens."""
-        ctx = self._context()
-        now = ctx.now()
-        open_events = [event for event in ctx.store.list_events()
-                       if events.event_status(event, now) in OPEN_STATUSES]
-        return {ven["ven_id"]: [e["event_descriptor"]["event_id"] for e in open_events
-                                if events.targets_ven(e, ven)]
-                for ven in ctx.store.list_vens()}
+        return event_api.open_events_by_ven(self._context())
 
     def event_answers(self, event_id: str) -> dict[str, dict[str, Any] | None]:
         """Who has answered an event, for counting optIn / optOut / no answer yet.
@@ -298,18 +279,13 @@ class VTN:
         :raises flask_openadr.errors.UnknownEvent: for an eventID the store does not hold.
         """
         ctx = self._context()
-        event = ctx.store.get_event(event_id)
-        if event is None:
-            raise UnknownEvent(event_id)
-        return _answers(ctx, event, ctx.store.list_vens())
+        return event_api.answers(ctx, event_api.stored_event(ctx, event_id),
+                                 ctx.store.list_vens())
 
     def answers_by_event(self) -> dict[str, dict[str, dict[str, Any] | None]]:
         """:meth:`event_answers` of every stored event, reading the VENs once: for screens that
         list all events."""
-        ctx = self._context()
-        vens = ctx.store.list_vens()
-        return {event["event_descriptor"]["event_id"]: _answers(ctx, event, vens)
-                for event in ctx.store.list_events()}
+        return event_api.answers_by_event(self._context())
 
     def cancel_registration(self, ven_id: str) -> None:
         """Ask the VEN to cancel its registration (oadrCancelPartyRegistration on its next poll).
@@ -337,27 +313,9 @@ class VTN:
         """
         if fingerprint is not None:
             fingerprint = canonical_fingerprint(fingerprint)
-        ctx = self._context()
-        with ctx.store.atomic():
-            ven = ctx.store.get_ven(ven_id)
-            if ven is None:
-                raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
-            if fingerprint is not None:
-                holder = ctx.store.get_ven_by_fingerprint(fingerprint)
-                if holder is not None and holder["ven_id"] != ven_id:
-                    raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
-                                     f"{holder['ven_id']!r}")
-                ven["fingerprint"] = fingerprint
-            for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
-                               ("party_ids", party_ids), ("group_names", group_names)):
-                if value is not None:
-                    if isinstance(value, str):
-                        raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
-                    ven[key] = list(value)
-            ctx.store.put_ven(ven)
-            # Events it joins or leaves reach it: see docs/events.rst, "Who is told of a change".
-            events.refresh_ven(ctx, ven, ctx.now())
-        return ven
+        return vens.update(self._context(), ven_id, group_ids=group_ids,
+                           resource_ids=resource_ids, party_ids=party_ids,
+                           group_names=group_names, fingerprint=fingerprint)
 
     def add_ven(self, ven_id: str | None = None, *, fingerprint: str,
                 ven_name: str | None = None, group_ids: list[str] | None = None,
@@ -380,28 +338,9 @@ class VTN:
             already known to the VTN.
         """
         fingerprint = canonical_fingerprint(fingerprint)
-        ven_id = fingerprint if ven_id is None else ven_id
-        if not isinstance(ven_id, str) or not ven_id:
-            raise ValueError(f"ven_id must be a non-empty string, not {ven_id!r}")
-        ven: VenRecord = {"ven_id": ven_id, "registration_id": None, "ven_name": ven_name,
-                          "fingerprint": fingerprint, "registered_at": None,
-                          "cancel_requested": False}
-        for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
-                           ("party_ids", party_ids)):
-            if isinstance(value, str):
-                raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
-            ven[key] = list(value or [])  # type: ignore[literal-required]
-        ctx = self._context()
-        with ctx.store.atomic():
-            if ctx.store.get_ven(ven_id) is not None:
-                raise ValueError(f"venID {ven_id!r} is already known to this VTN; change it "
-                                 "with update_ven")
-            holder = ctx.store.get_ven_by_fingerprint(fingerprint)
-            if holder is not None:
-                raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
-                                 f"{holder['ven_id']!r}")
-            ctx.store.put_ven(ven)
-        return ven
+        return vens.enroll(self._context(), fingerprint if ven_id is None else ven_id,
+                           fingerprint, ven_name=ven_name, group_ids=group_ids,
+                           resource_ids=resource_ids, party_ids=party_ids)
 
     def vens(self) -> list[dict[str, Any]]:
         """Every VEN the VTN knows, registered or not, with its liveness as it is now:
@@ -417,19 +356,7 @@ class VTN:
         .. versionchanged:: 0.1
            ``online`` is derived from the deadline; ``liveness`` and ``offline_at`` added.
         """
-        ctx = self._context()
-        rows = ctx.store.list_liveness()
-        now = ctx.now()
-        listed = []
-        for ven in ctx.store.list_vens():
-            row = rows.get(ven["ven_id"])
-            state = liveness.presence(row, now)
-            listed.append(dict(ven, liveness=state,
-                               online=None if state is None else state == "online",
-                               last_seen=row["last_seen"] if row else None,
-                               offline_at=row["offline_at"] if row else None,
-                               epoch=row["epoch"] if row else None))
-        return listed
+        return vens.listing(self._context())
 
     def events_for_ven(self, ven_id: str) -> list[dict[str, Any]]:
         """The stored events aimed at one VEN (by venID, group, resource or party, or at every
@@ -437,15 +364,7 @@ class VTN:
 
         :raises LookupError: for a venID the VTN does not know.
         """
-        ctx = self._context()
-        ven = ctx.store.get_ven(ven_id)
-        if ven is None:
-            raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
-        now = ctx.now()
-        chosen = [_with_status(event, now) for event in ctx.store.list_events()
-                  if events.targets_ven(event, ven)]
-        return sorted(chosen, key=lambda e: (e["active_period"]["dtstart"],
-                                             e["event_descriptor"]["event_id"]))
+        return event_api.events_for_ven(self._context(), ven_id)
 
     def sweep(self) -> int:
         """Run one liveness pass now (for tests, or a cron job with ``OPENADR_BACKGROUND = "off"``):
@@ -573,21 +492,3 @@ class VTN:
 def _check_payload(payload_name: str, payload: dict[str, Any]) -> None:
     """Raise ValueError now, naming the field, for a payload that could not be sent later."""
     codec.encode(payload_name, payload)
-
-
-def _answers(ctx: Context, event: dict[str, Any],
-             vens: list[VenRecord]) -> dict[str, dict[str, Any] | None]:
-    answers: dict[str, dict[str, Any] | None] = {
-        ven["ven_id"]: None for ven in vens
-        if ven.get("registration_id") and events.targets_ven(event, ven)
-    }
-    for record in events.event_responses(ctx, event["event_descriptor"]["event_id"]):
-        latest = answers.get(record["ven_id"])
-        if latest is None or record["modification_number"] >= latest["modification_number"]:
-            answers[record["ven_id"]] = dict(record)
-    return answers
-
-
-def _with_status(event: dict[str, Any], now: datetime) -> dict[str, Any]:
-    descriptor = dict(event["event_descriptor"], event_status=events.event_status(event, now))
-    return dict(event, event_descriptor=descriptor)
