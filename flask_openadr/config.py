@@ -4,6 +4,8 @@ Precedence: arguments to :class:`~flask_openadr.VTN` win over ``app.config``, wh
 YAML file named by ``OPENADR_CONFIG_FILE``, which wins over the defaults. The YAML file and the
 defaults are written into ``app.config`` with ``setdefault``, so the application can read the
 effective values there; constructor arguments stay with the extension.
+
+Internal: the keys (``docs/configuration.rst``) are public, this module is not.
 """
 from __future__ import annotations
 

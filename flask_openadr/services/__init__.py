@@ -1,4 +1,8 @@
-"""Protocol logic on plain dicts: which service handles which payload, and who is asking."""
+"""Protocol logic on plain dicts: which service handles which payload, and who is asking.
+
+Internal: applications use the :class:`~flask_openadr.VTN` methods, which call these services;
+their names and signatures may change in any release (see ``docs/api.rst``).
+"""
 from __future__ import annotations
 
 import logging
