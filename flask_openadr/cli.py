@@ -19,6 +19,7 @@ from flask.cli import AppGroup
 from . import push, runtime
 from .config import resolve_store_uri
 from .errors import EventError, UnknownEvent
+from .protocol import is_aware
 from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
 from .store import redact
 
@@ -246,7 +247,7 @@ class StartTime(click.ParamType):
         except ValueError:
             self.fail(f"{text!r} is not an ISO 8601 date-time; give e.g. 2026-12-01T17:00:00Z, "
                       "now or +15m", param, ctx)
-        if start.utcoffset() is None:
+        if not is_aware(start):
             self.fail(f"{text!r} has no time zone; add Z or an offset such as +01:00", param, ctx)
         try:
             return start.astimezone(timezone.utc)

@@ -338,10 +338,10 @@ def load_settings(config: dict[str, Any], options: Mapping[str, Any]) -> Setting
         for key, value in load_yaml(os.fspath(path)).items():
             config.setdefault(key, value)
     values = {}
-    for key, (field, default, check) in KEYS.items():
+    for key, (name, default, check) in KEYS.items():
         config.setdefault(key, default)
         raw = options[key] if key in options else config[key]
-        values[field] = check(key, raw)
+        values[name] = check(key, raw)
     return Settings(**values)
 
 

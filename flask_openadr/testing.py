@@ -36,10 +36,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import codec
+from .protocol import DEFAULT_URL_PREFIX
 from .security import signature
 from .security.fingerprint import fingerprint_from_der
 
-DEFAULT_PREFIX = "/OpenADR2/Simple/2.0b"
+#: Where the client sends by default: the VTN's default ``OPENADR_URL_PREFIX``.
+DEFAULT_PREFIX = DEFAULT_URL_PREFIX
 
 
 @dataclass(frozen=True)

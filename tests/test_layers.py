@@ -142,7 +142,7 @@ import importlib, importlib.util, sys, traceback, types
 names = sys.argv[1:]
 failed = []
 for name in names:
-    for loaded in [m for m in sys.modules if m == "flask_openadr" or m.startswith("flask_openadr.")]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] == "flask_openadr"]:
         del sys.modules[loaded]
     spec = importlib.util.find_spec("flask_openadr")
     package = types.ModuleType("flask_openadr")
@@ -174,3 +174,12 @@ def test_every_error_is_exported_from_the_package():
     assert "MalformedMessage" in classes and "Unidentified" in classes
     assert classes <= set(flask_openadr.__all__)
     assert all(getattr(flask_openadr, name) is getattr(errors, name) for name in classes)
+
+
+def test_the_services_answer_every_payload_the_protocol_pairs():
+    from flask_openadr import protocol, services
+
+    assert set(services.SERVICES) == set(protocol.SERVICE_NAMES)
+    # Every payload a VEN may send has a service and a paired reply, and nothing else does.
+    assert set(services.SERVICE_OF) == set(protocol.PAIRED_REPLY)
+    assert protocol.reply_name("oadrRequestReregistration") == "oadrResponse"

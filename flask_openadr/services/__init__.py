@@ -18,6 +18,7 @@ from ..errors import (
     Rejection,
     Unidentified,
 )
+from ..protocol import is_registered
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
 from .context import Context
@@ -90,7 +91,7 @@ def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None)
     ven_id = payload.get("ven_id")
     if not ven_id:
         ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             # Nothing ties the caller to a registration: no OpenADR reply at all ([HAR]: the
             # harness fails a VTN that answers an unregistered, empty-venID poll with 452).
             raise Unidentified("the message names no venID and the caller's client "
@@ -104,7 +105,7 @@ def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None)
         if ven is None:
             raise InvalidID(description=f"venID {ven_id!r} is not known to this VTN")
     binding.check_caller(ven, fingerprint)
-    if not ven.get("registration_id"):
+    if not is_registered(ven):
         raise NotRegistered(description=f"venID {ven['ven_id']!r} has no active registration")
     return ven
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..errors import ComplianceError, InvalidData, InvalidID
+from ..protocol import is_aware, is_open_ended, reply_name
 from ..store.base import VenRecord
 from . import bounds
 from .context import Context
@@ -66,7 +67,7 @@ def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             # The VEN's opt state for the event is now this opt's (see decided_by), and
             # vtn.event_responses() shows it with the optID.
             ctx.store.put_event_response(_event_response(record, now))
-    return "oadrCreatedOpt", {"response": response(payload["request_id"]),
+    return reply_name("oadrCreateOpt"), {"response": response(payload["request_id"]),
                               "opt_id": payload["opt_id"]}
 
 
@@ -150,13 +151,14 @@ def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
         handler(dict(copy.deepcopy(payload), opt=record))
     with ctx.store.atomic(ven_id):
         ctx.store.delete_record(OPT, ven_id, opt_id)
-    return "oadrCanceledOpt", {"response": response(payload["request_id"]), "opt_id": opt_id}
+    return reply_name("oadrCancelOpt"), {"response": response(payload["request_id"]),
+                                         "opt_id": opt_id}
 
 
 def _overlaps(window: Mapping[str, Any], start: datetime, end: datetime) -> bool:
     """A window overlaps [start, end); a duration of 0 is open-ended, as for events."""
     begins = window["dtstart"]
-    if window["duration"] == timedelta(0):
+    if is_open_ended(window["duration"]):
         return begins < end
     return begins < end and start < bounds.clamped_end(begins, window["duration"])
 
@@ -169,7 +171,7 @@ def opted_out(ctx: Context, ven_id: str, start: datetime, end: datetime, *,
     ``event_id`` is given, event-level optOuts of that event. Empty when the VEN has not opted out.
     """
     for name, value in (("start", start), ("end", end)):
-        if not isinstance(value, datetime) or value.utcoffset() is None:
+        if not is_aware(value):
             raise ValueError(f"{name} must be an aware datetime, not {value!r}")
     if end <= start:
         raise ValueError(f"end {end} must be after start {start}")

@@ -5,6 +5,7 @@ from typing import Any
 
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
+from ..protocol import is_registered, is_success, reply_name
 from ..store.base import VenRecord
 from . import binding, delivery, opt, outbox, push, reports, vtn_reports
 from .context import Context
@@ -15,7 +16,7 @@ def _registered_reply(ctx: Context, request_id: str, ven: VenRecord | None) -> d
     reply: dict[str, Any] = {"response": response(request_id), "vtn_id": ctx.settings.vtn_id,
                              "profiles": PROFILES,
                              "requested_oadr_poll_freq": ctx.settings.poll_frequency}
-    if ven is not None and ven.get("registration_id"):
+    if is_registered(ven):
         reply["registration_id"] = ven["registration_id"]
         reply["ven_id"] = ven["ven_id"]
     return reply
@@ -34,7 +35,7 @@ def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         extra = handler(dict(payload, fingerprint=fingerprint))
         if extra and "service_specific_info" in extra:
             reply["service_specific_info"] = extra["service_specific_info"]
-    return "oadrCreatedPartyRegistration", reply
+    return reply_name("oadrQueryRegistration"), reply
 
 
 def _check_profile(ctx: Context, payload: dict[str, Any]) -> None:
@@ -111,7 +112,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
             delivery.refresh_ven(ctx, ven, ctx.now())
         ctx.emit("registration_created", ven_id=ven["ven_id"],
                  registration_id=registration_id, reregistration=True)
-        return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+        return (reply_name("oadrCreatePartyRegistration"),
+                _registered_reply(ctx, payload["request_id"], ven))
 
     bound_ven_id = current["ven_id"] if current is not None and binding.bound_to(
         current, fingerprint) else None
@@ -156,7 +158,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         vtn_reports.queue_register_report(ctx, new_ven_id, vtn_offers)
     ctx.emit("registration_created", ven_id=new_ven_id,
              registration_id=ven["registration_id"], reregistration=False)
-    return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+    return (reply_name("oadrCreatePartyRegistration"),
+            _registered_reply(ctx, payload["request_id"], ven))
 
 
 def _check_claim_again(ctx: Context, ven_id: str, fingerprint: str | None) -> None:
@@ -236,7 +239,7 @@ def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     if handler is not None:
         handler(ven["ven_id"], dict(payload))
     _end_registration(ctx, ven)
-    return "oadrCanceledPartyRegistration", {
+    return reply_name("oadrCancelPartyRegistration"), {
         "response": response(payload["request_id"]),
         "registration_id": payload["registration_id"],
         "ven_id": ven["ven_id"],
@@ -261,20 +264,21 @@ def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     # Any answer acknowledges the request; a VEN that refused it is not asked again and again.
     outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
         "oadrCancelPartyRegistration", {"request_id": request_id}))
-    if payload["response"]["response_code"] // 100 != 2:
-        return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
+    if not is_success(payload["response"]["response_code"]):
+        return reply_name("oadrCanceledPartyRegistration"), {"response": response(request_id),
+                                                            "ven_id": ven["ven_id"]}
     _end_registration(ctx, ven)
     # No venID: the registration it named is gone, and a VEN (the certification harness) that
     # has forgotten it flags the unknown venID.
-    return "oadrResponse", {"response": response(request_id)}
+    return reply_name("oadrCanceledPartyRegistration"), {"response": response(request_id)}
 
 
 def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     """oadrResponse from the VEN (the acknowledgement of oadrRequestReregistration)."""
     outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
         "oadrRequestReregistration", {}))
-    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
-                            "ven_id": ven["ven_id"]}
+    return reply_name("oadrResponse"), {"response": response(payload["response"]["request_id"]),
+                                        "ven_id": ven["ven_id"]}
 
 
 def request_cancel(ctx: Context, ven_id: str) -> None:
@@ -282,7 +286,7 @@ def request_cancel(ctx: Context, ven_id: str) -> None:
     Asking again while one is queued or unacknowledged queues nothing more."""
     with ctx.store.atomic():
         ven = ctx.store.get_ven(ven_id)
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         if outbox.queued(ctx, ven_id, "oadrCancelPartyRegistration"):
             return
@@ -299,7 +303,7 @@ def request_reregistration(ctx: Context, ven_id: str) -> None:
     queued or unacknowledged queues nothing more."""
     with ctx.store.atomic():
         ven = ctx.store.get_ven(ven_id)
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         if outbox.queued(ctx, ven_id, "oadrRequestReregistration"):
             return

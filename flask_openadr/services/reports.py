@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping
 
 from ..errors import ComplianceError, InvalidData, InvalidID, OutOfSequence
+from ..protocol import is_aware, is_registered, is_success, reply_name
 from ..store.base import VenRecord
 from . import bounds, outbox
 from .context import Context
@@ -81,7 +82,7 @@ def _report_interval(value: Any, report_back_duration: timedelta,
         raise ValueError(f"report_interval takes only 'dtstart' and 'duration' (rule 321 forbids "
                          f"tolerance and notification fields), not {sorted(extra)}")
     dtstart = value.get("dtstart")
-    if not isinstance(dtstart, datetime) or dtstart.utcoffset() is None:
+    if not is_aware(dtstart):
         raise ValueError(f"report_interval['dtstart'] must be an aware datetime, not {dtstart!r}")
     return {"dtstart": dtstart, "duration": _duration("report_interval['duration']",
                                                       value.get("duration", _ZERO))}
@@ -335,7 +336,7 @@ def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             _start_cancel(ctx, ven_id, live, report_to_follow=False)
         for record in new:
             ctx.store.put_record(REPORT_REQUEST, ven_id, record["report_request_id"], record)
-    return "oadrRegisteredReport", {"response": response(payload["request_id"]),
+    return reply_name("oadrRegisterReport"), {"response": response(payload["request_id"]),
                                     "report_requests": [wire_request(r) for r in new],
                                     "ven_id": ven_id}
 
@@ -367,7 +368,7 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     ven_id = ven["ven_id"]
     eiresponse = payload["response"]
     request_id = eiresponse["request_id"]
-    ok = eiresponse["response_code"] // 100 == 2
+    ok = is_success(eiresponse["response_code"])
     pending = list(payload.get("pending_reports") or [])
     records = {r["report_request_id"]: r for r in ctx.store.list_records(REPORT_REQUEST, ven_id)}
     carried = [i for i, r in records.items()
@@ -394,7 +395,7 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             if record["state"] == "requested":
                 record["state"] = "active"
                 ctx.store.put_record(REPORT_REQUEST, ven_id, report_request_id, record)
-    return "oadrResponse", {"response": response(request_id), "ven_id": ven_id}
+    return reply_name("oadrCreatedReport"), {"response": response(request_id), "ven_id": ven_id}
 
 
 def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
@@ -432,7 +433,7 @@ def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                 ctx.store.put_record(REPORT_REQUEST, ven_id, record["report_request_id"], record)
             else:
                 ctx.store.delete_record(REPORT_REQUEST, ven_id, record["report_request_id"])
-    return "oadrResponse", {"response": response(request_id), "ven_id": ven_id}
+    return reply_name("oadrCanceledReport"), {"response": response(request_id), "ven_id": ven_id}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +475,7 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     cancel = _piggy_back(ven_id, [record for record, _ in checked if record not in done])
     if cancel is not None:
         reply["cancel_report"] = cancel
-    return "oadrUpdatedReport", reply
+    return reply_name("oadrUpdateReport"), reply
 
 
 def _check_data(report: Mapping[str, Any], record: Mapping[str, Any] | None,
@@ -563,7 +564,7 @@ def _piggy_back(ven_id: str, records: Iterable[Mapping[str, Any]]) -> dict[str, 
 
 def _registered(ctx: Context, ven_id: str) -> None:
     ven = ctx.store.get_ven(ven_id)
-    if ven is None or not ven.get("registration_id"):
+    if not is_registered(ven):
         raise LookupError(f"VEN {ven_id!r} has no active registration")
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..errors import InvalidID, Rejection
+from ..protocol import is_registered, reply_name, window_end
 from ..store.base import VenRecord
 from . import outbox
 from .context import Context
@@ -129,7 +130,7 @@ def _pending(ctx: Context, ven_id: str) -> list[str]:
 
 def _created(ctx: Context, ven_id: str, request_id: str, code: int = 200,
              description: str | None = None):
-    return "oadrCreatedReport", {"response": response(request_id, code, description),
+    return reply_name("oadrCreateReport"), {"response": response(request_id, code, description),
                                  "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
 
 
@@ -140,7 +141,8 @@ def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     outbox.acknowledge(ctx, ven["ven_id"], request_id)
     requests = payload.get("report_requests") or []
     if not requests:
-        return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
+        return reply_name("oadrRegisteredReport"), {"response": response(request_id),
+                                                    "ven_id": ven["ven_id"]}
     return _accept(ctx, ven, requests, request_id)
 
 
@@ -192,7 +194,7 @@ def _schedule(ctx: Context, ven_id: str, report_request_id: str, specifier: Mapp
     ends."""
     interval = specifier.get("report_interval") or {}
     start, length = interval.get("dtstart"), interval.get("duration")
-    until = start + length if start is not None and length else None
+    until = window_end(start, length) if start is not None and length is not None else None
     ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, report_request_id, {
         "report_request_id": report_request_id, "report_specifier_id": METADATA,
         "report_name": METADATA, "r_ids": [], "granularity": specifier.get("granularity"),
@@ -257,11 +259,11 @@ def republish_metadata(ctx: Context, ven_id: str | None = None) -> list[str]:
     """
     if ven_id is not None:
         ven = ctx.store.get_ven(ven_id)
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         targets = [ven_id]
     else:
-        targets = [v["ven_id"] for v in ctx.store.list_vens() if v.get("registration_id")]
+        targets = [v["ven_id"] for v in ctx.store.list_vens() if is_registered(v)]
     for target in targets:
         queue_register_report(ctx, target, offers(ctx, target))
     return targets
@@ -322,10 +324,10 @@ def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     try:
         _cancel(ctx, ven_id, payload, strict=True)
     except Rejection as rejection:
-        return "oadrCanceledReport", {
+        return reply_name("oadrCancelReport"), {
             "response": response(request_id, rejection.response_code, rejection.description),
             "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
-    return "oadrCanceledReport", {"response": response(request_id),
+    return reply_name("oadrCancelReport"), {"response": response(request_id),
                                   "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
 
 
@@ -361,8 +363,8 @@ def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     outbox.acknowledge(ctx, ven["ven_id"], payload["response"]["request_id"])
     if payload.get("cancel_report"):
         _cancel(ctx, ven["ven_id"], payload["cancel_report"], strict=False)
-    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
-                            "ven_id": ven["ven_id"]}
+    return reply_name("oadrUpdatedReport"), {
+        "response": response(payload["response"]["request_id"]), "ven_id": ven["ven_id"]}
 
 
 # ---------------------------------------------------------------------------------------------
