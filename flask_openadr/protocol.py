@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
+
+if TYPE_CHECKING:  # typing.TypeGuard is Python 3.10+; annotations are not evaluated at run time
+    from typing_extensions import TypeGuard
+
+R = TypeVar("R", bound=Mapping[str, Any])
 
 __all__ = [
     "DEFAULT_URL_PREFIX",
@@ -73,7 +78,7 @@ def is_success(response_code: int) -> bool:
     return response_code // 100 == 2
 
 
-def is_registered(ven: Mapping[str, Any] | None) -> bool:
+def is_registered(ven: R | None) -> TypeGuard[R]:
     """A VEN record with an active registration (a VEN enrolled with ``add_ven`` but not yet
     registered, or whose registration was cancelled, has none)."""
     return ven is not None and bool(ven.get("registration_id"))
