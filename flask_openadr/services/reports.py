@@ -207,8 +207,8 @@ def group_requests(ctx: Context, report: Mapping[str, Any], points: list[dict[st
                    message_request_id: str) -> list[dict[str, Any]]:
     """One request per distinct (granularity, reportBackDuration, reportInterval): an
     oadrReportRequest has a single timing for all its rIDs."""
-    groups: dict[tuple, list[str]] = {}
-    intervals: dict[tuple, Any] = {}
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    intervals: dict[tuple[Any, ...], Any] = {}
     for point in points:
         interval = point.get("report_interval")
         key = (point["granularity"], point["report_back_duration"],
@@ -291,7 +291,8 @@ def _check_sampling_rate(where: str, description: Mapping[str, Any]) -> None:
                           "the maximum (or a maximum of 0 for none)")
 
 
-def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                    ) -> tuple[str, dict[str, Any]]:
     """oadrRegisterReport: store the VEN's capabilities and answer oadrRegisteredReport with the
     reports the VTN wants (from ``on_register_report``, else the configured policy)."""
     ven_id = ven["ven_id"]
@@ -354,7 +355,8 @@ def _invalidated(record: Mapping[str, Any], offered: Mapping[str, Mapping[str, A
 # oadrCreatedReport and oadrCanceledReport from the VEN: its pending lists.
 
 
-def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                   ) -> tuple[str, dict[str, Any]]:
     """oadrCreatedReport: the VEN acknowledges requests (from oadrRegisteredReport, matched by
     the register requestID, or from oadrCreateReport, by its requestID).
 
@@ -397,7 +399,8 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     return "oadrResponse", {"response": response(request_id), "ven_id": ven_id}
 
 
-def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                    ) -> tuple[str, dict[str, Any]]:
     """oadrCanceledReport: the VEN acknowledges the VTN's oadrCancelReport (echoing its requestID).
 
     Whatever its code, the cancelled requests end (a VEN that answers 452 no longer has them);
@@ -439,7 +442,8 @@ def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
 # oadrUpdateReport from the VEN: the data.
 
 
-def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                  ) -> tuple[str, dict[str, Any]]:
     """oadrUpdateReport: check every report against its request, pass each to
     ``on_update_report(ven_id, report)`` and answer oadrUpdatedReport.
 
@@ -454,8 +458,8 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     records = ({r["report_request_id"]: r for r in ctx.store.list_records(REPORT_REQUEST, ven_id)}
                if reports else {})
     for index, report in enumerate(reports):
-        record = records.get(report["report_request_id"])
-        checked.append((record, handler_report(report, _check_data(report, record, index), index)))
+        record = _check_data(report, records.get(report["report_request_id"]), index)
+        checked.append((record, handler_report(report, record, index)))
     handler = ctx.handler("on_update_report")
     if handler is not None:
         for _, data in checked:
@@ -477,8 +481,10 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     return "oadrUpdatedReport", reply
 
 
-def _check_data(report: Mapping[str, Any], record: Mapping[str, Any] | None,
-                index: int) -> Mapping[str, Any]:
+def _check_data(report: Mapping[str, Any], record: dict[str, Any] | None,
+                index: int) -> dict[str, Any]:
+    """The request ``report`` (the message's ``index``-th) answers, its record being ``record``
+    (None: no such request); refused when the report does not fit it."""
     report_request_id = report["report_request_id"]
     if record is None:
         raise InvalidID(description=f"reports[{index}]: reportRequestID {report_request_id!r} "
@@ -597,9 +603,13 @@ def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: l
                     raise ValueError(f"data point {item.get('r_id')!r} has {key} {item[key]} but "
                                      f"another has {value}; one request has one {key}: call "
                                      "request_report once per timing")
+            if "r_id" not in item:
+                raise TypeError(f"data point {dict(item)!r} has no 'r_id'; a data point is a "
+                                "dict with 'r_id' and, optionally, 'granularity' and "
+                                "'report_back_duration'")
             granularity = item.get("granularity", granularity)
             report_back_duration = item.get("report_back_duration", report_back_duration)
-            names.append(item.get("r_id"))
+            names.append(item["r_id"])
         else:
             names.append(item)
     if granularity is None or report_back_duration is None:
@@ -609,8 +619,7 @@ def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: l
     record = new_request(ctx, report, names, granularity=granularity,
                          report_back_duration=report_back_duration,
                          report_interval=report_interval, message_request_id=create_id)
-    _queue_create(ctx, ven_id, create_id, record)
-    return record["report_request_id"]
+    return _queue_create(ctx, ven_id, create_id, record)
 
 
 def request_named_report(ctx: Context, ven_id: str, report_name: str, *,
@@ -642,15 +651,18 @@ def request_metadata(ctx: Context, ven_id: str) -> str:
     _registered(ctx, ven_id)
     create_id = ctx.new_id()
     record = metadata_request(ctx, create_id)
-    _queue_create(ctx, ven_id, create_id, record)
-    return record["report_request_id"]
+    return _queue_create(ctx, ven_id, create_id, record)
 
 
-def _queue_create(ctx: Context, ven_id: str, create_id: str, record: dict[str, Any]) -> None:
+def _queue_create(ctx: Context, ven_id: str, create_id: str, record: dict[str, Any]) -> str:
+    """Store the request ``record`` and queue the oadrCreateReport ``create_id`` carrying it;
+    returns its reportRequestID."""
+    report_request_id: str = record["report_request_id"]
     with ctx.store.atomic():
-        ctx.store.put_record(REPORT_REQUEST, ven_id, record["report_request_id"], record)
+        ctx.store.put_record(REPORT_REQUEST, ven_id, report_request_id, record)
         outbox.push(ctx, ven_id, "oadrCreateReport", {
             "request_id": create_id, "report_requests": [wire_request(record)], "ven_id": ven_id})
+    return report_request_id
 
 
 def cancel_report(ctx: Context, ven_id: str, report_request_id: str,
