@@ -169,10 +169,14 @@ ResponseT_co = TypeVar("ResponseT_co", bound=ClientResponse, covariant=True)
 
 class HTTPClient(Protocol[ResponseT_co]):
     """What :class:`VENTestClient` sends through: a Flask test client (``app.test_client()``),
-    or anything whose ``post`` takes the same arguments."""
+    or anything whose ``post`` takes the same arguments and returns a response with
+    ``status_code`` and ``get_data(as_text=False)`` (:class:`ClientResponse`).
+    :meth:`VENTestClient.post` returns that response as it is."""
 
     def post(self, path: str, *, data: bytes, content_type: str,
-             environ_base: dict[str, Any]) -> ResponseT_co: ...
+             environ_base: dict[str, Any]) -> ResponseT_co:
+        """POST ``data`` to ``path`` with the WSGI environ entries ``environ_base``."""
+        ...
 
 
 #: What each VEN message method returns: the payload name and payload of the VTN's reply.
