@@ -258,7 +258,8 @@ class StartTime(_StartParam):
 
     name = "start"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime | timedelta:
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime | timedelta:
         # A relative start stays a timedelta here: parameters are converted before the command
         # has an app context, so before the VTN's clock can be read (see _start).
         if isinstance(value, (datetime, timedelta)):

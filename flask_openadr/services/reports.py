@@ -20,7 +20,7 @@ import collections
 import copy
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ComplianceError, InvalidData, InvalidID, OutOfSequence
 from ..store.base import VenRecord
@@ -57,7 +57,7 @@ def plain_name(report_name: str | None) -> str | None:
 # Building report requests (the rules of notes 3.3 and 5.3.4 live here).
 
 
-def _duration(name: str, value: Any) -> timedelta:
+def _duration(name: str, value: object) -> timedelta:
     if not isinstance(value, timedelta):
         raise TypeError(f"{name} must be a timedelta, not {value!r}")
     if value < _ZERO or value % _SECOND:
@@ -65,7 +65,7 @@ def _duration(name: str, value: Any) -> timedelta:
     return value
 
 
-def _report_interval(value: Any, report_back_duration: timedelta,
+def _report_interval(value: object, report_back_duration: timedelta,
                      now: datetime) -> dict[str, Any] | None:
     """The reportInterval of a request: dtstart and duration only (rule 321); a periodic request
     (reportBackDuration > 0) always gets one, by default from now, open-ended (duration 0)."""
@@ -112,7 +112,7 @@ def descriptions_of(report: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def new_request(ctx: Context, report: Mapping[str, Any], r_ids: list[str], *,
-                granularity: Any, report_back_duration: Any, report_interval: Any = None,
+                granularity: object, report_back_duration: object, report_interval: object = None,
                 message_request_id: str = "") -> dict[str, Any]:
     """A ``report_request`` record for some rIDs of one of the VEN's METADATA reports.
 
@@ -582,9 +582,11 @@ def ven_report(ctx: Context, ven_id: str, report_specifier_id: str) -> dict[str,
     return report
 
 
-def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: list[Any], *,
-                   granularity: Any = None, report_back_duration: Any = None,
-                   report_interval: Any = None) -> str:
+def request_report(ctx: Context, ven_id: str, report_specifier_id: str,
+                   r_ids: Sequence[str | Mapping[str, Any]], *,
+                   granularity: timedelta | None = None,
+                   report_back_duration: timedelta | None = None,
+                   report_interval: Mapping[str, Any] | None = None) -> str:
     """Queue oadrCreateReport with one request for rIDs of a report the VEN offers.
 
     ``r_ids`` holds rID strings, or data point dicts whose ``granularity`` and
