@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .. import liveness
 from ..errors import (
@@ -21,19 +21,23 @@ from ..errors import (
 from ..protocol import is_registered
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
-from .context import Context
+from .context import Context, Reply
 from .replies import PAIRED_REPLY, error_reply, response
 
 logger = logging.getLogger("flask_openadr")
 
-# Payloads a VEN may send before it is registered: they get (ctx, payload, fingerprint).
-OPEN = {
+#: A service for payloads a VEN may send before it is registered: (ctx, payload, fingerprint).
+OpenService = Callable[[Context, dict[str, Any], Optional[str]], tuple[str, dict[str, Any]]]
+#: A service for a registered VEN's payload: (ctx, ven, payload).
+Service = Callable[[Context, VenRecord, dict[str, Any]], Reply]
+
+OPEN: dict[str, OpenService] = {
     "oadrQueryRegistration": registration.query,
     "oadrCreatePartyRegistration": registration.create,
 }
 
-# Service endpoint -> payload -> function(ctx, ven, payload) for registered VENs.
-SERVICES: dict[str, dict[str, Callable[..., tuple[str, dict[str, Any]]]]] = {
+# Service endpoint -> payload -> its service, for registered VENs.
+SERVICES: dict[str, dict[str, Service]] = {
     "EiRegisterParty": {
         "oadrCancelPartyRegistration": registration.cancel,
         "oadrCanceledPartyRegistration": registration.canceled,

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 from ..errors import ComplianceError, InvalidData, InvalidID
 from ..protocol import is_aware, is_open_ended, reply_name
-from ..store.base import VenRecord
+from ..store.base import EventResponseRecord, VenRecord
 from . import bounds
 from .context import Context
 from .event_rules import targets_ven
@@ -23,7 +23,8 @@ RECORD_KINDS = (OPT,)
 _WINDOW_KEYS = frozenset({"dtstart", "duration"})
 
 
-def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+               ) -> tuple[str, dict[str, Any]]:
     """oadrCreateOpt: store (or, for a known optID, replace) an opt schedule or event-level opt.
 
     With a qualifiedEventID the event and its current modificationNumber must match (452) and
@@ -106,7 +107,7 @@ def decided_by_many(ctx: Context, ven_id: str, event_ids: list[str]) -> dict[str
     return deciding
 
 
-def _event_response(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def _event_response(record: Mapping[str, Any], now: datetime) -> EventResponseRecord:
     """The event response an event-level opt amounts to, naming the opt by ``opt_id``."""
     qualified = record["qualified_event_id"]
     return {"ven_id": record["ven_id"], "event_id": qualified["event_id"],
@@ -137,7 +138,8 @@ def _record(payload: Mapping[str, Any], ven_id: str, now: datetime) -> dict[str,
     return record
 
 
-def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+               ) -> tuple[str, dict[str, Any]]:
     """oadrCancelOpt: remove the VEN's opt; 452 for an optID this VEN does not have (unknown,
     already cancelled, or another VEN's). ``on_cancel_opt`` sees the payload plus the stored
     ``opt`` and may refuse."""
@@ -157,7 +159,7 @@ def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
 
 def _overlaps(window: Mapping[str, Any], start: datetime, end: datetime) -> bool:
     """A window overlaps [start, end); a duration of 0 is open-ended, as for events."""
-    begins = window["dtstart"]
+    begins: datetime = window["dtstart"]
     if is_open_ended(window["duration"]):
         return begins < end
     return begins < end and start < bounds.clamped_end(begins, window["duration"])

@@ -22,7 +22,8 @@ def _registered_reply(ctx: Context, request_id: str, ven: VenRecord | None) -> d
     return reply
 
 
-def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
+def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None
+          ) -> tuple[str, dict[str, Any]]:
     """oadrQueryRegistration: what the VTN offers, and the caller's IDs if it is registered.
 
     Without a client certificate the caller cannot be told apart from any other, so no IDs are
@@ -78,7 +79,8 @@ def _handler_ids(result: Any) -> dict[str, Any]:
                     f"(ven_id, registration_id) tuple or a dict, not {result!r}")
 
 
-def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
+def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None
+           ) -> tuple[str, dict[str, Any]]:
     """oadrCreatePartyRegistration: a new registration, or the renewal of the current one.
 
     The VEN record it creates or renews is bound to the caller's certificate ``fingerprint``; a
@@ -135,13 +137,13 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     base: VenRecord = current or {"ven_id": new_ven_id, "group_ids": [], "resource_ids": [],
                                   "party_ids": []}
     ven = _updated_record(base, payload, fingerprint)
-    ven.update(
-        ven_id=new_ven_id,
-        registration_id=ids.get("registration_id") or ctx.new_id(),
-        poll_frequency=ctx.settings.poll_frequency,
-        registered_at=ctx.now(),
-        cancel_requested=False,
-    )
+    ven.update({
+        "ven_id": new_ven_id,
+        "registration_id": ids.get("registration_id") or ctx.new_id(),
+        "poll_frequency": ctx.settings.poll_frequency,
+        "registered_at": ctx.now(),
+        "cancel_requested": False,
+    })
     for key in ("group_ids", "resource_ids", "party_ids", "group_names"):
         if key in ids:
             ven[key] = list(ids[key])
@@ -189,18 +191,17 @@ def _handler_payload(payload: dict[str, Any], fingerprint: str | None,
 
 
 def _updated_record(base: VenRecord, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
-    ven: VenRecord = dict(base)  # type: ignore[assignment]
-    ven.update(
-        ven_name=payload.get("ven_name", base.get("ven_name")),
-        profile_name=payload["profile_name"],
-        transport_name=payload["transport_name"],
-        transport_address=payload.get("transport_address"),
-        report_only=payload["report_only"],
-        xml_signature=payload["xml_signature"],
-        http_pull_model=payload.get("http_pull_model", True),
-        fingerprint=fingerprint or base.get("fingerprint"),
-    )
-    return ven
+    return {
+        **base,
+        "ven_name": payload.get("ven_name", base.get("ven_name")),
+        "profile_name": payload["profile_name"],
+        "transport_name": payload["transport_name"],
+        "transport_address": payload.get("transport_address"),
+        "report_only": payload["report_only"],
+        "xml_signature": payload["xml_signature"],
+        "http_pull_model": payload.get("http_pull_model", True),
+        "fingerprint": fingerprint or base.get("fingerprint"),
+    }
 
 
 #: Store record kinds that belong to a registration: report capabilities and subscriptions in
@@ -217,9 +218,9 @@ def _clear_records(ctx: Context, ven_id: str) -> None:
 def _end_registration(ctx: Context, ven: VenRecord) -> None:
     """Drop a registration and what was pending for it (notes 5.1 step 6). The VEN record stays,
     so later messages from it get 463 (not registered) rather than 452 (unknown)."""
-    ended = dict(ven, registration_id=None, cancel_requested=False)
+    ended: VenRecord = {**ven, "registration_id": None, "cancel_requested": False}
     with ctx.store.atomic():
-        ctx.store.put_ven(ended)  # type: ignore[arg-type]
+        ctx.store.put_ven(ended)
         push.index(ctx, ended)
         ctx.store.clear_outbox(ven["ven_id"])
         ctx.store.set_delivered(ven["ven_id"], {})
@@ -230,7 +231,8 @@ def _end_registration(ctx: Context, ven: VenRecord) -> None:
              registration_id=ven["registration_id"])
 
 
-def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+           ) -> tuple[str, dict[str, Any]]:
     """oadrCancelPartyRegistration from the VEN."""
     if payload["registration_id"] != ven["registration_id"]:
         raise InvalidID(description=f"registrationID {payload['registration_id']!r} is not the "
@@ -246,7 +248,8 @@ def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     }
 
 
-def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+             ) -> tuple[str, dict[str, Any]]:
     """oadrCanceledPartyRegistration: the VEN acknowledges a cancellation the VTN asked for."""
     if not ven.get("cancel_requested"):
         raise OutOfSequence(description="the VTN has not asked this VEN to cancel its "
@@ -273,7 +276,8 @@ def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     return reply_name("oadrCanceledPartyRegistration"), {"response": response(request_id)}
 
 
-def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                 ) -> tuple[str, dict[str, Any]]:
     """oadrResponse from the VEN (the acknowledgement of oadrRequestReregistration)."""
     outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
         "oadrRequestReregistration", {}))
@@ -290,7 +294,7 @@ def request_cancel(ctx: Context, ven_id: str) -> None:
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         if outbox.queued(ctx, ven_id, "oadrCancelPartyRegistration"):
             return
-        ctx.store.put_ven(dict(ven, cancel_requested=True))  # type: ignore[arg-type]
+        ctx.store.put_ven({**ven, "cancel_requested": True})
         outbox.push(ctx, ven_id, "oadrCancelPartyRegistration", {
             "request_id": ctx.new_id(),
             "registration_id": ven["registration_id"],

@@ -1,7 +1,7 @@
 """Reply building shared by the services: eiResponse blocks, paired reply types, error replies."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import RESPONSE_DESCRIPTIONS, Rejection
 from ..protocol import PAIRED_REPLY, reply_name
@@ -15,7 +15,16 @@ PROFILES = [{"profile_name": "2.0b", "transports": ["simpleHttp"]}]
 
 
 
-def response(request_id: str = "", code: int = 200, description: str | None = None) -> dict:
+class EiResponse(TypedDict):
+    """The eiResponse block of a reply."""
+
+    response_code: int
+    response_description: str
+    request_id: str
+
+
+def response(request_id: str = "", code: int = 200, description: str | None = None
+             ) -> EiResponse:
     """An eiResponse block; ``request_id`` echoes the message being answered."""
     return {
         "response_code": code,
@@ -27,13 +36,18 @@ def response(request_id: str = "", code: int = 200, description: str | None = No
 def request_id_of(payload: dict[str, Any]) -> str:
     """The requestID a reply must echo: the payload's own, or the one inside its eiResponse
     (replies such as oadrCreatedReport carry it there)."""
+    # The codec decodes requestID as a string wherever it occurs.
+    request_id: str
     if "request_id" in payload:
-        return payload["request_id"]
-    return payload.get("response", {}).get("request_id", "")
+        request_id = payload["request_id"]
+    else:
+        request_id = payload.get("response", {}).get("request_id", "")
+    return request_id
 
 
 def ven_id_of(payload: dict[str, Any]) -> str | None:
-    return payload.get("ven_id")
+    ven_id: str | None = payload.get("ven_id")
+    return ven_id
 
 
 def error_reply(

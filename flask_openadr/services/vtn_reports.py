@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import InvalidID, Rejection
 from ..protocol import is_registered, reply_name, window_end
@@ -71,10 +71,10 @@ def offers(ctx: Context, ven_id: str) -> list[dict[str, Any]]:
     return reports
 
 
-def _offer(report: Any, now) -> dict[str, Any]:
-    if not isinstance(report, Mapping):
-        raise TypeError(f"on_vtn_reports: a report is a dict, not {report!r}")
-    report = copy.deepcopy(dict(report))
+def _offer(offered: object, now: datetime) -> dict[str, Any]:
+    if not isinstance(offered, Mapping):
+        raise TypeError(f"on_vtn_reports: a report is a dict, not {offered!r}")
+    report: dict[str, Any] = copy.deepcopy(dict(offered))
     spec_id = report.get("report_specifier_id")
     if not isinstance(spec_id, str) or not spec_id or spec_id == METADATA:
         raise ValueError(f"on_vtn_reports: report_specifier_id must be a non-empty str other "
@@ -129,12 +129,13 @@ def _pending(ctx: Context, ven_id: str) -> list[str]:
 
 
 def _created(ctx: Context, ven_id: str, request_id: str, code: int = 200,
-             description: str | None = None):
+             description: str | None = None) -> tuple[str, dict[str, Any]]:
     return reply_name("oadrCreateReport"), {"response": response(request_id, code, description),
                                  "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
 
 
-def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                      ) -> tuple[str, dict[str, Any]]:
     """oadrRegisteredReport: the VEN acknowledges the VTN's METADATA. Without requests the VTN
     answers oadrResponse; with requests, oadrCreatedReport (the harness expects it)."""
     request_id = payload["response"]["request_id"]
@@ -146,12 +147,14 @@ def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     return _accept(ctx, ven, requests, request_id)
 
 
-def create_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def create_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                  ) -> tuple[str, dict[str, Any]]:
     """oadrCreateReport: the VEN asks for VTN reports (or for the VTN's METADATA)."""
     return _accept(ctx, ven, payload["report_requests"], payload["request_id"])
 
 
-def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], request_id: str):
+def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], request_id: str
+            ) -> tuple[str, dict[str, Any]]:
     """Check every request, let ``on_vtn_report_request`` see each, store them and answer
     oadrCreatedReport listing every active request. Any unknown reportSpecifierID or rID refuses
     the message with 452 and stores nothing; the pending list then shows what was active."""
@@ -316,7 +319,8 @@ def _public(record: Mapping[str, Any]) -> dict[str, Any]:
     return {key: copy.deepcopy(record.get(key)) for key in keys}
 
 
-def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                  ) -> tuple[str, dict[str, Any]]:
     """oadrCancelReport: the VEN cancels requests for VTN reports; an unknown reportRequestID
     refuses the message with 452. Answered with oadrCanceledReport and the remaining list."""
     ven_id = ven["ven_id"]
@@ -357,7 +361,8 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
                 ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
 
 
-def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                   ) -> tuple[str, dict[str, Any]]:
     """oadrUpdatedReport: the VEN acknowledges a VTN report; a piggy-backed oadrCancelReport in
     it is applied (IDs the VTN does not know are ignored, since there is no reply to refuse)."""
     outbox.acknowledge(ctx, ven["ven_id"], payload["response"]["request_id"])
@@ -372,7 +377,7 @@ def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
 
 
 def send_report(ctx: Context, ven_id: str, report_request_id: str,
-                intervals: list[Mapping[str, Any]], dtstart=None) -> str:
+                intervals: Sequence[Mapping[str, Any]], dtstart: datetime | None = None) -> str:
     """Queue oadrUpdateReport with data for one of the VEN's requests; returns its requestID.
 
     ``intervals`` use the form ``on_update_report`` receives: ``{"dtstart"?, "duration"?,
@@ -410,7 +415,8 @@ def send_report(ctx: Context, ven_id: str, report_request_id: str,
               "report_request_id": report_request_id,
               "report_specifier_id": record["report_specifier_id"],
               "report_name": record["report_name"], "created_date_time": ctx.now()}
-    payload = {"request_id": ctx.new_id(), "reports": [report], "ven_id": ven_id}
+    request_id = ctx.new_id()
+    payload = {"request_id": request_id, "reports": [report], "ven_id": ven_id}
     ctx.check_payload("oadrUpdateReport", payload)
     with ctx.store.atomic():
         current = ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
@@ -419,4 +425,4 @@ def send_report(ctx: Context, ven_id: str, report_request_id: str,
         if current["state"] == "final_report":
             ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
         outbox.push(ctx, ven_id, "oadrUpdateReport", payload)
-    return payload["request_id"]
+    return request_id
