@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
+from flask_openadr.config import Settings
 from flask_openadr.services import events, handle
-from flask_openadr.services.context import Context, Settings
+from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
 from flask_openadr.testing import data_report
 from tests.support.backends import URI_FACTORIES
