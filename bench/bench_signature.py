@@ -15,6 +15,7 @@
 
     python bench/bench_signature.py
     python bench/bench_signature.py --seconds 5 --runs 3
+    python bench/bench_signature.py --profile rsa     # where a signed poll's CPU goes
 
 Targets (issue 7): verify + sign at most 3 ms of VTN CPU per message; signed polls at least 50 %
 of the unsigned throughput.
@@ -85,8 +86,11 @@ def poll_app(tmp: str, kind: str, signed: bool):
     return app, ven
 
 
-def polls(app, ven, seconds: float) -> tuple[int, float]:
-    """(polls, CPU seconds), the WSGI app called directly with pre-encoded (pre-signed) bodies."""
+def polls(app, ven, seconds: float, profiler=None) -> tuple[int, float]:
+    """(polls, CPU seconds), the WSGI app called directly with pre-encoded (pre-signed) bodies.
+
+    :param profiler: a ``cProfile.Profile`` to run while polling (not while signing the bodies).
+    """
     base = EnvironBuilder(path=f"{PREFIX}/OadrPoll", method="POST", data=b"x",
                           content_type="application/xml",
                           environ_base=ven.environ).get_environ()
@@ -96,6 +100,8 @@ def polls(app, ven, seconds: float) -> tuple[int, float]:
         if not status.startswith("200"):
             raise SystemExit(f"unexpected status {status}")
 
+    if profiler is not None:
+        profiler.enable()
     count, cpu0, wall0 = 0, time.process_time(), time.perf_counter()
     for body in bodies:
         environ = dict(base, **{"wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body))})
@@ -105,7 +111,32 @@ def polls(app, ven, seconds: float) -> tuple[int, float]:
         count += 1
         if time.perf_counter() - wall0 >= seconds:
             break
-    return count, time.process_time() - cpu0
+    cpu = time.process_time() - cpu0
+    if profiler is not None:
+        profiler.disable()
+    return count, cpu
+
+
+def profile(kind: str, seconds: float, top: int) -> None:
+    """cProfile of signed polls in process (as in :func:`polls`): the functions with the most
+    time of their own, and with the most time including what they call."""
+    import cProfile
+    import pstats
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app, ven = poll_app(tmp, kind, True)
+        profiler = cProfile.Profile()
+        count, _cpu = polls(app, ven, seconds, profiler)
+    print(f"{count} signed polls, {kind}; times are per poll")
+    stats = pstats.Stats(profiler)
+    for key, title in (("tottime", "own time"), ("cumtime", "including callees")):
+        print(f"  by {title}:")
+        rows = sorted(stats.stats.items(), key=lambda item: item[1][2 if key == "tottime" else 3],
+                      reverse=True)[:top]
+        for (path, line, name), (_cc, calls, own, total, _callers) in rows:
+            where = f"{os.path.basename(path)}:{line}" if line else path
+            print(f"    {own * 1e6 / count:7.1f} us own {total * 1e6 / count:7.1f} us total "
+                  f"{calls / count:5.1f} calls  {name} ({where})")
 
 
 def http_polls(kind: str, seconds: float, threads: int, vens: int = 50) -> dict:
@@ -172,7 +203,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="report the best of this many")
     parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
     parser.add_argument("--skip-http", action="store_true")
+    parser.add_argument("--profile", choices=("rsa", "ec"),
+                        help="only profile signed polls in process with keys of this kind")
+    parser.add_argument("--top", type=int, default=25, help="functions shown by --profile")
     args = parser.parse_args()
+    if args.profile:
+        profile(args.profile, args.seconds, args.top)
+        return
     print("verify + sign, VTN CPU per message (best of runs)")
     for kind, label in (("rsa", "RSA-2048"), ("ec", "P-256")):
         best = min(cpu / count for count, cpu in
