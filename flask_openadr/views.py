@@ -91,11 +91,13 @@ def handle_request(service: str) -> Response:
     try:
         # One pooled connection for the whole request on the SQL store (a no-op elsewhere).
         with ctx.store.session():
+            nonce = None
             if signed:
                 try:
                     verified = signature.verify(root, client_fingerprint=fingerprint)
-                    replay.check(ctx.store, verified, now=ctx.now(),
-                                 window=ctx.settings.replay_window)
+                    # The nonce is written by the services, with the message's first write.
+                    nonce = replay.fresh(verified, now=ctx.now(),
+                                         window=ctx.settings.replay_window)
                 except Rejection as refusal:
                     return _refused(state, service, root, refusal)
                 try:
@@ -112,7 +114,7 @@ def handle_request(service: str) -> Response:
             ctx.emit("message_received", ven_id=payload.get("ven_id"), payload_name=payload_name,
                      payload=payload)
             outcome = services.handle(ctx, service, payload_name, payload, fingerprint,
-                                      signed=signed)
+                                      signed=signed, nonce=nonce)
         body = _encode(state, outcome)
     except Unidentified as refusal:
         logger.info("refused %s at %s from %s: %s", payload_name, service, request.remote_addr,
