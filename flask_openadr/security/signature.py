@@ -212,7 +212,7 @@ SIGNED_OBJECT_ID = "oadrSignedObject"  # the oadr:Id the codec gives oadrSignedO
 
 
 # Per thread: lxml trees should not be shared between threads, so each thread keeps its own
-# skeletons, id(signer) -> (signer, ds:Signature), and its own compiled XPath (see _ids).
+# skeletons, id(signer) -> (signer, ds:Signature).
 _local = threading.local()
 
 
@@ -344,31 +344,21 @@ def _expect(children: list, index: int, tag: str, where: str):
     return children[index]
 
 
-# Every attribute that names an element (see _ID_NAMES), in any namespace or none; xml:id's
-# local name is "id". Evaluated by libxml2, which is faster than visiting every element from
-# Python, the more so the larger the message.
-_ID_ATTRIBUTES = "//@*[" + " or ".join(f"local-name()='{name}'" for name in sorted(_ID_NAMES)) + "]"
-
-
-def _id_attributes(root) -> list:
-    # Compiled once per thread: lxml's XPath objects are not documented as thread-safe.
-    finder = getattr(_local, "id_attributes", None)
-    if finder is None:
-        finder = _local.id_attributes = etree.XPath(_ID_ATTRIBUTES)
-    return finder(root)
-
-
 def _ids(root) -> dict[str, Any]:
     """Every Id value of the document and its element; a value used twice is refused, since
     the second element could pose as the signed one (signature wrapping)."""
     found: dict[str, Any] = {}
-    for attribute in _id_attributes(root):
-        value = str(attribute)
-        if value in found:
-            raise InvalidData(description=f"the Id value {value!r} is used twice in the "
-                              "message; every Id must be unique (signature wrapping is "
-                              "refused)")
-        found[value] = attribute.getparent()
+    # Element names only (no attribute proxies), the names' local part compared: measured under
+    # callgrind on a signed oadrPoll, half the instructions of an XPath selecting the attributes.
+    for element in root.iter(etree.Element):
+        for name in element.keys():
+            if name.rpartition("}")[2] in _ID_NAMES:  # xml:id's local name is "id"
+                value = element.get(name)
+                if value in found:
+                    raise InvalidData(description=f"the Id value {value!r} is used twice in "
+                                      "the message; every Id must be unique (signature "
+                                      "wrapping is refused)")
+                found[value] = element
     return found
 
 
