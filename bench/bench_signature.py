@@ -82,7 +82,8 @@ def poll_app(tmp: str, kind: str, signed: bool):
     options = {"signing_cert": cert, "signing_key": key} if signed else {}
     ven = VENTestClient(app.test_client(), environ={"SSL_CLIENT_CERT": cert}, **options)
     ven.register(xml_signature=signed)
-    ven.poll()  # the VTN's METADATA report: later polls find nothing pending
+    _, metadata = ven.poll()  # the VTN's METADATA report, acknowledged: later polls find
+    ven.registered_report(metadata)  # nothing pending (nor anything to send again)
     return app, ven
 
 
