@@ -478,6 +478,18 @@ def test_a_refused_message_uses_up_its_nonce(registered, signing_app, clock):
     refused(signing_app, ven, "OadrPoll", body, 454, "already used")
 
 
+def test_a_replay_of_a_message_refused_with_403_is_refused_as_a_replay(signing_app, identities,
+                                                                         clock, vtn_identity):
+    # No venID from a certificate no VEN is registered with: 403, no OpenADR reply. Its nonce
+    # is used up all the same, and the replay gets the 454 every replay gets.
+    ven = signing_ven(signing_app, identities["other-ec"], clock, vtn_identity=vtn_identity)
+    body = ven.encode("oadrPoll", {"ven_id": ""})
+    before = snapshot(signing_app)
+    assert ven.post("OadrPoll", body).status_code == 403
+    refused(signing_app, ven, "OadrPoll", body, 454, "already used")
+    assert snapshot(signing_app) == before
+
+
 def test_a_replayed_registration_is_refused(signing_app, identities, clock, vtn_identity):
     ven = signing_ven(signing_app, identities["ven-ec"], clock, vtn_identity=vtn_identity)
     body = ven.encode("oadrQueryRegistration", {"request_id": "q-1"})
