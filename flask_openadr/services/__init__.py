@@ -140,9 +140,10 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
         if payload_name in OPEN:
             # A VEN asking for signatures gets even this reply signed.
             sign_reply = signed or bool(payload.get("xml_signature"))
-            if nonce is not None:
-                replay.remember(ctx.store, nonce)  # before a registration changes anything
-                nonce = None
+            # Taken before it is written, so that a refusal does not write it a second time.
+            pending, nonce = nonce, None
+            if pending is not None:
+                replay.remember(ctx.store, pending)  # before a registration changes anything
             name, reply = OPEN[payload_name](ctx, payload, fingerprint)
             if payload_name == "oadrCreatePartyRegistration" and reply.get("ven_id"):
                 # A registration is a message from the VEN too; a new one is its first sight.
@@ -152,8 +153,8 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
         ven_id = ven["ven_id"]
         sign_reply = signed or bool(ven.get("xml_signature"))
         require_signature(ven, signed)
-        online = seen(ctx, ven, nonce)
-        nonce = None
+        pending, nonce = nonce, None
+        online = seen(ctx, ven, pending)
         name, reply, *built = SERVICES[service][payload_name](ctx, ven, payload)
         _run_online(ctx, online)
         return Outcome(name, reply, ven_id, sign_reply, built[0] if built else None)
