@@ -32,9 +32,12 @@ def sweep(ctx: Context, limit: int = BATCH) -> int:
             continue
         event_id = event["event_descriptor"]["event_id"]
         with ctx.store.atomic():
+            # Checked again inside the transaction: an operator may have changed or removed it
+            # meanwhile.
             current = ctx.store.get_event(event_id)
-            # Checked again inside the transaction: an operator may have changed it meanwhile.
-            again = finished_at(current) if current is not None else None
+            if current is None:
+                continue
+            again = finished_at(current)
             if again is None or again + keep > now:
                 continue
             ctx.store.delete_event(event_id)
