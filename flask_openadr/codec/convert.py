@@ -24,6 +24,11 @@ from .values import Unsupported, ValueProblem, ValueType, shown
 
 _ABSENT = object()
 
+#: The longest reason the codec gives: it is the 400 reply's text or the 454 reply's description,
+#: read by a person in a log. A location gives way in the middle to fit (see :func:`_located`);
+#: every other part is bounded where it is written (values by ``shown()``, names by ``named()``).
+MAX_REASON_CHARS = 200
+
 #: The most elements any one element of a message may hold: in 2.0b only a repeated element
 #: (eventResponse, oadrReport, interval, reportRequestID, ...) can come near it. A list longer
 #: than this is refused with the paired reply (454), so a message of a megabyte of IDs costs no
@@ -123,8 +128,8 @@ def _crowded(payload, name: str) -> str | None:
             if count <= MAX_REPEATED:
                 continue  # the limit is on one repeated element, not on what surrounds it
             where = name if element is payload else named(element.tag)
-            return (f"{where} holds {count} {named(common)} elements; this VTN "
-                    f"accepts at most {MAX_REPEATED} in one list (send them in several messages)")
+            return (f"{where} holds {count} {named(common)} elements; at most {MAX_REPEATED} "
+                    "are accepted in one list (send several messages)")
     return None
 
 
@@ -136,13 +141,26 @@ def _at(where, qname: str, index: int | None = None) -> tuple:
     return (where, qname, index)
 
 
-def _render(where) -> str:
-    """``oadrUpdateReport/oadr:oadrReport[0]/strm:intervals/...`` from a location."""
-    parts = []
+def _located(where, problem: str) -> str:
+    """``oadrUpdateReport/oadr:oadrReport[0]/strm:intervals/...: problem`` in at most
+    :data:`MAX_REASON_CHARS`: when the location is too long, the steps after its root give way to
+    ``...`` from the top down, so the element at fault stays named."""
+    steps = []
     while isinstance(where, tuple):
         where, qname, index = where
-        parts.append(f"/{named(qname)}" if index is None else f"/{named(qname)}[{index}]")
-    return where + "".join(reversed(parts))
+        steps.append(f"/{named(qname)}" if index is None else f"/{named(qname)}[{index}]")
+    steps.reverse()
+    room = MAX_REASON_CHARS - len(problem) - 2
+    location = where + "".join(steps)
+    while len(location) > room and len(steps) > 1:
+        del steps[0]
+        location = where + "/..." + "".join(steps)
+    reason = f"{location}: {problem}"
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 3] + "..."
+
+
+def _malformed(where, problem: str) -> MalformedMessage:
+    return MalformedMessage(_located(where, problem))
 
 
 def _children(element, where) -> list:
@@ -150,32 +168,34 @@ def _children(element, where) -> list:
     refused because every complex type of the schema has element-only content."""
     text = element.text
     if text and not text.isspace():
-        raise MalformedMessage(f"{_render(where)}: unexpected text {shown(text.strip())}")
+        raise _malformed(where, f"unexpected text {shown(text.strip())}")
     found = []
     for child in element:
         if child.tag.__class__ is str:
             found.append(child)
         elif child.tag is etree.Entity:
-            raise MalformedMessage(f"{_render(where)}: entity references are not allowed")
+            raise _malformed(where, "entity references are not allowed")
         tail = child.tail
         if tail and not tail.isspace():
-            raise MalformedMessage(f"{_render(where)}: unexpected text {shown(tail.strip())}")
+            raise _malformed(where, f"unexpected text {shown(tail.strip())}")
     return found
 
 
 def _unexpected(child, where, expected: str | None = None) -> MalformedMessage:
     if child.tag in UNSUPPORTED:
-        return MalformedMessage(f"{_render(where)}: {named(child.tag)} is not supported by "
-                                "flask-openadr")
+        return _malformed(where, f"{named(child.tag)} is not supported by flask-openadr")
     hint = f" (expected {expected})" if expected else " (unknown here, or out of XSD order)"
-    return MalformedMessage(f"{_render(where)}: unexpected element {named(child.tag)}{hint}")
+    return _malformed(where, f"unexpected element {named(child.tag)}{hint}")
 
 
 def _missing(children: list, pos: int, where, wanted) -> MalformedMessage:
-    names = " or ".join(sorted(named(name) for name in wanted))
+    names = sorted(named(name) for name in wanted)
+    if len(names) > 3:  # the members of a substitution group
+        names[3:] = [f"{len(names) - 3} more"]
+    names = " or ".join(names)
     if pos < len(children):
         return _unexpected(children[pos], where, names)
-    return MalformedMessage(f"{_render(where)}: missing required element {names}")
+    return _malformed(where, f"missing required element {names}")
 
 
 def _decode_complex(element, ctype: ComplexType, where) -> dict:
@@ -248,7 +268,7 @@ def _decode_field(member: Field, children: list, pos: int, out: dict, where) -> 
             raise _unexpected(child, here, named(step))
         items.append(_decode_path(child, member, start, _at(here, step, len(items))))
     if len(items) < member.min_items:
-        raise MalformedMessage(f"{_render(here)}: missing required element {named(step)}")
+        raise _malformed(here, f"missing required element {named(step)}")
     out[member.key] = items
     return pos + 1
 
@@ -261,7 +281,7 @@ def _single(element, step: str, where, optional: bool):
     if not children:
         if optional:
             return _ABSENT, where
-        raise MalformedMessage(f"{_render(where)}: missing required element {named(step)}")
+        raise _malformed(where, f"missing required element {named(step)}")
     if children[0].tag != step:
         raise _unexpected(children[0], where, named(step))
     raise _unexpected(children[1], where)
@@ -286,9 +306,9 @@ def _convert(element, kind, where):
         except Unsupported as problem:
             if _TOLERANT.get():
                 return text
-            raise _Unhonoured(f"{_render(where)}: {problem}") from None
+            raise _Unhonoured(_located(where, str(problem))) from None
         except ValueProblem as problem:
-            raise MalformedMessage(f"{_render(where)}: {problem}") from None
+            raise _malformed(where, str(problem)) from None
     if isinstance(kind, Substitution):
         member_type = kind.by_qname(element.tag)
         if member_type is None:

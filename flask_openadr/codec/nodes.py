@@ -8,7 +8,7 @@ from .values import ValueProblem
 
 #: How much of a name an error message repeats: a tag of a namespace the schema does not know is
 #: printed whole (``{uri}local``), and a hostile peer chooses both parts.
-SHOWN_NAME_CHARS = 60
+SHOWN_NAME_CHARS = 50
 
 
 def named(qname: str) -> str:
