@@ -38,6 +38,10 @@ def both(body: bytes):
         walked = convert._decode_complex(element, ctype, name)
     except (MalformedMessage, convert._Unhonoured) as error:
         walked = error
+    else:
+        crowded = convert._crowded(element, name)
+        if crowded:  # a valid document, refused because of its size (454)
+            walked = UnsupportedValue(name, walked, crowded)
     return compiled, walked
 
 
@@ -229,7 +233,13 @@ EDITS = [
     (EVENT, b"<power:node>p2</power:node>", b""),
     (EVENT, b"<power:node>p2</power:node>", b"<power:mrid>p2</power:mrid>"),
     (EVENT, b"<power:node>p2</power:node>", b"<power:node>p2</power:node><power:node>p3</power:node>"),
+    (EVENT, b"<ei:groupID>g2</ei:groupID>", b"<ei:groupID>g</ei:groupID>" * 999),  # 1,000
+    (EVENT, b"<ei:groupID>g2</ei:groupID>", b"<ei:groupID>g</ei:groupID>" * 1000),  # too many
     # a list held by a wrapper, of values
+    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
+     b"<ei:reportRequestID>r</ei:reportRequestID>" * 999),
+    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
+     b"<ei:reportRequestID>r</ei:reportRequestID>" * 1000),
     (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>", b""),
     (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
      b"<ei:reportRequestID>rr2</ei:reportRequestID><!-- c -->\n"),

@@ -18,7 +18,7 @@ from .compiled import decoder
 from .fields import (
     DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name, q,
 )
-from .nodes import named, simple_text
+from .nodes import MAX_REPEATED, named, simple_text
 from .schema import PAYLOAD_TYPES, UNSUPPORTED
 from .values import Unsupported, ValueProblem, ValueType, shown
 
@@ -28,12 +28,6 @@ _ABSENT = object()
 #: read by a person in a log. A location gives way in the middle to fit (see :func:`_located`);
 #: every other part is bounded where it is written (values by ``shown()``, names by ``named()``).
 MAX_REASON_CHARS = 200
-
-#: The most elements any one element of a message may hold: in 2.0b only a repeated element
-#: (eventResponse, oadrReport, interval, reportRequestID, ...) can come near it. A list longer
-#: than this is refused with the paired reply (454), so a message of a megabyte of IDs costs no
-#: more than this many of them downstream.
-MAX_REPEATED = 1000
 
 # While set, a value the VTN cannot honour decodes to its own text instead of stopping the
 # decoding, so that the rest of the message (requestID, venID) can address the paired reply.
@@ -60,12 +54,9 @@ def decode_element(root) -> tuple[str, dict]:
         :class:`~.values.Unsupported`), with the payload decoded as far as it can be.
     """
     name, payload = _payload(root)
-    crowded = _crowded(payload, name)
     decoded = decoder(PAYLOAD_TYPES[name])(payload)
-    if decoded is None:
-        decoded = _refused(payload, name, crowded)
-    if crowded:
-        raise UnsupportedValue(name, decoded, crowded)
+    if decoded is None:  # the compiled decoder also refuses a list of more than MAX_REPEATED
+        decoded = _refused(payload, name)
     return name, decoded
 
 
@@ -100,14 +91,15 @@ def _payload(root) -> tuple:
     return name, payload
 
 
-def _refused(payload, name: str, crowded: str | None) -> dict:
+def _refused(payload, name: str) -> dict:
     """Walk a payload the compiled decoder refused, to raise the error that says why.
 
     Should the walk accept it after all (a disagreement ``tests/test_codec_fast_path.py`` exists
     to catch), its dict is the answer.
     """
+    crowded = _crowded(payload, name)
     try:
-        return _decode_complex(payload, PAYLOAD_TYPES[name], name)
+        decoded = _decode_complex(payload, PAYLOAD_TYPES[name], name)
     except _Unhonoured as first:
         token = _TOLERANT.set(True)
         try:
@@ -116,6 +108,9 @@ def _refused(payload, name: str, crowded: str | None) -> dict:
         finally:
             _TOLERANT.reset(token)
         raise UnsupportedValue(name, decoded, crowded or str(first)) from None
+    if crowded:
+        raise UnsupportedValue(name, decoded, crowded)
+    return decoded
 
 
 def _crowded(payload, name: str) -> str | None:

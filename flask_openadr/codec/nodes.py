@@ -6,6 +6,12 @@ from lxml import etree
 from .fields import pretty
 from .values import ValueProblem
 
+#: The most elements any one element of a message may hold: in 2.0b only a repeated element
+#: (eventResponse, oadrReport, interval, reportRequestID, ...) can come near it. A list longer
+#: than this is refused with the paired reply (454), so a message of a megabyte of IDs costs no
+#: more than this many of them downstream.
+MAX_REPEATED = 1000
+
 #: How much of a name an error message repeats: a tag of a namespace the schema does not know is
 #: printed whole (``{uri}local``), and a hostile peer chooses both parts.
 SHOWN_NAME_CHARS = 50
