@@ -172,125 +172,91 @@ STATUS = codec.encode("oadrUpdateReport", {
             "online": True, "manual_override": False}}]}],
         "report_request_id": "rr", "report_specifier_id": "s", "created_date_time": T0}]})
 
+def edits(document: bytes, old: bytes, *replacements: bytes) -> list:
+    return [(document, old, new) for new in replacements]
+
+
+VALUE = b"<ei:value>1.5</ei:value>"
+CREATED = b"<ei:createdDateTime>2026-01-01T00:00:00Z"
+RID = b"<ei:rID>r1</ei:rID>"
+UID = b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>"
+SPECIFIER = b"<ei:reportSpecifierID>s</ei:reportSpecifierID>"
+GROUP = b"<ei:groupID>g2</ei:groupID>"
+NODE = b"<power:node>p2</power:node>"
+PENDING = b"<ei:reportRequestID>rr2</ei:reportRequestID>"
+SIGNAL = b"<ei:signalPayload><ei:payloadFloat><ei:value>1.0</ei:value>"
+CURRENT = b"<ei:currentValue><ei:payloadFloat><ei:value>2.0</ei:value></ei:payloadFloat>"
+START_AFTER = b"<xcal:startafter>PT5M</xcal:startafter>"
+NIL = b'<xcal:components xsi:nil="true"/>'
+XMPP = b"<oadr:oadrTransportName>xmpp</oadr:oadrTransportName>"
+
 # Edits of those documents: each must give the same answer both ways, whether a dict or an error.
 EDITS = [
     # values
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value> 1.5 </ei:value>"),
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value>1<!-- c -->.5</ei:value>"),
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value>1<?pi x?>.5</ei:value>"),
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value>1<!-- c -->x.5</ei:value>"),
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value>NaN</ei:value>"),
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value>1.5<ei:x/></ei:value>"),
-    (REPORT, b"<ei:value>1.5</ei:value>", b"<ei:value/>"),
-    (REPORT, b"<ei:createdDateTime>2026-01-01T00:00:00Z",
-     b"<ei:createdDateTime>2026-01-01T24:00:00Z"),
-    (REPORT, b"<ei:createdDateTime>2026-01-01T00:00:00Z",
-     b"<ei:createdDateTime>2026-02-30T00:00:00Z"),
-    (REPORT, b"<ei:createdDateTime>2026-01-01T00:00:00Z",
-     b"<ei:createdDateTime>2026-01-01T00:00:00.1234Z"),
+    *edits(REPORT, VALUE, b"<ei:value> 1.5 </ei:value>", b"<ei:value>1<!-- c -->.5</ei:value>",
+           b"<ei:value>1<?pi x?>.5</ei:value>", b"<ei:value>1<!-- c -->x.5</ei:value>",
+           b"<ei:value>NaN</ei:value>", b"<ei:value>1.5<ei:x/></ei:value>", b"<ei:value/>"),
+    *edits(REPORT, CREATED, b"<ei:createdDateTime>2026-01-01T24:00:00Z",
+           b"<ei:createdDateTime>2026-02-30T00:00:00Z",
+           b"<ei:createdDateTime>2026-01-01T00:00:00.1234Z"),
     # text, comments and processing instructions between elements
-    (REPORT, b"<ei:rID>r1</ei:rID>", b"<ei:rID>r1</ei:rID><!-- between -->"),
-    (REPORT, b"<ei:rID>r1</ei:rID>", b"<ei:rID>r1</ei:rID>text"),
-    (REPORT, b"<ei:rID>r1</ei:rID>", b"<ei:rID>r1</ei:rID><!-- c -->text"),
-    (REPORT, b"<ei:rID>r1</ei:rID>", b"<?pi x?><ei:rID>r1</ei:rID>"),
+    *edits(REPORT, RID, RID + b"<!-- between -->", RID + b"text", RID + b"<!-- c -->text",
+           b"<?pi x?>" + RID),
     # collapsed wrappers
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>",
-     b"<xcal:uid>\n  <xcal:text>0</xcal:text>\n</xcal:uid>"),
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>",
-     b"<xcal:uid><!-- c --><xcal:text>0</xcal:text></xcal:uid>"),
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>",
-     b"<xcal:uid>x<xcal:text>0</xcal:text></xcal:uid>"),
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>",
-     b"<xcal:uid><xcal:text>0</xcal:text><xcal:text>1</xcal:text></xcal:uid>"),
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>", b"<xcal:uid/>"),
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>", b"<xcal:uid><!-- c --></xcal:uid>"),
-    (REPORT, b"<xcal:uid><xcal:text>0</xcal:text></xcal:uid>",
-     b"<xcal:uid><xcal:date-time>0</xcal:date-time></xcal:uid>"),
+    *edits(REPORT, UID, b"<xcal:uid>\n  <xcal:text>0</xcal:text>\n</xcal:uid>",
+           b"<xcal:uid><!-- c --><xcal:text>0</xcal:text></xcal:uid>",
+           b"<xcal:uid>x<xcal:text>0</xcal:text></xcal:uid>",
+           b"<xcal:uid><xcal:text>0</xcal:text><xcal:text>1</xcal:text></xcal:uid>",
+           b"<xcal:uid/>", b"<xcal:uid><!-- c --></xcal:uid>",
+           b"<xcal:uid><xcal:date-time>0</xcal:date-time></xcal:uid>"),
     # single elements and lists
-    (REPORT, b"<ei:reportSpecifierID>s</ei:reportSpecifierID>",
-     b"<ei:reportSpecifierID>s</ei:reportSpecifierID>"
-     b"<ei:reportSpecifierID>t</ei:reportSpecifierID>"),
-    (REPORT, b"<ei:reportSpecifierID>s</ei:reportSpecifierID>", b""),
-    (REPORT, b"<strm:intervals>", b"<strm:intervals><!-- none -->"),
-    (REPORT, b"<strm:intervals>", b"<strm:intervals>x"),
-    (REPORT, b"<strm:intervals>", b"<strm:intervals><ei:other/>"),
-    (REPORT, b"</oadr:oadrReportPayload>", b"</oadr:oadrReportPayload>"
-     b"<oadr:oadrReportPayload><ei:rID>r2</ei:rID><ei:payloadFloat><ei:value>2</ei:value>"
-     b"</ei:payloadFloat></oadr:oadrReportPayload>"),
-    (REPORT, b"</oadr:oadrReportPayload>", b"</oadr:oadrReportPayload><!-- c -->"
-     b"<oadr:oadrReportPayload><ei:rID>r2</ei:rID></oadr:oadrReportPayload>"),
+    *edits(REPORT, SPECIFIER, SPECIFIER * 2, b""),
+    *edits(REPORT, b"<strm:intervals>", b"<strm:intervals><!-- none -->", b"<strm:intervals>x",
+           b"<strm:intervals><ei:other/>"),
+    *edits(REPORT, b"</oadr:oadrReportPayload>",
+           b"</oadr:oadrReportPayload><oadr:oadrReportPayload><ei:rID>r2</ei:rID>"
+           b"<ei:payloadFloat><ei:value>2</ei:value></ei:payloadFloat></oadr:oadrReportPayload>",
+           b"</oadr:oadrReportPayload><!-- c --><oadr:oadrReportPayload><ei:rID>r2</ei:rID>"
+           b"</oadr:oadrReportPayload>"),
     # a choice: payloadFloat or oadrPayloadResourceStatus
-    (REPORT, b"<ei:payloadFloat><ei:value>1.5</ei:value></ei:payloadFloat>", b""),
-    (STATUS, b"<oadr:oadrOnline>true</oadr:oadrOnline>", b"<oadr:oadrOnline>1</oadr:oadrOnline>"),
-    (STATUS, b"<oadr:oadrOnline>true</oadr:oadrOnline>", b"<oadr:oadrOnline>yes</oadr:oadrOnline>"),
-    (STATUS, b"<oadr:oadrPayloadResourceStatus>",
-     b"<ei:payloadFloat><ei:value>1</ei:value></ei:payloadFloat><oadr:oadrPayloadResourceStatus>"),
-    # lists of values, and lists of wrappers each holding a value
-    (EVENT, b"<ei:groupID>g2</ei:groupID>", b""),
-    (EVENT, b"<ei:groupID>g2</ei:groupID>", b"<!-- c --><ei:groupID>g2</ei:groupID>"),
-    (EVENT, b"<ei:groupID>g2</ei:groupID>", b"<ei:groupID>g2<ei:x/></ei:groupID>"),
-    (EVENT, b"<power:node>p2</power:node>", b"<!-- c --><power:node>p2</power:node>"),
-    (EVENT, b"<power:node>p2</power:node>", b""),
-    (EVENT, b"<power:node>p2</power:node>", b"<power:mrid>p2</power:mrid>"),
-    (EVENT, b"<power:node>p2</power:node>", b"<power:node>p2</power:node><power:node>p3</power:node>"),
-    (EVENT, b"<ei:groupID>g2</ei:groupID>", b"<ei:groupID>g</ei:groupID>" * 999),  # 1,000
-    (EVENT, b"<ei:groupID>g2</ei:groupID>", b"<ei:groupID>g</ei:groupID>" * 1000),  # too many
+    *edits(REPORT, b"<ei:payloadFloat><ei:value>1.5</ei:value></ei:payloadFloat>", b""),
+    *edits(STATUS, b"<oadr:oadrOnline>true</oadr:oadrOnline>",
+           b"<oadr:oadrOnline>1</oadr:oadrOnline>", b"<oadr:oadrOnline>yes</oadr:oadrOnline>"),
+    *edits(STATUS, b"<oadr:oadrPayloadResourceStatus>", b"<ei:payloadFloat><ei:value>1</ei:value>"
+           b"</ei:payloadFloat><oadr:oadrPayloadResourceStatus>"),
+    # lists of values (up to MAX_REPEATED), and lists of wrappers each holding a value
+    *edits(EVENT, GROUP, b"", b"<!-- c -->" + GROUP, b"<ei:groupID>g2<ei:x/></ei:groupID>",
+           GROUP * 999, GROUP * 1000),
+    *edits(EVENT, NODE, b"<!-- c -->" + NODE, b"", b"<power:mrid>p2</power:mrid>", NODE * 2),
     # a list held by a wrapper, of values
-    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
-     b"<ei:reportRequestID>r</ei:reportRequestID>" * 999),
-    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
-     b"<ei:reportRequestID>r</ei:reportRequestID>" * 1000),
-    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>", b""),
-    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
-     b"<ei:reportRequestID>rr2</ei:reportRequestID><!-- c -->\n"),
-    (CREATED_REPORT, b"<ei:reportRequestID>rr2</ei:reportRequestID>",
-     b"<ei:reportRequestID>rr2</ei:reportRequestID><ei:eventID>x</ei:eventID>"),
-    (CREATED_REPORT, b"<ei:reportRequestID>rr1</ei:reportRequestID><ei:reportRequestID>rr2</ei:reportRequestID>",
-     b""),
+    *edits(CREATED_REPORT, PENDING, PENDING * 999, PENDING * 1000, b"", PENDING + b"<!-- c -->\n",
+           PENDING + b"<ei:eventID>x</ei:eventID>"),
+    *edits(CREATED_REPORT, b"<ei:reportRequestID>rr1</ei:reportRequestID>" + PENDING, b""),
     # values three steps down, optional or not
-    (EVENT, b"<ei:signalPayload><ei:payloadFloat><ei:value>1.0</ei:value>",
-     b"<ei:signalPayload><!-- c --><ei:payloadFloat><ei:value>1.0</ei:value>"),
-    (EVENT, b"<ei:signalPayload><ei:payloadFloat><ei:value>1.0</ei:value>",
-     b"<ei:signalPayload><ei:payloadFloat><ei:value>x</ei:value>"),
-    (EVENT, b"<ei:currentValue><ei:payloadFloat><ei:value>2.0</ei:value></ei:payloadFloat>"
-     b"</ei:currentValue>", b""),
-    (EVENT, b"<ei:currentValue><ei:payloadFloat><ei:value>2.0</ei:value></ei:payloadFloat>",
-     b"<ei:currentValue><ei:payloadFloat></ei:payloadFloat>"),
+    *edits(EVENT, SIGNAL, SIGNAL.replace(b"<ei:payloadFloat>", b"<!-- c --><ei:payloadFloat>"),
+           SIGNAL.replace(b"1.0", b"x")),
+    *edits(EVENT, CURRENT + b"</ei:currentValue>", b""),
+    *edits(EVENT, CURRENT, b"<ei:currentValue><ei:payloadFloat></ei:payloadFloat>"),
     # wrappers that may be empty: no value
-    (EVENT, b"<xcal:startafter>PT5M</xcal:startafter>", b""),
-    (EVENT, b"<xcal:startafter>PT5M</xcal:startafter>", b"<!-- c -->"),
-    (EVENT, b"<xcal:startafter>PT5M</xcal:startafter>", b"x"),
-    (EVENT, b"<xcal:tolerate><xcal:startafter>PT5M</xcal:startafter></xcal:tolerate>", b""),
-    (EVENT, b"<xcal:startafter>PT5M</xcal:startafter>", b"<xcal:startafter>P1M</xcal:startafter>"),
-    (EVENT, b"<xcal:startafter>PT5M</xcal:startafter>",
-     b"<xcal:startafter>PT5M</xcal:startafter><xcal:startafter>PT5M</xcal:startafter>"),
+    *edits(EVENT, START_AFTER, b"", b"<!-- c -->", b"x", START_AFTER.replace(b"PT5M", b"P1M"),
+           START_AFTER * 2),
+    *edits(EVENT, b"<xcal:tolerate>" + START_AFTER + b"</xcal:tolerate>", b""),
     # a flattened child, a nil element
-    (EVENT, b"<ei:eiEvent>", b"<ei:eiEvent><!-- c -->"),
-    (EVENT, b"<ei:eiEvent>", b"<ei:eiEvent>x"),
-    (EVENT, b"<xcal:components", b"<!-- c --><xcal:components"),
-    (EVENT, b'<xcal:components xsi:nil="true"/>', b"<xcal:components>anything<a/></xcal:components>"),
-    (EVENT, b'<xcal:components xsi:nil="true"/>', b""),
+    *edits(EVENT, b"<ei:eiEvent>", b"<ei:eiEvent><!-- c -->", b"<ei:eiEvent>x"),
+    *edits(EVENT, NIL, b"<!-- c -->" + NIL, b"<xcal:components>anything<a/></xcal:components>",
+           b""),
     # a substitution group
-    (EVENT, b"<power:energyReal>", b"<power:energyReal><!-- c -->"),
-    (EVENT, b"<power:energyReal>", b"<power:energyReal>x"),
-    (EVENT, b"<scale:siScaleCode>k</scale:siScaleCode>", b"<scale:siScaleCode>K</scale:siScaleCode>"),
-    (EVENT, b"power:energyReal>", b"power:energyApparent>"),
-    (EVENT, b"power:energyReal>", b"power:voltage>"),
+    *edits(EVENT, b"<power:energyReal>", b"<power:energyReal><!-- c -->", b"<power:energyReal>x"),
+    *edits(EVENT, b"<scale:siScaleCode>k</scale:siScaleCode>",
+           b"<scale:siScaleCode>K</scale:siScaleCode>"),
+    *edits(EVENT, b"power:energyReal>", b"power:energyApparent>", b"power:voltage>"),
     # lists held by wrappers, of elements whose own list is held by a wrapper
-    (REGISTRATION, b"<oadr:oadrTransportName>xmpp</oadr:oadrTransportName>",
-     b"<!-- c --><oadr:oadrTransportName>xmpp</oadr:oadrTransportName>"),
-    (REGISTRATION, b"<oadr:oadrTransportName>xmpp</oadr:oadrTransportName>",
-     b"<oadr:oadrTransportName>smtp</oadr:oadrTransportName>"),
-    (REGISTRATION, b"<oadr:oadrTransportName>xmpp</oadr:oadrTransportName>", b""),
-    (REGISTRATION, b"<oadr:oadrTransport><oadr:oadrTransportName>xmpp</oadr:oadrTransportName>"
-     b"</oadr:oadrTransport>", b""),
-    (REGISTRATION, b"<oadr:oadrTransport><oadr:oadrTransportName>simpleHttp</oadr:oadrTransportName>"
-     b"</oadr:oadrTransport><oadr:oadrTransport><oadr:oadrTransportName>xmpp</oadr:oadrTransportName>"
-     b"</oadr:oadrTransport>", b""),
-    (REGISTRATION, b"<oadr:oadrTransports>", b"<oadr:oadrTransports><oadr:oadrProfile/>"),
-    (REGISTRATION, b"<oadr:oadrExtensions>", b"<oadr:oadrExtensions><!-- c -->"),
-    (REGISTRATION, b"<oadr:oadrInfo><oadr:oadrKey>k</oadr:oadrKey><oadr:oadrValue>v</oadr:oadrValue>"
-     b"</oadr:oadrInfo>", b""),
+    *edits(REGISTRATION, XMPP, b"<!-- c -->" + XMPP, XMPP.replace(b"xmpp", b"smtp"), b""),
+    *edits(REGISTRATION, b"<oadr:oadrTransport>" + XMPP + b"</oadr:oadrTransport>", b""),
+    *edits(REGISTRATION, b"<oadr:oadrTransports>", b"<oadr:oadrTransports><oadr:oadrProfile/>"),
+    *edits(REGISTRATION, b"<oadr:oadrExtensions>", b"<oadr:oadrExtensions><!-- c -->"),
+    *edits(REGISTRATION, b"<oadr:oadrInfo><oadr:oadrKey>k</oadr:oadrKey>"
+           b"<oadr:oadrValue>v</oadr:oadrValue></oadr:oadrInfo>", b""),
 ]
 
 
