@@ -773,3 +773,32 @@ def test_peer_response_and_canceled_party_registration():
     assert name == "oadrCanceledPartyRegistration"
     assert decoded["registration_id"] == "reg-007" and decoded["ven_id"] == "007"
     assert decoded["response"]["request_id"] == "c-1"
+
+
+# ================================================================ module structure
+
+def test_codec_modules_import_one_way_and_nothing_of_the_services():
+    import ast
+    import pathlib
+
+    import flask_openadr.codec as package
+
+    folder = pathlib.Path(package.__file__).parent
+    imports = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                assert "services" not in (node.module or "")
+                assert not any("services" in alias.name for alias in node.names)
+                if node.level == 1:
+                    found |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                assert not any("services" in alias.name for alias in node.names)
+        imports[path.stem] = found & {p.stem for p in folder.glob("*.py")}
+    assert imports["convert"] >= {"compiled", "nodes"}
+    done: set = set()
+    while len(done) < len(imports):  # take a module whose imports are all taken: no cycle
+        ready = [name for name in imports if name not in done and imports[name] <= done]
+        assert ready, f"import cycle among {sorted(set(imports) - done)}"
+        done.update(ready)
