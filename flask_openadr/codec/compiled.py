@@ -9,7 +9,8 @@ elements are skipped as the generic walk skips them.
 
 A decoder returns ``None`` for anything it does not accept: text where only elements belong,
 an entity reference, an unknown, missing or misplaced element, a value that does not convert (or
-that the VTN cannot honour), a list of more than ``MAX_REPEATED`` elements. It does not say why:
+that the VTN cannot honour), a list of more than ``limit`` elements (by default
+:data:`~.nodes.MAX_REPEATED`). It does not say why:
 the caller then walks the element with the generic engine of :mod:`.convert`, whose job is to
 name the element and the value that is wrong. ``tests/test_codec_fast_path.py`` checks on every
 payload that both accept the same input and give the same dict.
@@ -43,8 +44,9 @@ _LOCK = threading.RLock()
 
 
 def decoder(ctype: ComplexType) -> Callable:
-    """The compiled decoder of ``ctype``: ``element -> dict``, or ``None`` when the element is
-    not acceptable (the generic walk then says why)."""
+    """The compiled decoder of ``ctype``: ``(element, limit=MAX_REPEATED) -> dict``, or ``None``
+    when the element is not acceptable (the generic walk then says why) or holds a list of more
+    than ``limit`` elements."""
     entry = _COMPILED.get(id(ctype))
     if entry is None:
         with _LOCK:
@@ -163,7 +165,8 @@ def _generate(ctype: ComplexType) -> Callable:
         for member in ctype.members:
             _member(src, 0, member)
         src.add(0, "return out if pos == count else None")
-        compiled = _function("decode", "element", _indent("".join(src.lines), 1), src.namespace)
+        compiled = _function("decode", "element, limit=MAX_REPEATED",
+                             _indent("".join(src.lines), 1), src.namespace)
         compiled.__qualname__ = f"decode<{ctype.name}>"
     finally:
         _PENDING.discard(id(ctype))
@@ -195,11 +198,11 @@ def _present(src: _Source, depth: int, member) -> None:
     """Decode ``member``, whose first element is ``children[pos]``."""
     if isinstance(member, Nil):
         # Its content is ignored (it is always nil on the way out), unless it is too much.
-        src.add(depth, "if len(children[pos]) > MAX_REPEATED:\n    return None\npos += 1")
+        src.add(depth, "if len(children[pos]) > limit:\n    return None\npos += 1")
         return
     if isinstance(member, Flatten):
         src.add(depth, f"""\
-value = {src.decoder_of(member.type)}(children[pos])
+value = {src.decoder_of(member.type)}(children[pos], limit)
 if value is None:
     return None
 out.update(value)
@@ -219,16 +222,18 @@ pos += 1""")
         return
     items = src.fresh("items")
     if member.many_at == 0:
-        element = src.fresh("element")
+        element, end = src.fresh("element"), src.fresh("end")
+        # Past the limit, one element more is enough to refuse the list: none is decoded in vain.
         src.add(depth, f"""\
 {items} = []
-while pos < count and {src.starts('tags[pos]', member)}:
+{end} = count if count - pos <= limit else pos + limit + 1
+while pos < {end} and {src.starts('tags[pos]', member)}:
     {element} = children[pos]""")
         _read(src, depth + 1, element, member.path[1:], member.type, False,
               f"{items}.append({{}})")
         src.add(depth, f"""\
     pos += 1
-if len({items}) < {member.min_items} or len({items}) > MAX_REPEATED:
+if len({items}) < {member.min_items} or len({items}) > limit:
     return None
 out[{key}] = {items}""")
         return
@@ -239,7 +244,7 @@ out[{key}] = {items}""")
     held, held_tags, item, item_tag = (src.fresh(name) for name in ("held", "tags", "item", "tag"))
     src.add(depth, _ELEMENTS.format(element=holder, children=held, tags=held_tags))
     src.add(depth, f"""\
-if len({held}) < {member.min_items} or len({held}) > MAX_REPEATED:
+if len({held}) < {member.min_items} or len({held}) > limit:
     return None
 {items} = []
 for {item}, {item_tag} in zip({held}, {held_tags}):
@@ -294,7 +299,7 @@ def _read(src: _Source, depth: int, element: str, steps: tuple, kind, optional: 
     value = src.fresh("value")
     if isinstance(kind, ComplexType):
         src.add(depth, f"""\
-{value} = {src.decoder_of(kind)}({element})
+{value} = {src.decoder_of(kind)}({element}, limit)
 if {value} is None:
     return None""")
     elif isinstance(kind, Substitution):
@@ -305,7 +310,7 @@ if {value} is None:
             keyword = "if" if number == 0 else "elif"
             src.add(depth, f"""\
 {keyword} {tag} == {src.const('member', qname)}:
-    {value} = {src.decoder_of(member_type)}({element})
+    {value} = {src.decoder_of(member_type)}({element}, limit)
     if {value} is None:
         return None
     {value} = {{"kind": {local_name(qname)!r}, **{value}}}""")
