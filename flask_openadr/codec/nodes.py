@@ -23,7 +23,7 @@ def named(qname: str) -> str:
     return name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS - 3] + "..."
 
 
-def simple_text(element) -> str:
+def simple_text(element: etree._Element) -> str:
     """The text of an element of simple type that holds more than text: comments and processing
     instructions carry nothing and are skipped (``1<!-- c -->.5`` reads ``1.5``).
 

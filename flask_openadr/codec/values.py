@@ -125,7 +125,8 @@ class Enum(ValueType):
 
     def _expected(self) -> str:
         # The first values, as many as fit in a line of an error message.
-        shown, width = [], 0
+        shown: list[str] = []
+        width = 0
         for value in self.values:
             if shown and (len(shown) == 12 or width + len(value) > 40):
                 shown.append("...")
