@@ -96,8 +96,10 @@ class Pusher:
         return 2 * self.ctx.settings.push_timeout + self.ctx.settings.callback_lease
 
     def run_pass(self) -> int:
-        """Claim the push VENs that have something due and are not leased or backing off, and
-        start pushing to each on a free thread; returns how many were started."""
+        """Hand each push VEN that has something due and is not leased or backing off to a
+        free thread, which claims its lease as it takes the first message (so a VEN another
+        process claimed first costs that thread one transaction); returns how many were
+        started."""
         self._resources()
         ctx = self.ctx
         started = 0
@@ -120,8 +122,6 @@ class Pusher:
                 if rules.waiting(ctx, ven_id, now) or services.poll.nothing_pending(
                         ctx, ven_id, now, outbox.redelivery_after(ctx, ven)):
                     continue
-                if not rules.claim(ctx, ven_id, self.owner, now, self.lease):
-                    continue
                 with self._lock:
                     self._busy.add(ven_id)
                 self._executor.submit(self._deliver, ven_id)
@@ -141,40 +141,59 @@ class Pusher:
 
     def _deliver(self, ven_id: str) -> None:
         """Push the VEN's due messages one at a time, in order, while this process holds its
-        lease; a failure stops and backs off."""
+        lease; a failure stops and backs off. Each message is one write transaction (claim
+        and take), and the turn ends with one more (the last liveness write and the release),
+        see :func:`~flask_openadr.services.push.advance`."""
         ctx = self.ctx
-        failed = False
+        held = False
+        reached: VenRecord | None = None  # the VEN the last push reached: it counts as seen
         try:
             with self._app_context(), ctx.store.session():
-                for _ in range(MESSAGES_PER_CLAIM):
-                    now = ctx.now()
-                    ven = ctx.store.get_ven(ven_id)
-                    if ven is None or not rules.is_push(ven):
+                undo_taken: rules.Taken | None = None
+                for n in range(MESSAGES_PER_CLAIM + 1):
+                    step = self._step(ven_id, reached, undo_taken=undo_taken,
+                                      failed=undo_taken is not None,
+                                      more=n < MESSAGES_PER_CLAIM)
+                    reached = None
+                    if step.taken is None or step.ven is None:
+                        held = False
+                        self._after_release(ven_id, step)
                         break
-                    # Renewed before each message, so a long queue keeps the lease.
-                    if not rules.claim(ctx, ven_id, self.owner, now, self.lease):
-                        break
-                    taken = rules.take(ctx, ven, now)
-                    if taken is None:
-                        break
-                    if not self._send(ven, taken):
-                        failed = True
-                        break
+                    held = True
+                    if self._send(step.ven, step.taken):
+                        reached = step.ven
+                    else:
+                        undo_taken = step.taken
         except Exception:
-            failed = True
             logger.exception("pushing to VEN %r failed; it is retried after a back-off", ven_id)
+            if held:
+                try:
+                    with self._app_context(), ctx.store.session():
+                        self._after_release(ven_id, self._step(ven_id, reached, failed=True))
+                except Exception:  # the lease then runs out by itself
+                    logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:
-            try:
-                now = ctx.now()
-                state = rules.release(ctx, ven_id, self.owner, failed=failed, now=now)
-                ven = ctx.store.get_ven(ven_id) if failed else None
-                if ven is not None and rules.failing_too_long(ctx, ven, state, now):
-                    with self._app_context():
-                        _run_transition(ctx, liveness.unreachable(ctx, ven_id))
-            except Exception:  # the lease then runs out by itself
-                logger.exception("could not release the push lease of VEN %r", ven_id)
             with self._lock:
                 self._busy.discard(ven_id)
+
+    def _step(self, ven_id: str, reached: VenRecord | None, **kwargs: Any) -> rules.Step:
+        """:func:`~flask_openadr.services.push.advance`, with the VEN recorded as seen in the
+        same transaction when the last push reached it (a push the VEN took counts as a sign
+        of life, as a message from it does); the online callback runs after it."""
+        ctx = self.ctx
+        with ctx.store.atomic(ven_id):
+            transition = liveness.seen(ctx, ven_id, reached) if reached is not None else None
+            step = rules.advance(ctx, ven_id, self.owner, ctx.now(), self.lease, **kwargs)
+        _run_transition(ctx, transition)
+        return step
+
+    def _after_release(self, ven_id: str, step: rules.Step) -> None:
+        # Pushes that failed for long enough take the VEN offline, as missed polls would.
+        ctx = self.ctx
+        if step.ven is not None and rules.failing_too_long(ctx, step.ven, step.state,
+                                                           ctx.now()):
+            with self._app_context():
+                _run_transition(ctx, liveness.unreachable(ctx, ven_id))
 
     def _pool_for(self, ven: VenRecord, url: str) -> tuple[Any, str]:
         """The pool to POST ``url`` through, and the target to give it. An https VEN with a
@@ -199,7 +218,8 @@ class Pusher:
         return pool, parts.path or "/"
 
     def _send(self, ven: VenRecord, taken: rules.Taken) -> bool:
-        """POST one message; True when the VEN took it (HTTP 200)."""
+        """POST one message; True when the VEN took it (HTTP 200). A message it did not take
+        is put back by the caller's next step."""
         ctx = self.ctx
         ven_id = ven["ven_id"]
         body = taken.body or codec.encode(taken.payload_name, taken.payload)
@@ -220,17 +240,13 @@ class Pusher:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             logger.warning("could not push %s to VEN %r at %s: %s", taken.payload_name, ven_id,
                            url, exc)
-            rules.undo(ctx, ven_id, taken, ctx.now())
             return False
         if response.status != 200:
             logger.warning("VEN %r answered the push of %s to %s with HTTP %d", ven_id,
                            taken.payload_name, url, response.status)
-            rules.undo(ctx, ven_id, taken, ctx.now())
             return False
         ctx.emit("message_sent", ven_id=ven_id, payload_name=taken.payload_name,
                  payload=taken.payload)
-        # A push the VEN took counts as a sign of life, as a message from it does.
-        _run_transition(ctx, liveness.seen(ctx, ven_id, ven))
         self._answer(ven, taken, answer)
         return True
 

@@ -270,6 +270,39 @@ def test_one_lease_holder_at_a_time_and_a_capped_backoff(any_store):
     assert rules.claim(ctx, "v", "c", now, lease)
 
 
+def test_a_sender_step_claims_and_takes_at_once_puts_back_a_failure_and_releases(any_store):
+    from flask_openadr.services import outbox
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), any_store)
+    lease = timedelta(seconds=10)
+    ctx.store.put_ven({"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+                       "transport_address": "http://ven.example"})
+    outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
+    outbox.push(ctx, "v", "oadrCancelPartyRegistration",
+                {"request_id": "q", "registration_id": "r", "ven_id": "v"})
+
+    first = rules.advance(ctx, "v", "a", t0, lease)
+    assert first.taken.payload_name == "oadrRequestReregistration"
+    assert ctx.store.get_record(rules.PUSH_STATE, "v", "push")["owner"] == "a"
+    # Another sender gets nothing while "a" holds the lease, and takes nothing.
+    assert rules.advance(ctx, "v", "b", t0, lease) == rules.Step(None, None, first.ven)
+    assert [i["payload_name"] for i in ctx.store.list_outbox("v")] == [
+        "oadrCancelPartyRegistration"]
+    # The push failed: put back and released with a back-off, in one step.
+    failed = rules.advance(ctx, "v", "a", t0, lease, undo_taken=first.taken, failed=True)
+    assert failed.taken is None and failed.state["failures"] == 1 and failed.state["owner"] is None
+    assert rules.advance(ctx, "v", "a", t0 + timedelta(seconds=0.5), lease).taken is None
+    # After the back-off, the message that failed goes first, then the next, then the release.
+    now = failed.state["next_attempt"]
+    taken = []
+    while (step := rules.advance(ctx, "v", "b", now, lease)).taken is not None:
+        taken.append(step.taken.payload_name)
+    assert taken == ["oadrRequestReregistration", "oadrCancelPartyRegistration"]
+    assert step.state["owner"] is None and step.state["failures"] == 0
+    assert rules.claim(ctx, "v", "c", now, lease)
+
+
 def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
     from flask_openadr import liveness
 

@@ -188,6 +188,43 @@ def take(ctx: Context, ven: VenRecord, now: datetime) -> Taken | None:
     return None
 
 
+@dataclass
+class Step:
+    """What :func:`advance` did. ``taken`` is the next message to push, under the lease the
+    sender now holds; None when the sender does not hold the lease (any more): ``state`` is
+    then the VEN's push state after the release, or None when the lease was another's (or
+    the VEN is backing off). ``ven`` is the VEN record as the step read it."""
+
+    taken: Taken | None
+    state: dict[str, Any] | None
+    ven: VenRecord | None
+
+
+def advance(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta, *,
+            undo_taken: Taken | None = None, failed: bool = False, more: bool = True) -> Step:
+    """One step of a sender, in one per-VEN transaction: put back the message whose push
+    failed (``undo_taken``, see :func:`undo`), then claim (or renew) ``owner``'s lease and
+    take the VEN's next message (see :func:`take`); when nothing is due, the last push
+    failed, or ``more`` is False, end the lease instead (see :func:`release`).
+
+    So a message costs one write transaction to take (the claim included) and a sender's
+    turn one more to end (the liveness write of its caller included), where claiming,
+    renewing, taking and releasing each took one. Only the holder of the lease calls it with
+    ``failed`` or ``more=False`` (a release by another would end a back-off). The caller may add its own writes of the
+    VEN's data to the same transaction by opening ``ctx.store.atomic(ven_id)`` around it."""
+    with ctx.store.atomic(ven_id):
+        if undo_taken is not None:
+            undo(ctx, ven_id, undo_taken, now)
+        ven = ctx.store.get_ven(ven_id)
+        if more and not failed and ven is not None and is_push(ven):
+            if not claim(ctx, ven_id, owner, now, lease):
+                return Step(None, None, ven)
+            taken = take(ctx, ven, now)
+            if taken is not None:
+                return Step(taken, None, ven)
+        return Step(None, release(ctx, ven_id, owner, failed=failed, now=now), ven)
+
+
 def undo(ctx: Context, ven_id: str, taken: Taken, now: datetime) -> None:
     """The push of ``taken`` failed (no answer, or an HTTP error): make it due again, so the
     next attempt sends it (or, for events, what is current then) before anything queued later."""
