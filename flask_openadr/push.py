@@ -32,7 +32,7 @@ from . import codec, liveness, services
 from .errors import MalformedMessage, Rejection
 from .security import replay, signature
 from .security.fingerprint import fingerprint_from_der
-from .services import outbox
+from .services import outbox, push_due
 from .services import push as rules
 from .services.context import Context
 from .store.base import VenRecord
@@ -43,6 +43,13 @@ logger = logging.getLogger("flask_openadr")
 PASS_INTERVAL = 0.2
 #: The longest a pass waits for free threads before it ends (the next pass goes on).
 PASS_BUDGET = 1.0
+#: Seconds between two reads of the "later" hints (messages due again, back-offs that end):
+#: what is due at an instant is pushed within about this after it.
+LATER_INTERVAL = 1.0
+#: Seconds between two full passes, which look at every push VEN instead of the hinted ones:
+#: they find what no hint announced (a message a poll of a push VEN left for redelivery, state
+#: from before the hints) and bound how late a lost hint makes a push.
+FULL_PASS_INTERVAL = 10.0
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
 #: Pinned connection pools (one per https VEN) kept open by one process; the least recently
@@ -75,6 +82,9 @@ class Pusher:
         self.owner = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
         self._busy: set[str] = set()
+        # When this process next reads the "later" hints and next makes a full pass (the
+        # first pass is one: it finds what was due before this process started).
+        self._next_later = self._next_full = time.monotonic()
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
         timeout = settings.push_timeout.total_seconds()
@@ -99,34 +109,52 @@ class Pusher:
         """Hand each push VEN that has something due and is not leased or backing off to a
         free thread, which claims its lease as it takes the first message (so a VEN another
         process claimed first costs that thread one transaction); returns how many were
-        started."""
+        started.
+
+        A pass looks at the VENs hinted as due (see :mod:`~flask_openadr.services.push_due`),
+        one read for all of them and one per hinted VEN; every ``FULL_PASS_INTERVAL`` seconds
+        it looks at every push VEN instead, reading what each has pending."""
         self._resources()
         ctx = self.ctx
         started = 0
         with self._app_context(), ctx.store.session():
+            clock = time.monotonic()
+            full = clock >= self._next_full
+            later = full or clock >= self._next_later
+            if full:
+                self._next_full = clock + FULL_PASS_INTERVAL
+                ven_ids = rules.push_ven_ids(ctx)
+            else:
+                ven_ids = push_due.hinted(ctx, ctx.now(), later=later)
+            if later:
+                self._next_later = clock + LATER_INTERVAL
             # With every thread busy the pass waits for one to free, up to PASS_BUDGET: one
             # event for many VENs is pushed at the pace the VENs answer, not one thread-pool
             # full per pass.
             deadline = time.monotonic() + PASS_BUDGET
-            for ven_id in rules.push_ven_ids(ctx):
+            for ven_id in ven_ids:
                 if ven_id in self._busy:
                     continue
                 while len(self._busy) >= ctx.settings.push_concurrency:
                     if time.monotonic() > deadline:
                         return started
                     time.sleep(0.002)
-                ven = ctx.store.get_ven(ven_id)
-                if ven is None or not rules.is_push(ven):
-                    continue
                 now = ctx.now()
-                if rules.waiting(ctx, ven_id, now) or services.poll.nothing_pending(
-                        ctx, ven_id, now, outbox.redelivery_after(ctx, ven)):
+                if rules.waiting(ctx, ven_id, now) or (full and self._nothing_pending(ven_id,
+                                                                                      now)):
                     continue
                 with self._lock:
                     self._busy.add(ven_id)
                 self._executor.submit(self._deliver, ven_id)
                 started += 1
         return started
+
+    def _nothing_pending(self, ven_id: str, now: Any) -> bool:
+        # What a full pass reads of a VEN no hint names.
+        ctx = self.ctx
+        ven = ctx.store.get_ven(ven_id)
+        return ven is None or not rules.is_push(ven) or services.poll.nothing_pending(
+            ctx, ven_id, now, outbox.redelivery_after(ctx, ven))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until this process pushes to no VEN (``flask openadr push --once``); True when
@@ -151,7 +179,7 @@ class Pusher:
             with self._app_context(), ctx.store.session():
                 undo_taken: rules.Taken | None = None
                 for n in range(MESSAGES_PER_CLAIM + 1):
-                    step = self._step(ven_id, reached, undo_taken=undo_taken,
+                    step = self._step(ven_id, reached, held=held, undo_taken=undo_taken,
                                       failed=undo_taken is not None,
                                       more=n < MESSAGES_PER_CLAIM)
                     reached = None
@@ -169,7 +197,8 @@ class Pusher:
             if held:
                 try:
                     with self._app_context(), ctx.store.session():
-                        self._after_release(ven_id, self._step(ven_id, reached, failed=True))
+                        self._after_release(ven_id, self._step(ven_id, reached, held=True,
+                                                               failed=True))
                 except Exception:  # the lease then runs out by itself
                     logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:

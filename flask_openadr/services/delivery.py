@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..store.base import VenRecord
+from . import push_due
 from .context import Context
 from .event_rules import (
     Version,
@@ -117,6 +118,9 @@ def _mark_batch(ctx: Context, vens: list[VenRecord], event: dict[str, Any], even
             changed[ven["ven_id"]] = record
     if changed:
         ctx.store.set_delivered_many(changed)
+        for ven in vens:
+            if ven["ven_id"] in changed:
+                push_due.mark(ctx, ven)
     return len(changed)
 
 
@@ -173,6 +177,8 @@ def refresh_ven(ctx: Context, ven: VenRecord, now: datetime, *, fresh: bool = Fa
             changed = True
     if changed:
         save(ctx, ven_id, record)
+        if is_due(record, now):
+            push_due.mark(ctx, ven)
 
 
 # ---------------------------------------------------------------------------------------------
