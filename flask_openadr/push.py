@@ -175,9 +175,9 @@ class Pusher:
         ctx = self.ctx
         held = False
         reached: VenRecord | None = None  # the VEN the last push reached: it counts as seen
+        undo_taken: rules.Taken | None = None  # the message whose push failed, to put back
         try:
             with self._app_context(), ctx.store.session():
-                undo_taken: rules.Taken | None = None
                 for n in range(MESSAGES_PER_CLAIM + 1):
                     step = self._step(ven_id, reached, held=held, undo_taken=undo_taken,
                                       failed=undo_taken is not None,
@@ -197,8 +197,8 @@ class Pusher:
             if held:
                 try:
                     with self._app_context(), ctx.store.session():
-                        self._after_release(ven_id, self._step(ven_id, reached, held=True,
-                                                               failed=True))
+                        self._after_release(ven_id, self._step(
+                            ven_id, reached, held=True, undo_taken=undo_taken, failed=True))
                 except Exception:  # the lease then runs out by itself
                     logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:
