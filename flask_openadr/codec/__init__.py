@@ -4,6 +4,8 @@ The dict shapes of every payload are documented in ``docs/payloads.rst``.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from lxml import etree
 
 from .convert import decode_element, encode_element
@@ -13,10 +15,10 @@ from .schema import PAYLOAD_TYPES
 __all__ = ["PAYLOADS", "decode", "decode_element", "encode", "encode_element", "parse"]
 
 #: The names of every payload the codec knows (``"oadrPoll"``, ``"oadrDistributeEvent"``, ...).
-PAYLOADS: frozenset = frozenset(PAYLOAD_TYPES)
+PAYLOADS: frozenset[str] = frozenset(PAYLOAD_TYPES)
 
 
-def decode(body: bytes, *, max_bytes: int | None = None) -> tuple[str, dict]:
+def decode(body: bytes, *, max_bytes: int | None = None) -> tuple[str, dict[str, Any]]:
     """Parse and convert an inbound message.
 
     :returns: ``(payload local name, dict)``, e.g. ``("oadrPoll", {"ven_id": "ven-1"})``.
@@ -30,7 +32,7 @@ def decode(body: bytes, *, max_bytes: int | None = None) -> tuple[str, dict]:
     return decode_element(parse(body, max_bytes=max_bytes))
 
 
-def encode(payload_name: str, payload: dict) -> bytes:
+def encode(payload_name: str, payload: Mapping[str, Any]) -> bytes:
     """Build a complete message: UTF-8 with an XML declaration,
     ``oadr:oadrPayload/oadr:oadrSignedObject(oadr:Id="oadrSignedObject")/<payload ei:schemaVersion="2.0b">``,
     children in XSD order, all conventional prefixes declared on the root.

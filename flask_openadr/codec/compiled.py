@@ -25,7 +25,7 @@ from typing import Any, Callable, Union, cast
 
 from lxml import etree
 
-from .fields import Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name
+from .fields import Choice, ComplexType, Field, Flatten, Member, Nil, Substitution, local_name
 from .nodes import MAX_REPEATED, simple_text
 from .values import ValueProblem, ValueType
 
@@ -36,7 +36,6 @@ ABSENT = object()
 
 #: ``(element, limit=MAX_REPEATED) -> dict | None``
 Decoder = Callable[..., Union["dict[str, Any]", None]]
-Member = Union[Field, Flatten, Nil, Choice]
 
 # id(type) -> (type, its decoder); holding the type keeps its id from being reused.
 _COMPILED: dict[int, tuple[ComplexType, Decoder]] = {}

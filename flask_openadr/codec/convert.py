@@ -11,19 +11,25 @@ from __future__ import annotations
 import collections
 import contextvars
 import sys
+from typing import Any, Literal, Mapping, Optional, Tuple, Union, overload
 
 from lxml import etree
 
 from ..errors import MalformedMessage, UnsupportedValue
 from .compiled import decoder
 from .fields import (
-    DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name, q,
+    DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Member, Nil, Substitution, Terminal,
+    local_name, q,
 )
 from .nodes import MAX_REPEATED, named, simple_text
 from .schema import PAYLOAD_TYPES, UNSUPPORTED
 from .values import Unsupported, ValueProblem, ValueType, shown
 
 _ABSENT = object()
+
+#: Where in the message an error is (see :func:`_at`): the payload name, or
+#: ``(parent location, qname, index or None)``.
+Where = Union[str, Tuple["Where", str, Optional[int]]]
 
 #: The longest reason the codec gives: it is the 400 reply's text or the 454 reply's description,
 #: read by a person in a log. A location gives way in the middle to fit (see :func:`_located`);
@@ -44,7 +50,7 @@ _SIGNATURE = f"{{{DS}}}Signature"
 # ================================================================ decoding
 
 
-def decode_element(root) -> tuple[str, dict]:
+def decode_element(root: etree._Element) -> tuple[str, dict[str, Any]]:
     """Decode a parsed message: ``oadrPayload/[ds:Signature]/oadrSignedObject/<payload>`` or a bare
     payload element. The signature, if any, is not looked at here (the security layer verifies it
     before calling this).
@@ -61,7 +67,7 @@ def decode_element(root) -> tuple[str, dict]:
     return name, decoded
 
 
-def _payload(root) -> tuple:
+def _payload(root: etree._Element) -> tuple[str, etree._Element]:
     """The payload's local name and element, from the envelope."""
     if not isinstance(getattr(root, "tag", None), str):
         raise MalformedMessage("the document has no root element")
@@ -92,7 +98,7 @@ def _payload(root) -> tuple:
     return name, payload
 
 
-def _refused(payload, name: str) -> dict:
+def _refused(payload: etree._Element, name: str) -> dict[str, Any]:
     """Walk a payload the compiled decoder refused, to raise the error that says why.
 
     Should the walk accept it after all (a disagreement ``tests/test_codec_fast_path.py`` exists
@@ -120,13 +126,13 @@ def _refused(payload, name: str) -> dict:
     return decoded
 
 
-def _crowded(payload, name: str) -> str | None:
+def _crowded(payload: etree._Element, name: str) -> str | None:
     """Why the payload holds more than :data:`MAX_REPEATED` elements in one element, or None."""
     for element in payload.iter():
         if len(element) > MAX_REPEATED:
             tags = collections.Counter(child.tag for child in element
                                        if isinstance(child.tag, str))
-            common, count = tags.most_common(1)[0] if tags else (None, 0)
+            common, count = tags.most_common(1)[0] if tags else ("", 0)
             if count <= MAX_REPEATED:
                 continue  # the limit is on one repeated element, not on what surrounds it
             where = name if element is payload else named(element.tag)
@@ -139,11 +145,11 @@ def _crowded(payload, name: str) -> str | None:
 # cheap tuple ``(parent location, qname, index or None)`` below a root string.
 
 
-def _at(where, qname: str, index: int | None = None) -> tuple:
+def _at(where: Where, qname: str, index: int | None = None) -> Where:
     return (where, qname, index)
 
 
-def _located(where, problem: str) -> str:
+def _located(where: Where, problem: str) -> str:
     """``oadrUpdateReport/oadr:oadrReport[0]/strm:intervals/...: problem`` in at most
     :data:`MAX_REASON_CHARS`: when the location is too long, the steps after its root give way to
     ``...`` from the top down, so the element at fault stays named."""
@@ -161,11 +167,11 @@ def _located(where, problem: str) -> str:
     return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 3] + "..."
 
 
-def _malformed(where, problem: str) -> MalformedMessage:
+def _malformed(where: Where, problem: str) -> MalformedMessage:
     return MalformedMessage(_located(where, problem))
 
 
-def _children(element, where) -> list:
+def _children(element: etree._Element, where: Where) -> list[etree._Element]:
     """Element children, skipping comments and processing instructions; text between them is
     refused because every complex type of the schema has element-only content."""
     text = element.text
@@ -183,26 +189,27 @@ def _children(element, where) -> list:
     return found
 
 
-def _unexpected(child, where, expected: str | None = None) -> MalformedMessage:
+def _unexpected(child: etree._Element, where: Where, expected: str | None = None) -> MalformedMessage:
     if child.tag in UNSUPPORTED:
         return _malformed(where, f"{named(child.tag)} is not supported by flask-openadr")
     hint = f" (expected {expected})" if expected else " (unknown here, or out of XSD order)"
     return _malformed(where, f"unexpected element {named(child.tag)}{hint}")
 
 
-def _missing(children: list, pos: int, where, wanted) -> MalformedMessage:
+def _missing(children: list[etree._Element], pos: int, where: Where,
+             wanted: frozenset[str]) -> MalformedMessage:
     names = sorted(named(name) for name in wanted)
     if len(names) > 3:  # the members of a substitution group
         names[3:] = [f"{len(names) - 3} more"]
-    names = " or ".join(names)
+    expected = " or ".join(names)
     if pos < len(children):
-        return _unexpected(children[pos], where, names)
-    return _malformed(where, f"missing required element {names}")
+        return _unexpected(children[pos], where, expected)
+    return _malformed(where, f"missing required element {expected}")
 
 
-def _decode_complex(element, ctype: ComplexType, where) -> dict:
+def _decode_complex(element: etree._Element, ctype: ComplexType, where: Where) -> dict[str, Any]:
     children = _children(element, where)
-    out: dict = {}
+    out: dict[str, Any] = {}
     pos = 0
     for member in ctype.members:
         pos = _decode_member(member, children, pos, out, where)
@@ -211,8 +218,9 @@ def _decode_complex(element, ctype: ComplexType, where) -> dict:
     return out
 
 
-def _decode_member(member, children: list, pos: int, out: dict, where) -> int:
-    if member.__class__ is Field:
+def _decode_member(member: Member, children: list[etree._Element], pos: int,
+                   out: dict[str, Any], where: Where) -> int:
+    if type(member) is Field:
         return _decode_field(member, children, pos, out, where)
     here = children[pos] if pos < len(children) else None
     matches = here is not None and here.tag in member.first
@@ -221,13 +229,13 @@ def _decode_member(member, children: list, pos: int, out: dict, where) -> int:
             raise _missing(children, pos, where, member.first)
         return pos + 1  # content deliberately ignored (always nil on the way out)
     if isinstance(member, Flatten):
-        if not matches:
+        if here is None or not matches:
             raise _missing(children, pos, where, member.first)
         out.update(_decode_complex(here, member.type, _at(where, here.tag)))
         return pos + 1
     if isinstance(member, Choice):
         for option in member.options:
-            if matches and here.tag in option.first:
+            if here is not None and matches and here.tag in option.first:
                 return _decode_member(option, children, pos, out, where)
         if member.optional:
             return pos
@@ -235,10 +243,11 @@ def _decode_member(member, children: list, pos: int, out: dict, where) -> int:
     return _decode_field(member, children, pos, out, where)
 
 
-def _decode_field(member: Field, children: list, pos: int, out: dict, where) -> int:
+def _decode_field(member: Field, children: list[etree._Element], pos: int, out: dict[str, Any],
+                  where: Where) -> int:
     first = member.first
     if member.many_at == 0:
-        items = []
+        items: list[object] = []
         while pos < len(children) and children[pos].tag in first:
             child = children[pos]
             items.append(_decode_path(child, member, 1, _at(where, child.tag, len(items))))
@@ -261,7 +270,7 @@ def _decode_field(member: Field, children: list, pos: int, out: dict, where) -> 
             out[member.key] = value
         return pos + 1
     for step in member.path[1:member.many_at]:
-        element, here = _single(element, step, here, optional=False)
+        element, here = _single(element, step, here)
     step = member.path[member.many_at]
     items = []
     start = member.many_at + 1
@@ -275,30 +284,43 @@ def _decode_field(member: Field, children: list, pos: int, out: dict, where) -> 
     return pos + 1
 
 
-def _single(element, step: str, where, optional: bool):
-    """The one child ``step`` of a collapsed wrapper."""
+@overload
+def _single(element: etree._Element, step: str, where: Where,
+            optional: Literal[False] = False) -> tuple[etree._Element, Where]: ...
+@overload
+def _single(element: etree._Element, step: str, where: Where,
+            optional: bool) -> tuple[etree._Element | None, Where]: ...
+
+
+def _single(element: etree._Element, step: str, where: Where,
+            optional: bool = False) -> tuple[etree._Element | None, Where]:
+    """The one child ``step`` of a collapsed wrapper; None for an empty wrapper when the step is
+    ``optional``."""
     children = _children(element, where)
     if len(children) == 1 and children[0].tag == step:
         return children[0], _at(where, step)
     if not children:
         if optional:
-            return _ABSENT, where
+            return None, where
         raise _malformed(where, f"missing required element {named(step)}")
     if children[0].tag != step:
         raise _unexpected(children[0], where, named(step))
     raise _unexpected(children[1], where)
 
 
-def _decode_path(element, member: Field, start: int, where):
+def _decode_path(element: etree._Element, member: Field, start: int, where: Where) -> object:
+    """The value below ``element`` at ``member.path[start:]``; :data:`_ABSENT` for an empty
+    optional wrapper."""
     path = member.path
     for index in range(start, len(path)):
-        element, where = _single(element, path[index], where, member.inner_optional)
-        if element is _ABSENT:
+        inner, where = _single(element, path[index], where, member.inner_optional)
+        if inner is None:
             return _ABSENT
+        element = inner
     return _convert(element, member.type, where)
 
 
-def _convert(element, kind, where):
+def _convert(element: etree._Element, kind: Terminal, where: Where) -> object:
     if isinstance(kind, ValueType):
         text = element.text or ""
         try:
@@ -315,7 +337,7 @@ def _convert(element, kind, where):
         member_type = kind.by_qname(element.tag)
         if member_type is None:
             raise _unexpected(element, where)
-        result = {"kind": local_name(element.tag)}
+        result: dict[str, Any] = {"kind": local_name(element.tag)}
         result.update(_decode_complex(element, member_type, where))
         return result
     return _decode_complex(element, kind, where)
@@ -324,7 +346,7 @@ def _convert(element, kind, where):
 # ================================================================ encoding
 
 
-def encode_element(payload_name: str, payload: dict):
+def encode_element(payload_name: str, payload: Mapping[str, Any]) -> etree._Element:
     """Build the ``oadr:oadrPayload`` tree of one payload (see :func:`flask_openadr.codec.encode`)."""
     ctype = PAYLOAD_TYPES.get(payload_name)
     if ctype is None:
@@ -336,7 +358,8 @@ def encode_element(payload_name: str, payload: dict):
     return root
 
 
-def _encode_complex(element, data, ctype: ComplexType, where: str, *, extra_keys=frozenset()) -> None:
+def _encode_complex(element: etree._Element, data: object, ctype: ComplexType, where: str, *,
+                    extra_keys: frozenset[str] = frozenset()) -> None:
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a dict, got {type(data).__name__} {data!r}")
     unknown = set(data) - ctype.keys - extra_keys
@@ -345,7 +368,8 @@ def _encode_complex(element, data, ctype: ComplexType, where: str, *, extra_keys
     _encode_members(element, data, ctype, where)
 
 
-def _encode_members(element, data: dict, ctype: ComplexType, where: str) -> None:
+def _encode_members(element: etree._Element, data: Mapping[str, object], ctype: ComplexType,
+                    where: str) -> None:
     for member in ctype.members:
         if isinstance(member, Nil):
             etree.SubElement(element, member.qname, {f"{{{XSI}}}nil": "true"})
@@ -365,7 +389,8 @@ def _encode_members(element, data: dict, ctype: ComplexType, where: str) -> None
             _encode_field(element, data, member, where)
 
 
-def _encode_field(element, data: dict, member: Field, where: str) -> None:
+def _encode_field(element: etree._Element, data: Mapping[str, object], member: Field,
+                  where: str) -> None:
     value = data.get(member.key)
     here = f"{where}.{member.key}"
     if not member.many:
@@ -375,7 +400,7 @@ def _encode_field(element, data: dict, member: Field, where: str) -> None:
             raise ValueError(f"{here}: missing required key {member.key!r}")
         _encode_path(element, member.path, value, member.type, here)
         return
-    items = [] if value is None else value
+    items: object = [] if value is None else value
     if not isinstance(items, (list, tuple)):
         raise ValueError(f"{here}: expected a list, got {type(items).__name__} {items!r}")
     if not items and member.optional and member.many_at:
@@ -392,7 +417,8 @@ def _encode_field(element, data: dict, member: Field, where: str) -> None:
         _encode_path(element, member.path[member.many_at:], item, member.type, f"{here}[{i}]")
 
 
-def _encode_path(element, steps: tuple, value, kind, where: str) -> None:
+def _encode_path(element: etree._Element, steps: tuple[str, ...], value: object, kind: Terminal,
+                 where: str) -> None:
     if isinstance(kind, Substitution):
         if not isinstance(value, dict) or not isinstance(value.get("kind"), str):
             raise ValueError(f"{where}: expected a dict with a 'kind' key, got {value!r}")

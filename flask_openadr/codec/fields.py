@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Union
+from typing import Iterable, Union
 
 from .values import Enum, ValueType
 
@@ -66,20 +66,17 @@ def snake(local: str) -> str:
     return name.replace("-", "_").lower()
 
 
-Step = Union[str, frozenset]  # one qname, or the member qnames of a substitution group
-
-
 @dataclass(frozen=True)
 class ComplexType:
     """An XSD complex type: an ordered tuple of members (Field, Flatten, Nil, Choice)."""
 
     name: str
-    members: tuple
+    members: tuple[Member, ...]
 
     @cached_property
-    def keys(self) -> frozenset:
+    def keys(self) -> frozenset[str]:
         """Every dict key this type accepts, including those of flattened children."""
-        found = set()
+        found: set[str] = set()
         for member in self.members:
             found |= member.keys
         return frozenset(found)
@@ -90,33 +87,34 @@ class Substitution:
     """An XSD substitution group (``emix:itemBase``): ``{"kind": <member local name>, ...}``."""
 
     name: str
-    members: tuple  # of (qname, ComplexType)
+    members: tuple[tuple[str, ComplexType], ...]  # (member qname, its type)
 
     @cached_property
-    def qnames(self) -> frozenset:
+    def qnames(self) -> frozenset[str]:
         return frozenset(qname for qname, _ in self.members)
 
-    def by_qname(self, qname: str):
+    def by_qname(self, qname: str) -> ComplexType | None:
         for member_qname, ctype in self.members:
             if member_qname == qname:
                 return ctype
         return None
 
-    def by_kind(self, kind: str):
+    def by_kind(self, kind: str) -> tuple[str, ComplexType] | None:
         for member_qname, ctype in self.members:
             if local_name(member_qname) == kind:
                 return member_qname, ctype
         return None
 
 
-Terminal = Union[ValueType, ComplexType, Substitution]
+Terminal = Union[ValueType[object], ComplexType, Substitution]
 
 
 @dataclass(frozen=True)
 class Field:
     """One dict key <-> one element path.
 
-    :param path: qnames from the parent down to the element holding the value.
+    :param path: qnames from the parent down to the element holding the value; for a
+        substitution group, its (abstract) head element, whose members stand in its place.
     :param type: a :class:`~.values.ValueType`, :class:`ComplexType` or :class:`Substitution`.
     :param optional: the outermost element may be absent (a list key then decodes to ``[]``).
     :param many_at: index of the repeating step, or ``None`` for a single value.
@@ -126,7 +124,7 @@ class Field:
     """
 
     key: str
-    path: tuple
+    path: tuple[str, ...]
     type: Terminal
     optional: bool = False
     many_at: int | None = None
@@ -134,11 +132,11 @@ class Field:
     inner_optional: bool = False
 
     @property
-    def keys(self) -> frozenset:
+    def keys(self) -> frozenset[str]:
         return frozenset({self.key})
 
     @cached_property
-    def first(self) -> frozenset:
+    def first(self) -> frozenset[str]:
         """The qnames that can start this member in the parent's children."""
         if len(self.path) == 1 and isinstance(self.type, Substitution):
             return self.type.qnames
@@ -157,11 +155,11 @@ class Flatten:
     type: ComplexType
 
     @property
-    def keys(self) -> frozenset:
+    def keys(self) -> frozenset[str]:
         return self.type.keys
 
     @cached_property
-    def first(self) -> frozenset:
+    def first(self) -> frozenset[str]:
         return frozenset({self.qname})
 
 
@@ -170,10 +168,10 @@ class Nil:
     """A required element that is always emitted as ``xsi:nil="true"`` and ignored on input."""
 
     qname: str
-    keys: frozenset = field(default=frozenset())
+    keys: frozenset[str] = field(default=frozenset())
 
     @cached_property
-    def first(self) -> frozenset:
+    def first(self) -> frozenset[str]:
         return frozenset({self.qname})
 
 
@@ -181,37 +179,44 @@ class Nil:
 class Choice:
     """An XSD choice between alternatives that use different dict keys."""
 
-    options: tuple  # of Field
+    options: tuple[Field, ...]
     optional: bool = False
 
     @property
-    def keys(self) -> frozenset:
+    def keys(self) -> frozenset[str]:
         return frozenset(option.key for option in self.options)
 
     @cached_property
-    def first(self) -> frozenset:
-        return frozenset().union(*(option.first for option in self.options))
+    def first(self) -> frozenset[str]:
+        return frozenset[str]().union(*(option.first for option in self.options))
 
 
-def f(path, type, *, key: str | None = None, optional: bool = False, many_at: int | None = None,
+#: What a complex type holds, in XSD order.
+Member = Union[Field, Flatten, Nil, Choice]
+
+#: ``(shared type, NAME)``: a shape the docs print by name instead of expanding it.
+Named = tuple[tuple[Terminal, str], ...]
+
+
+def f(path: str | Iterable[str], type: Terminal, *, key: str | None = None, optional: bool = False, many_at: int | None = None,
       min_items: int = 0, inner_optional: bool = False) -> Field:
     """Field shorthand. The key defaults to the snake_case of the first path step, with an ``s``
     added for a list without wrapper (``ei:venID`` repeated -> ``ven_ids``)."""
-    path = (path,) if isinstance(path, (str, frozenset)) else tuple(path)
+    steps = (path,) if isinstance(path, str) else tuple(path)
     if key is None:
-        key = snake(local_name(path[0]))
+        key = snake(local_name(steps[0]))
         if many_at == 0:
             key += "s"
-    return Field(key, path, type, optional, many_at, min_items, inner_optional)
+    return Field(key, steps, type, optional, many_at, min_items, inner_optional)
 
 
-def ctype(name: str, *members) -> ComplexType:
+def ctype(name: str, *members: Member) -> ComplexType:
     return ComplexType(name, tuple(members))
 
 
 # ---------------------------------------------------------------- documentation
 
-def describe(type_: ComplexType, indent: int = 0, named: tuple = ()) -> str:
+def describe(type_: ComplexType, indent: int = 0, named: Named = ()) -> str:
     """The dict shape of a complex type as indented text (used in ``docs/payloads.rst``, where a
     test checks that it matches the model, so the docs cannot drift).
 
@@ -223,7 +228,7 @@ def describe(type_: ComplexType, indent: int = 0, named: tuple = ()) -> str:
     return "\n".join(lines)
 
 
-def _describe_value(vtype) -> str:
+def _describe_value(vtype: ValueType[object]) -> str:
     if isinstance(vtype, Enum):
         values = " | ".join(repr(v) for v in vtype.values[:30])
         if len(vtype.values) > 30:
@@ -234,7 +239,7 @@ def _describe_value(vtype) -> str:
     return f"{vtype.python} ({vtype.name})"
 
 
-def _describe_members(type_: ComplexType, indent: int, lines: list, named: tuple) -> None:
+def _describe_members(type_: ComplexType, indent: int, lines: list[str], named: Named) -> None:
     pad = "    " * indent
     for member in type_.members:
         if isinstance(member, Flatten):
@@ -249,31 +254,35 @@ def _describe_members(type_: ComplexType, indent: int, lines: list, named: tuple
             _describe_field(member, indent, lines, named)
 
 
-def _describe_field(member: Field, indent: int, lines: list, named: tuple, choice: bool = False) -> None:
+def _describe_field(member: Field, indent: int, lines: list[str], named: Named,
+                    choice: bool = False) -> None:
     pad = "    " * indent
-    steps = [pretty(p) if isinstance(p, str) else "emix:itemBase" for p in member.path]
-    if member.many:
+    steps = [pretty(step) for step in member.path]
+    if member.many_at is not None:
         steps[member.many_at] += "+" if member.min_items else "*"
         if member.optional and member.many_at:
             steps[0] += "?"  # an optional wrapper: an empty list means no wrapper
     xml = "/".join(steps)
     mark = "" if member.many or choice else ("?" if member.optional else "")
     kind = member.type
-    name = next((label for shared, label in named if shared is kind), None)
+    label = next((label for shared, label in named if shared is kind), None)
     if isinstance(kind, Substitution):
-        name = kind.name
-    if isinstance(kind, ValueType) or name:
-        shape = name or _describe_value(kind)
-        shape = f"[{shape}]" if member.many else shape
-        lines.append(f"{pad}{member.key}{mark}: {shape}    <- {xml}")
+        shape = kind.name
+    elif label is not None:
+        shape = label
+    elif isinstance(kind, ValueType):
+        shape = _describe_value(kind)
+    else:
+        opener = "[{" if member.many else "{"
+        lines.append(f"{pad}{member.key}{mark}: {opener}    <- {xml}")
+        _describe_members(kind, indent + 1, lines, named)
+        lines.append(pad + ("}]" if member.many else "}"))
         return
-    opener = "[{" if member.many else "{"
-    lines.append(f"{pad}{member.key}{mark}: {opener}    <- {xml}")
-    _describe_members(kind, indent + 1, lines, named)
-    lines.append(pad + ("}]" if member.many else "}"))
+    shape = f"[{shape}]" if member.many else shape
+    lines.append(f"{pad}{member.key}{mark}: {shape}    <- {xml}")
 
 
-def describe_substitution(sub: Substitution, named: tuple = ()) -> str:
+def describe_substitution(sub: Substitution, named: Named = ()) -> str:
     """Shape of every member of a substitution group, for the ITEMBASE section of the docs."""
     lines = []
     for qname, member_type in sub.members:

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from .. import enums
 from . import values as v
-from .fields import Choice, Flatten, Nil, Substitution, ctype, f, q
+from .fields import Choice, ComplexType, Field, Flatten, Nil, Substitution, ctype, f, q
 
 # ---------------------------------------------------------------- enumerations (from the XSD)
 
@@ -78,9 +78,9 @@ def fixed(name: str, value: str) -> v.Enum:
 
 # ---------------------------------------------------------------- shared pieces
 
-def _duration_prop(prefix: str, local: str, **kw):
+def _duration_prop(prefix: str, local: str, *, optional: bool = False) -> Field:
     """A DurationPropType element: ``<X><xcal:duration>value</xcal:duration></X>`` -> timedelta."""
-    return f((q(prefix, local), q("xcal", "duration")), v.DURATION, **kw)
+    return f((q(prefix, local), q("xcal", "duration")), v.DURATION, optional=optional)
 
 
 DTSTART = f((q("xcal", "dtstart"), q("xcal", "date-time")), v.DATE_TIME)
@@ -143,7 +143,8 @@ WS_CALENDAR_INTERVAL = ctype("xcal:WsCalendarIntervalType", Flatten(q("xcal", "p
 
 # ---------------------------------------------------------------- emix:itemBase
 
-def _unit(prefix: str, description, units, *extra):
+def _unit(prefix: str, description: v.ValueType[str], units: v.ValueType[str],
+          *extra: Field) -> ComplexType:
     return ctype(
         "item base",
         f(q(prefix, "itemDescription"), description),
@@ -182,7 +183,7 @@ ITEM_BASE = Substitution("ITEMBASE", (
                                     f(q("oadr", "pulseFactor"), v.FLOAT))),
     (q("oadr", "customUnit"), _unit("oadr", v.STRING, v.STRING, SI_SCALE)),
 ))
-ITEM = f(ITEM_BASE.qnames, ITEM_BASE, key="item_base", optional=True)
+ITEM = f(q("emix", "itemBase"), ITEM_BASE, key="item_base", optional=True)
 
 # ---------------------------------------------------------------- events
 

@@ -21,6 +21,7 @@ import math
 import re
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Generic, Iterable, TypeVar
 
 __all__ = [
     "ValueProblem", "Unsupported", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
@@ -69,31 +70,37 @@ def _collapse(text: str) -> str:
     return " ".join(text.split())
 
 
-class ValueType:
-    """A simple XSD type. ``name`` appears in error messages and in the generated docs."""
+#: What a value type decodes to (``str``, ``int``, ``datetime``, ...).
+_Py = TypeVar("_Py", covariant=True)
+
+
+class ValueType(Generic[_Py]):
+    """A simple XSD type. ``name`` appears in error messages and in the generated docs.
+
+    ``format`` takes any object: it is where a caller's wrong value is refused."""
 
     name = "string"
     python = "str"
 
-    def parse(self, text: str):
+    def parse(self, text: str) -> _Py:
         raise NotImplementedError
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 
 
-class _String(ValueType):
-    def __init__(self, name: str = "string"):
+class _String(ValueType[str]):
+    def __init__(self, name: str = "string") -> None:
         self.name = name
 
     def parse(self, text: str) -> str:
         # xs:string keeps its whitespace; IDs such as "007" stay exactly as sent.
         return text
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         if not isinstance(value, str):
             raise ValueError(f"expected str, got {type(value).__name__} {value!r}")
         return value
@@ -103,13 +110,14 @@ STRING = _String()
 ANY_URI = _String("anyURI")
 
 
-class Enum(ValueType):
+class Enum(ValueType[str]):
     """An XSD enumeration (or a ``fixed`` value, which is an enumeration of one).
 
     ``extensible`` adds the ``x-...`` tokens of ``ei:EiExtensionTokenType``; ``token`` says whether
     the base type collapses whitespace (xs:token) or not (xs:string)."""
 
-    def __init__(self, name: str, values, *, extensible: bool = False, token: bool = True):
+    def __init__(self, name: str, values: Iterable[str], *, extensible: bool = False,
+                 token: bool = True) -> None:
         self.name = name
         self.values = tuple(dict.fromkeys(values))
         self._set = frozenset(self.values)
@@ -141,13 +149,13 @@ class Enum(ValueType):
             raise ValueProblem(f"{shown(text)} is not a valid {self.name} (expected {self._expected()})")
         return value
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         if not isinstance(value, str) or not self._ok(value):
             raise ValueError(f"{value!r} is not a valid {self.name} (expected {self._expected()})")
         return value
 
 
-class _Boolean(ValueType):
+class _Boolean(ValueType[bool]):
     name = "boolean"
     python = "bool"
 
@@ -159,7 +167,7 @@ class _Boolean(ValueType):
             return False
         raise ValueProblem(f"{shown(text)} is not an xs:boolean (expected true, false, 1 or 0)")
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         if not isinstance(value, bool):
             raise ValueError(f"expected bool, got {type(value).__name__} {value!r}")
         return "true" if value else "false"
@@ -168,10 +176,10 @@ class _Boolean(ValueType):
 BOOLEAN = _Boolean()
 
 
-class _UnsignedInt(ValueType):
+class _UnsignedInt(ValueType[int]):
     python = "int"
 
-    def __init__(self, name: str = "unsignedInt", maximum: int = 4294967295):
+    def __init__(self, name: str = "unsignedInt", maximum: int = 4294967295) -> None:
         self.name = name
         self.maximum = maximum
 
@@ -188,7 +196,7 @@ class _UnsignedInt(ValueType):
             raise ValueProblem(f"{shown(text)} is out of range for {self.name} (0..{self.maximum})")
         return number
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected int, got {type(value).__name__} {value!r}")
         if not 0 <= value <= self.maximum:
@@ -200,7 +208,7 @@ UNSIGNED_INT = _UnsignedInt()
 CONFIDENCE = _UnsignedInt("confidence", 100)
 
 
-class _ResponseCode(ValueType):
+class _ResponseCode(ValueType[int]):
     name = "responseCode"
     python = "int"
 
@@ -211,7 +219,7 @@ class _ResponseCode(ValueType):
             raise ValueProblem(f"{shown(text)} is not a response code (expected three digits, e.g. 200)")
         return int(text.strip())
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 999:
             raise ValueError(f"{value!r} is not a response code (expected an int 0..999)")
         return f"{value:03d}"
@@ -222,7 +230,7 @@ RESPONSE_CODE = _ResponseCode()
 _FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
-def _check_number(value, name: str) -> float:
+def _check_number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected float, got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
@@ -230,7 +238,7 @@ def _check_number(value, name: str) -> float:
     return float(value)
 
 
-class _Float(ValueType):
+class _Float(ValueType[float]):
     name = "float"
     python = "float"
 
@@ -249,14 +257,14 @@ class _Float(ValueType):
             raise ValueProblem(f"{shown(text)} is out of range (not a finite number)")
         return number
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         return repr(_check_number(value, self.name))
 
 
 FLOAT = _Float()
 
 
-class _Decimal(ValueType):
+class _Decimal(ValueType[float]):
     name = "decimal"
     python = "float"
 
@@ -266,7 +274,7 @@ class _Decimal(ValueType):
             raise ValueProblem(f"{shown(text)} is not an xs:decimal (expected e.g. 60 or 230.5, no exponent)")
         return float(value)
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         # repr() is the shortest exact form; Decimal drops the exponent without adding noise digits.
         return format(Decimal(repr(_check_number(value, self.name))), "f")
 
@@ -321,7 +329,7 @@ def parse_datetime(text: str) -> datetime:
     return result
 
 
-def format_datetime(value) -> str:
+def format_datetime(value: object) -> str:
     """Format an aware datetime as UTC (see the module docstring for the fraction rule)."""
     if not isinstance(value, datetime):
         raise ValueError(f"expected an aware datetime, got {type(value).__name__} {value!r}")
@@ -336,12 +344,12 @@ def format_datetime(value) -> str:
     return text + "Z"
 
 
-class _DateTime(ValueType):
+class _DateTime(ValueType[datetime]):
     name = "date-time"
     python = "datetime"
     parse = staticmethod(parse_datetime)  # one call less per value on the decoding hot path
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         return format_datetime(value)
 
 
@@ -382,9 +390,10 @@ def _parse_duration(text: str) -> timedelta:
     value = text.strip()
     weeks = _WEEKS_RE.fullmatch(value)
     match = None if weeks else _DURATION_RE.fullmatch(value)
-    if not weeks and not match:
+    found = weeks or match
+    if found is None:
         raise ValueProblem(f"{shown(text)} is not an xcal duration (expected e.g. PT1H, P1DT30M or PT0S)")
-    fields = (weeks or match).groups()[1:]
+    fields = found.groups()[1:]
     if any(len(_digits(field)) > MAX_DIGITS for field in fields if field):
         raise Unsupported(f"{shown(text)} is too long a duration (at most {MAX_DIGITS} digits a "
                           "field)")
@@ -396,7 +405,7 @@ def _parse_duration(text: str) -> timedelta:
             raise Unsupported(f"{shown(text)} is too long a duration (at most "
                               "999999999 days)") from None
         return -result if sign == "-" else result
-    sign, years, months, days, hours, minutes, seconds = match.groups()
+    sign, years, months, days, hours, minutes, seconds = found.groups()  # not weeks: the match
     if int(years or 0) or int(months or 0):
         raise Unsupported(f"{shown(text)} uses years or months, whose length depends on the calendar "
                            "(use days, e.g. P30D)")
@@ -409,7 +418,7 @@ def _parse_duration(text: str) -> timedelta:
     return -result if sign == "-" else result
 
 
-def format_duration(value) -> str:
+def format_duration(value: object) -> str:
     """Format a timedelta of whole seconds as ``[-]P{d}DT{h}H{m}M{s}S`` without zero fields."""
     if not isinstance(value, timedelta):
         raise ValueError(f"expected timedelta, got {type(value).__name__} {value!r}")
@@ -426,12 +435,12 @@ def format_duration(value) -> str:
     return f"{sign}P{date_part}" + (f"T{time_part}" if time_part else "")
 
 
-class _Duration(ValueType):
+class _Duration(ValueType[timedelta]):
     name = "duration"
     python = "timedelta"
     parse = staticmethod(parse_duration)
 
-    def format(self, value) -> str:
+    def format(self, value: object) -> str:
         return format_duration(value)
 
 

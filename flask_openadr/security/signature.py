@@ -39,12 +39,13 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
@@ -94,6 +95,10 @@ def _dsp(local: str) -> str:
     return f"{{{DSP}}}{local}"
 
 
+#: The private keys OpenADR signs with (:func:`load_signer` refuses any other).
+SigningKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+
+
 # ================================================================ keys
 
 
@@ -101,7 +106,7 @@ def _dsp(local: str) -> str:
 class Signer:
     """The VTN's signing key and certificate, parsed once (see :func:`load_signer`)."""
 
-    key: Any  # rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    key: SigningKey
     certificate: x509.Certificate
     certificate_b64: str
     fingerprint: str
@@ -191,14 +196,16 @@ def load_signer(cert: Any, key: Any, password: Any = None, *,
 # ================================================================ signing
 
 
-def _c14n(element, algorithm: str = C14N, prefixes: list[str] | None = None) -> bytes:
+def _c14n(element: etree._Element, algorithm: str = C14N,
+          prefixes: list[str] | None = None) -> bytes:
     """The canonical form of ``element`` in its document: inclusive C14N copies every namespace
     in scope from the ancestors, which is why signing and verifying work on the final tree."""
     return etree.tostring(element, method="c14n", exclusive=algorithm == EXC_C14N,
                           with_comments=False, inclusive_ns_prefixes=prefixes or None)
 
 
-def _digest(element, algorithm: str = C14N, prefixes: list[str] | None = None) -> bytes:
+def _digest(element: etree._Element, algorithm: str = C14N,
+            prefixes: list[str] | None = None) -> bytes:
     return hashlib.sha256(_c14n(element, algorithm, prefixes)).digest()
 
 
@@ -216,10 +223,10 @@ SIGNED_OBJECT_ID = "oadrSignedObject"  # the oadr:Id the codec gives oadrSignedO
 _local = threading.local()
 
 
-def _skeleton_of(signer: Signer):
+def _skeleton_of(signer: Signer) -> etree._Element:
     """The ds:Signature of every message ``signer`` signs, without digests, value and
     ReplayProtect values: built once per thread and copied per message (faster than building)."""
-    cache = getattr(_local, "skeletons", None)
+    cache: dict[int, tuple[Signer, etree._Element]] | None = getattr(_local, "skeletons", None)
     if cache is None:
         cache = _local.skeletons = {}
     entry = cache.get(id(signer))
@@ -228,7 +235,7 @@ def _skeleton_of(signer: Signer):
     return entry[1]
 
 
-def _skeleton(signer: Signer):
+def _skeleton(signer: Signer) -> etree._Element:
     """The ds:Signature :func:`sign` fills in, built inside an oadrPayload so that it uses the
     prefixes the codec declares there and declares none of its own."""
     holder = etree.Element(_PAYLOAD_ROOT, nsmap=NSMAP)
@@ -254,7 +261,7 @@ def _skeleton(signer: Signer):
     return signature
 
 
-def sign(root, signer: Signer, *, now: datetime, nonce: str | None = None) -> bytes:
+def sign(root: etree._Element, signer: Signer, *, now: datetime, nonce: str | None = None) -> bytes:
     """Sign an ``oadr:oadrPayload`` tree (as :func:`flask_openadr.codec.convert.encode_element`
     builds it) and serialize it, once: nothing may re-indent the result.
 
@@ -294,7 +301,7 @@ def sign(root, signer: Signer, *, now: datetime, nonce: str | None = None) -> by
 
 
 def _sign_bytes(signer: Signer, data: bytes) -> bytes:
-    if signer.algorithm == RSA_SHA256:
+    if isinstance(signer.key, rsa.RSAPrivateKey):  # the algorithm is RSA_SHA256
         return signer.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     r, s = decode_dss_signature(signer.key.sign(data, ec.ECDSA(hashes.SHA256())))
     size = (signer.key.curve.key_size + 7) // 8
@@ -309,14 +316,14 @@ class Verified:
     """What a valid signature covers, and who signed it. ``payload`` is the one payload element
     inside ``signed_object``: the only part of the message the caller may read."""
 
-    signed_object: Any
-    payload: Any
+    signed_object: etree._Element
+    payload: etree._Element
     timestamp: datetime
     nonce: str
     fingerprint: str
 
 
-def is_signed(root) -> bool:
+def is_signed(root: etree._Element) -> bool:
     """Whether a parsed message carries a signature where the profile puts one (the first child
     of ``oadrPayload``; the codec refuses a ``ds:Signature`` anywhere else)."""
     if root.tag != _PAYLOAD_ROOT:
@@ -325,7 +332,7 @@ def is_signed(root) -> bool:
     return first is not None and first.tag == _ds("Signature")
 
 
-def _elements(parent) -> list:
+def _elements(parent: etree._Element) -> list[etree._Element]:
     """The child elements of ``parent``, without comments and processing instructions."""
     return list(parent.iterchildren(etree.Element))
 
@@ -336,7 +343,7 @@ def _name(tag: str) -> str:
     return f"{prefix}:{local}" if prefix else local
 
 
-def _expect(children: list, index: int, tag: str, where: str):
+def _expect(children: list[etree._Element], index: int, tag: str, where: str) -> etree._Element:
     if index >= len(children) or children[index].tag != tag:
         found = _name(children[index].tag) if index < len(children) else "nothing"
         raise ComplianceError(description=f"{where}: expected {_name(tag)} here, found {found} "
@@ -344,16 +351,16 @@ def _expect(children: list, index: int, tag: str, where: str):
     return children[index]
 
 
-def _ids(root) -> dict[str, Any]:
+def _ids(root: etree._Element) -> dict[str, etree._Element]:
     """Every Id value of the document and its element; a value used twice is refused, since
     the second element could pose as the signed one (signature wrapping)."""
-    found: dict[str, Any] = {}
+    found: dict[str, etree._Element] = {}
     # Element names only (no attribute proxies), the names' local part compared: measured under
     # callgrind on a signed oadrPoll, half the instructions of an XPath selecting the attributes.
     for element in root.iter(etree.Element):
-        for name in element.keys():
-            if name.rpartition("}")[2] in _ID_NAMES:  # xml:id's local name is "id"
-                value = element.get(name)
+        for name in element.keys():  # str in Python 3 (lxml-stubs also allow bytes)
+            if isinstance(name, str) and name.rpartition("}")[2] in _ID_NAMES:  # xml:id: "id"
+                value = element.get(name, "")
                 if value in found:
                     raise InvalidData(description=f"the Id value {value!r} is used twice in "
                                       "the message; every Id must be unique (signature "
@@ -362,7 +369,7 @@ def _ids(root) -> dict[str, Any]:
     return found
 
 
-def _algorithm(element, allowed: tuple[str, ...], where: str) -> str:
+def _algorithm(element: etree._Element, allowed: tuple[str, ...], where: str) -> str:
     algorithm = element.get("Algorithm")
     if algorithm not in allowed:
         raise ComplianceError(description=f"{where} Algorithm {algorithm!r} is not allowed; use "
@@ -370,7 +377,7 @@ def _algorithm(element, allowed: tuple[str, ...], where: str) -> str:
     return algorithm
 
 
-def _transform(transform, where: str) -> tuple[str, list[str] | None]:
+def _transform(transform: etree._Element, where: str) -> tuple[str, list[str] | None]:
     """A canonicalization (the only transform allowed) and its InclusiveNamespaces list."""
     algorithm = _algorithm(transform, CANONICALIZATIONS, where)
     inner = _elements(transform)
@@ -395,7 +402,7 @@ def _base64(text: str | None, where: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=512)
-def _certificate(text: str) -> tuple[Any, str]:
+def _certificate(text: str) -> tuple[CertificatePublicKeyTypes, str]:
     """The public key and fingerprint of a signer certificate (``ds:X509Certificate``'s text).
     VENs sign every message with the same certificate, so each is parsed once per process."""
     der = _base64(text, "ds:X509Certificate")
@@ -406,7 +413,7 @@ def _certificate(text: str) -> tuple[Any, str]:
     return certificate.public_key(), fingerprint_from_der(der)
 
 
-def verify(root, *, client_fingerprint: str | None = None) -> Verified:
+def verify(root: etree._Element, *, client_fingerprint: str | None = None) -> Verified:
     """Verify the signature of a parsed ``oadr:oadrPayload`` and return what it covers.
 
     :param client_fingerprint: the TLS client certificate's fingerprint; the signer must be that
@@ -452,7 +459,7 @@ def verify(root, *, client_fingerprint: str | None = None) -> Verified:
                               f"found {sum(r.tag == _ds('Reference') for r in references)}"
                               + ("" if all(r.tag == _ds("Reference") for r in references)
                                  else " and other elements"))
-    covered = {}
+    covered: dict[str, tuple[etree._Element, etree._Element]] = {}
     for reference in references:
         target = _resolve(reference, ids)
         if target is signed_object:
@@ -492,7 +499,7 @@ def _same(a: str, b: str) -> bool:
     return a.replace(":", "").upper() == b.replace(":", "").upper()
 
 
-def _resolve(reference, ids: dict[str, Any]):
+def _resolve(reference: etree._Element, ids: dict[str, etree._Element]) -> etree._Element:
     uri = reference.get("URI")
     if not uri or not uri.startswith("#") or len(uri) == 1 or uri.startswith("#xpointer("):
         raise ComplianceError(description=f"ds:Reference URI={uri!r} is not allowed; reference "
@@ -503,7 +510,7 @@ def _resolve(reference, ids: dict[str, Any]):
     return target
 
 
-def _replay_protect(obj):
+def _replay_protect(obj: etree._Element) -> etree._Element:
     found = list(obj.iter(_dsp("ReplayProtect")))
     if len(found) != 1:
         raise ComplianceError(description=f"the signed ds:Object Id={obj.get('Id')!r} must hold "
@@ -511,7 +518,7 @@ def _replay_protect(obj):
     return found[0]
 
 
-def _check_digest(reference, target) -> None:
+def _check_digest(reference: etree._Element, target: etree._Element) -> None:
     uri = reference.get("URI")
     parts = _elements(reference)
     index = 0
@@ -535,7 +542,7 @@ def _check_digest(reference, target) -> None:
                           "content; the signed element was changed after signing")
 
 
-def _certificate_text(key_info) -> str | None:
+def _certificate_text(key_info: etree._Element) -> str | None:
     for data in key_info.iter(_ds("X509Data")):
         for cert in data.iter(_ds("X509Certificate")):
             return cert.text
@@ -546,7 +553,8 @@ def _certificate_text(key_info) -> str | None:
     raise ComplianceError(description="ds:KeyInfo has no ds:X509Data/ds:X509Certificate")
 
 
-def _check_signature(public_key, algorithm: str, value: bytes, signed: bytes) -> None:
+def _check_signature(public_key: CertificatePublicKeyTypes, algorithm: str, value: bytes,
+                     signed: bytes) -> None:
     try:
         if algorithm == RSA_SHA256:
             if not isinstance(public_key, rsa.RSAPublicKey):
@@ -576,7 +584,7 @@ def _check_signature(public_key, algorithm: str, value: bytes, signed: bytes) ->
                           "in ds:KeyInfo over ds:SignedInfo") from None
 
 
-def _replay_values(replay_protect) -> tuple[datetime, str]:
+def _replay_values(replay_protect: etree._Element) -> tuple[datetime, str]:
     parts = _elements(replay_protect)
     timestamp = _expect(parts, 0, _dsp("timestamp"), "dsp:ReplayProtect")
     nonce = _expect(parts, 1, _dsp("nonce"), "dsp:ReplayProtect")
