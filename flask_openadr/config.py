@@ -13,13 +13,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import yaml
 
 from .errors import ConfigurationError
 from .protocol import DEFAULT_URL_PREFIX
-from .security.identity import parse_trusted_proxies
+from .security.identity import IPNetwork, parse_trusted_proxies
+
+if TYPE_CHECKING:  # the signature module loads cryptography: only when signing is configured
+    from .security.signature import Signer
 
 PREFIX = "OPENADR_"
 CONFIG_FILE_KEY = "OPENADR_CONFIG_FILE"
@@ -51,7 +54,7 @@ class Settings:
     require_client_cert: bool = True
     client_cert_header: str = "X-SSL-Client-Cert"
     client_verify_header: str = "X-SSL-Client-Verify"
-    trusted_proxies: tuple[Any, ...] = ()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     # XML signatures (see flask_openadr.security.signature): PEM paths or PEM data, parsed once
     # by the extension. The VTN offers signatures when both are set.
     signing_cert: str | bytes | None = field(default=None, repr=False)
@@ -83,7 +86,7 @@ class Settings:
         return self.signing_cert is not None and self.signing_key is not None
 
 
-def _seconds(key: str, value: Any) -> float:
+def _seconds(key: str, value: object) -> float:
     """A duration given as a number of seconds or a timedelta, in seconds."""
     if isinstance(value, timedelta):
         return value.total_seconds()
@@ -92,40 +95,40 @@ def _seconds(key: str, value: Any) -> float:
     raise ConfigurationError(f"{key} must be a number of seconds or a timedelta, not {value!r}")
 
 
-def _positive_duration(key: str, value: Any) -> timedelta:
+def _positive_duration(key: str, value: object) -> timedelta:
     seconds = _seconds(key, value)
     if seconds <= 0 or seconds != int(seconds):
         raise ConfigurationError(f"{key} must be a positive whole number of seconds, not {value!r}")
     return timedelta(seconds=int(seconds))
 
 
-def _positive_int(key: str, value: Any) -> int:
+def _positive_int(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigurationError(f"{key} must be a positive integer, not {value!r}")
     return value
 
 
-def _text(key: str, value: Any) -> str:
+def _text(key: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"{key} must be a non-empty string, not {value!r}")
     return value
 
 
-def _url_prefix(key: str, value: Any) -> str:
-    value = _text(key, value)
-    if not value.startswith("/"):
-        raise ConfigurationError(f"{key} must start with '/', not {value!r}")
-    return value.rstrip("/")
+def _url_prefix(key: str, value: object) -> str:
+    text = _text(key, value)
+    if not text.startswith("/"):
+        raise ConfigurationError(f"{key} must start with '/', not {text!r}")
+    return text.rstrip("/")
 
 
-def _push_path(key: str, value: Any) -> str:
+def _push_path(key: str, value: object) -> str:
     # "" is allowed: a VEN whose transport address is already the base of its services.
     if value == "":
         return ""
     return _url_prefix(key, value)
 
 
-def _optional_text(key: str, value: Any) -> str | None:
+def _optional_text(key: str, value: object) -> str | None:
     return None if value is None else _text(key, value)
 
 
@@ -133,10 +136,10 @@ def _optional_text(key: str, value: Any) -> str | None:
 MAX_SECONDS = 365 * 24 * 3600
 
 
-def _seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta]:
+def _seconds_at_least(minimum: float) -> Callable[[str, object], timedelta]:
     """A check for a duration of at least ``minimum`` seconds, fractions allowed."""
 
-    def check(key: str, value: Any) -> timedelta:
+    def check(key: str, value: object) -> timedelta:
         seconds = _seconds(key, value)
         if not seconds >= minimum or seconds > MAX_SECONDS:  # also refuses NaN
             raise ConfigurationError(f"{key} must be at least {minimum:g} seconds (and less "
@@ -146,7 +149,7 @@ def _seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta]:
     return check
 
 
-def _optional_seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta | None]:
+def _optional_seconds_at_least(minimum: float) -> Callable[[str, object], timedelta | None]:
     """Like :func:`_seconds_at_least`, with None for "the default derived elsewhere"."""
     check = _seconds_at_least(minimum)
     return lambda key, value: None if value is None else check(key, value)
@@ -155,16 +158,16 @@ def _optional_seconds_at_least(minimum: float) -> Callable[[str, Any], timedelta
 BACKGROUND_MODES = ("thread", "off")
 
 
-def _background(key: str, value: Any) -> str | None:
-    if value is not None and value not in BACKGROUND_MODES:
-        raise ConfigurationError(
-            f"{key} must be {' or '.join(repr(m) for m in BACKGROUND_MODES)} (or None for "
-            f"the default), not {value!r}"
-        )
-    return value
+def _background(key: str, value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value in BACKGROUND_MODES):
+        return value
+    raise ConfigurationError(
+        f"{key} must be {' or '.join(repr(m) for m in BACKGROUND_MODES)} (or None for "
+        f"the default), not {value!r}"
+    )
 
 
-def _optional_pem(key: str, value: Any) -> str | bytes | None:
+def _optional_pem(key: str, value: object) -> str | bytes | None:
     """A PEM file path or PEM data; parsed (and checked) when the extension loads the key."""
     if value is None:
         return None
@@ -173,7 +176,7 @@ def _optional_pem(key: str, value: Any) -> str | bytes | None:
     return _text(key, value)
 
 
-def _optional_password(key: str, value: Any) -> str | bytes | None:
+def _optional_password(key: str, value: object) -> str | bytes | None:
     if value is None or isinstance(value, (str, bytes)):
         return value
     raise ConfigurationError(f"{key} must be a str or bytes (or None), not "
@@ -183,18 +186,18 @@ def _optional_password(key: str, value: Any) -> str | bytes | None:
 REPORT_POLICIES = ("none", "telemetry")
 
 
-def _report_policy(key: str, value: Any) -> str:
+def _report_policy(key: str, value: object) -> str:
     if value is None:
         return "none"
-    if value not in REPORT_POLICIES:
-        raise ConfigurationError(
-            f"{key} must be {' or '.join(repr(p) for p in REPORT_POLICIES)} (or None for "
-            f"'none'), not {value!r}"
-        )
-    return value
+    if isinstance(value, str) and value in REPORT_POLICIES:
+        return value
+    raise ConfigurationError(
+        f"{key} must be {' or '.join(repr(p) for p in REPORT_POLICIES)} (or None for "
+        f"'none'), not {value!r}"
+    )
 
 
-def _bool(key: str, value: Any) -> bool:
+def _bool(key: str, value: object) -> bool:
     # Only real booleans: the string "false" would otherwise be true, and for a security switch
     # that silently turns protection on or off.
     if not isinstance(value, bool):
@@ -207,14 +210,14 @@ def _bool(key: str, value: Any) -> bool:
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^`|~-]+")
 
 
-def _header_name(key: str, value: Any) -> str:
+def _header_name(key: str, value: object) -> str:
     if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ConfigurationError(f"{key} must be an HTTP header name of letters, digits and '-' "
                                  f"such as 'X-SSL-Client-Cert', not {value!r}")
     return value
 
 
-def _trusted_proxies(key: str, value: Any) -> tuple:
+def _trusted_proxies(key: str, value: object) -> tuple[IPNetwork, ...]:
     try:
         return parse_trusted_proxies(value)
     except ValueError as exc:
@@ -345,7 +348,7 @@ def load_settings(config: dict[str, Any], options: Mapping[str, Any]) -> Setting
     return Settings(**values)
 
 
-def load_signer(settings: Settings) -> Any:
+def load_signer(settings: Settings) -> Signer | None:
     """The VTN's parsed signing key and certificate, or None without them.
 
     :raises ConfigurationError: naming the key: one of the pair missing, unreadable, not PEM,

@@ -14,7 +14,7 @@ from .services import (event_api, events, opt, registration, reports, retention,
 from .security.fingerprint import canonical_fingerprint
 from .services.context import Context, utcnow
 from .store import open_store
-from .store.base import VenRecord
+from .store.base import EventResponseRecord, Store, VenRecord
 from .views import create_blueprint
 
 logger = logging.getLogger("flask_openadr")
@@ -206,7 +206,7 @@ class VTN:
                 "VTN methods act on the current app: call them in a request or inside "
                 "'with app.app_context():'"
             ) from None
-        state = app.extensions.get("openadr")
+        state: runtime.AppState | None = app.extensions.get("openadr")
         if state is None or state.vtn is not self:
             raise RuntimeError(
                 "this VTN is not initialised on the current app; did you call vtn.init_app(app)?"
@@ -214,7 +214,7 @@ class VTN:
         return state.context
 
     @property
-    def store(self):
+    def store(self) -> Store:
         """The current app's store (see :mod:`flask_openadr.store.base`)."""
         return self._context().store
 
@@ -260,7 +260,7 @@ class VTN:
         ctx = self._context()
         return event_api.with_status(event_api.stored_event(ctx, event_id), ctx.now())
 
-    def event_responses(self, event_id: str) -> list[dict[str, Any]]:
+    def event_responses(self, event_id: str) -> list[EventResponseRecord]:
         """The VENs' opt answers to an event: one per VEN and modification number."""
         return events.event_responses(self._context(), event_id)
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Callable, ContextManager, TypedDict
 from urllib.parse import urlsplit
 
 import urllib3
 import urllib3.connection
+from urllib3.util.ssltransport import SSLTransport
 
 from . import codec, liveness, services
 from .errors import MalformedMessage, Rejection
@@ -35,7 +37,7 @@ from .security.fingerprint import fingerprint_from_der
 from .services import outbox, push_due
 from .services import push as rules
 from .services.context import Context
-from .store.base import VenRecord
+from .store.base import Transition, VenRecord
 
 logger = logging.getLogger("flask_openadr")
 
@@ -57,6 +59,18 @@ MESSAGES_PER_CLAIM = 50
 MAX_PINNED_POOLS = 1000
 
 
+class _PoolSettings(TypedDict):
+    """The connection settings every pool of the sender shares (urllib3 keyword arguments)."""
+
+    block: bool
+    timeout: urllib3.Timeout
+    retries: bool
+    cert_reqs: str
+    ca_certs: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
 class Pusher:
     """One app's push sender in this process. :meth:`run_pass` is what its thread calls.
 
@@ -67,7 +81,8 @@ class Pusher:
         run while the VEN's answers are processed).
     """
 
-    def __init__(self, ctx: Context, signer: Any, app_context: Callable[[], Any]):
+    def __init__(self, ctx: Context, signer: signature.Signer | None,
+                 app_context: Callable[[], ContextManager[object]]) -> None:
         self.ctx = ctx
         self.signer = signer
         self._app_context = app_context
@@ -88,7 +103,7 @@ class Pusher:
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
         timeout = settings.push_timeout.total_seconds()
-        self._pool_settings = dict(
+        self._pool_settings = _PoolSettings(
             block=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
             retries=False, cert_reqs="CERT_REQUIRED", ca_certs=settings.push_ca,
             cert_file=settings.push_cert, key_file=settings.push_key)
@@ -98,7 +113,9 @@ class Pusher:
                                          maxsize=settings.push_concurrency,
                                          **self._pool_settings)
         # https VENs with a bound certificate: one pool each, pinned to that certificate.
-        self._pinned: OrderedDict[tuple, urllib3.HTTPSConnectionPool] = OrderedDict()
+        # (venID, fingerprint, host, port) -> the pool pinned to that certificate
+        self._pinned: OrderedDict[tuple[str, str, str, int | None],
+                                  urllib3.HTTPSConnectionPool] = OrderedDict()
 
     @property
     def lease(self) -> timedelta:
@@ -149,11 +166,11 @@ class Pusher:
                 started += 1
         return started
 
-    def _nothing_pending(self, ven_id: str, now: Any) -> bool:
+    def _nothing_pending(self, ven_id: str, now: datetime) -> bool:
         # What a full pass reads of a VEN no hint names.
         ctx = self.ctx
         ven = ctx.store.get_ven(ven_id)
-        return ven is None or not rules.is_push(ven) or services.poll.nothing_pending(
+        return ven is None or not push_due.is_push(ven) or services.poll.nothing_pending(
             ctx, ven_id, now, outbox.redelivery_after(ctx, ven))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -205,14 +222,16 @@ class Pusher:
             with self._lock:
                 self._busy.discard(ven_id)
 
-    def _step(self, ven_id: str, reached: VenRecord | None, **kwargs: Any) -> rules.Step:
+    def _step(self, ven_id: str, reached: VenRecord | None, *, held: bool,
+              undo_taken: rules.Taken | None, failed: bool, more: bool = True) -> rules.Step:
         """:func:`~flask_openadr.services.push.advance`, with the VEN recorded as seen in the
         same transaction when the last push reached it (a push the VEN took counts as a sign
         of life, as a message from it does); the online callback runs after it."""
         ctx = self.ctx
         with ctx.store.atomic(ven_id):
             transition = liveness.seen(ctx, ven_id, reached) if reached is not None else None
-            step = rules.advance(ctx, ven_id, self.owner, ctx.now(), self.lease, **kwargs)
+            step = rules.advance(ctx, ven_id, self.owner, ctx.now(), self.lease, held=held,
+                                 undo_taken=undo_taken, failed=failed, more=more)
         _run_transition(ctx, transition)
         return step
 
@@ -224,14 +243,15 @@ class Pusher:
             with self._app_context():
                 _run_transition(ctx, liveness.unreachable(ctx, ven_id))
 
-    def _pool_for(self, ven: VenRecord, url: str) -> tuple[Any, str]:
+    def _pool_for(self, ven: VenRecord,
+                  url: str) -> tuple[urllib3.PoolManager | urllib3.HTTPSConnectionPool, str]:
         """The pool to POST ``url`` through, and the target to give it. An https VEN with a
         bound certificate fingerprint gets a pool of its own whose connections check that the
         server presents that certificate before anything is sent (protocol notes 1.6)."""
         fingerprint = ven.get("fingerprint")
         parts = urlsplit(url)
-        if parts.scheme != "https" or not fingerprint:
-            return self._pool, url
+        if parts.scheme != "https" or not fingerprint or not parts.hostname:
+            return self._pool, url  # (without a host, the pool's request fails and is logged)
         key = (ven["ven_id"], fingerprint, parts.hostname, parts.port)
         with self._lock:
             pool = self._pinned.get(key)
@@ -337,7 +357,9 @@ def _pinned_connection(fingerprint: str) -> type:
     class PinnedConnection(urllib3.connection.HTTPSConnection):
         def connect(self) -> None:
             super().connect()
-            der = self.sock.getpeercert(binary_form=True) if self.sock is not None else None
+            sock = self.sock
+            der = (sock.getpeercert(binary_form=True)
+                   if isinstance(sock, (ssl.SSLSocket, SSLTransport)) else None)
             found = fingerprint_from_der(der) if der else None
             if found != fingerprint:
                 self.close()
@@ -349,7 +371,7 @@ def _pinned_connection(fingerprint: str) -> type:
     return PinnedConnection
 
 
-def _run_transition(ctx: Context, transition: Any) -> None:
+def _run_transition(ctx: Context, transition: Transition | None) -> None:
     # Runs the callback of an online or offline transition this process won.
     if transition is None:
         return

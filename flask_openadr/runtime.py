@@ -24,8 +24,10 @@ from .store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from flask import Flask
+    from flask.ctx import AppContext
 
     from .extension import VTN
+    from .security.signature import Signer
 
 __all__ = ["AppState", "Maintenance", "has_served", "start_background", "states",
            "stop_background"]
@@ -66,7 +68,8 @@ class AppState:
     """What one app keeps in ``app.extensions["openadr"]``: its VTN, the services' context, how
     callers are identified, the signing key, and this process's background threads."""
 
-    def __init__(self, vtn: VTN, context: Context, app: Flask, signer: Any = None):
+    def __init__(self, vtn: VTN, context: Context, app: Flask,
+                 signer: Signer | None = None) -> None:
         self.vtn = vtn
         self.context = context
         self.identifier = ClientIdentifier.from_settings(context.settings)
@@ -112,7 +115,7 @@ class AppState:
         with self._app_context():
             return len(self._maintenance.run())
 
-    def _app_context(self) -> Any:
+    def _app_context(self) -> AppContext:
         app = self._app()
         if app is None:
             raise liveness.SweeperDone

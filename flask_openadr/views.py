@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Callable
 
 from flask import Blueprint, Response, current_app, request
 
@@ -11,6 +12,11 @@ from .errors import (InvalidData, MalformedMessage, Rejection, StoreError, Unide
                      UnsupportedValue)
 from .protocol import SERVICE_NAMES
 from .security import replay, signature
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+    from .runtime import AppState
 
 logger = logging.getLogger("flask_openadr")
 
@@ -26,7 +32,7 @@ def create_blueprint(url_prefix: str) -> Blueprint:
     return bp
 
 
-def _view(service: str):
+def _view(service: str) -> Callable[[], Response]:
     def view() -> Response:
         return handle_request(service)
 
@@ -58,7 +64,7 @@ def _read_body(limit: int) -> bytes | None:
 
 
 def handle_request(service: str) -> Response:
-    state = current_app.extensions["openadr"]
+    state: AppState = current_app.extensions["openadr"]
     state.first_request(request.environ)
     ctx = state.context
 
@@ -134,7 +140,7 @@ def handle_request(service: str) -> Response:
     return Response(body, status=200, content_type="application/xml")
 
 
-def _refused(state, service: str, root, refusal: Rejection) -> Response:
+def _refused(state: AppState, service: str, root: etree._Element, refusal: Rejection) -> Response:
     """The paired reply to a message whose signature or replay check failed: the payload is
     decoded only to address that reply; no service runs and nothing changes."""
     try:
@@ -151,7 +157,7 @@ def _refused(state, service: str, root, refusal: Rejection) -> Response:
     return Response(_encode(state, outcome), status=200, content_type="application/xml")
 
 
-def _unsupported(state, exc: UnsupportedValue, *, signed: bool) -> Response:
+def _unsupported(state: AppState, exc: UnsupportedValue, *, signed: bool) -> Response:
     """The paired reply (454) to a valid 2.0b message the VTN cannot honour: the VEN gets a code
     it can act on instead of a 400, no service runs and nothing changes."""
     logger.info("refused %s (venID %r): %s", exc.payload_name, exc.payload.get("ven_id"),
@@ -162,7 +168,7 @@ def _unsupported(state, exc: UnsupportedValue, *, signed: bool) -> Response:
     return Response(_encode(state, outcome), status=200, content_type="application/xml")
 
 
-def _encode(state, outcome: services.Outcome) -> bytes:
+def _encode(state: AppState, outcome: services.Outcome) -> bytes:
     """The reply document, signed when the VEN signs (or registered with signatures) and the
     VTN has a key; a VTN without one answers unsigned (and refuses signing registrations).
 

@@ -44,11 +44,11 @@ class Context:
     emit: Callable[..., None] = lambda signal_name, **data: None
     # check_payload(payload_name, payload) raises ValueError when a payload the VTN is about to
     # queue would not encode; the extension plugs in the codec (services know no XML).
-    check_payload: Callable[[str, dict], None] = lambda payload_name, payload: None
+    check_payload: Callable[[str, dict[str, Any]], None] = lambda payload_name, payload: None
     # encode(payload_name, payload) -> bytes builds the XML of a reply. Services that record a
     # delivery call it through reply() inside the same transaction, so that nothing counts as
     # delivered unless its reply was built; None (services tested on their own) builds nothing.
-    encode: Callable[[str, dict], bytes] | None = None
+    encode: Callable[[str, dict[str, Any]], bytes] | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -56,7 +56,8 @@ class Context:
     def new_id(self) -> str:
         return self.id_factory()
 
-    def reply(self, payload_name: str, payload: dict[str, Any]) -> Reply:
+    def reply(self, payload_name: str,
+              payload: dict[str, Any]) -> tuple[str, dict[str, Any], bytes | None]:
         """The reply ``(payload_name, payload, body)``, with ``body`` the encoded message (None
         without an encoder). Raises what the encoder raises, so that a transaction around
         the call rolls back."""

@@ -1,6 +1,7 @@
 """OadrPoll: the user's on_poll first, then the VEN's outbox and pending event distribution."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..protocol import reply_name
@@ -42,7 +43,7 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     return reply_name("oadrPoll"), {"response": response(""), "ven_id": ven_id}
 
 
-def nothing_pending(ctx: Context, ven_id: str, now: Any, wait: Any) -> bool:
+def nothing_pending(ctx: Context, ven_id: str, now: datetime, wait: timedelta) -> bool:
     """Whether the VEN has nothing to be sent: no events due, no sent message due again, and
     an empty outbox."""
     if delivery.is_due(delivery.load(ctx, ven_id), now):

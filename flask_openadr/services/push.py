@@ -34,7 +34,7 @@ PUSH_STATE = "push_state"
 _KEY = "push"
 
 
-def normalise_address(address: Any) -> str:
+def normalise_address(address: object) -> str:
     """The transport address a push VEN registered with, without trailing slashes (the harness
     re-registers with and without one: it is the same VEN). Raises
     :class:`~flask_openadr.errors.InvalidData` (454) for anything but an http(s) URL."""
@@ -126,8 +126,9 @@ def failing_too_long(ctx: Context, ven: Mapping[str, Any], state: Mapping[str, A
     intervals in a row: it counts as offline then (a pull VEN that missed as many polls does)."""
     if not state or not state.get("failing_since"):
         return False
-    frequency = ven.get("poll_frequency") or ctx.settings.poll_frequency
-    return state["failing_since"] + frequency * ctx.settings.offline_after_missed_polls <= now
+    failing_since: datetime = state["failing_since"]
+    frequency: timedelta = ven.get("poll_frequency") or ctx.settings.poll_frequency
+    return failing_since + frequency * ctx.settings.offline_after_missed_polls <= now
 
 
 def backoff(ctx: Context, failures: int) -> timedelta:
@@ -271,7 +272,7 @@ def undo(ctx: Context, ven_id: str, taken: Taken, now: datetime) -> None:
                 ven = ctx.store.get_ven(ven_id) or {}
                 ctx.store.put_record(outbox.AWAITING, ven_id, key, {
                     "item": taken.item,
-                    "sent_at": now - outbox.redelivery_after(ctx, ven)})  # type: ignore[arg-type]
+                    "sent_at": now - outbox.redelivery_after(ctx, ven)})
             return
         record = delivery.load(ctx, ven_id)
         changed = False
