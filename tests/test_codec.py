@@ -181,6 +181,39 @@ def test_float_format_rejects(value):
         values.FLOAT.format(value)
 
 
+@pytest.mark.parametrize("kind", [values.FLOAT, values.DECIMAL])
+def test_an_int_beyond_a_float_is_a_value_error_not_an_overflow(kind):
+    # float(10**400) raises OverflowError; the encoder promises ValueError for a bad value.
+    with pytest.raises(ValueError, match="out of range"):
+        kind.format(10 ** 400)
+    assert kind.format(10 ** 300) in (repr(1e300), str(10 ** 300))
+
+
+def test_a_decimal_beyond_a_float_is_unsupported_in_a_message():
+    # xs:decimal has no bound, so 400 digits are valid 2.0b; as a float they would be inf,
+    # which the codec could not encode again. The VEN gets the paired reply (454), not a 400.
+    assert values.DECIMAL.parse("9" * 300) == float("9" * 300)
+    with pytest.raises(values.Unsupported, match="out of range"):
+        values.DECIMAL.parse("9" * 400)
+    power = {"kind": "powerReal", "item_description": "RealPower", "item_units": "W",
+             "si_scale_code": "none",
+             "power_attributes": {"hertz": 60.0, "voltage": 120.0, "ac": True}}
+    report = {"duration": timedelta(hours=1), "report_request_id": "0",
+              "report_specifier_id": "spec", "report_name": "METADATA_TELEMETRY_USAGE",
+              "created_date_time": datetime(2024, 1, 1, tzinfo=UTC),
+              "report_descriptions": [{"r_id": "rid", "report_type": "usage",
+                                       "reading_type": "Direct Read", "item_base": power,
+                                       "report_data_source": {"resource_ids": ["res"]}}]}
+    body = codec.encode("oadrRegisterReport",
+                        {"request_id": "r", "ven_id": "v", "reports": [report]})
+    assert b"<power:voltage>120.0</power:voltage>" in body
+    with pytest.raises(UnsupportedValue) as caught:
+        codec.decode(body.replace(b">120.0<", b">" + b"9" * 400 + b"<"))
+    assert caught.value.payload_name == "oadrRegisterReport"
+    assert caught.value.payload["ven_id"] == "v"
+    assert "power:voltage" in caught.value.description
+
+
 def test_decimal_is_emitted_without_exponent():
     assert values.DECIMAL.format(1e16) == "10000000000000000"
     assert values.DECIMAL.format(1.5e-7) == "0.00000015"

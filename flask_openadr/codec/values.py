@@ -233,9 +233,13 @@ _FLOAT_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 def _check_number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"expected float, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a float: ValueError, as the encoder promises
+        raise ValueError(f"an int beyond a float's range is out of range for {name}") from None
+    if not math.isfinite(number):
         raise ValueError(f"{value!r} is not finite; {name} values must be finite")
-    return float(value)
+    return number
 
 
 class _Float(ValueType[float]):
@@ -272,7 +276,12 @@ class _Decimal(ValueType[float]):
         value = _collapse(text)
         if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", value):
             raise ValueProblem(f"{shown(text)} is not an xs:decimal (expected e.g. 60 or 230.5, no exponent)")
-        return float(value)
+        number = float(value)
+        if math.isinf(number):
+            # Valid xs:decimal (it has no bound), but beyond a float: decoded as inf, it
+            # would not encode again.
+            raise Unsupported(f"{shown(text)} is out of range (beyond a float)")
+        return number
 
     def format(self, value: object) -> str:
         # repr() is the shortest exact form; Decimal drops the exponent without adding noise digits.
