@@ -18,7 +18,6 @@ from .security.identity import ClientIdentifier
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
-from .store.memory import MemoryStore
 from .views import create_blueprint
 
 logger = logging.getLogger("flask_openadr")
@@ -141,7 +140,7 @@ class _AppState:
             return
         self._seen_request = True
         self.vtn._started = True
-        if environ.get("wsgi.multiprocess") and isinstance(self.context.store, MemoryStore):
+        if environ.get("wsgi.multiprocess") and getattr(self.context.store, "single_process", False):
             logger.warning(
                 "OPENADR_STORE_URI is memory:// under a multi-process server: every worker "
                 "keeps its own VENs and events. Use sqlite:///... or a shared store."

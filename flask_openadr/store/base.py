@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict
 
 
 class VenRecord(TypedDict, total=False):
@@ -109,6 +109,11 @@ class Store(Protocol):
     refuses (a naive datetime, a set, ...) raise ``ValueError`` or ``TypeError`` on every backend,
     and nothing is written. Driver failures raise :class:`~flask_openadr.errors.StoreError`.
     """
+
+    #: True for a store that only the process holding it sees (``memory://``): the VTN warns
+    #: when such a store runs under a multi-process server. A store without the attribute
+    #: counts as shared.
+    single_process: ClassVar[bool]
 
     def atomic(self, ven_id: str | None = None) -> contextlib.AbstractContextManager[None]:
         """Group calls into one transaction: all of them take effect, or (when the block raises)

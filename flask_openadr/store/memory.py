@@ -83,6 +83,9 @@ class MemoryStore:
     snapshot of the (shallow, immutable-text) state and restores it when the block raises.
     """
 
+    #: Nothing is shared with other processes (see :attr:`Store.single_process`).
+    single_process = True
+
     def __init__(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.RLock()

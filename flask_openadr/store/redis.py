@@ -910,6 +910,9 @@ class RedisStore:
     :param uri: the URI the store was opened with, for messages (the password is never shown).
     """
 
+    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
+    single_process = False
+
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
                  lock_lease: float = DEFAULT_LOCK_LEASE, lock_wait: float = DEFAULT_LOCK_WAIT,
                  uri: str | None = None):

@@ -381,6 +381,9 @@ class SQLStore:
         (``pool_size``, ``max_overflow``, ``pool_timeout``, ...).
     """
 
+    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
+    single_process = False
+
     def __init__(self, url: Any, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
                  uri: str | None = None, engine_options: dict[str, Any] | None = None):
         if sa is None:

@@ -205,6 +205,9 @@ class SQLiteStore:
     :param timeout: seconds a writer waits for another writer before :class:`StoreError`.
     """
 
+    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
+    single_process = False
+
     def __init__(self, path: str, *, uri: str | None = None, timeout: float = 30.0):
         self.path = path
         self.uri = uri or f"sqlite:///{path}"
