@@ -1639,6 +1639,26 @@ def test_records_and_liveness_roll_back_with_atomic(store):
     assert store.list_records("report", "008") == []
 
 
+def test_a_rolled_back_deletion_puts_events_and_records_back_in_their_places(store):
+    for name in ("e1", "e2", "e3"):
+        store.put_event(make_event(name))
+        store.put_record("opt", "007", name, make_record(name))
+    with pytest.raises(RuntimeError, match="roll back"):
+        with store.atomic():
+            store.delete_event("e1")
+            store.put_event(make_event("e1", note="put again goes last"))
+            store.delete_event("e2")
+            store.delete_record("opt", "007", "e2")
+            store.put_record("opt", "007", "e2", make_record("e2", note="last"))
+            store.delete_record("opt", "007", "e1")
+            assert [r["name"] for r in store.list_records("opt", "007")] == ["e3", "e2"]
+            raise RuntimeError("roll back")
+    assert [e["event_descriptor"]["event_id"] for e in store.list_events()] == ["e1", "e2", "e3"]
+    assert store.get_event("e1") == make_event("e1")
+    assert [r["name"] for r in store.list_records("opt", "007")] == ["e1", "e2", "e3"]
+    assert store.get_record("opt", "007", "e2") == make_record("e2")
+
+
 def _in_rounds(items, size=2):
     """The items in rounds of ``size``: the race tests release all racers at each round's start."""
     return [items[i : i + size] for i in range(0, len(items), size)]

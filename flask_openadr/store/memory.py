@@ -9,6 +9,10 @@ the other backends refuse, and gives back the same values (datetimes in UTC), so
 against this store behaves the same on a shared one. Liveness datetimes are kept as the same
 sortable UTC text the SQLite backend compares, for the same reason.
 
+:meth:`MemoryStore.atomic` keeps an undo log: each write inside a block records what it replaced
+(one entry, one small value), and a block that raises puts those back in reverse order. A block
+costs what it writes, not what the store holds.
+
 The liveness sweeps (:meth:`MemoryStore.due_offline`, :meth:`MemoryStore.stale_transitions`)
 scan every VEN: O(n) per call, which one process with a few thousand VENs does not notice. The
 shared backends keep indexes instead.
@@ -63,6 +67,16 @@ def from_uri(uri: str, *, instance_path: str | None = None) -> MemoryStore:
     return MemoryStore()
 
 
+class _Placed(NamedTuple):
+    """A value of an ordered container (events, records): ``seq`` is its place in the order."""
+
+    seq: int
+    text: str
+
+
+_MISSING = object()  # in the undo log: the key was absent
+
+
 class _Row(NamedTuple):
     """One VEN's liveness, with datetimes as :func:`~flask_openadr.store.base.utc_text`."""
 
@@ -79,8 +93,9 @@ class MemoryStore:
     """A :class:`~flask_openadr.store.base.Store` in this process's memory.
 
     Thread-safe: one re-entrant lock guards all state, and :meth:`atomic` holds it for the whole
-    block, so blocks in different threads run one after the other. The outermost block takes a
-    snapshot of the (shallow, immutable-text) state and restores it when the block raises.
+    block, so blocks in different threads run one after the other. Inside the outermost block
+    every write goes through :meth:`_set` or :meth:`_pop`, which log the value they replace, and
+    the block undoes the log when it raises.
     """
 
     #: Nothing is shared with other processes (see :attr:`Store.single_process`).
@@ -90,21 +105,24 @@ class MemoryStore:
         self._pid = os.getpid()
         self._lock = threading.RLock()
         self._depth = 0  # nesting of atomic() in the thread that holds the lock
-        self._snapshot: tuple[Any, ...] | None = None
+        # The open block's undo log: (container, key, replaced value or _MISSING), oldest first;
+        # None outside a block.
+        self._undo: list[tuple[dict[Any, Any], Any, Any]] | None = None
         self._vens: dict[str, tuple[str | None, str]] = {}  # ven_id -> (fingerprint key, text)
-        self._events: dict[str, str] = {}  # insertion order is list_events() order
+        # event_id -> (seq, text): insertion order is list_events() order; seq is that order
+        # too, so a rollback that puts a deleted event back can put it back in its place.
+        self._events: dict[str, _Placed] = {}
         self._delivered: dict[str, str] = {}
         # event_id -> (ven_id, modification_number) -> (received_at text, record text)
         self._responses: dict[str, dict[tuple[str, int], tuple[str | None, str]]] = {}
         self._outbox: dict[str, list[tuple[int, int, str]]] = {}  # (priority, seq, text)
         self._next_seq = 0
-        # (kind, ven_id) -> key -> text; dict order is list_records() order.
-        self._records: dict[tuple[str, str], dict[str, str]] = {}
-        # ven_id -> _Row. Rows are immutable tuples, replaced on every change, so a snapshot
-        # only needs to copy the dict.
+        # (kind, ven_id) -> key -> (seq, text); dict order (and seq) is list_records() order.
+        self._records: dict[tuple[str, str], dict[str, _Placed]] = {}
+        # ven_id -> _Row. Rows are immutable tuples, replaced on every change.
         self._liveness: dict[str, _Row] = {}
         # Replay nonces: nonce -> expiry (UTC text), and a heap by expiry for the lazy purge.
-        # Not part of atomic() snapshots: a nonce is remembered at once.
+        # Not in the undo log: a nonce is remembered at once.
         self._nonces: dict[str, str] = {}
         self._nonce_expiries: list[tuple[str, str]] = []
 
@@ -127,7 +145,7 @@ class MemoryStore:
         if pid != self._pid:
             self._lock = threading.RLock()
             self._depth = 0
-            self._snapshot = None
+            self._undo = None
             self._pid = pid
             warnings.warn(
                 "a memory:// store is being used in a forked process: from here on this "
@@ -150,42 +168,66 @@ class MemoryStore:
         with self._guard():
             outermost = self._depth == 0
             if outermost:
-                self._snapshot = self._take_snapshot()
+                self._undo = []
             self._depth += 1
             try:
                 yield
             except BaseException:
                 if outermost:
-                    self._restore(self._snapshot)
+                    self._roll_back()
                 raise
             finally:
                 self._depth -= 1
                 if outermost:
-                    self._snapshot = None
+                    self._undo = None
 
-    def _take_snapshot(self) -> tuple[Any, ...]:
-        # The values are immutable text, so copying the containers is enough.
-        return (
-            dict(self._vens),
-            dict(self._events),
-            dict(self._delivered),
-            {event_id: dict(by_ven) for event_id, by_ven in self._responses.items()},
-            {ven_id: list(items) for ven_id, items in self._outbox.items()},
-            {owner: dict(by_key) for owner, by_key in self._records.items()},
-            dict(self._liveness),
-        )
+    # Every write to the state goes through these two, with the lock held: outside a block they
+    # just write; inside one they first log what they replace.
 
-    def _restore(self, snapshot: tuple[Any, ...] | None) -> None:
-        assert snapshot is not None
-        (
-            self._vens,
-            self._events,
-            self._delivered,
-            self._responses,
-            self._outbox,
-            self._records,
-            self._liveness,
-        ) = snapshot
+    def _set(self, container: dict[Any, Any], key: Any, value: Any) -> None:
+        if self._undo is not None:
+            self._undo.append((container, key, container.get(key, _MISSING)))
+        container[key] = value
+
+    def _pop(self, container: dict[Any, Any], key: Any) -> None:
+        if key not in container:
+            return
+        if self._undo is not None:
+            self._undo.append((container, key, container[key]))
+        del container[key]
+
+    def _child(self, container: dict[Any, Any], key: Any) -> dict[Any, Any]:
+        """``container[key]``, a dict, created (and logged) when missing."""
+        child = container.get(key)
+        if child is None:
+            child = {}
+            self._set(container, key, child)
+        return child
+
+    def _take_seq(self) -> int:
+        # Gaps after a rollback are harmless; only the order matters.
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _roll_back(self) -> None:
+        """Undo the open block's writes, newest first. A key put back after its deletion goes
+        to the end of its dict, so the ordered containers (events and records, whose values
+        start with their ``seq``) are then put back in ``seq`` order."""
+        assert self._undo is not None
+        reordered: dict[int, dict[Any, Any]] = {}
+        for container, key, old in reversed(self._undo):
+            if old is _MISSING:
+                container.pop(key, None)
+                continue
+            if key not in container and isinstance(old, _Placed):
+                reordered[id(container)] = container
+            container[key] = old
+        for container in reordered.values():
+            items = sorted(container.items(), key=lambda item: item[1].seq)
+            container.clear()
+            container.update(items)
+        self._undo = None
 
     def close(self) -> None:
         """Nothing to release; the data stays for as long as the object lives."""
@@ -214,7 +256,7 @@ class MemoryStore:
         key = normalize_fingerprint(ven.get("fingerprint"))
         text = serialize.dumps(ven)
         with self._guard():
-            self._vens[ven_id] = (key, text)
+            self._set(self._vens, ven_id, (key, text))
 
     def list_vens(self) -> list[VenRecord]:
         with self._guard():
@@ -227,27 +269,29 @@ class MemoryStore:
         event_id = event_id_of(event)
         text = serialize.dumps(event)
         with self._guard():
-            self._events[event_id] = text  # an existing key keeps its position
+            placed = self._events.get(event_id)  # an existing key keeps its place
+            seq = placed.seq if placed is not None else self._take_seq()
+            self._set(self._events, event_id, _Placed(seq, text))
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
         with self._guard():
-            text = self._events.get(event_id)
-        return None if text is None else serialize.loads(text)
+            placed = self._events.get(event_id)
+        return None if placed is None else serialize.loads(placed.text)
 
     def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
         with self._guard():
-            texts = {event_id: self._events.get(event_id) for event_id in event_ids}
-        return {event_id: serialize.loads(text) for event_id, text in texts.items()
-                if text is not None}
+            found = {event_id: self._events.get(event_id) for event_id in event_ids}
+        return {event_id: serialize.loads(placed.text) for event_id, placed in found.items()
+                if placed is not None}
 
     def list_events(self) -> list[dict[str, Any]]:
         with self._guard():
-            texts = list(self._events.values())
+            texts = [placed.text for placed in self._events.values()]
         return [serialize.loads(text) for text in texts]
 
     def delete_event(self, event_id: str) -> None:
         with self._guard():
-            self._events.pop(event_id, None)
+            self._pop(self._events, event_id)
 
     # -- delivery state ------------------------------------------------------------------------
 
@@ -262,9 +306,9 @@ class MemoryStore:
         text = serialize.dumps(delivered)
         with self._guard():
             if delivered:
-                self._delivered[ven_id] = text
+                self._set(self._delivered, ven_id, text)
             else:
-                self._delivered.pop(ven_id, None)
+                self._pop(self._delivered, ven_id)
 
     def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
         with self._guard():
@@ -280,9 +324,9 @@ class MemoryStore:
         with self._guard():
             for ven_id, text in texts.items():
                 if text is None:
-                    self._delivered.pop(ven_id, None)
+                    self._pop(self._delivered, ven_id)
                 else:
-                    self._delivered[ven_id] = text
+                    self._set(self._delivered, ven_id, text)
 
     # -- event responses -----------------------------------------------------------------------
 
@@ -291,8 +335,8 @@ class MemoryStore:
         received_at = received_at_text(response)
         text = serialize.dumps(response)
         with self._guard():
-            by_ven = self._responses.setdefault(event_id, {})
-            by_ven[(ven_id, modification_number)] = (received_at, text)
+            by_ven = self._child(self._responses, event_id)
+            self._set(by_ven, (ven_id, modification_number), (received_at, text))
 
     def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
         with self._guard():
@@ -303,7 +347,7 @@ class MemoryStore:
 
     def delete_event_responses(self, event_id: str) -> None:
         with self._guard():
-            self._responses.pop(event_id, None)
+            self._pop(self._responses, event_id)
 
     # -- outbox --------------------------------------------------------------------------------
 
@@ -311,9 +355,10 @@ class MemoryStore:
         priority = outbox_priority(item)
         text = serialize.dumps(item)
         with self._guard():
-            seq = self._next_seq  # gaps after a rollback are harmless; only the order matters
-            self._next_seq += 1
-            self._outbox.setdefault(ven_id, []).append((priority, seq, text))
+            # A VEN's outbox is a few items, replaced rather than changed in place so that the
+            # undo log can keep the old list.
+            items = self._outbox.get(ven_id, [])
+            self._set(self._outbox, ven_id, [*items, (priority, self._take_seq(), text)])
 
     def pop_outbox(self, ven_id: str, max_priority: int | None = None) -> OutboxItem | None:
         check_max_priority(max_priority)
@@ -329,9 +374,12 @@ class MemoryStore:
             if not eligible:
                 return None
             index = min(eligible, key=lambda i: items[i][:2])
-            text = items.pop(index)[2]
-            if not items:
-                del self._outbox[ven_id]
+            text = items[index][2]
+            rest = items[:index] + items[index + 1:]
+            if rest:
+                self._set(self._outbox, ven_id, rest)
+            else:
+                self._pop(self._outbox, ven_id)
         return serialize.loads(text)
 
     def list_outbox(self, ven_id: str) -> list[OutboxItem]:
@@ -341,7 +389,7 @@ class MemoryStore:
 
     def clear_outbox(self, ven_id: str) -> None:
         with self._guard():
-            self._outbox.pop(ven_id, None)
+            self._pop(self._outbox, ven_id)
 
     # -- records -------------------------------------------------------------------------------
 
@@ -350,30 +398,33 @@ class MemoryStore:
         check_record(record)
         text = serialize.dumps(record)
         with self._guard():
-            # An existing key keeps its position in the dict, hence in list_records().
-            self._records.setdefault((kind, ven_id), {})[key] = text
+            # An existing key keeps its place in the dict, hence in list_records().
+            by_key = self._child(self._records, (kind, ven_id))
+            placed = by_key.get(key)
+            seq = placed.seq if placed is not None else self._take_seq()
+            self._set(by_key, key, _Placed(seq, text))
 
     def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None:
         with self._guard():
-            text = self._records.get((kind, ven_id), {}).get(key)
-        return None if text is None else serialize.loads(text)
+            placed = self._records.get((kind, ven_id), {}).get(key)
+        return None if placed is None else serialize.loads(placed.text)
 
     def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
         with self._guard():
-            texts = list(self._records.get((kind, ven_id), {}).values())
+            texts = [placed.text for placed in self._records.get((kind, ven_id), {}).values()]
         return [serialize.loads(text) for text in texts]
 
     def delete_record(self, kind: str, ven_id: str, key: str) -> None:
         with self._guard():
             by_key = self._records.get((kind, ven_id))
             if by_key is not None:
-                by_key.pop(key, None)
+                self._pop(by_key, key)
                 if not by_key:
-                    del self._records[(kind, ven_id)]
+                    self._pop(self._records, (kind, ven_id))
 
     def clear_records(self, kind: str, ven_id: str) -> None:
         with self._guard():
-            self._records.pop((kind, ven_id), None)
+            self._pop(self._records, (kind, ven_id))
 
     # -- liveness ------------------------------------------------------------------------------
     # Each compare-and-set runs under the lock, which is what makes it one step for every thread
@@ -388,12 +439,12 @@ class MemoryStore:
         with self._guard():
             row = self._liveness.get(ven_id)
             if row is not None and row.state == ONLINE:
-                self._liveness[ven_id] = row._replace(last_seen=now_text, offline_at=offline_text)
+                self._set(self._liveness, ven_id,
+                          row._replace(last_seen=now_text, offline_at=offline_text))
                 return None
             epoch = 1 if row is None else row.epoch + 1
-            self._liveness[ven_id] = _Row(
-                ONLINE, epoch, now_text, offline_text, ONLINE, epoch, lease_text
-            )
+            self._set(self._liveness, ven_id,
+                      _Row(ONLINE, epoch, now_text, offline_text, ONLINE, epoch, lease_text))
         return {"ven_id": ven_id, "kind": ONLINE, "epoch": epoch}
 
     def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
@@ -422,13 +473,13 @@ class MemoryStore:
                 or row.offline_at > now_text
             ):
                 return None
-            self._liveness[ven_id] = row._replace(
+            self._set(self._liveness, ven_id, row._replace(
                 state=OFFLINE,
                 epoch=epoch + 1,
                 pending_kind=OFFLINE,
                 pending_epoch=epoch + 1,
                 lease_until=lease_text,
-            )
+            ))
         return {"ven_id": ven_id, "kind": OFFLINE, "epoch": epoch + 1}
 
     def complete_transition(self, ven_id: str, epoch: int) -> None:
@@ -436,9 +487,9 @@ class MemoryStore:
         with self._guard():
             row = self._liveness.get(ven_id)
             if row is not None and row.pending_kind is not None and row.pending_epoch == epoch:
-                self._liveness[ven_id] = row._replace(
+                self._set(self._liveness, ven_id, row._replace(
                     pending_kind=None, pending_epoch=None, lease_until=None
-                )
+                ))
 
     def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
         now_text = utc_text(now, "now")
@@ -469,7 +520,7 @@ class MemoryStore:
                 or row.lease_until > now_text
             ):
                 return False
-            self._liveness[ven_id] = row._replace(lease_until=lease_text)
+            self._set(self._liveness, ven_id, row._replace(lease_until=lease_text))
         return True
 
     def get_liveness(self, ven_id: str) -> Liveness | None:
