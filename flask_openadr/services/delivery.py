@@ -46,11 +46,11 @@ _BY_MEMBERSHIP = ("group_ids", "resource_ids", "party_ids", "group_names")
 
 def load(ctx: Context, ven_id: str) -> dict[str, Any]:
     """The VEN's delivery record (an empty one when it has none)."""
-    record = ctx.store.get_delivered(ven_id)
-    return _record(record)
+    return from_stored(ctx.store.get_delivered(ven_id))
 
 
-def _record(raw: Mapping[str, Any]) -> dict[str, Any]:
+def from_stored(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The delivery record a stored delivery map holds (an empty one for ``{}``)."""
     return {"events": dict(raw.get("events") or {}), "due_at": raw.get("due_at"),
             "sent_at": raw.get("sent_at")}
 
@@ -107,7 +107,7 @@ def _mark_batch(ctx: Context, vens: list[VenRecord], event: dict[str, Any], even
     changed: dict[str, dict[str, Any]] = {}
     for ven in vens:
         raw = found[ven["ven_id"]]
-        record = _record(raw)
+        record = from_stored(raw)
         if event_id in record["events"] or (live and targets_ven(event, ven)):
             _mark(record, event_id, now)
             changed[ven["ven_id"]] = record

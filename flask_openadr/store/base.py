@@ -64,6 +64,15 @@ class EventResponseRecord(TypedDict, total=False):
     opt_id: str
 
 
+class PollState(TypedDict):
+    """What a poll reads of one VEN to learn whether anything is pending: see
+    :meth:`Store.get_poll_state`."""
+
+    delivered: dict[str, Any]
+    records: list[dict[str, Any]]
+    outbox: list[OutboxItem]
+
+
 #: The liveness states, which are also the kinds of :class:`Transition`.
 ONLINE = "online"
 OFFLINE = "offline"
@@ -225,6 +234,13 @@ class Store(Protocol):
         ...
 
     def clear_outbox(self, ven_id: str) -> None: ...
+
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """:meth:`get_delivered` of the VEN, its :meth:`list_records` of ``kind`` and its
+        :meth:`list_outbox`, read together: most polls find nothing to send, and this is all
+        they read, so a server store answers it in one round trip (:func:`read_poll_state`
+        is the three calls, for a store in this process)."""
+        ...
 
     # Records: small per-VEN collections the report and opt services keep (a VEN's report
     # capabilities, report subscriptions in both directions, opt schedules). ``kind`` names the
@@ -451,6 +467,14 @@ def liveness_from_row(
         "offline_at": from_utc_text(offline_at),
         "pending": pending,
     }
+
+
+def read_poll_state(store: Store, ven_id: str, kind: str) -> PollState:
+    """:meth:`Store.get_poll_state` as three calls, for stores where a call costs no round
+    trip."""
+    return {"delivered": store.get_delivered(ven_id),
+            "records": store.list_records(kind, ven_id),
+            "outbox": store.list_outbox(ven_id)}
 
 
 def check_delivered(delivered: Any) -> None:

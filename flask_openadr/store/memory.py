@@ -30,6 +30,8 @@ from typing import Any, Iterator, NamedTuple
 from ..errors import ConfigurationError
 from . import serialize
 from .base import (
+    PollState,
+    read_poll_state,
     OFFLINE,
     ONLINE,
     EventResponseRecord,
@@ -390,6 +392,10 @@ class MemoryStore:
     def clear_outbox(self, ven_id: str) -> None:
         with self._guard():
             self._pop(self._outbox, ven_id)
+
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """See :meth:`flask_openadr.store.base.Store.get_poll_state`."""
+        return read_poll_state(self, ven_id, kind)
 
     # -- records -------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 from ..errors import ConfigurationError, StoreError
 from . import serialize
 from .base import (
+    PollState,
     EventResponseRecord,
     Liveness,
     OutboxItem,
@@ -196,6 +197,7 @@ class _Reads(NamedTuple):
     record: Any
     records: Any
     outbox: Any
+    poll_state: Any
 
 
 class _Tables(NamedTuple):
@@ -818,7 +820,28 @@ class SQLStore:
             .order_by(records.c.position),
             outbox=sa.select(outbox.c.data).where(outbox.c.ven_id == ven_id)
             .order_by(outbox.c.priority, outbox.c.id),
+            poll_state=self._poll_state_statement(),
         )
+
+    def _poll_state_statement(self) -> Any:
+        """get_delivered, list_records and list_outbox of one VEN as one UNION ALL: each row
+        says which of the three it belongs to (``part``) and its place there (``o1``, ``o2``).
+        """
+        tables = self.tables
+        delivered, records, outbox = tables.delivered, tables.records, tables.outbox
+        ven_id = sa.bindparam("ven_id")
+
+        def number(value: int) -> Any:
+            return sa.literal_column(str(value), sa.BigInteger())
+
+        return sa.union_all(
+            sa.select(number(0).label("part"), number(0).label("o1"), number(0).label("o2"),
+                      delivered.c.data).where(delivered.c.ven_id == ven_id),
+            sa.select(number(1), records.c.position, number(0), records.c.data)
+            .where(records.c.kind == sa.bindparam("kind"), records.c.ven_id == ven_id),
+            sa.select(number(2), outbox.c.priority, outbox.c.id, outbox.c.data)
+            .where(outbox.c.ven_id == ven_id),
+        ).order_by(sa.text("part"), sa.text("o1"), sa.text("o2"))
 
     def _read(self, statement: Any, **parameters: Any) -> list[Any]:
         return self._run(lambda connection: connection.execute(statement, parameters).all())
@@ -1018,6 +1041,17 @@ class SQLStore:
     def list_outbox(self, ven_id: str) -> list[OutboxItem]:
         rows = self._read(self._reads.outbox, ven_id=ven_id)
         return [serialize.loads(data) for (data,) in rows]
+
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """See :meth:`flask_openadr.store.base.Store.get_poll_state`: one statement."""
+        self._record_key(kind, ven_id, "")
+        state: PollState = {"delivered": {}, "records": [], "outbox": []}
+        for part, _, _, data in self._read(self._reads.poll_state, ven_id=ven_id, kind=kind):
+            if part == 0:
+                state["delivered"] = serialize.loads(data)
+            else:
+                state["records" if part == 1 else "outbox"].append(serialize.loads(data))
+        return state
 
     def clear_outbox(self, ven_id: str) -> None:
         outbox = self.tables.outbox

@@ -35,6 +35,8 @@ from typing import Any, Iterator
 from ..errors import ConfigurationError, StoreError
 from . import serialize
 from .base import (
+    PollState,
+    read_poll_state,
     OFFLINE,
     ONLINE,
     EventResponseRecord,
@@ -607,6 +609,10 @@ class SQLiteStore:
 
     def clear_outbox(self, ven_id: str) -> None:
         self._write("DELETE FROM outbox WHERE ven_id = ?", (ven_id,))
+
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """See :meth:`flask_openadr.store.base.Store.get_poll_state`."""
+        return read_poll_state(self, ven_id, kind)
 
     # -- records -------------------------------------------------------------------------------
 
