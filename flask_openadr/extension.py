@@ -565,10 +565,11 @@ class VTN:
 
     def remove_expired_events(self) -> int:
         """Remove now, in one batch, the completed and cancelled events (and their responses)
-        whose :data:`OPENADR_EVENT_RETENTION` has passed; the sweeper does it once a minute.
+        whose :data:`OPENADR_EVENT_RETENTION` has passed, and the report requests that waited
+        that long in ``final_report`` for a last report; the sweeper does it once a minute.
         See :doc:`events`.
 
-        :returns: how many events were removed.
+        :returns: how many events and report requests were removed.
         """
         return retention.sweep(self._context())
 

@@ -24,8 +24,10 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..store.base import VenRecord
+from . import removals
 from .context import Context
 from .event_rules import (
+    finished_at,
     Version,
     as_version,
     event_status,
@@ -80,11 +82,15 @@ def fan_out(ctx: Context, event: dict[str, Any], previous: dict[str, Any] | None
     affect: those targeted by either version. A VEN that holds a version of the event is
     marked whatever the change (a modification, a cancellation or a withdrawal must reach it);
     one that does not is marked only while the event is far, near or active (an event added
-    after it ended is never sent). Call it inside the transaction that stores the event.
+    after it ended is never sent). Call it inside the transaction that stores the event (every
+    stored version goes through here, so it also files the version for the retention sweep).
 
     :returns: how many VENs were marked.
     """
     event_id = event["event_descriptor"]["event_id"]
+    finished = finished_at(event)
+    if finished is not None:
+        removals.add(ctx, removals.EVENT, "", event_id, finished)
     live = event_status(event, now) in LIVE_STATUSES
     versions = [event] if previous is None else [event, previous]
     marked = 0
