@@ -7,6 +7,7 @@ import pytest
 from flask import Flask
 
 from conftest import T0, make_ven
+from test_poll import CountingStore
 from flask_openadr import VTN, ConfigurationError
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import removals, retention
@@ -156,20 +157,28 @@ def test_event_retention_is_configured_in_seconds_or_a_timedelta(tmp_path):
         VTN(bad)
 
 
-def test_report_requests_left_in_final_report_are_removed_after_the_retention(app, vtn,
-                                                                             clock):
-    """A report request cancelled with reportToFollow waits for one last report; when it never
-    comes (on either side), the request goes after OPENADR_EVENT_RETENTION like an event."""
+def waiting_for_a_final_report(app, vtn):
+    """A VEN with a report request the VTN cancelled with reportToFollow, acknowledged: it
+    waits in final_report for the last report. Returns (ven, reportRequestID)."""
     from test_reports import subscribe
-    from test_vtn_reports import PRICES, registered_with_metadata, request
 
-    vtn.on_vtn_reports(lambda ven_id: [PRICES])
     ven, requests = subscribe(app, vtn)
     report_request_id = requests["rid-power"]["report_request_id"]
     with app.app_context():
         vtn.cancel_report(ven.ven_id, report_request_id, report_to_follow=True)
     _, cancel = ven.poll()
     ven.canceled_report(cancel["request_id"], [report_request_id])
+    return ven, report_request_id
+
+
+def test_report_requests_left_in_final_report_are_removed_after_the_retention(app, vtn,
+                                                                             clock):
+    """A report request cancelled with reportToFollow waits for one last report; when it never
+    comes (on either side), the request goes after OPENADR_EVENT_RETENTION like an event."""
+    from test_vtn_reports import PRICES, registered_with_metadata, request
+
+    vtn.on_vtn_reports(lambda ven_id: [PRICES])
+    ven, report_request_id = waiting_for_a_final_report(app, vtn)
     other, _ = registered_with_metadata(app)
     other.create_report([request("ven-rr-1", "vtn-prices", ["price"])])
     other.cancel_report(["ven-rr-1"], report_to_follow=True)
@@ -191,15 +200,9 @@ def test_report_requests_left_in_final_report_are_removed_after_the_retention(ap
 
 
 def test_a_fulfilled_final_report_request_leaves_no_work_for_the_sweep(app, vtn, clock):
-    from test_reports import subscribe
-
-    ven, requests = subscribe(app, vtn)
-    report_request_id = requests["rid-power"]["report_request_id"]
-    with app.app_context():
-        vtn.cancel_report(ven.ven_id, report_request_id, report_to_follow=True)
-    _, cancel = ven.poll()
-    ven.canceled_report(cancel["request_id"], [report_request_id])
     from flask_openadr.testing import data_report
+
+    ven, report_request_id = waiting_for_a_final_report(app, vtn)
 
     final = data_report(report_request_id, "spec-usage", "TELEMETRY_USAGE", [
         {"report_payloads": [{"r_id": "rid-power", "value": 1.0}]}], dtstart=T0)
@@ -225,25 +228,6 @@ def test_an_event_modified_to_end_later_is_kept_until_its_new_end_plus_retention
         assert vtn.remove_expired_events() == 1
         assert vtn.events() == []
         assert vtn.store.list_records(removals.HOURS, "*") == []
-
-
-class CountingStore:
-    """A real store, with every call counted by method name."""
-
-    def __init__(self, store):
-        self._store = store
-        self.calls: list[str] = []
-
-    def __getattr__(self, name):
-        attribute = getattr(self._store, name)
-        if name.startswith("_") or not callable(attribute):
-            return attribute
-
-        def counted(*args, **kwargs):
-            self.calls.append(name)
-            return attribute(*args, **kwargs)
-
-        return counted
 
 
 @pytest.mark.parametrize("waiting", [5, 60])

@@ -44,7 +44,7 @@ import contextlib
 import json
 import uuid
 from datetime import datetime
-from typing import Any, ClassVar, Iterable, NamedTuple, Protocol
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Protocol
 
 from . import serialize
 from .base import (
@@ -381,34 +381,39 @@ class RulesStore:
         return [(ven_id, live["epoch"]) for ven_id, live in self._rows_of(due)
                 if live["state"] == ONLINE and live["offline_at"] <= now_text]
 
+    def _change_liveness(self, ven_id: str,
+                         change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Compare-and-set the VEN's row to ``change(row)``, unless there is no row or
+        ``change`` returns None; True when it was changed."""
+        with self.backend.transaction(ven_id):
+            found = self._liveness(ven_id)
+            if found is None:
+                return False
+            version, live = found
+            changed = change(live)
+            return changed is not None and self._save(ven_id, version, changed)
+
     def claim_offline(self, ven_id: str, epoch: int, now: datetime,
                       lease_until: datetime) -> Transition | None:
         check_int(epoch, "epoch")
         now_text = utc_text(now, "now")
         lease_text = utc_text(lease_until, "lease_until")
-        with self.backend.transaction(ven_id):
-            found = self._liveness(ven_id)
-            if found is None:
-                return None
-            version, live = found
+
+        def offline(live: dict[str, Any]) -> dict[str, Any] | None:
             if live["state"] != ONLINE or live["epoch"] != epoch or live["offline_at"] > now_text:
                 return None
-            if not self._save(ven_id, version, dict(
-                    live, state=OFFLINE, epoch=epoch + 1, pending_kind=OFFLINE,
-                    pending_epoch=epoch + 1, lease_until=lease_text)):
-                return None
+            return dict(live, state=OFFLINE, epoch=epoch + 1, pending_kind=OFFLINE,
+                        pending_epoch=epoch + 1, lease_until=lease_text)
+
+        if not self._change_liveness(ven_id, offline):
+            return None
         return {"ven_id": ven_id, "kind": OFFLINE, "epoch": epoch + 1}
 
     def complete_transition(self, ven_id: str, epoch: int) -> None:
         check_int(epoch, "epoch")
-        with self.backend.transaction(ven_id):
-            found = self._liveness(ven_id)
-            if found is None:
-                return
-            version, live = found
-            if live["pending_kind"] is not None and live["pending_epoch"] == epoch:
-                self._save(ven_id, version, dict(live, pending_kind=None, pending_epoch=None,
-                                                 lease_until=None))
+        self._change_liveness(ven_id, lambda live: dict(
+            live, pending_kind=None, pending_epoch=None, lease_until=None)
+            if live["pending_kind"] is not None and live["pending_epoch"] == epoch else None)
 
     def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
         now_text = utc_text(now, "now")
@@ -423,15 +428,10 @@ class RulesStore:
         check_int(epoch, "epoch")
         now_text = utc_text(now, "now")
         lease_text = utc_text(lease_until, "lease_until")
-        with self.backend.transaction(ven_id):
-            found = self._liveness(ven_id)
-            if found is None:
-                return False
-            version, live = found
-            if live["pending_kind"] is None or live["pending_epoch"] != epoch \
-                    or live["lease_until"] > now_text:
-                return False
-            return self._save(ven_id, version, dict(live, lease_until=lease_text))
+        return self._change_liveness(ven_id, lambda live: dict(live, lease_until=lease_text)
+                                     if live["pending_kind"] is not None
+                                     and live["pending_epoch"] == epoch
+                                     and live["lease_until"] <= now_text else None)
 
     def get_liveness(self, ven_id: str) -> Liveness | None:
         found = self._liveness(ven_id)
