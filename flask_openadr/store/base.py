@@ -1,7 +1,9 @@
 """The store protocol: everything the VTN keeps, behind one small, transactional interface.
 
-Every backend (memory, SQLite now; Redis and SQL later) implements :class:`Store` and passes the
-one conformance suite in ``tests/test_store.py``. Records are plain dicts holding str, int, float,
+Every backend implements :class:`Store` and passes the one conformance suite in
+``tests/test_store.py``: the SQLite, SQL and Redis stores method by method, the memory store (and
+any custom one, see docs/stores.rst) as :class:`~flask_openadr.store.rules.RulesStore` over a
+ten-method backend. Records are plain dicts holding str, int, float,
 bool, None, lists, dicts, aware ``datetime`` and ``timedelta``; a backend returns equal values to
 what it was given and never hands out references to its own state.
 """

@@ -1407,7 +1407,8 @@ class RedisStore:
 
     def get_poll_state(self, ven_id: str, kind: str) -> PollState:
         """See :meth:`flask_openadr.store.base.Store.get_poll_state`: outside a block, one
-        pipelined round trip (not MULTI: three separate reads would not be atomic either)."""
+        pipelined round trip (not MULTI: three separate reads would not be atomic either); an
+        empty poll went from about 1.0 to 0.9 ms of worker CPU (docs/benchmarks.rst)."""
         self._record_key(kind, ven_id)
         if self._block() is not None:  # the block's own writes must show
             return read_poll_state(self, ven_id, kind)
