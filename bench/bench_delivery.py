@@ -45,7 +45,8 @@ from bench_poll_sweep import (  # noqa: E402
 
 from flask_openadr import codec  # noqa: E402
 from flask_openadr.services import events  # noqa: E402
-from flask_openadr.services.context import Context, Settings  # noqa: E402
+from flask_openadr.config import Settings  # noqa: E402
+from flask_openadr.services.context import Context  # noqa: E402
 from flask_openadr.store import open_store  # noqa: E402
 
 POLL_PATH = "/OpenADR2/Simple/2.0b/OadrPoll"

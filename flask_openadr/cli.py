@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import click
 from cryptography import x509
@@ -16,23 +16,36 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import liveness, push
+from . import push, runtime
 from .config import resolve_store_uri
 from .errors import EventError, UnknownEvent
+from .protocol import is_aware
 from .security.fingerprint import fingerprint_from_der, fingerprint_from_pem
-from .services import retention, vtn_reports
 from .store import redact
+
+if TYPE_CHECKING:  # the extension imports this module to register the commands
+    from .extension import VTN
+    from .services.context import Context
 
 #: The longest --duration accepted (about 19 years): longer ones overflow date arithmetic.
 MAX_MINUTES = 10_000_000
-#: Seconds between two retention passes of ``flask openadr monitor``.
-RETENTION_EVERY = 60.0
 
 openadr = AppGroup("openadr", help="Manage the OpenADR VTN of this application.")
 
 
-def _state() -> Any:
-    state = current_app.extensions.get("openadr")
+class AppState(Protocol):
+    """What the commands use of the VTN's per-app state (``app.extensions["openadr"]``)."""
+
+    @property
+    def vtn(self) -> VTN: ...
+    @property
+    def context(self) -> Context: ...
+    @property
+    def pusher(self) -> push.Pusher: ...
+
+
+def _state() -> AppState:
+    state: AppState | None = current_app.extensions.get("openadr")
     if state is None:
         raise click.ClickException(
             f"the app {current_app.name!r} has no VTN; did you call vtn.init_app(app)?"
@@ -40,7 +53,7 @@ def _state() -> Any:
     return state
 
 
-def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = [header, *rows]
     return "\n".join(
@@ -58,7 +71,7 @@ def _minutes(value: timedelta) -> str:
     return f"{minutes:g} min"
 
 
-def store_location(state: Any) -> str:
+def store_location(state: AppState) -> str:
     """Where the store keeps its data: the absolute file of a SQLite store, else the URI
     (password hidden)."""
     path = getattr(state.context.store, "path", None)
@@ -103,15 +116,11 @@ def monitor(once: bool, interval: float | None) -> None:
     ctx = state.context
     if interval is None:
         interval = ctx.settings.sweep_interval.total_seconds()
-    retained_at = None
+    maintenance = runtime.Maintenance(ctx)
     try:
         while True:
             try:
-                ran = liveness.sweep_transitions(ctx)
-                vtn_reports.send_due(ctx)
-                if retained_at is None or time.monotonic() - retained_at >= RETENTION_EVERY:
-                    retained_at = time.monotonic()
-                    retention.sweep(ctx)
+                ran = maintenance.run()
             except Exception as exc:  # a pass that failed (store down): report it, keep going
                 if once:
                     raise
@@ -232,12 +241,19 @@ def events() -> None:
 # -- operator actions -----------------------------------------------------------------------
 
 
-class StartTime(click.ParamType):
+if TYPE_CHECKING:  # click.ParamType is generic only in newer clicks
+    _StartParam = click.ParamType[datetime | timedelta]
+else:
+    _StartParam = click.ParamType
+
+
+class StartTime(_StartParam):
     """An ISO 8601 date-time with a time zone, or ``now``/``+15m``/``+2h`` from now."""
 
     name = "start"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime | timedelta:
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> datetime | timedelta:
         # A relative start stays a timedelta here: parameters are converted before the command
         # has an app context, so before the VTN's clock can be read (see _start).
         if isinstance(value, (datetime, timedelta)):
@@ -253,7 +269,7 @@ class StartTime(click.ParamType):
         except ValueError:
             self.fail(f"{text!r} is not an ISO 8601 date-time; give e.g. 2026-12-01T17:00:00Z, "
                       "now or +15m", param, ctx)
-        if start.utcoffset() is None:
+        if not is_aware(start):
             self.fail(f"{text!r} has no time zone; add Z or an offset such as +01:00", param, ctx)
         try:
             return start.astimezone(timezone.utc)
@@ -302,21 +318,21 @@ def event_group() -> None:
 @click.option("--signal-name", default="SIMPLE", show_default=True)
 @click.option("--signal-type", default="level", show_default=True)
 @click.option("--market-context", default=None, help="OPENADR_MARKET_CONTEXT by default.")
-def event_add(ven_id: str | None, group_id: str | None, any_group: bool, start: datetime,
-              duration: float, level: float, signal_name: str, signal_type: str,
-              market_context: str | None) -> None:
+def event_add(ven_id: str | None, group_id: str | None, any_group: bool,
+              start: datetime | timedelta, duration: float, level: float, signal_name: str,
+              signal_type: str, market_context: str | None) -> None:
     """Add a one-interval event for a VEN or a group; prints its eventID."""
     state = _state()
     start = _start(start)
-    if (ven_id is None) == (group_id is None):
-        raise click.UsageError("give exactly one of --ven and --group")
     options: dict[str, Any] = {}
-    if ven_id is not None:
+    if ven_id is not None and group_id is None:
         _known_ven(ven_id)
         options["ven_id"] = ven_id
-    else:
+    elif group_id is not None and ven_id is None:
         _check_group(group_id, any_group)
         options["targets"] = {"group_ids": [group_id]}
+    else:
+        raise click.UsageError("give exactly one of --ven and --group")
     if market_context:
         options["market_context"] = market_context
     length = timedelta(minutes=duration)
@@ -342,7 +358,7 @@ def event_add(ven_id: str | None, group_id: str | None, any_group: bool, start: 
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True, max=MAX_MINUTES), default=None,
               help="A new duration in minutes.")
 @click.option("--level", type=float, default=None, help="A new level.")
-def event_modify(event_id: str, start: datetime | None, duration: float | None,
+def event_modify(event_id: str, start: datetime | timedelta | None, duration: float | None,
                  level: float | None) -> None:
     """Change the start, duration or level of a one-interval event (its modificationNumber goes
     up by one and the VENs get it again)."""
@@ -355,18 +371,17 @@ def event_modify(event_id: str, start: datetime | None, duration: float | None,
                                    "command changes one-interval events only (use the API)")
     if start is None and duration is None and level is None:
         raise click.UsageError("give at least one of --start, --duration and --level")
-    new = {
-        "dtstart": start or event["active_period"]["dtstart"],
-        "duration": timedelta(minutes=duration) if duration is not None
-        else event["active_period"]["duration"],
-        "signal_payload": level if level is not None else intervals[0]["signal_payload"],
-    }
+    dtstart: datetime = start or event["active_period"]["dtstart"]
+    length: timedelta = (timedelta(minutes=duration) if duration is not None
+                         else event["active_period"]["duration"])
+    new = {"dtstart": dtstart, "duration": length,
+           "signal_payload": level if level is not None else intervals[0]["signal_payload"]}
     try:
         updated = state.vtn.modify_event(event_id, intervals=[new])
     except EventError as exc:
         raise click.ClickException(str(exc)) from None
     except OverflowError:
-        raise click.BadParameter(f"{_when(new['dtstart'])} plus {new['duration']} ends after "
+        raise click.BadParameter(f"{_when(dtstart)} plus {length} ends after "
                                  "the year 9999", param_hint="--start") from None
     click.echo(f"event {event_id} is now modification "
                f"{updated['event_descriptor']['modification_number']}")

@@ -1,6 +1,8 @@
 """Error types: OpenADR rejections that travel as response codes, and library errors."""
 from __future__ import annotations
 
+from typing import Any
+
 
 class OpenADRError(Exception):
     """Base class of every error this library raises."""
@@ -23,7 +25,7 @@ class UnsupportedValue(OpenADRError):
     repeated elements than it accepts). The codec raises it with the whole decoded payload so that
     the view can address the paired reply (code 454); nothing is processed."""
 
-    def __init__(self, payload_name: str, payload: dict, description: str):
+    def __init__(self, payload_name: str, payload: dict[str, Any], description: str):
         self.payload_name = payload_name
         self.payload = payload
         self.description = description

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from datetime import datetime, timedelta
 from typing import Any, Callable, TypeVar
 
 from flask import Flask, current_app
 
-from . import cli, codec, liveness, push, signals
-from .errors import UnknownEvent
+from . import cli, codec, liveness, runtime, signals
 from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
-from .services import events, opt, registration, reports, retention, vtn_reports
+from .services import (event_api, events, opt, registration, reports, retention, vens,
+                       vtn_reports)
 from .security.fingerprint import canonical_fingerprint
-from .security.identity import ClientIdentifier
 from .services.context import Context, utcnow
 from .store import open_store
 from .store.base import VenRecord
@@ -25,7 +22,7 @@ logger = logging.getLogger("flask_openadr")
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: The event statuses in which an event still asks something of its VENs.
-OPEN_STATUSES = ("far", "near", "active")
+OPEN_STATUSES = event_api.OPEN_STATUSES
 
 #: Handlers called in this release.
 HANDLERS = (
@@ -51,110 +48,6 @@ HANDLERS = (
 LATER_HANDLERS: tuple[str, ...] = ()
 LIVENESS_HANDLERS = ("on_ven_online", "on_ven_offline")
 
-#: Seconds between two retention passes of one process's sweeper.
-RETENTION_EVERY = 60.0
-
-# Every app state of this process, so that flask_openadr.gunicorn can start their sweepers in a
-# worker (apps loaded with --preload exist before the fork). liveness.stop_all stops them at exit.
-_STATES: weakref.WeakSet[_AppState] = weakref.WeakSet()
-
-
-class _AppState:
-    """What one app keeps in ``app.extensions["openadr"]``."""
-
-    def __init__(self, vtn: VTN, context: Context, app: Flask, signer: Any = None):
-        self.vtn = vtn
-        self.context = context
-        self.identifier = ClientIdentifier.from_settings(context.settings)
-        # The VTN's signing key and certificate (security.signature.Signer), parsed once here,
-        # or None when OPENADR_SIGNING_CERT/KEY are not set.
-        self.signer = signer
-        self._seen_request = False
-        self._retention_at: float | None = None
-        self._app = weakref.ref(app)
-        # The thread holds this state weakly, so a running sweeper does not keep a discarded app
-        # (and its store) alive: its next pass finds the app gone and stops.
-        state = weakref.ref(self)
-
-        def run_pass() -> None:
-            alive = state()
-            if alive is None:
-                raise liveness.SweeperDone
-            alive.sweep_once()
-
-        self.sweeper = liveness.Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
-                                        name=f"flask-openadr-sweeper[{app.name}]")
-        self.pusher = push.Pusher(context, signer, lambda: self._app_context())
-
-        def run_push_pass() -> None:
-            alive = state()
-            if alive is None:
-                raise liveness.SweeperDone
-            alive.pusher.run_pass()
-
-        # The push sender's own thread: a liveness pass must not delay a push, nor the reverse.
-        self.push_sender = liveness.Sweeper(run_push_pass, push.PASS_INTERVAL,
-                                            name=f"flask-openadr-push[{app.name}]")
-        _STATES.add(self)
-
-    def sweep_once(self) -> int:
-        """One liveness pass in an application context, as the sweeper thread runs it, the
-        periodic VTN reports that are due, and a retention pass when :data:`RETENTION_EVERY`
-        has passed since this process's last."""
-        app = self._app()
-        if app is None:
-            raise liveness.SweeperDone
-        with app.app_context():
-            ran = liveness.sweep(self.context)
-            vtn_reports.send_due(self.context)
-            now = time.monotonic()
-            if self._retention_at is None or now - self._retention_at >= RETENTION_EVERY:
-                # Less often than liveness: the pass reads every stored event.
-                self._retention_at = now
-                retention.sweep(self.context)
-            return ran
-
-    def _app_context(self) -> Any:
-        app = self._app()
-        if app is None:
-            raise liveness.SweeperDone
-        return app.app_context()
-
-    def background_mode(self) -> str:
-        """``OPENADR_BACKGROUND``, with the default decided now: "off" while the app is TESTING."""
-        if self.context.settings.background is not None:
-            return self.context.settings.background
-        app = self._app()
-        return "off" if app is None or app.testing else "thread"
-
-    def start_background(self) -> bool:
-        """Start this app's sweeper thread in this process unless OPENADR_BACKGROUND is off (or it
-        runs already); True when it was started now."""
-        if self.background_mode() == "off":
-            return False
-        pushing = self.push_sender.start()
-        return self.sweeper.start() or pushing
-
-    def first_request(self, environ: dict[str, Any]) -> None:
-        if self._seen_request:
-            return
-        self._seen_request = True
-        self.vtn._started = True
-        if environ.get("wsgi.multiprocess") and getattr(self.context.store, "single_process", False):
-            logger.warning(
-                "OPENADR_STORE_URI is memory:// under a multi-process server: every worker "
-                "keeps its own VENs and events. Use sqlite:///... or a shared store."
-            )
-        # This process serves requests, so it sweeps. Never in init_app: that also runs in the
-        # gunicorn master with --preload, in Werkzeug's reloader parent (which only watches files
-        # and serves no request) and in CLI commands.
-        try:
-            self.start_background()
-        except Exception:  # no thread is no reason to fail a VEN's message
-            logger.exception("could not start the liveness sweeper; VENs are not reported "
-                             "offline by this process")
-
-
 class VTN:
     """An OpenADR 2.0b VTN embedded in a Flask application.
 
@@ -169,7 +62,6 @@ class VTN:
         self._options = options_to_keys(options)
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._clock = clock or utcnow
-        self._started = False
         if app is not None:
             self.init_app(app)
 
@@ -196,7 +88,7 @@ class VTN:
         context = Context(settings=settings, store=store, handlers=self._handlers,
                           clock=self._clock, emit=emit, check_payload=_check_payload,
                           encode=codec.encode)
-        app.extensions["openadr"] = _AppState(self, context, app, signer)
+        app.extensions["openadr"] = runtime.AppState(self, context, app, signer)
         app.register_blueprint(create_blueprint(settings.url_prefix))
         if cli.openadr.name not in app.cli.commands:
             app.cli.add_command(cli.openadr)
@@ -210,7 +102,7 @@ class VTN:
                              f"{', '.join(HANDLERS + LATER_HANDLERS)}")
 
         def decorator(fn: F) -> F:
-            if self._started:
+            if runtime.has_served(self):
                 raise RuntimeError(
                     f"the handler {name} was registered after the VTN handled its first "
                     "request; register every handler before the application starts serving"
@@ -337,17 +229,7 @@ class VTN:
         :raises flask_openadr.errors.EventError: the event breaks a conformance rule.
         """
         ctx = self._context()
-        if event is not None:
-            if ven_id is not None or fields:
-                raise TypeError("add_event(event=...) takes no other arguments")
-            stored = events.normalize_full_event(
-                event, event_id_factory=ctx.new_id, default_market_context=ctx.settings.market_context
-            )
-        else:
-            fields.setdefault("market_context", ctx.settings.market_context)
-            fields.setdefault("event_id", ctx.new_id())
-            stored = events.build_event(ven_id=ven_id, **fields)
-        return events.add_event(ctx, stored)
+        return events.add_event(ctx, event_api.new_event(ctx, ven_id, event, fields))
 
     def modify_event(self, event_id: str, **changes: Any) -> dict[str, Any]:
         """Change an event: its modificationNumber goes up by one and it is redistributed."""
@@ -368,7 +250,7 @@ class VTN:
     def events(self) -> list[dict[str, Any]]:
         """Every stored event, with ``event_descriptor["event_status"]`` as it is now."""
         ctx = self._context()
-        return [_with_status(event, ctx.now()) for event in ctx.store.list_events()]
+        return [event_api.with_status(event, ctx.now()) for event in ctx.store.list_events()]
 
     def get_event(self, event_id: str) -> dict[str, Any]:
         """One stored event, with its ``event_status`` as it is now.
@@ -376,10 +258,7 @@ class VTN:
         :raises flask_openadr.errors.UnknownEvent: for an eventID the store does not hold.
         """
         ctx = self._context()
-        event = ctx.store.get_event(event_id)
-        if event is None:
-            raise UnknownEvent(event_id)
-        return _with_status(event, ctx.now())
+        return event_api.with_status(event_api.stored_event(ctx, event_id), ctx.now())
 
     def event_responses(self, event_id: str) -> list[dict[str, Any]]:
         """The VENs' opt answers to an event: one per VEN and modification number."""
@@ -388,13 +267,7 @@ class VTN:
     def open_events_by_ven(self) -> dict[str, list[str]]:
         """For every VEN the VTN knows, the eventIDs of its open events (far, near or active
         now): one read of the VENs and one of the events, for fleet screens."""
-        ctx = self._context()
-        now = ctx.now()
-        open_events = [event for event in ctx.store.list_events()
-                       if events.event_status(event, now) in OPEN_STATUSES]
-        return {ven["ven_id"]: [e["event_descriptor"]["event_id"] for e in open_events
-                                if events.targets_ven(e, ven)]
-                for ven in ctx.store.list_vens()}
+        return event_api.open_events_by_ven(self._context())
 
     def event_answers(self, event_id: str) -> dict[str, dict[str, Any] | None]:
         """Who has answered an event, for counting optIn / optOut / no answer yet.
@@ -406,18 +279,13 @@ class VTN:
         :raises flask_openadr.errors.UnknownEvent: for an eventID the store does not hold.
         """
         ctx = self._context()
-        event = ctx.store.get_event(event_id)
-        if event is None:
-            raise UnknownEvent(event_id)
-        return _answers(ctx, event, ctx.store.list_vens())
+        return event_api.answers(ctx, event_api.stored_event(ctx, event_id),
+                                 ctx.store.list_vens())
 
     def answers_by_event(self) -> dict[str, dict[str, dict[str, Any] | None]]:
         """:meth:`event_answers` of every stored event, reading the VENs once: for screens that
         list all events."""
-        ctx = self._context()
-        vens = ctx.store.list_vens()
-        return {event["event_descriptor"]["event_id"]: _answers(ctx, event, vens)
-                for event in ctx.store.list_events()}
+        return event_api.answers_by_event(self._context())
 
     def cancel_registration(self, ven_id: str) -> None:
         """Ask the VEN to cancel its registration (oadrCancelPartyRegistration on its next poll).
@@ -445,27 +313,9 @@ class VTN:
         """
         if fingerprint is not None:
             fingerprint = canonical_fingerprint(fingerprint)
-        ctx = self._context()
-        with ctx.store.atomic():
-            ven = ctx.store.get_ven(ven_id)
-            if ven is None:
-                raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
-            if fingerprint is not None:
-                holder = ctx.store.get_ven_by_fingerprint(fingerprint)
-                if holder is not None and holder["ven_id"] != ven_id:
-                    raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
-                                     f"{holder['ven_id']!r}")
-                ven["fingerprint"] = fingerprint
-            for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
-                               ("party_ids", party_ids), ("group_names", group_names)):
-                if value is not None:
-                    if isinstance(value, str):
-                        raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
-                    ven[key] = list(value)
-            ctx.store.put_ven(ven)
-            # Events it joins or leaves reach it: see docs/events.rst, "Who is told of a change".
-            events.refresh_ven(ctx, ven, ctx.now())
-        return ven
+        return vens.update(self._context(), ven_id, group_ids=group_ids,
+                           resource_ids=resource_ids, party_ids=party_ids,
+                           group_names=group_names, fingerprint=fingerprint)
 
     def add_ven(self, ven_id: str | None = None, *, fingerprint: str,
                 ven_name: str | None = None, group_ids: list[str] | None = None,
@@ -488,28 +338,9 @@ class VTN:
             already known to the VTN.
         """
         fingerprint = canonical_fingerprint(fingerprint)
-        ven_id = fingerprint if ven_id is None else ven_id
-        if not isinstance(ven_id, str) or not ven_id:
-            raise ValueError(f"ven_id must be a non-empty string, not {ven_id!r}")
-        ven: VenRecord = {"ven_id": ven_id, "registration_id": None, "ven_name": ven_name,
-                          "fingerprint": fingerprint, "registered_at": None,
-                          "cancel_requested": False}
-        for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
-                           ("party_ids", party_ids)):
-            if isinstance(value, str):
-                raise TypeError(f"{key} must be a list of strings, not the string {value!r}")
-            ven[key] = list(value or [])  # type: ignore[literal-required]
-        ctx = self._context()
-        with ctx.store.atomic():
-            if ctx.store.get_ven(ven_id) is not None:
-                raise ValueError(f"venID {ven_id!r} is already known to this VTN; change it "
-                                 "with update_ven")
-            holder = ctx.store.get_ven_by_fingerprint(fingerprint)
-            if holder is not None:
-                raise ValueError(f"fingerprint {fingerprint} already belongs to venID "
-                                 f"{holder['ven_id']!r}")
-            ctx.store.put_ven(ven)
-        return ven
+        return vens.enroll(self._context(), fingerprint if ven_id is None else ven_id,
+                           fingerprint, ven_name=ven_name, group_ids=group_ids,
+                           resource_ids=resource_ids, party_ids=party_ids)
 
     def vens(self) -> list[dict[str, Any]]:
         """Every VEN the VTN knows, registered or not, with its liveness as it is now:
@@ -525,19 +356,7 @@ class VTN:
         .. versionchanged:: 0.1
            ``online`` is derived from the deadline; ``liveness`` and ``offline_at`` added.
         """
-        ctx = self._context()
-        rows = ctx.store.list_liveness()
-        now = ctx.now()
-        listed = []
-        for ven in ctx.store.list_vens():
-            row = rows.get(ven["ven_id"])
-            state = liveness.presence(row, now)
-            listed.append(dict(ven, liveness=state,
-                               online=None if state is None else state == "online",
-                               last_seen=row["last_seen"] if row else None,
-                               offline_at=row["offline_at"] if row else None,
-                               epoch=row["epoch"] if row else None))
-        return listed
+        return vens.listing(self._context())
 
     def events_for_ven(self, ven_id: str) -> list[dict[str, Any]]:
         """The stored events aimed at one VEN (by venID, group, resource or party, or at every
@@ -545,15 +364,7 @@ class VTN:
 
         :raises LookupError: for a venID the VTN does not know.
         """
-        ctx = self._context()
-        ven = ctx.store.get_ven(ven_id)
-        if ven is None:
-            raise LookupError(f"VEN {ven_id!r} is not known to this VTN")
-        now = ctx.now()
-        chosen = [_with_status(event, now) for event in ctx.store.list_events()
-                  if events.targets_ven(event, ven)]
-        return sorted(chosen, key=lambda e: (e["active_period"]["dtstart"],
-                                             e["event_descriptor"]["event_id"]))
+        return event_api.events_for_ven(self._context(), ven_id)
 
     def sweep(self) -> int:
         """Run one liveness pass now (for tests, or a cron job with ``OPENADR_BACKGROUND = "off"``):
@@ -682,21 +493,3 @@ class VTN:
 def _check_payload(payload_name: str, payload: dict[str, Any]) -> None:
     """Raise ValueError now, naming the field, for a payload that could not be sent later."""
     codec.encode(payload_name, payload)
-
-
-def _answers(ctx: Context, event: dict[str, Any],
-             vens: list[VenRecord]) -> dict[str, dict[str, Any] | None]:
-    answers: dict[str, dict[str, Any] | None] = {
-        ven["ven_id"]: None for ven in vens
-        if ven.get("registration_id") and events.targets_ven(event, ven)
-    }
-    for record in events.event_responses(ctx, event["event_descriptor"]["event_id"]):
-        latest = answers.get(record["ven_id"])
-        if latest is None or record["modification_number"] >= latest["modification_number"]:
-            answers[record["ven_id"]] = dict(record)
-    return answers
-
-
-def _with_status(event: dict[str, Any], now: datetime) -> dict[str, Any]:
-    descriptor = dict(event["event_descriptor"], event_status=events.event_status(event, now))
-    return dict(event, event_descriptor=descriptor)

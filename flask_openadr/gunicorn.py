@@ -14,20 +14,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import extension, liveness
+from . import runtime
 
 __all__ = ["post_fork", "post_worker_init", "worker_exit", "start_sweepers", "stop_sweepers"]
 
 
 def start_sweepers() -> int:
-    """Start the sweeper of every VTN app of this process (unless its OPENADR_BACKGROUND is off);
-    returns how many were started now."""
-    return sum(state.start_background() for state in list(extension._STATES))
+    """Start the sweeper and push sender of every VTN app of this process (unless its
+    OPENADR_BACKGROUND is off); returns how many apps had a thread started now."""
+    return runtime.start_background()
 
 
 def stop_sweepers(timeout: float = 10.0) -> None:
-    """Stop every sweeper of this process, letting a pass in progress finish."""
-    liveness.stop_all(timeout)
+    """Stop every sweeper and push sender of this process, letting a pass in progress finish."""
+    runtime.stop_background(timeout)
 
 
 def post_fork(server: Any, worker: Any) -> None:

@@ -28,18 +28,21 @@ import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Generic, Literal, Protocol, TypeVar, overload
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import codec
+from .protocol import DEFAULT_URL_PREFIX
 from .security import signature
 from .security.fingerprint import fingerprint_from_der
 
-DEFAULT_PREFIX = "/OpenADR2/Simple/2.0b"
+#: Where the client sends by default: the VTN's default ``OPENADR_URL_PREFIX``.
+DEFAULT_PREFIX = DEFAULT_URL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class VENCertificate:
 
     pem: str
     der: bytes = field(repr=False)
-    key: Any = field(repr=False)  # the cryptography private key object
+    key: CertificateIssuerPrivateKeyTypes = field(repr=False)
     fingerprint: str
 
     def key_pem(self) -> bytes:
@@ -72,7 +75,7 @@ PURPOSES = ("ca", "server", "client")
 def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
                      issuer: VENCertificate | None = None, hosts: tuple[str, ...] = (),
                      days: int = 30, purpose: str | None = None,
-                     key: Any = None) -> VENCertificate:
+                     key: CertificateIssuerPrivateKeyTypes | None = None) -> VENCertificate:
     """A fresh X.509 certificate for ``common_name``.
 
     :param key_type: ``"ec"`` (P-256, about 0.1 ms to make) or ``"rsa"`` (2048 bits; one key
@@ -135,7 +138,7 @@ def make_certificate(common_name: str = "test-ven", *, key_type: str = "ec",
                           der=der, key=key, fingerprint=fingerprint_from_der(der))
 
 
-def _key_usage(purpose: str, key: Any) -> x509.KeyUsage:
+def _key_usage(purpose: str, key: CertificateIssuerPrivateKeyTypes) -> x509.KeyUsage:
     # A CA signs certificates (and revocation lists) only; a device signs its TLS handshakes
     # and messages, and an RSA one also decrypts the TLS 1.2 RSA key exchange.
     ca = purpose == "ca"
@@ -149,7 +152,40 @@ def _key_usage(purpose: str, key: Any) -> x509.KeyUsage:
 NEW_CERTIFICATE = "new"
 
 
-class VENTestClient:
+class ClientResponse(Protocol):
+    """What :class:`VENTestClient` reads of a response: a Flask test response, or anything with
+    the same ``status_code`` and ``get_data``."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @overload
+    def get_data(self, as_text: Literal[False] = False) -> bytes: ...
+    @overload
+    def get_data(self, as_text: Literal[True]) -> str: ...
+
+
+ResponseT = TypeVar("ResponseT", bound=ClientResponse)
+ResponseT_co = TypeVar("ResponseT_co", bound=ClientResponse, covariant=True)
+
+
+class HTTPClient(Protocol[ResponseT_co]):
+    """What :class:`VENTestClient` sends through: a Flask test client (``app.test_client()``),
+    or anything whose ``post`` takes the same arguments and returns a response with
+    ``status_code`` and ``get_data(as_text=False)`` (:class:`ClientResponse`).
+    :meth:`VENTestClient.post` returns that response as it is."""
+
+    def post(self, path: str, *, data: bytes, content_type: str,
+             environ_base: dict[str, Any]) -> ResponseT_co:
+        """POST ``data`` to ``path`` with the WSGI environ entries ``environ_base``."""
+        ...
+
+
+#: What each VEN message method returns: the payload name and payload of the VTN's reply.
+VTNReply = tuple[str, dict[str, Any]]
+
+
+class VENTestClient(Generic[ResponseT]):
     """Sends VEN messages through a Flask test client and decodes the replies.
 
     Each method returns ``(payload_name, payload)`` of the VTN's reply; :meth:`send` raises
@@ -164,13 +200,14 @@ class VENTestClient:
         headers, ...); they win over the certificate.
     """
 
-    def __init__(self, client: Any, *, ven_name: str = "test-ven", ven_id: str | None = None,
-                 url_prefix: str = DEFAULT_PREFIX, environ: dict[str, Any] | None = None,
+    def __init__(self, client: HTTPClient[ResponseT], *, ven_name: str = "test-ven",
+                 ven_id: str | None = None, url_prefix: str = DEFAULT_PREFIX,
+                 environ: dict[str, Any] | None = None,
                  certificate: VENCertificate | str | None = NEW_CERTIFICATE,
-                 signing_cert: Any = None, signing_key: Any = None,
-                 signing_key_password: Any = None, vtn_fingerprint: str | None = None,
-                 verify_replies: bool | None = None,
-                 clock: Callable[[], datetime] | None = None):
+                 signing_cert: str | bytes | None = None, signing_key: str | bytes | None = None,
+                 signing_key_password: str | bytes | None = None,
+                 vtn_fingerprint: str | None = None, verify_replies: bool | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
         """
         :param environ: WSGI environ entries for every request, such as ``SSL_CLIENT_CERT``
             (the VEN's TLS client certificate, PEM); they win over ``certificate``.
@@ -210,7 +247,8 @@ class VENTestClient:
         """The OpenADR fingerprint of :attr:`certificate`, or None without one."""
         return None if self.certificate is None else self.certificate.fingerprint
 
-    def post(self, service: str, body: bytes, content_type: str = "application/xml"):
+    def post(self, service: str, body: bytes, content_type: str = "application/xml"
+             ) -> ResponseT:
         """POST raw bytes to a service endpoint; returns the Flask test response."""
         environ = {} if self.certificate is None else {"SSL_CLIENT_CERT": self.certificate.pem}
         environ.update(self.environ)
@@ -227,13 +265,13 @@ class VENTestClient:
         return signature.sign(codec.encode_element(payload_name, payload), self.signer,
                               **sign_options)
 
-    def send(self, service: str, payload_name: str, payload: dict[str, Any]):
+    def send(self, service: str, payload_name: str, payload: dict[str, Any]) -> VTNReply:
         response = self.post(service, self.encode(payload_name, payload))
         if response.status_code != 200:
             raise AssertionError(f"HTTP {response.status_code}: {response.get_data(as_text=True)}")
         return self.decode_reply(response.get_data())
 
-    def decode_reply(self, body: bytes) -> tuple[str, dict[str, Any]]:
+    def decode_reply(self, body: bytes) -> VTNReply:
         """Decode a reply, verifying its signature (see ``verify_replies``); raises
         :class:`AssertionError` when a signature is missing, wrong or from another signer."""
         root = codec.parse(body)
@@ -259,12 +297,12 @@ class VENTestClient:
 
     # -- EiRegisterParty ---------------------------------------------------------------
 
-    def query_registration(self):
+    def query_registration(self) -> VTNReply:
         return self.send("EiRegisterParty", "oadrQueryRegistration",
                          {"request_id": self.new_request_id()})
 
     def register(self, *, report_only: bool = False, xml_signature: bool = False,
-                 http_pull_model: bool = True, renew: bool = False, **extra: Any):
+                 http_pull_model: bool = True, renew: bool = False, **extra: Any) -> VTNReply:
         """oadrCreatePartyRegistration; ``renew=True`` sends the current IDs (re-registration)."""
         payload = {"request_id": self.new_request_id(), "profile_name": "2.0b",
                    "transport_name": "simpleHttp", "report_only": report_only,
@@ -281,20 +319,21 @@ class VENTestClient:
             self.registration_id = reply["registration_id"]
         return name, reply
 
-    def cancel_registration(self, registration_id: str | None = None):
+    def cancel_registration(self, registration_id: str | None = None) -> VTNReply:
         return self.send("EiRegisterParty", "oadrCancelPartyRegistration", {
             "request_id": self.new_request_id(),
             "registration_id": registration_id or self.registration_id,
             "ven_id": self.ven_id})
 
-    def canceled_registration(self, request_id: str, code: int = 200):
+    def canceled_registration(self, request_id: str, code: int = 200) -> VTNReply:
         """Acknowledge an oadrCancelPartyRegistration received on poll."""
         return self.send("EiRegisterParty", "oadrCanceledPartyRegistration", {
             "response": {"response_code": code, "response_description": "OK",
                          "request_id": request_id},
             "registration_id": self.registration_id, "ven_id": self.ven_id})
 
-    def respond(self, service: str = "EiRegisterParty", request_id: str = "", code: int = 200):
+    def respond(self, service: str = "EiRegisterParty", request_id: str = "",
+                code: int = 200) -> VTNReply:
         """A plain oadrResponse, such as the acknowledgement of oadrRequestReregistration."""
         return self.send(service, "oadrResponse", {
             "response": {"response_code": code, "response_description": "OK",
@@ -303,17 +342,17 @@ class VENTestClient:
 
     # -- OadrPoll and EiEvent ------------------------------------------------------------
 
-    def poll(self):
+    def poll(self) -> VTNReply:
         return self.send("OadrPoll", "oadrPoll", {"ven_id": self.ven_id})
 
-    def request_event(self, reply_limit: int | None = None):
+    def request_event(self, reply_limit: int | None = None) -> VTNReply:
         payload: dict[str, Any] = {"request_id": self.new_request_id(), "ven_id": self.ven_id}
         if reply_limit is not None:
             payload["reply_limit"] = reply_limit
         return self.send("EiEvent", "oadrRequestEvent", payload)
 
     def created_event(self, distribute: dict[str, Any], opt_type: str = "optIn",
-                      event_ids: list[str] | None = None):
+                      event_ids: list[str] | None = None) -> VTNReply:
         """Answer an oadrDistributeEvent with ``opt_type`` for each (or the named) event."""
         responses = [
             {"response_code": 200, "response_description": "OK",
@@ -331,7 +370,7 @@ class VENTestClient:
 
     # -- EiReport ------------------------------------------------------------------------
 
-    def registered_report(self, register_report: dict[str, Any]):
+    def registered_report(self, register_report: dict[str, Any]) -> VTNReply:
         """Acknowledge the VTN's METADATA oadrRegisterReport without requesting reports."""
         return self.send("EiReport", "oadrRegisteredReport", {
             "response": {"response_code": 200, "response_description": "OK",
@@ -339,7 +378,7 @@ class VENTestClient:
             "report_requests": [], "ven_id": self.ven_id})
 
     def register_report(self, reports: list[dict[str, Any]],
-                        report_request_id: str | None = None):
+                        report_request_id: str | None = None) -> VTNReply:
         """oadrRegisterReport with the VEN's METADATA reports (see :func:`metadata_report`);
         ``report_request_id`` when answering the VTN's METADATA request."""
         payload: dict[str, Any] = {"request_id": self.new_request_id(), "reports": reports,
@@ -348,7 +387,8 @@ class VENTestClient:
             payload["report_request_id"] = report_request_id
         return self.send("EiReport", "oadrRegisterReport", payload)
 
-    def created_report(self, request_id: str, pending_reports: list[str], code: int = 200):
+    def created_report(self, request_id: str, pending_reports: list[str],
+                       code: int = 200) -> VTNReply:
         """oadrCreatedReport: acknowledge report requests (``request_id`` of the message that
         carried them) and list the requests that are active."""
         return self.send("EiReport", "oadrCreatedReport", {
@@ -356,33 +396,34 @@ class VENTestClient:
                          "request_id": request_id},
             "pending_reports": pending_reports, "ven_id": self.ven_id})
 
-    def update_report(self, reports: list[dict[str, Any]]):
+    def update_report(self, reports: list[dict[str, Any]]) -> VTNReply:
         """oadrUpdateReport with data reports (see :func:`data_report`)."""
         return self.send("EiReport", "oadrUpdateReport", {
             "request_id": self.new_request_id(), "reports": reports, "ven_id": self.ven_id})
 
     def canceled_report(self, request_id: str, pending_reports: list[str] | None = None,
-                        code: int = 200):
+                        code: int = 200) -> VTNReply:
         """oadrCanceledReport: acknowledge the VTN's oadrCancelReport ``request_id``."""
         return self.send("EiReport", "oadrCanceledReport", {
             "response": {"response_code": code, "response_description": "OK",
                          "request_id": request_id},
             "pending_reports": pending_reports or [], "ven_id": self.ven_id})
 
-    def create_report(self, report_requests: list[dict[str, Any]]):
+    def create_report(self, report_requests: list[dict[str, Any]]) -> VTNReply:
         """oadrCreateReport: ask the VTN for its reports (REPORT_REQUEST dicts)."""
         return self.send("EiReport", "oadrCreateReport", {
             "request_id": self.new_request_id(), "report_requests": report_requests,
             "ven_id": self.ven_id})
 
-    def cancel_report(self, report_request_ids: list[str], report_to_follow: bool = False):
+    def cancel_report(self, report_request_ids: list[str],
+                      report_to_follow: bool = False) -> VTNReply:
         """oadrCancelReport: cancel requests for VTN reports."""
         return self.send("EiReport", "oadrCancelReport", {
             "request_id": self.new_request_id(), "report_request_ids": report_request_ids,
             "report_to_follow": report_to_follow, "ven_id": self.ven_id})
 
     def updated_report(self, request_id: str, code: int = 200,
-                       cancel_report: dict[str, Any] | None = None):
+                       cancel_report: dict[str, Any] | None = None) -> VTNReply:
         """oadrUpdatedReport: acknowledge a VTN report (``request_id`` of its oadrUpdateReport)."""
         payload: dict[str, Any] = {"response": {"response_code": code,
                                                 "response_description": "OK",
@@ -393,10 +434,10 @@ class VENTestClient:
         return self.send("EiReport", "oadrUpdatedReport", payload)
 
     def create_opt(self, opt_id: str, opt_type: str = "optOut", *,
-                   windows: list[tuple[datetime, Any]] | None = None,
+                   windows: list[tuple[datetime, timedelta]] | None = None,
                    event_id: str | None = None, modification_number: int = 0,
                    opt_reason: str = "x-schedule", created_date_time: datetime | None = None,
-                   **extra: Any):
+                   **extra: Any) -> VTNReply:
         """oadrCreateOpt: a schedule (``windows`` of ``(dtstart, duration)``) or, with
         ``event_id``, an event-level opt. ``extra`` adds or overrides payload keys
         (``market_context``, ``target``, ``device_class``, ``vavailability``, ...)."""
@@ -414,7 +455,7 @@ class VENTestClient:
         payload.update(extra)
         return self.send("EiOpt", "oadrCreateOpt", payload)
 
-    def cancel_opt(self, opt_id: str):
+    def cancel_opt(self, opt_id: str) -> VTNReply:
         return self.send("EiOpt", "oadrCancelOpt", {"request_id": self.new_request_id(),
                                                      "opt_id": opt_id, "ven_id": self.ven_id})
 
@@ -467,6 +508,7 @@ def _same_fingerprint(a: str, b: str) -> bool:
     return a.replace(":", "").upper() == b.replace(":", "").upper()
 
 
-def utc(*args: int) -> datetime:
-    """``datetime(*args)`` in UTC: ``utc(2026, 12, 1, 17)``."""
-    return datetime(*args, tzinfo=timezone.utc)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0,
+        microsecond: int = 0) -> datetime:
+    """A datetime in UTC: ``utc(2026, 12, 1, 17)``."""
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=timezone.utc)

@@ -9,11 +9,11 @@ from . import codec, services
 from .codec.values import shown
 from .errors import (InvalidData, MalformedMessage, Rejection, StoreError, Unidentified,
                      UnsupportedValue)
+from .protocol import SERVICE_NAMES
 from .security import replay, signature
 
 logger = logging.getLogger("flask_openadr")
 
-SERVICE_NAMES = ("EiRegisterParty", "EiEvent", "EiReport", "EiOpt", "OadrPoll")
 # Peers send application/xml (the harness requires it); text/xml is the same document type.
 XML_TYPES = {"application/xml", "text/xml"}
 

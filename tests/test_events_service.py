@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from conftest import T0
+from flask_openadr.config import Settings
 from flask_openadr.errors import EventError, InvalidData, InvalidID, Rejection
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import events
-from flask_openadr.services.context import Context, Settings
+from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
 
 H = timedelta(hours=1)

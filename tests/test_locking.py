@@ -10,8 +10,9 @@ import pytest
 
 from backends import URI_FACTORIES
 from conftest import T0
+from flask_openadr.config import Settings
 from flask_openadr.services import events, handle
-from flask_openadr.services.context import Context, Settings
+from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
 from flask_openadr.testing import data_report
 

@@ -83,7 +83,8 @@ def empty_poll_calls(store_uri, tmp_path, vens, events_per_ven):
     """The store calls of one empty poll, with ``vens`` registered VENs that each have
     ``events_per_ven`` events (most over, one far) delivered and answered."""
     from flask_openadr.services import events, handle
-    from flask_openadr.services.context import Context, Settings
+    from flask_openadr.config import Settings
+    from flask_openadr.services.context import Context
     from flask_openadr.store import open_store
 
     now = [T0]

@@ -269,6 +269,11 @@ def test_request_report_checks_granularity_against_the_sampling_rate(app, vtn):
                 point("rid-energy", timedelta(seconds=30), timedelta(0))])
         with pytest.raises(TypeError, match="needs granularity and report_back_duration"):
             vtn.request_report(ven.ven_id, "spec-usage", ["rid-power"])
+        # A data point dict without its rID is named in the error (it used to reach the request
+        # as an rID None).
+        with pytest.raises(TypeError, match=r"data point \{'granularity'.*has no 'r_id'"):
+            vtn.request_report(ven.ven_id, "spec-usage", [{"granularity": timedelta(0)}],
+                               report_back_duration=timedelta(0))
         with pytest.raises(ValueError, match="rule 321"):
             vtn.request_report(ven.ven_id, "spec-usage", ["rid-power"],
                                granularity=timedelta(seconds=30), report_back_duration=timedelta(0),

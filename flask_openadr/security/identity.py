@@ -21,7 +21,7 @@ import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Protocol, Union
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -67,6 +67,19 @@ class ClientIdentity:
         return x509.load_der_x509_certificate(self.der)
 
 
+class IdentitySettings(Protocol):
+    """What :meth:`ClientIdentifier.from_settings` reads (the extension passes its
+    :class:`~flask_openadr.services.context.Settings`); read-only, so any object with these
+    attributes fits."""
+
+    @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]: ...
+    @property
+    def client_cert_header(self) -> str: ...
+    @property
+    def client_verify_header(self) -> str: ...
+
+
 @functools.lru_cache(maxsize=PEM_CACHE_SIZE)
 def _parse_pem(pem: str) -> tuple[str, bytes] | None:
     """(fingerprint, DER) of the first certificate in ``pem``, or None when there is none."""
@@ -78,7 +91,7 @@ def _parse_pem(pem: str) -> tuple[str, bytes] | None:
     return fingerprint_from_der(der), der
 
 
-def parse_trusted_proxies(value: Any) -> tuple[IPNetwork, ...]:
+def parse_trusted_proxies(value: object) -> tuple[IPNetwork, ...]:
     """The networks of ``OPENADR_TRUSTED_PROXIES``: addresses and CIDR networks, IPv4 or IPv6,
     as a list or a comma-separated string; None or empty for none.
 
@@ -87,7 +100,7 @@ def parse_trusted_proxies(value: Any) -> tuple[IPNetwork, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        entries: Iterable[Any] = value.split(",")
+        entries: Iterable[object] = value.split(",")
     elif isinstance(value, (list, tuple, set, frozenset)):
         entries = value
     else:
@@ -178,7 +191,7 @@ class ClientIdentifier:
 
     def __init__(self, trusted_proxies: Iterable[IPNetwork] = (), *,
                  cert_header: str = "X-SSL-Client-Cert",
-                 verify_header: str = "X-SSL-Client-Verify"):
+                 verify_header: str = "X-SSL-Client-Verify") -> None:
         self.trusted_proxies = tuple(trusted_proxies)
         self.cert_header = cert_header
         self.verify_header = verify_header
@@ -187,7 +200,7 @@ class ClientIdentifier:
         self._untrusted_logged = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ClientIdentifier:
+    def from_settings(cls, settings: IdentitySettings) -> ClientIdentifier:
         """One built from :class:`~flask_openadr.services.context.Settings`."""
         return cls(settings.trusted_proxies, cert_header=settings.client_cert_header,
                    verify_header=settings.client_verify_header)

@@ -1,9 +1,13 @@
-"""Protocol logic on plain dicts: which service handles which payload, and who is asking."""
+"""Protocol logic on plain dicts: which service handles which payload, and who is asking.
+
+Internal: applications use the :class:`~flask_openadr.VTN` methods, which call these services;
+their names and signatures may change in any release (see ``docs/api.rst``).
+"""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .. import liveness
 from ..errors import (
@@ -14,21 +18,26 @@ from ..errors import (
     Rejection,
     Unidentified,
 )
+from ..protocol import is_registered
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
-from .context import Context
+from .context import Context, Reply
 from .replies import PAIRED_REPLY, error_reply, response
 
 logger = logging.getLogger("flask_openadr")
 
-# Payloads a VEN may send before it is registered: they get (ctx, payload, fingerprint).
-OPEN = {
+#: A service for payloads a VEN may send before it is registered: (ctx, payload, fingerprint).
+OpenService = Callable[[Context, dict[str, Any], Optional[str]], tuple[str, dict[str, Any]]]
+#: A service for a registered VEN's payload: (ctx, ven, payload).
+Service = Callable[[Context, VenRecord, dict[str, Any]], Reply]
+
+OPEN: dict[str, OpenService] = {
     "oadrQueryRegistration": registration.query,
     "oadrCreatePartyRegistration": registration.create,
 }
 
-# Service endpoint -> payload -> function(ctx, ven, payload) for registered VENs.
-SERVICES: dict[str, dict[str, Callable[..., tuple[str, dict[str, Any]]]]] = {
+# Service endpoint -> payload -> its service, for registered VENs.
+SERVICES: dict[str, dict[str, Service]] = {
     "EiRegisterParty": {
         "oadrCancelPartyRegistration": registration.cancel,
         "oadrCanceledPartyRegistration": registration.canceled,
@@ -86,7 +95,7 @@ def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None)
     ven_id = payload.get("ven_id")
     if not ven_id:
         ven = ctx.store.get_ven_by_fingerprint(fingerprint) if fingerprint else None
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             # Nothing ties the caller to a registration: no OpenADR reply at all ([HAR]: the
             # harness fails a VTN that answers an unregistered, empty-venID poll with 452).
             raise Unidentified("the message names no venID and the caller's client "
@@ -100,7 +109,7 @@ def authenticate(ctx: Context, payload: dict[str, Any], fingerprint: str | None)
         if ven is None:
             raise InvalidID(description=f"venID {ven_id!r} is not known to this VTN")
     binding.check_caller(ven, fingerprint)
-    if not ven.get("registration_id"):
+    if not is_registered(ven):
         raise NotRegistered(description=f"venID {ven['ven_id']!r} has no active registration")
     return ven
 

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
+from ..config import Settings
 from ..store.base import Store
+
+# Settings is defined in flask_openadr.config (the configuration keys and their types are one
+# concern); it stays importable from here for the modules that still name it so.
+__all__ = ["Context", "Reply", "Settings", "new_id", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -24,64 +29,6 @@ def new_id() -> str:
 #: What a service returns: the reply's payload name and payload, and, when the service already
 #: encoded it (see :meth:`Context.reply`), the message body.
 Reply = Union[Tuple[str, Dict[str, Any]], Tuple[str, Dict[str, Any], Optional[bytes]]]
-
-
-@dataclass
-class Settings:
-    """The effective configuration, read once in ``init_app`` (see :mod:`flask_openadr.config`)."""
-
-    vtn_id: str = "FLASK-OPENADR-VTN"
-    url_prefix: str = "/OpenADR2/Simple/2.0b"
-    store_uri: str | None = None
-    poll_frequency: timedelta = timedelta(seconds=10)
-    offline_after_missed_polls: int = 3
-    max_message_bytes: int = 1024 * 1024
-    market_context: str = "http://flask-openadr.example/default"
-    # OPENADR_REPORT_POLICY: which VEN reports to request without an on_register_report
-    # handler ("none" or "telemetry"; see flask_openadr.services.reports.policy_points).
-    report_policy: str = "none"
-    # Liveness (see flask_openadr.liveness). background None means "thread", or "off" while the
-    # app is TESTING (decided at the first request, so a test config set after init_app counts).
-    background: str | None = None
-    offline_grace: timedelta = timedelta(seconds=5)
-    sweep_interval: timedelta = timedelta(seconds=5)
-    callback_lease: timedelta = timedelta(seconds=60)
-    # Who is calling (see flask_openadr.security.identity): a verified client certificate is
-    # required unless require_client_cert is off; the certificate headers are believed only from
-    # trusted_proxies (ipaddress networks).
-    require_client_cert: bool = True
-    client_cert_header: str = "X-SSL-Client-Cert"
-    client_verify_header: str = "X-SSL-Client-Verify"
-    trusted_proxies: tuple[Any, ...] = ()
-    # XML signatures (see flask_openadr.security.signature): PEM paths or PEM data, parsed once
-    # by the extension. The VTN offers signatures when both are set.
-    signing_cert: str | bytes | None = field(default=None, repr=False)
-    signing_key: str | bytes | None = field(default=None, repr=False)
-    signing_key_password: str | bytes | None = field(default=None, repr=False)
-    replay_window: timedelta = timedelta(seconds=60)
-
-    @property
-    def signs(self) -> bool:
-        """Whether the VTN has a signing key, and so accepts VENs that ask for signatures."""
-        return self.signing_cert is not None and self.signing_key is not None
-    # OPENADR_REDELIVERY_AFTER: how long a message that needs an acknowledgement waits for it
-    # before it is sent again; None means two of the VEN's poll intervals.
-    redelivery_after: timedelta | None = None
-    # OPENADR_EVENT_RETENTION: how long a completed or cancelled event stays in the store.
-    event_retention: timedelta = timedelta(days=7)
-    # OPENADR_EVENT_REFRESH: a VEN holding far, near or active events is sent its whole event
-    # set again when none was sent to it for this long; None: never (see docs/events.rst).
-    event_refresh: timedelta | None = None
-    # HTTP push (see flask_openadr.push): the path after a push VEN's transport address, the
-    # connect and read timeout of each push, the cap of the retry back-off, how many VENs one
-    # process pushes to at once, and the TLS files of the VTN's client side.
-    push_path: str = "/OpenADR2/Simple/2.0b"
-    push_timeout: timedelta = timedelta(seconds=10)
-    push_retry_max: timedelta = timedelta(minutes=5)
-    push_concurrency: int = 8
-    push_cert: str | None = None
-    push_key: str | None = None
-    push_ca: str | None = None
 
 
 @dataclass

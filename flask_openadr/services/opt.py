@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any, Mapping
 
 from ..errors import ComplianceError, InvalidData, InvalidID
-from ..store.base import VenRecord
+from ..protocol import is_aware, is_open_ended, reply_name
+from ..store.base import EventResponseRecord, VenRecord
 from . import bounds
 from .context import Context
 from .event_rules import targets_ven
@@ -22,7 +23,8 @@ RECORD_KINDS = (OPT,)
 _WINDOW_KEYS = frozenset({"dtstart", "duration"})
 
 
-def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+               ) -> tuple[str, dict[str, Any]]:
     """oadrCreateOpt: store (or, for a known optID, replace) an opt schedule or event-level opt.
 
     With a qualifiedEventID the event and its current modificationNumber must match (452) and
@@ -66,7 +68,7 @@ def create_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             # The VEN's opt state for the event is now this opt's (see decided_by), and
             # vtn.event_responses() shows it with the optID.
             ctx.store.put_event_response(_event_response(record, now))
-    return "oadrCreatedOpt", {"response": response(payload["request_id"]),
+    return reply_name("oadrCreateOpt"), {"response": response(payload["request_id"]),
                               "opt_id": payload["opt_id"]}
 
 
@@ -105,7 +107,7 @@ def decided_by_many(ctx: Context, ven_id: str, event_ids: list[str]) -> dict[str
     return deciding
 
 
-def _event_response(record: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def _event_response(record: Mapping[str, Any], now: datetime) -> EventResponseRecord:
     """The event response an event-level opt amounts to, naming the opt by ``opt_id``."""
     qualified = record["qualified_event_id"]
     return {"ven_id": record["ven_id"], "event_id": qualified["event_id"],
@@ -136,7 +138,8 @@ def _record(payload: Mapping[str, Any], ven_id: str, now: datetime) -> dict[str,
     return record
 
 
-def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+               ) -> tuple[str, dict[str, Any]]:
     """oadrCancelOpt: remove the VEN's opt; 452 for an optID this VEN does not have (unknown,
     already cancelled, or another VEN's). ``on_cancel_opt`` sees the payload plus the stored
     ``opt`` and may refuse."""
@@ -150,13 +153,14 @@ def cancel_opt(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
         handler(dict(copy.deepcopy(payload), opt=record))
     with ctx.store.atomic(ven_id):
         ctx.store.delete_record(OPT, ven_id, opt_id)
-    return "oadrCanceledOpt", {"response": response(payload["request_id"]), "opt_id": opt_id}
+    return reply_name("oadrCancelOpt"), {"response": response(payload["request_id"]),
+                                         "opt_id": opt_id}
 
 
 def _overlaps(window: Mapping[str, Any], start: datetime, end: datetime) -> bool:
     """A window overlaps [start, end); a duration of 0 is open-ended, as for events."""
-    begins = window["dtstart"]
-    if window["duration"] == timedelta(0):
+    begins: datetime = window["dtstart"]
+    if is_open_ended(window["duration"]):
         return begins < end
     return begins < end and start < bounds.clamped_end(begins, window["duration"])
 
@@ -169,7 +173,7 @@ def opted_out(ctx: Context, ven_id: str, start: datetime, end: datetime, *,
     ``event_id`` is given, event-level optOuts of that event. Empty when the VEN has not opted out.
     """
     for name, value in (("start", start), ("end", end)):
-        if not isinstance(value, datetime) or value.utcoffset() is None:
+        if not is_aware(value):
             raise ValueError(f"{name} must be an aware datetime, not {value!r}")
     if end <= start:
         raise ValueError(f"end {end} must be after start {start}")

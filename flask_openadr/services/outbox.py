@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
+from ..protocol import reply_name
 from ..store.base import OutboxItem
 from .context import Context
 
@@ -24,14 +25,10 @@ BEFORE_EVENTS = 2
 #: The VEN's message that acknowledges each queued payload. A payload listed here stays (as an
 #: AWAITING record) after it was sent, and a later poll sends it again once
 #: OPENADR_REDELIVERY_AFTER has passed without the acknowledgement; one not listed is sent once.
-ACKNOWLEDGED_BY = {
-    "oadrCancelPartyRegistration": "oadrCanceledPartyRegistration",
-    "oadrRequestReregistration": "oadrResponse",
-    "oadrRegisterReport": "oadrRegisteredReport",
-    "oadrCreateReport": "oadrCreatedReport",
-    "oadrCancelReport": "oadrCanceledReport",
-    "oadrUpdateReport": "oadrUpdatedReport",
-}
+ACKNOWLEDGED_BY = {name: reply_name(name) for name in (
+    "oadrCancelPartyRegistration", "oadrRequestReregistration", "oadrRegisterReport",
+    "oadrCreateReport", "oadrCancelReport", "oadrUpdateReport",
+)}
 
 #: Store record kind of the sent messages waiting for their acknowledgement, keyed by
 #: :func:`acknowledgement_key`: ``{"item": OutboxItem, "sent_at": datetime}``.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..protocol import reply_name
 from ..store.base import VenRecord
 from . import delivery, events, outbox, reports
 from .context import Context, Reply
@@ -23,7 +24,7 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
     if nothing_pending(ctx, ven_id, now, wait):
         # Most polls: answered from three reads, without a transaction or a write lock. A
         # message queued meanwhile is simply taken by the next poll.
-        return "oadrResponse", {"response": response(""), "ven_id": ven_id}
+        return reply_name("oadrPoll"), {"response": response(""), "ven_id": ven_id}
     # The reply is encoded inside the transaction that records it as sent: when it cannot be
     # built, the transaction rolls back and the VEN is sent it on a later poll instead.
     with ctx.store.atomic(ven_id):
@@ -38,7 +39,7 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
             return ctx.reply(item["payload_name"], item["payload"])
         if events_due:
             return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
-    return "oadrResponse", {"response": response(""), "ven_id": ven_id}
+    return reply_name("oadrPoll"), {"response": response(""), "ven_id": ven_id}
 
 
 def nothing_pending(ctx: Context, ven_id: str, now: Any, wait: Any) -> bool:

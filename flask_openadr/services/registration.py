@@ -5,6 +5,7 @@ from typing import Any
 
 from .. import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
+from ..protocol import is_registered, is_success, reply_name
 from ..store.base import VenRecord
 from . import binding, delivery, opt, outbox, push, reports, vtn_reports
 from .context import Context
@@ -15,13 +16,14 @@ def _registered_reply(ctx: Context, request_id: str, ven: VenRecord | None) -> d
     reply: dict[str, Any] = {"response": response(request_id), "vtn_id": ctx.settings.vtn_id,
                              "profiles": PROFILES,
                              "requested_oadr_poll_freq": ctx.settings.poll_frequency}
-    if ven is not None and ven.get("registration_id"):
+    if is_registered(ven):
         reply["registration_id"] = ven["registration_id"]
         reply["ven_id"] = ven["ven_id"]
     return reply
 
 
-def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
+def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None
+          ) -> tuple[str, dict[str, Any]]:
     """oadrQueryRegistration: what the VTN offers, and the caller's IDs if it is registered.
 
     Without a client certificate the caller cannot be told apart from any other, so no IDs are
@@ -34,7 +36,7 @@ def query(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         extra = handler(dict(payload, fingerprint=fingerprint))
         if extra and "service_specific_info" in extra:
             reply["service_specific_info"] = extra["service_specific_info"]
-    return "oadrCreatedPartyRegistration", reply
+    return reply_name("oadrQueryRegistration"), reply
 
 
 def _check_profile(ctx: Context, payload: dict[str, Any]) -> None:
@@ -77,7 +79,8 @@ def _handler_ids(result: Any) -> dict[str, Any]:
                     f"(ven_id, registration_id) tuple or a dict, not {result!r}")
 
 
-def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
+def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None
+           ) -> tuple[str, dict[str, Any]]:
     """oadrCreatePartyRegistration: a new registration, or the renewal of the current one.
 
     The VEN record it creates or renews is bound to the caller's certificate ``fingerprint``; a
@@ -111,7 +114,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
             delivery.refresh_ven(ctx, ven, ctx.now())
         ctx.emit("registration_created", ven_id=ven["ven_id"],
                  registration_id=registration_id, reregistration=True)
-        return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+        return (reply_name("oadrCreatePartyRegistration"),
+                _registered_reply(ctx, payload["request_id"], ven))
 
     bound_ven_id = current["ven_id"] if current is not None and binding.bound_to(
         current, fingerprint) else None
@@ -133,13 +137,13 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
     base: VenRecord = current or {"ven_id": new_ven_id, "group_ids": [], "resource_ids": [],
                                   "party_ids": []}
     ven = _updated_record(base, payload, fingerprint)
-    ven.update(
-        ven_id=new_ven_id,
-        registration_id=ids.get("registration_id") or ctx.new_id(),
-        poll_frequency=ctx.settings.poll_frequency,
-        registered_at=ctx.now(),
-        cancel_requested=False,
-    )
+    ven.update({
+        "ven_id": new_ven_id,
+        "registration_id": ids.get("registration_id") or ctx.new_id(),
+        "poll_frequency": ctx.settings.poll_frequency,
+        "registered_at": ctx.now(),
+        "cancel_requested": False,
+    })
     for key in ("group_ids", "resource_ids", "party_ids", "group_names"):
         if key in ids:
             ven[key] = list(ids[key])
@@ -156,7 +160,8 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None):
         vtn_reports.queue_register_report(ctx, new_ven_id, vtn_offers)
     ctx.emit("registration_created", ven_id=new_ven_id,
              registration_id=ven["registration_id"], reregistration=False)
-    return "oadrCreatedPartyRegistration", _registered_reply(ctx, payload["request_id"], ven)
+    return (reply_name("oadrCreatePartyRegistration"),
+            _registered_reply(ctx, payload["request_id"], ven))
 
 
 def _check_claim_again(ctx: Context, ven_id: str, fingerprint: str | None) -> None:
@@ -186,18 +191,17 @@ def _handler_payload(payload: dict[str, Any], fingerprint: str | None,
 
 
 def _updated_record(base: VenRecord, payload: dict[str, Any], fingerprint: str | None) -> VenRecord:
-    ven: VenRecord = dict(base)  # type: ignore[assignment]
-    ven.update(
-        ven_name=payload.get("ven_name", base.get("ven_name")),
-        profile_name=payload["profile_name"],
-        transport_name=payload["transport_name"],
-        transport_address=payload.get("transport_address"),
-        report_only=payload["report_only"],
-        xml_signature=payload["xml_signature"],
-        http_pull_model=payload.get("http_pull_model", True),
-        fingerprint=fingerprint or base.get("fingerprint"),
-    )
-    return ven
+    return {
+        **base,
+        "ven_name": payload.get("ven_name", base.get("ven_name")),
+        "profile_name": payload["profile_name"],
+        "transport_name": payload["transport_name"],
+        "transport_address": payload.get("transport_address"),
+        "report_only": payload["report_only"],
+        "xml_signature": payload["xml_signature"],
+        "http_pull_model": payload.get("http_pull_model", True),
+        "fingerprint": fingerprint or base.get("fingerprint"),
+    }
 
 
 #: Store record kinds that belong to a registration: report capabilities and subscriptions in
@@ -214,9 +218,9 @@ def _clear_records(ctx: Context, ven_id: str) -> None:
 def _end_registration(ctx: Context, ven: VenRecord) -> None:
     """Drop a registration and what was pending for it (notes 5.1 step 6). The VEN record stays,
     so later messages from it get 463 (not registered) rather than 452 (unknown)."""
-    ended = dict(ven, registration_id=None, cancel_requested=False)
+    ended: VenRecord = {**ven, "registration_id": None, "cancel_requested": False}
     with ctx.store.atomic():
-        ctx.store.put_ven(ended)  # type: ignore[arg-type]
+        ctx.store.put_ven(ended)
         push.index(ctx, ended)
         ctx.store.clear_outbox(ven["ven_id"])
         ctx.store.set_delivered(ven["ven_id"], {})
@@ -227,7 +231,8 @@ def _end_registration(ctx: Context, ven: VenRecord) -> None:
              registration_id=ven["registration_id"])
 
 
-def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+           ) -> tuple[str, dict[str, Any]]:
     """oadrCancelPartyRegistration from the VEN."""
     if payload["registration_id"] != ven["registration_id"]:
         raise InvalidID(description=f"registrationID {payload['registration_id']!r} is not the "
@@ -236,14 +241,15 @@ def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     if handler is not None:
         handler(ven["ven_id"], dict(payload))
     _end_registration(ctx, ven)
-    return "oadrCanceledPartyRegistration", {
+    return reply_name("oadrCancelPartyRegistration"), {
         "response": response(payload["request_id"]),
         "registration_id": payload["registration_id"],
         "ven_id": ven["ven_id"],
     }
 
 
-def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+             ) -> tuple[str, dict[str, Any]]:
     """oadrCanceledPartyRegistration: the VEN acknowledges a cancellation the VTN asked for."""
     if not ven.get("cancel_requested"):
         raise OutOfSequence(description="the VTN has not asked this VEN to cancel its "
@@ -261,20 +267,22 @@ def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     # Any answer acknowledges the request; a VEN that refused it is not asked again and again.
     outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
         "oadrCancelPartyRegistration", {"request_id": request_id}))
-    if payload["response"]["response_code"] // 100 != 2:
-        return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
+    if not is_success(payload["response"]["response_code"]):
+        return reply_name("oadrCanceledPartyRegistration"), {"response": response(request_id),
+                                                            "ven_id": ven["ven_id"]}
     _end_registration(ctx, ven)
     # No venID: the registration it named is gone, and a VEN (the certification harness) that
     # has forgotten it flags the unknown venID.
-    return "oadrResponse", {"response": response(request_id)}
+    return reply_name("oadrCanceledPartyRegistration"), {"response": response(request_id)}
 
 
-def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def acknowledged(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                 ) -> tuple[str, dict[str, Any]]:
     """oadrResponse from the VEN (the acknowledgement of oadrRequestReregistration)."""
     outbox.acknowledge(ctx, ven["ven_id"], outbox.acknowledgement_key(
         "oadrRequestReregistration", {}))
-    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
-                            "ven_id": ven["ven_id"]}
+    return reply_name("oadrResponse"), {"response": response(payload["response"]["request_id"]),
+                                        "ven_id": ven["ven_id"]}
 
 
 def request_cancel(ctx: Context, ven_id: str) -> None:
@@ -282,11 +290,11 @@ def request_cancel(ctx: Context, ven_id: str) -> None:
     Asking again while one is queued or unacknowledged queues nothing more."""
     with ctx.store.atomic():
         ven = ctx.store.get_ven(ven_id)
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         if outbox.queued(ctx, ven_id, "oadrCancelPartyRegistration"):
             return
-        ctx.store.put_ven(dict(ven, cancel_requested=True))  # type: ignore[arg-type]
+        ctx.store.put_ven({**ven, "cancel_requested": True})
         outbox.push(ctx, ven_id, "oadrCancelPartyRegistration", {
             "request_id": ctx.new_id(),
             "registration_id": ven["registration_id"],
@@ -299,7 +307,7 @@ def request_reregistration(ctx: Context, ven_id: str) -> None:
     queued or unacknowledged queues nothing more."""
     with ctx.store.atomic():
         ven = ctx.store.get_ven(ven_id)
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         if outbox.queued(ctx, ven_id, "oadrRequestReregistration"):
             return

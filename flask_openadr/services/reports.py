@@ -20,9 +20,10 @@ import collections
 import copy
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ComplianceError, InvalidData, InvalidID, OutOfSequence
+from ..protocol import is_aware, is_registered, is_success, reply_name
 from ..store.base import VenRecord
 from . import bounds, outbox, removals
 from .context import Context
@@ -57,7 +58,7 @@ def plain_name(report_name: str | None) -> str | None:
 # Building report requests (the rules of notes 3.3 and 5.3.4 live here).
 
 
-def _duration(name: str, value: Any) -> timedelta:
+def _duration(name: str, value: object) -> timedelta:
     if not isinstance(value, timedelta):
         raise TypeError(f"{name} must be a timedelta, not {value!r}")
     if value < _ZERO or value % _SECOND:
@@ -65,7 +66,7 @@ def _duration(name: str, value: Any) -> timedelta:
     return value
 
 
-def _report_interval(value: Any, report_back_duration: timedelta,
+def _report_interval(value: object, report_back_duration: timedelta,
                      now: datetime) -> dict[str, Any] | None:
     """The reportInterval of a request: dtstart and duration only (rule 321); a periodic request
     (reportBackDuration > 0) always gets one, by default from now, open-ended (duration 0)."""
@@ -81,7 +82,7 @@ def _report_interval(value: Any, report_back_duration: timedelta,
         raise ValueError(f"report_interval takes only 'dtstart' and 'duration' (rule 321 forbids "
                          f"tolerance and notification fields), not {sorted(extra)}")
     dtstart = value.get("dtstart")
-    if not isinstance(dtstart, datetime) or dtstart.utcoffset() is None:
+    if not is_aware(dtstart):
         raise ValueError(f"report_interval['dtstart'] must be an aware datetime, not {dtstart!r}")
     return {"dtstart": dtstart, "duration": _duration("report_interval['duration']",
                                                       value.get("duration", _ZERO))}
@@ -112,7 +113,7 @@ def descriptions_of(report: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def new_request(ctx: Context, report: Mapping[str, Any], r_ids: list[str], *,
-                granularity: Any, report_back_duration: Any, report_interval: Any = None,
+                granularity: object, report_back_duration: object, report_interval: object = None,
                 message_request_id: str = "") -> dict[str, Any]:
     """A ``report_request`` record for some rIDs of one of the VEN's METADATA reports.
 
@@ -207,8 +208,8 @@ def group_requests(ctx: Context, report: Mapping[str, Any], points: list[dict[st
                    message_request_id: str) -> list[dict[str, Any]]:
     """One request per distinct (granularity, reportBackDuration, reportInterval): an
     oadrReportRequest has a single timing for all its rIDs."""
-    groups: dict[tuple, list[str]] = {}
-    intervals: dict[tuple, Any] = {}
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    intervals: dict[tuple[Any, ...], Any] = {}
     for point in points:
         interval = point.get("report_interval")
         key = (point["granularity"], point["report_back_duration"],
@@ -291,7 +292,8 @@ def _check_sampling_rate(where: str, description: Mapping[str, Any]) -> None:
                           "the maximum (or a maximum of 0 for none)")
 
 
-def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                    ) -> tuple[str, dict[str, Any]]:
     """oadrRegisterReport: store the VEN's capabilities and answer oadrRegisteredReport with the
     reports the VTN wants (from ``on_register_report``, else the configured policy)."""
     ven_id = ven["ven_id"]
@@ -335,7 +337,7 @@ def register_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             _start_cancel(ctx, ven_id, live, report_to_follow=False)
         for record in new:
             ctx.store.put_record(REPORT_REQUEST, ven_id, record["report_request_id"], record)
-    return "oadrRegisteredReport", {"response": response(payload["request_id"]),
+    return reply_name("oadrRegisterReport"), {"response": response(payload["request_id"]),
                                     "report_requests": [wire_request(r) for r in new],
                                     "ven_id": ven_id}
 
@@ -354,7 +356,8 @@ def _invalidated(record: Mapping[str, Any], offered: Mapping[str, Mapping[str, A
 # oadrCreatedReport and oadrCanceledReport from the VEN: its pending lists.
 
 
-def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                   ) -> tuple[str, dict[str, Any]]:
     """oadrCreatedReport: the VEN acknowledges requests (from oadrRegisteredReport, matched by
     the register requestID, or from oadrCreateReport, by its requestID).
 
@@ -367,7 +370,7 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     ven_id = ven["ven_id"]
     eiresponse = payload["response"]
     request_id = eiresponse["request_id"]
-    ok = eiresponse["response_code"] // 100 == 2
+    ok = is_success(eiresponse["response_code"])
     pending = list(payload.get("pending_reports") or [])
     records = {r["report_request_id"]: r for r in ctx.store.list_records(REPORT_REQUEST, ven_id)}
     carried = [i for i, r in records.items()
@@ -394,10 +397,11 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
             if record["state"] == "requested":
                 record["state"] = "active"
                 ctx.store.put_record(REPORT_REQUEST, ven_id, report_request_id, record)
-    return "oadrResponse", {"response": response(request_id), "ven_id": ven_id}
+    return reply_name("oadrCreatedReport"), {"response": response(request_id), "ven_id": ven_id}
 
 
-def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                    ) -> tuple[str, dict[str, Any]]:
     """oadrCanceledReport: the VEN acknowledges the VTN's oadrCancelReport (echoing its requestID).
 
     Whatever its code, the cancelled requests end (a VEN that answers 452 no longer has them);
@@ -434,14 +438,15 @@ def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
                 removals.add(ctx, REPORT_REQUEST, ven_id, record["report_request_id"], ctx.now())
             else:
                 ctx.store.delete_record(REPORT_REQUEST, ven_id, record["report_request_id"])
-    return "oadrResponse", {"response": response(request_id), "ven_id": ven_id}
+    return reply_name("oadrCanceledReport"), {"response": response(request_id), "ven_id": ven_id}
 
 
 # ---------------------------------------------------------------------------------------------
 # oadrUpdateReport from the VEN: the data.
 
 
-def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                  ) -> tuple[str, dict[str, Any]]:
     """oadrUpdateReport: check every report against its request, pass each to
     ``on_update_report(ven_id, report)`` and answer oadrUpdatedReport.
 
@@ -456,8 +461,8 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     records = ({r["report_request_id"]: r for r in ctx.store.list_records(REPORT_REQUEST, ven_id)}
                if reports else {})
     for index, report in enumerate(reports):
-        record = records.get(report["report_request_id"])
-        checked.append((record, handler_report(report, _check_data(report, record, index), index)))
+        record = _check_data(report, records.get(report["report_request_id"]), index)
+        checked.append((record, handler_report(report, record, index)))
     handler = ctx.handler("on_update_report")
     if handler is not None:
         for _, data in checked:
@@ -476,11 +481,13 @@ def update_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     cancel = _piggy_back(ven_id, [record for record, _ in checked if record not in done])
     if cancel is not None:
         reply["cancel_report"] = cancel
-    return "oadrUpdatedReport", reply
+    return reply_name("oadrUpdateReport"), reply
 
 
-def _check_data(report: Mapping[str, Any], record: Mapping[str, Any] | None,
-                index: int) -> Mapping[str, Any]:
+def _check_data(report: Mapping[str, Any], record: dict[str, Any] | None,
+                index: int) -> dict[str, Any]:
+    """The request ``report`` (the message's ``index``-th) answers, its record being ``record``
+    (None: no such request); refused when the report does not fit it."""
     report_request_id = report["report_request_id"]
     if record is None:
         raise InvalidID(description=f"reports[{index}]: reportRequestID {report_request_id!r} "
@@ -565,7 +572,7 @@ def _piggy_back(ven_id: str, records: Iterable[Mapping[str, Any]]) -> dict[str, 
 
 def _registered(ctx: Context, ven_id: str) -> None:
     ven = ctx.store.get_ven(ven_id)
-    if ven is None or not ven.get("registration_id"):
+    if not is_registered(ven):
         raise LookupError(f"VEN {ven_id!r} has no active registration")
 
 
@@ -578,9 +585,11 @@ def ven_report(ctx: Context, ven_id: str, report_specifier_id: str) -> dict[str,
     return report
 
 
-def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: list[Any], *,
-                   granularity: Any = None, report_back_duration: Any = None,
-                   report_interval: Any = None) -> str:
+def request_report(ctx: Context, ven_id: str, report_specifier_id: str,
+                   r_ids: Sequence[str | Mapping[str, Any]], *,
+                   granularity: timedelta | None = None,
+                   report_back_duration: timedelta | None = None,
+                   report_interval: Mapping[str, Any] | None = None) -> str:
     """Queue oadrCreateReport with one request for rIDs of a report the VEN offers.
 
     ``r_ids`` holds rID strings, or data point dicts whose ``granularity`` and
@@ -599,9 +608,13 @@ def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: l
                     raise ValueError(f"data point {item.get('r_id')!r} has {key} {item[key]} but "
                                      f"another has {value}; one request has one {key}: call "
                                      "request_report once per timing")
+            if "r_id" not in item:
+                raise TypeError(f"data point {dict(item)!r} has no 'r_id'; a data point is a "
+                                "dict with 'r_id' and, optionally, 'granularity' and "
+                                "'report_back_duration'")
             granularity = item.get("granularity", granularity)
             report_back_duration = item.get("report_back_duration", report_back_duration)
-            names.append(item.get("r_id"))
+            names.append(item["r_id"])
         else:
             names.append(item)
     if granularity is None or report_back_duration is None:
@@ -611,8 +624,7 @@ def request_report(ctx: Context, ven_id: str, report_specifier_id: str, r_ids: l
     record = new_request(ctx, report, names, granularity=granularity,
                          report_back_duration=report_back_duration,
                          report_interval=report_interval, message_request_id=create_id)
-    _queue_create(ctx, ven_id, create_id, record)
-    return record["report_request_id"]
+    return _queue_create(ctx, ven_id, create_id, record)
 
 
 def request_named_report(ctx: Context, ven_id: str, report_name: str, *,
@@ -644,15 +656,18 @@ def request_metadata(ctx: Context, ven_id: str) -> str:
     _registered(ctx, ven_id)
     create_id = ctx.new_id()
     record = metadata_request(ctx, create_id)
-    _queue_create(ctx, ven_id, create_id, record)
-    return record["report_request_id"]
+    return _queue_create(ctx, ven_id, create_id, record)
 
 
-def _queue_create(ctx: Context, ven_id: str, create_id: str, record: dict[str, Any]) -> None:
+def _queue_create(ctx: Context, ven_id: str, create_id: str, record: dict[str, Any]) -> str:
+    """Store the request ``record`` and queue the oadrCreateReport ``create_id`` carrying it;
+    returns its reportRequestID."""
+    report_request_id: str = record["report_request_id"]
     with ctx.store.atomic():
-        ctx.store.put_record(REPORT_REQUEST, ven_id, record["report_request_id"], record)
+        ctx.store.put_record(REPORT_REQUEST, ven_id, report_request_id, record)
         outbox.push(ctx, ven_id, "oadrCreateReport", {
             "request_id": create_id, "report_requests": [wire_request(record)], "ven_id": ven_id})
+    return report_request_id
 
 
 def cancel_report(ctx: Context, ven_id: str, report_request_id: str,

@@ -20,7 +20,7 @@ _REQUEST_KINDS = (REPORT_REQUEST, VTN_REPORT_REQUEST)
 
 
 def sweep(ctx: Context, limit: int = BATCH) -> int:
-    """Remove up to ``limit`` things whose ``OPENADR_removals.EVENT_RETENTION`` has passed: events
+    """Remove up to ``limit`` things whose ``OPENADR_EVENT_RETENTION`` has passed: events
     (with their VENs' responses), counted from :func:`finished_at`, and report requests that
     waited in ``final_report`` for a last report that never came, counted from when they began
     to wait. Until then ``vtn.events()``, ``vtn.event_responses()`` and oadrRequestEvent still
@@ -61,7 +61,7 @@ def _take(ctx: Context, hour: str, entry: dict[str, Any], now: datetime,
                     removals.add(ctx, removals.EVENT, "", key, finished)
                 return 0  # not yet: the entry stays where it belongs
             removals.drop(ctx, hour, entry)
-            if finished is None:
+            if current is None or finished is None:
                 return 0  # gone already, or open-ended again: filed anew when it finishes
             ctx.store.delete_event(key)
             ctx.store.delete_event_responses(key)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import InvalidID, Rejection
+from ..protocol import is_registered, reply_name, window_end
 from ..store.base import VenRecord
 from . import outbox, removals
 from .context import Context
@@ -70,10 +71,10 @@ def offers(ctx: Context, ven_id: str) -> list[dict[str, Any]]:
     return reports
 
 
-def _offer(report: Any, now) -> dict[str, Any]:
-    if not isinstance(report, Mapping):
-        raise TypeError(f"on_vtn_reports: a report is a dict, not {report!r}")
-    report = copy.deepcopy(dict(report))
+def _offer(offered: object, now: datetime) -> dict[str, Any]:
+    if not isinstance(offered, Mapping):
+        raise TypeError(f"on_vtn_reports: a report is a dict, not {offered!r}")
+    report: dict[str, Any] = copy.deepcopy(dict(offered))
     spec_id = report.get("report_specifier_id")
     if not isinstance(spec_id, str) or not spec_id or spec_id == METADATA:
         raise ValueError(f"on_vtn_reports: report_specifier_id must be a non-empty str other "
@@ -128,28 +129,32 @@ def _pending(ctx: Context, ven_id: str) -> list[str]:
 
 
 def _created(ctx: Context, ven_id: str, request_id: str, code: int = 200,
-             description: str | None = None):
-    return "oadrCreatedReport", {"response": response(request_id, code, description),
+             description: str | None = None) -> tuple[str, dict[str, Any]]:
+    return reply_name("oadrCreateReport"), {"response": response(request_id, code, description),
                                  "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
 
 
-def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def registered_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                      ) -> tuple[str, dict[str, Any]]:
     """oadrRegisteredReport: the VEN acknowledges the VTN's METADATA. Without requests the VTN
     answers oadrResponse; with requests, oadrCreatedReport (the harness expects it)."""
     request_id = payload["response"]["request_id"]
     outbox.acknowledge(ctx, ven["ven_id"], request_id)
     requests = payload.get("report_requests") or []
     if not requests:
-        return "oadrResponse", {"response": response(request_id), "ven_id": ven["ven_id"]}
+        return reply_name("oadrRegisteredReport"), {"response": response(request_id),
+                                                    "ven_id": ven["ven_id"]}
     return _accept(ctx, ven, requests, request_id)
 
 
-def create_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def create_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                  ) -> tuple[str, dict[str, Any]]:
     """oadrCreateReport: the VEN asks for VTN reports (or for the VTN's METADATA)."""
     return _accept(ctx, ven, payload["report_requests"], payload["request_id"])
 
 
-def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], request_id: str):
+def _accept(ctx: Context, ven: VenRecord, requests: list[dict[str, Any]], request_id: str
+            ) -> tuple[str, dict[str, Any]]:
     """Check every request, let ``on_vtn_report_request`` see each, store them and answer
     oadrCreatedReport listing every active request. Any unknown reportSpecifierID or rID refuses
     the message with 452 and stores nothing; the pending list then shows what was active."""
@@ -192,7 +197,7 @@ def _schedule(ctx: Context, ven_id: str, report_request_id: str, specifier: Mapp
     ends."""
     interval = specifier.get("report_interval") or {}
     start, length = interval.get("dtstart"), interval.get("duration")
-    until = start + length if start is not None and length else None
+    until = window_end(start, length) if start is not None and length is not None else None
     ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, report_request_id, {
         "report_request_id": report_request_id, "report_specifier_id": METADATA,
         "report_name": METADATA, "r_ids": [], "granularity": specifier.get("granularity"),
@@ -257,11 +262,11 @@ def republish_metadata(ctx: Context, ven_id: str | None = None) -> list[str]:
     """
     if ven_id is not None:
         ven = ctx.store.get_ven(ven_id)
-        if ven is None or not ven.get("registration_id"):
+        if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
         targets = [ven_id]
     else:
-        targets = [v["ven_id"] for v in ctx.store.list_vens() if v.get("registration_id")]
+        targets = [v["ven_id"] for v in ctx.store.list_vens() if is_registered(v)]
     for target in targets:
         queue_register_report(ctx, target, offers(ctx, target))
     return targets
@@ -314,7 +319,8 @@ def _public(record: Mapping[str, Any]) -> dict[str, Any]:
     return {key: copy.deepcopy(record.get(key)) for key in keys}
 
 
-def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                  ) -> tuple[str, dict[str, Any]]:
     """oadrCancelReport: the VEN cancels requests for VTN reports; an unknown reportRequestID
     refuses the message with 452. Answered with oadrCanceledReport and the remaining list."""
     ven_id = ven["ven_id"]
@@ -322,10 +328,10 @@ def cancel_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
     try:
         _cancel(ctx, ven_id, payload, strict=True)
     except Rejection as rejection:
-        return "oadrCanceledReport", {
+        return reply_name("oadrCancelReport"), {
             "response": response(request_id, rejection.response_code, rejection.description),
             "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
-    return "oadrCanceledReport", {"response": response(request_id),
+    return reply_name("oadrCancelReport"), {"response": response(request_id),
                                   "pending_reports": _pending(ctx, ven_id), "ven_id": ven_id}
 
 
@@ -357,14 +363,15 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
                 ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
 
 
-def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
+def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
+                   ) -> tuple[str, dict[str, Any]]:
     """oadrUpdatedReport: the VEN acknowledges a VTN report; a piggy-backed oadrCancelReport in
     it is applied (IDs the VTN does not know are ignored, since there is no reply to refuse)."""
     outbox.acknowledge(ctx, ven["ven_id"], payload["response"]["request_id"])
     if payload.get("cancel_report"):
         _cancel(ctx, ven["ven_id"], payload["cancel_report"], strict=False)
-    return "oadrResponse", {"response": response(payload["response"]["request_id"]),
-                            "ven_id": ven["ven_id"]}
+    return reply_name("oadrUpdatedReport"), {
+        "response": response(payload["response"]["request_id"]), "ven_id": ven["ven_id"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,7 +379,7 @@ def updated_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]):
 
 
 def send_report(ctx: Context, ven_id: str, report_request_id: str,
-                intervals: list[Mapping[str, Any]], dtstart=None) -> str:
+                intervals: Sequence[Mapping[str, Any]], dtstart: datetime | None = None) -> str:
     """Queue oadrUpdateReport with data for one of the VEN's requests; returns its requestID.
 
     ``intervals`` use the form ``on_update_report`` receives: ``{"dtstart"?, "duration"?,
@@ -410,7 +417,8 @@ def send_report(ctx: Context, ven_id: str, report_request_id: str,
               "report_request_id": report_request_id,
               "report_specifier_id": record["report_specifier_id"],
               "report_name": record["report_name"], "created_date_time": ctx.now()}
-    payload = {"request_id": ctx.new_id(), "reports": [report], "ven_id": ven_id}
+    request_id = ctx.new_id()
+    payload = {"request_id": request_id, "reports": [report], "ven_id": ven_id}
     ctx.check_payload("oadrUpdateReport", payload)
     with ctx.store.atomic():
         current = ctx.store.get_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
@@ -419,4 +427,4 @@ def send_report(ctx: Context, ven_id: str, report_request_id: str,
         if current["state"] == "final_report":
             ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
         outbox.push(ctx, ven_id, "oadrUpdateReport", payload)
-    return payload["request_id"]
+    return request_id

@@ -20,7 +20,7 @@ import importlib
 import re
 import sys
 import threading
-from typing import Callable, Union
+from typing import Callable, Union, cast
 
 from ..errors import ConfigurationError
 from .base import EventResponseRecord, OutboxItem, Store, VenRecord
@@ -120,7 +120,7 @@ def _backend(scheme: str) -> Union[str, Factory, None]:
     point = _installed_backends().get(scheme)
     if point is not None:
         loaded = point.load()  # type: ignore[attr-defined]
-        return loaded if callable(loaded) else getattr(loaded, "from_uri")
+        return cast(Factory, loaded if callable(loaded) else getattr(loaded, "from_uri"))
     return BACKENDS.get("*")
 # user:password@ in a URI; the password must never reach a log line.
 _PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")

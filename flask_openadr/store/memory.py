@@ -65,9 +65,6 @@ class MemoryBackend:
     :meth:`_pop`, which log the value they replace, and the block undoes the log when it raises.
     """
 
-    #: Nothing is shared with other processes (see :attr:`Store.single_process`).
-    single_process = True
-
     def __init__(self) -> None:
         self._pid = os.getpid()
         self._lock = threading.RLock()
@@ -249,7 +246,7 @@ class MemoryStore(RulesStore):
     :class:`MemoryBackend`."""
 
     #: Nothing is shared with other processes (see :attr:`Store.single_process`).
-    single_process = True  # type: ignore[assignment]
+    single_process = True
 
     def __init__(self) -> None:
         super().__init__(MemoryBackend())

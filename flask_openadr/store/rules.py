@@ -29,8 +29,11 @@ compare-and-set transitions and the expiry of replay nonces. A backend only keep
   (None removes it); ``index_range(index, upto, limit)`` returns up to ``limit``
   ``(member, score)`` with ``score <= upto``, by score, then member (code point order). Scores
   here are UTC instants as :func:`~flask_openadr.store.base.utc_text`, which sort by time.
-- ``single_process``: a class attribute, True when only the process holding the backend sees
-  its data (see :attr:`~flask_openadr.store.base.Store.single_process`).
+
+A backend whose data only the process holding it sees says so on a subclass of
+:class:`RulesStore` with ``single_process = True`` (see
+:attr:`~flask_openadr.store.base.Store.single_process`), as :class:`MemoryStore
+<flask_openadr.store.memory.MemoryStore>` does.
 
 Wrap it with ``RulesStore(backend)`` and plug it in with
 :func:`flask_openadr.store.register_backend`. The memory store is built this way
@@ -44,7 +47,7 @@ import contextlib
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Protocol
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Protocol, cast
 
 from . import serialize
 from .base import (
@@ -54,6 +57,7 @@ from .base import (
     Liveness,
     OutboxItem,
     PollState,
+    Store,
     Transition,
     VenRecord,
     check_delivered,
@@ -85,8 +89,6 @@ class Row(NamedTuple):
 
 class Backend(Protocol):
     """What a custom store implements; see the module documentation for each method."""
-
-    single_process: ClassVar[bool]
 
     def transaction(self, lock: str | None = None) -> contextlib.AbstractContextManager[None]: ...
 
@@ -130,9 +132,10 @@ class RulesStore:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    @property
-    def single_process(self) -> bool:  # type: ignore[override]
-        return self.backend.single_process
+    #: Whether only this process sees the store's data (see
+    #: :attr:`~flask_openadr.store.base.Store.single_process`): a subclass for a backend that
+    #: shares nothing with other processes says True, as the memory store does.
+    single_process: ClassVar[bool] = False
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -163,7 +166,7 @@ class RulesStore:
     # Each write validates and encodes before its transaction, so a refused value writes nothing.
 
     def get_ven(self, ven_id: str) -> VenRecord | None:
-        return self._value(VENS, ven_id)
+        return cast("VenRecord | None", self._value(VENS, ven_id))
 
     def get_ven_by_fingerprint(self, fingerprint: str) -> VenRecord | None:
         wanted = normalize_fingerprint(fingerprint)
@@ -203,7 +206,7 @@ class RulesStore:
             self.backend.put(EVENTS, event_id, text)  # a replaced event keeps its place
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
-        return self._value(EVENTS, event_id)
+        return cast("dict[str, Any] | None", self._value(EVENTS, event_id))
 
     def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {event_id: serialize.loads(row.value)
@@ -291,7 +294,7 @@ class RulesStore:
                 if max_priority is not None and priority > max_priority:
                     return None
                 self.backend.delete(OUTBOX, [key])
-                return serialize.loads(text)
+                return cast(OutboxItem, serialize.loads(text))
         return None
 
     def list_outbox(self, ven_id: str) -> list[OutboxItem]:
@@ -303,7 +306,7 @@ class RulesStore:
 
     def get_poll_state(self, ven_id: str, kind: str) -> PollState:
         """See :meth:`flask_openadr.store.base.Store.get_poll_state`."""
-        return read_poll_state(self, ven_id, kind)
+        return read_poll_state(cast(Store, self), ven_id, kind)
 
     # -- records -------------------------------------------------------------------------------
 
@@ -315,7 +318,7 @@ class RulesStore:
             self.backend.put(RECORDS, _key(kind, ven_id, key), text, partition=_key(kind, ven_id))
 
     def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None:
-        return self._value(RECORDS, _key(kind, ven_id, key))
+        return cast("dict[str, Any] | None", self._value(RECORDS, _key(kind, ven_id, key)))
 
     def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
         return self._scan(RECORDS, _key(kind, ven_id))
