@@ -12,7 +12,7 @@ from flask_openadr.codec import values
 from flask_openadr.codec.values import ValueProblem
 from flask_openadr.errors import MalformedMessage, UnsupportedValue
 
-from xsd import assert_valid
+from tests.support.xsd import assert_valid
 
 UTC = timezone.utc
 OADR = "http://openadr.org/oadr-2.0b/2012/07"

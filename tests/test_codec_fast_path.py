@@ -16,7 +16,7 @@ from flask_openadr.codec import convert
 from flask_openadr.codec.schema import PAYLOAD_TYPES
 from flask_openadr.errors import MalformedMessage
 
-from strategies import PAYLOAD_STRATEGIES
+from tests.support.strategies import PAYLOAD_STRATEGIES
 
 
 def outcome(body: bytes):

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import T0
 from flask_openadr.config import Settings
 from flask_openadr.errors import EventError, InvalidData, InvalidID, Rejection
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import events
 from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
+from tests.support.clock import T0
 
 H = timedelta(hours=1)
 MIN = timedelta(minutes=1)
@@ -55,7 +55,7 @@ def descriptor(event):
 
 @pytest.fixture
 def store(store_uri):
-    # store_uri (conftest) runs every store test on memory:// and on a SQLite file.
+    # store_uri (conftest) runs these on one store; the stores themselves are tests/test_store.py's.
     store = open_store(store_uri)
     yield store
     store.close()
@@ -993,7 +993,7 @@ def test_the_handler_sees_the_answers_and_its_rejection_leaves_the_store_unchang
 
 
 def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
-    from test_poll import CountingStore
+    from tests.support.counting import CountingStore
 
     from flask_openadr.services import delivery, retention
 

@@ -1,6 +1,6 @@
 """HTTP push end to end: gunicorn (2 workers, both running the push sender) pushing to real push
-VENs (tests/push_ven.py) on loopback, on SQLite and on PostgreSQL; and the push rules on their
-own (leases, back-off, addresses)."""
+VENs (tests/support/push_ven.py) on loopback, on SQLite and on PostgreSQL; and the push rules on
+their own (leases, back-off, addresses)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,17 +11,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flask import Flask
 
-from backends import SHARED, URI_FACTORIES, postgresql_uri
 from flask_openadr import VTN
 from flask_openadr.errors import InvalidData
 from flask_openadr.services import push as rules
 from flask_openadr.services.context import Context, Settings
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
-from servers import Gunicorn
+from tests.support.backends import SHARED, URI_FACTORIES, postgresql_uri
+from tests.support.servers import Gunicorn
 
 pytest.importorskip("openleadr")
-from push_ven import PushVEN  # noqa: E402 - needs openleadr
+from tests.support.push_ven import PushVEN  # noqa: E402 - needs openleadr
 
 #: Settings of the served VTN: a short back-off and timeout, so that retries happen within a
 #: test, and a long redelivery time, so that every message counted arrived by a push, not by a
@@ -46,7 +46,8 @@ def served(request, tmp_path):
     hooks.write_text("from flask_openadr.gunicorn import post_fork, post_worker_init, "
                      "worker_exit  # noqa: F401\n")
     log_path = tmp_path / "handlers.jsonl"
-    server = Gunicorn("e2e_app:create_app()", tmp_path, workers=2, args=["-c", str(hooks)],
+    server = Gunicorn("tests.support.e2e_app:create_app()", tmp_path, workers=2,
+                      args=["-c", str(hooks)],
                       env={"E2E_STORE_URI": store_uri, "E2E_LOG": str(log_path),
                            "E2E_INSTANCE": str(tmp_path / "instance"),
                            "E2E_CONFIG": json.dumps(PUSH_CONFIG)})
@@ -301,7 +302,7 @@ def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent()
 
 
 def test_flask_openadr_push_once_pushes_what_is_due_and_processes_the_answer(app, vtn):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     peer = PushVEN("http://127.0.0.1:9")  # it never calls the VTN in this test
     peer.start()
@@ -399,7 +400,7 @@ def test_a_ven_registered_with_signatures_gets_signed_pushes_and_must_sign_its_a
 
 def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again(
         app, vtn, caplog):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     from flask_openadr.services import outbox
 
@@ -424,8 +425,8 @@ def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again
 def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pinned, caplog):
     import ssl
 
-    from conftest import make_ven
-    from pki import TestPKI
+    from tests.support.vens import make_ven
+    from tests.support.pki import TestPKI
 
     pki = TestPKI(str(tmp_path / "pki"))
     vtn_client = pki.ven("vtn-push-client", "ecdsa")
@@ -473,7 +474,7 @@ def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pin
 
 
 def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     ctx = app.extensions["openadr"].context
     pusher, puller = make_ven(app, ven_name="pusher"), make_ven(app, ven_name="puller")
@@ -490,7 +491,7 @@ def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
 
 
 def test_a_push_ven_that_polls_gets_its_queue_too(app, vtn):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     ven = make_ven(app)
     ven.register(http_pull_model=False, transport_address="http://127.0.0.1:9")

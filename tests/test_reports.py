@@ -1,6 +1,6 @@
 """EiReport with the VEN as producer: METADATA, report requests, data, cancels, METADATA requests.
 
-Every reply is checked against the official XSD by the ValidatingVEN client (conftest).
+Every reply is checked against the official XSD by the ValidatingVEN client (tests/support/vens.py).
 """
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from conftest import T0, make_ven
 from flask_openadr import VTN, Rejection, codec
 from flask_openadr.errors import ConfigurationError
 from flask_openadr.services import registration
 from flask_openadr.testing import data_point, data_report, metadata_report
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 POWER_REAL = {"kind": "powerReal", "item_description": "RealPower", "item_units": "W",
               "si_scale_code": "k", "power_attributes": {"hertz": 60.0, "voltage": 120.0,

@@ -6,11 +6,12 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from conftest import T0, make_ven
-from test_poll import CountingStore
 from flask_openadr import VTN, ConfigurationError
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import removals, retention
+from tests.support.clock import T0
+from tests.support.counting import CountingStore
+from tests.support.vens import make_ven
 
 H = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -160,7 +161,7 @@ def test_event_retention_is_configured_in_seconds_or_a_timedelta(tmp_path):
 def waiting_for_a_final_report(app, vtn):
     """A VEN with a report request the VTN cancelled with reportToFollow, acknowledged: it
     waits in final_report for the last report. Returns (ven, reportRequestID)."""
-    from test_reports import subscribe
+    from tests.test_reports import subscribe
 
     ven, requests = subscribe(app, vtn)
     report_request_id = requests["rid-power"]["report_request_id"]
@@ -175,7 +176,7 @@ def test_report_requests_left_in_final_report_are_removed_after_the_retention(ap
                                                                              clock):
     """A report request cancelled with reportToFollow waits for one last report; when it never
     comes (on either side), the request goes after OPENADR_EVENT_RETENTION like an event."""
-    from test_vtn_reports import PRICES, registered_with_metadata, request
+    from tests.test_vtn_reports import PRICES, registered_with_metadata, request
 
     vtn.on_vtn_reports(lambda ven_id: [PRICES])
     ven, report_request_id = waiting_for_a_final_report(app, vtn)
@@ -255,7 +256,7 @@ def test_a_pass_reads_what_is_due_not_every_event(app, vtn, clock, waiting):
 def test_the_store_and_its_index_stay_bounded_with_final_report_requests(tmp_path, clock):
     """Every day a VEN asks for a VTN report and cancels it with reportToFollow, which never
     comes, and gets an event; with a 2-day retention nothing the VTN keeps grows."""
-    from test_vtn_reports import PRICES, request
+    from tests.test_vtn_reports import PRICES, request
 
     app = Flask("steady-requests", instance_path=str(tmp_path / "instance"))
     app.config.update(TESTING=True, OPENADR_STORE_URI=f"sqlite:///{tmp_path / 's.sqlite3'}",
