@@ -271,6 +271,80 @@ def test_one_lease_holder_at_a_time_and_a_capped_backoff(any_store):
     assert rules.claim(ctx, "v", "c", now, lease)
 
 
+def test_a_sender_step_claims_and_takes_at_once_puts_back_a_failure_and_releases(any_store):
+    from flask_openadr.services import outbox
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), any_store)
+    lease = timedelta(seconds=10)
+    ctx.store.put_ven({"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+                       "transport_address": "http://ven.example"})
+    outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
+    outbox.push(ctx, "v", "oadrCancelPartyRegistration",
+                {"request_id": "q", "registration_id": "r", "ven_id": "v"})
+
+    first = rules.advance(ctx, "v", "a", t0, lease)
+    assert first.taken.payload_name == "oadrRequestReregistration"
+    assert ctx.store.get_record(rules.PUSH_STATE, "v", "push")["owner"] == "a"
+    # Another sender gets nothing while "a" holds the lease, and takes nothing.
+    assert rules.advance(ctx, "v", "b", t0, lease) == rules.Step(None, None, first.ven)
+    assert [i["payload_name"] for i in ctx.store.list_outbox("v")] == [
+        "oadrCancelPartyRegistration"]
+    # The push failed: put back and released with a back-off, in one step.
+    failed = rules.advance(ctx, "v", "a", t0, lease, undo_taken=first.taken, failed=True)
+    assert failed.taken is None and failed.state["failures"] == 1 and failed.state["owner"] is None
+    assert rules.advance(ctx, "v", "a", t0 + timedelta(seconds=0.5), lease).taken is None
+    # After the back-off, the message that failed goes first, then the next, then the release.
+    now = failed.state["next_attempt"]
+    taken = []
+    while (step := rules.advance(ctx, "v", "b", now, lease)).taken is not None:
+        taken.append(step.taken.payload_name)
+    assert taken == ["oadrRequestReregistration", "oadrCancelPartyRegistration"]
+    assert step.state["owner"] is None and step.state["failures"] == 0
+    assert rules.claim(ctx, "v", "c", now, lease)
+
+
+def test_changes_hint_the_senders_and_a_turn_leaves_the_hint_of_what_is_next_due(any_store):
+    from flask_openadr.services import events, outbox, push_due
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = [t0]
+    ctx = Context(Settings(redelivery_after=timedelta(minutes=2)), any_store,
+                  clock=lambda: now[0])
+    lease = timedelta(seconds=10)
+    for ven_id, pull in (("v", False), ("p", True)):
+        ctx.store.put_ven({"ven_id": ven_id, "registration_id": f"r-{ven_id}",
+                           "http_pull_model": pull, "transport_address": "http://ven.example"})
+    assert push_due.hinted(ctx, t0, later=True) == []
+    events.add_event(ctx, events.build_event(
+        event_id="e", targets={"ven_ids": ["v", "p"]}, signal_name="SIMPLE",
+        signal_type="level", market_context="http://mc.example", intervals=[
+            {"dtstart": t0 + timedelta(hours=1), "duration": timedelta(hours=1),
+             "signal_payload": 1.0}]))
+    assert push_due.hinted(ctx, t0, later=False) == ["v"]  # the pull VEN polls: no hint
+    step = rules.advance(ctx, "v", "a", t0, lease)
+    assert step.taken.payload_name == "oadrDistributeEvent"
+    assert rules.advance(ctx, "v", "a", t0, lease).taken is None
+    # Unanswered, the event is due again after the redelivery time: a "later" hint for then.
+    assert push_due.hinted(ctx, t0, later=True) == []
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), later=False) == []
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), later=True) == ["v"]
+    outbox.push(ctx, "p", "oadrRequestReregistration", {"ven_id": "p"})
+    outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
+    assert push_due.hinted(ctx, t0, later=False) == ["v"]
+    # A failed push leaves a "later" hint for the end of the back-off, and no "now" hint.
+    taken = rules.advance(ctx, "v", "a", t0, lease).taken
+    assert taken.payload_name == "oadrRequestReregistration"
+    failed = rules.advance(ctx, "v", "a", t0, lease, undo_taken=taken, failed=True)
+    assert push_due.hinted(ctx, t0, later=True) == []
+    assert push_due.hinted(ctx, failed.state["next_attempt"], later=True) == ["v"]
+    # A VEN that no longer registers for push loses its hints at its next turn.
+    ctx.store.put_ven({"ven_id": "v", "registration_id": None, "http_pull_model": False,
+                       "transport_address": "http://ven.example"})
+    rules.advance(ctx, "v", "b", failed.state["next_attempt"], lease)
+    assert push_due.hinted(ctx, t0 + timedelta(days=1), later=True) == []
+
+
 def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
     from flask_openadr import liveness
 
