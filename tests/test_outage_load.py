@@ -29,7 +29,7 @@ from flask_openadr import VTN
 from flask_openadr.testing import VENTestClient, data_point, data_report, metadata_report
 from outage_load_app import DEADLINE
 from servers import Gunicorn
-from test_faults_gunicorn import HttpClient
+from test_faults_gunicorn import HttpClient, poll_until_quiet
 from test_store_redis import persistent_redis  # noqa: F401 - a fixture
 from test_store_sqlalchemy import private_postgres  # noqa: F401 - a fixture
 
@@ -92,12 +92,7 @@ class PollingVEN(threading.Thread):
     def _register(self):
         ven = self.ven
         assert ven.register()[1]["response"]["response_code"] == 200
-        for _ in range(10):
-            name, payload = ven.poll()
-            if name == "oadrResponse":
-                break
-            if name == "oadrRegisterReport":
-                ven.registered_report(payload)
+        poll_until_quiet(ven)
         _, registered = ven.register_report([metadata_report(
             "spec-1", "TELEMETRY_USAGE", [data_point("rid-1")])])
         [request] = registered["report_requests"]
