@@ -183,7 +183,8 @@ def cpu(port: int) -> float:
     return json.loads(request(port, "GET", "/bench/cpu"))["workers_cpu"]
 
 
-def run(vens: int, add_requests: int, idle_seconds: float, profile: bool) -> dict:
+def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
+        concurrency: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         peer_port = free_port()
         peer = subprocess.Popen([sys.executable, __file__, "--serve-peer", str(peer_port)],
@@ -192,7 +193,10 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool) -> dic
         with open(hooks, "w", encoding="utf-8") as fh:
             fh.write("from flask_openadr.gunicorn import post_fork, post_worker_init, "
                      "worker_exit  # noqa: F401\n")
-        env = {"BENCH_CONFIG": json.dumps(PUSH_CONFIG)}
+        config = dict(PUSH_CONFIG)
+        if concurrency is not None:
+            config["OPENADR_PUSH_CONCURRENCY"] = concurrency
+        env = {"BENCH_CONFIG": json.dumps(config)}
         if profile:
             env["BENCH_PROFILE"] = "1"
         try:
@@ -297,6 +301,8 @@ def main() -> None:
     parser.add_argument("--add-requests", type=int, default=4,
                         help="concurrent operator requests that add the events")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="OPENADR_PUSH_CONCURRENCY of each worker (default: the VTN's, 8)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the push threads' stacks in the workers; print one's")
     parser.add_argument("--serve-peer", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -304,7 +310,7 @@ def main() -> None:
     if args.serve_peer:
         serve_peer(args.serve_peer)
         return
-    row = run(args.vens, args.add_requests, args.idle_seconds, args.profile)
+    row = run(args.vens, args.add_requests, args.idle_seconds, args.profile, args.concurrency)
     profile = row.pop("profile", None)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()},
                      indent=1))

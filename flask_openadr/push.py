@@ -32,7 +32,7 @@ from . import codec, liveness, services
 from .errors import MalformedMessage, Rejection
 from .security import replay, signature
 from .security.fingerprint import fingerprint_from_der
-from .services import outbox
+from .services import outbox, push_due
 from .services import push as rules
 from .services.context import Context
 from .store.base import VenRecord
@@ -43,6 +43,13 @@ logger = logging.getLogger("flask_openadr")
 PASS_INTERVAL = 0.2
 #: The longest a pass waits for free threads before it ends (the next pass goes on).
 PASS_BUDGET = 1.0
+#: Seconds between two reads of the "later" hints (messages due again, back-offs that end):
+#: what is due at an instant is pushed within about this after it.
+LATER_INTERVAL = 1.0
+#: Seconds between two full passes, which look at every push VEN instead of the hinted ones:
+#: they find what no hint announced (a message a poll of a push VEN left for redelivery, state
+#: from before the hints) and bound how late a lost hint makes a push.
+FULL_PASS_INTERVAL = 10.0
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
 #: Pinned connection pools (one per https VEN) kept open by one process; the least recently
@@ -75,6 +82,9 @@ class Pusher:
         self.owner = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
         self._busy: set[str] = set()
+        # When this process next reads the "later" hints and next makes a full pass (the
+        # first pass is one: it finds what was due before this process started).
+        self._next_later = self._next_full = time.monotonic()
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
         timeout = settings.push_timeout.total_seconds()
@@ -96,37 +106,55 @@ class Pusher:
         return 2 * self.ctx.settings.push_timeout + self.ctx.settings.callback_lease
 
     def run_pass(self) -> int:
-        """Claim the push VENs that have something due and are not leased or backing off, and
-        start pushing to each on a free thread; returns how many were started."""
+        """Hand each push VEN that has something due and is not leased or backing off to a
+        free thread, which claims its lease as it takes the first message (so a VEN another
+        process claimed first costs that thread one transaction); returns how many were
+        started.
+
+        A pass looks at the VENs hinted as due (see :mod:`~flask_openadr.services.push_due`),
+        one read for all of them and one per hinted VEN; every ``FULL_PASS_INTERVAL`` seconds
+        it looks at every push VEN instead, reading what each has pending."""
         self._resources()
         ctx = self.ctx
         started = 0
         with self._app_context(), ctx.store.session():
+            clock = time.monotonic()
+            full = clock >= self._next_full
+            later = full or clock >= self._next_later
+            if full:
+                self._next_full = clock + FULL_PASS_INTERVAL
+                ven_ids = rules.push_ven_ids(ctx)
+            else:
+                ven_ids = push_due.hinted(ctx, ctx.now(), later=later)
+            if later:
+                self._next_later = clock + LATER_INTERVAL
             # With every thread busy the pass waits for one to free, up to PASS_BUDGET: one
             # event for many VENs is pushed at the pace the VENs answer, not one thread-pool
             # full per pass.
             deadline = time.monotonic() + PASS_BUDGET
-            for ven_id in rules.push_ven_ids(ctx):
+            for ven_id in ven_ids:
                 if ven_id in self._busy:
                     continue
                 while len(self._busy) >= ctx.settings.push_concurrency:
                     if time.monotonic() > deadline:
                         return started
                     time.sleep(0.002)
-                ven = ctx.store.get_ven(ven_id)
-                if ven is None or not rules.is_push(ven):
-                    continue
                 now = ctx.now()
-                if rules.waiting(ctx, ven_id, now) or services.poll.nothing_pending(
-                        ctx, ven_id, now, outbox.redelivery_after(ctx, ven)):
-                    continue
-                if not rules.claim(ctx, ven_id, self.owner, now, self.lease):
+                if rules.waiting(ctx, ven_id, now) or (full and self._nothing_pending(ven_id,
+                                                                                      now)):
                     continue
                 with self._lock:
                     self._busy.add(ven_id)
                 self._executor.submit(self._deliver, ven_id)
                 started += 1
         return started
+
+    def _nothing_pending(self, ven_id: str, now: Any) -> bool:
+        # What a full pass reads of a VEN no hint names.
+        ctx = self.ctx
+        ven = ctx.store.get_ven(ven_id)
+        return ven is None or not rules.is_push(ven) or services.poll.nothing_pending(
+            ctx, ven_id, now, outbox.redelivery_after(ctx, ven))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until this process pushes to no VEN (``flask openadr push --once``); True when
@@ -141,40 +169,60 @@ class Pusher:
 
     def _deliver(self, ven_id: str) -> None:
         """Push the VEN's due messages one at a time, in order, while this process holds its
-        lease; a failure stops and backs off."""
+        lease; a failure stops and backs off. Each message is one write transaction (claim
+        and take), and the turn ends with one more (the last liveness write and the release),
+        see :func:`~flask_openadr.services.push.advance`."""
         ctx = self.ctx
-        failed = False
+        held = False
+        reached: VenRecord | None = None  # the VEN the last push reached: it counts as seen
+        undo_taken: rules.Taken | None = None  # the message whose push failed, to put back
         try:
             with self._app_context(), ctx.store.session():
-                for _ in range(MESSAGES_PER_CLAIM):
-                    now = ctx.now()
-                    ven = ctx.store.get_ven(ven_id)
-                    if ven is None or not rules.is_push(ven):
+                for n in range(MESSAGES_PER_CLAIM + 1):
+                    step = self._step(ven_id, reached, held=held, undo_taken=undo_taken,
+                                      failed=undo_taken is not None,
+                                      more=n < MESSAGES_PER_CLAIM)
+                    reached = None
+                    if step.taken is None or step.ven is None:
+                        held = False
+                        self._after_release(ven_id, step)
                         break
-                    # Renewed before each message, so a long queue keeps the lease.
-                    if not rules.claim(ctx, ven_id, self.owner, now, self.lease):
-                        break
-                    taken = rules.take(ctx, ven, now)
-                    if taken is None:
-                        break
-                    if not self._send(ven, taken):
-                        failed = True
-                        break
+                    held = True
+                    if self._send(step.ven, step.taken):
+                        reached = step.ven
+                    else:
+                        undo_taken = step.taken
         except Exception:
-            failed = True
             logger.exception("pushing to VEN %r failed; it is retried after a back-off", ven_id)
+            if held:
+                try:
+                    with self._app_context(), ctx.store.session():
+                        self._after_release(ven_id, self._step(
+                            ven_id, reached, held=True, undo_taken=undo_taken, failed=True))
+                except Exception:  # the lease then runs out by itself
+                    logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:
-            try:
-                now = ctx.now()
-                state = rules.release(ctx, ven_id, self.owner, failed=failed, now=now)
-                ven = ctx.store.get_ven(ven_id) if failed else None
-                if ven is not None and rules.failing_too_long(ctx, ven, state, now):
-                    with self._app_context():
-                        _run_transition(ctx, liveness.unreachable(ctx, ven_id))
-            except Exception:  # the lease then runs out by itself
-                logger.exception("could not release the push lease of VEN %r", ven_id)
             with self._lock:
                 self._busy.discard(ven_id)
+
+    def _step(self, ven_id: str, reached: VenRecord | None, **kwargs: Any) -> rules.Step:
+        """:func:`~flask_openadr.services.push.advance`, with the VEN recorded as seen in the
+        same transaction when the last push reached it (a push the VEN took counts as a sign
+        of life, as a message from it does); the online callback runs after it."""
+        ctx = self.ctx
+        with ctx.store.atomic(ven_id):
+            transition = liveness.seen(ctx, ven_id, reached) if reached is not None else None
+            step = rules.advance(ctx, ven_id, self.owner, ctx.now(), self.lease, **kwargs)
+        _run_transition(ctx, transition)
+        return step
+
+    def _after_release(self, ven_id: str, step: rules.Step) -> None:
+        # Pushes that failed for long enough take the VEN offline, as missed polls would.
+        ctx = self.ctx
+        if step.ven is not None and rules.failing_too_long(ctx, step.ven, step.state,
+                                                           ctx.now()):
+            with self._app_context():
+                _run_transition(ctx, liveness.unreachable(ctx, ven_id))
 
     def _pool_for(self, ven: VenRecord, url: str) -> tuple[Any, str]:
         """The pool to POST ``url`` through, and the target to give it. An https VEN with a
@@ -199,7 +247,8 @@ class Pusher:
         return pool, parts.path or "/"
 
     def _send(self, ven: VenRecord, taken: rules.Taken) -> bool:
-        """POST one message; True when the VEN took it (HTTP 200)."""
+        """POST one message; True when the VEN took it (HTTP 200). A message it did not take
+        is put back by the caller's next step."""
         ctx = self.ctx
         ven_id = ven["ven_id"]
         body = taken.body or codec.encode(taken.payload_name, taken.payload)
@@ -220,17 +269,13 @@ class Pusher:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             logger.warning("could not push %s to VEN %r at %s: %s", taken.payload_name, ven_id,
                            url, exc)
-            rules.undo(ctx, ven_id, taken, ctx.now())
             return False
         if response.status != 200:
             logger.warning("VEN %r answered the push of %s to %s with HTTP %d", ven_id,
                            taken.payload_name, url, response.status)
-            rules.undo(ctx, ven_id, taken, ctx.now())
             return False
         ctx.emit("message_sent", ven_id=ven_id, payload_name=taken.payload_name,
                  payload=taken.payload)
-        # A push the VEN took counts as a sign of life, as a message from it does.
-        _run_transition(ctx, liveness.seen(ctx, ven_id, ven))
         self._answer(ven, taken, answer)
         return True
 

@@ -1,29 +1,37 @@
-"""Shared fixtures: an app with a VTN on each embedded store, a frozen clock, a VEN client."""
+"""Shared fixtures: an app with a VTN on a store of its own, a frozen clock, a VEN client.
+
+Helpers and constants (T0, make_ven, the servers...) are in tests/support/, not here."""
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
 
 from flask_openadr import VTN
-from flask_openadr.testing import VENTestClient
+from tests.support.backends import POSTGRESQL_SERVER, REDIS_SERVER
+from tests.support.clock import FrozenClock
+from tests.support.vens import ValidatingVEN, make_ven
 
-T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
+#: The stores the ``store_uri`` fixture (and so ``app``, ``vtn``, ``ven``) runs a test on: one.
+#: What a store does is the conformance suite's business (tests/test_store.py, on every backend):
+#: the feature tests check the protocol, which reaches any store through the same methods. SQLite
+#: rather than memory://, because it serialises every record, as the shared stores do.
+#:
+#: The tests that prove a path of their own per backend name their stores themselves, not through
+#: this fixture: test_extension (the memory:// warning under a multi-process server), the
+#: multi-process tests on the shared stores (test_liveness_gunicorn, test_faults_gunicorn,
+#: test_push's gunicorn, test_store_*'s forks), test_liveness's store-level transitions and
+#: test_locking (per-VEN transactions, whose locking is each backend's own), and test_example_app
+#: (the portal's backend settings). A new one may ask for more stores with
+#: ``@pytest.mark.parametrize("store_uri", ["memory", "sqlite"], indirect=True)``.
+FEATURE_STORES = ["sqlite"]
 
 
-class FrozenClock:
-    """A clock the test moves by hand, so event status changes need no sleeping."""
-
-    def __init__(self, now: datetime = T0):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
+def pytest_report_header(config) -> list[str]:
+    # Say which servers the run uses, so that it never writes to one silently.
+    return [f"test servers: {POSTGRESQL_SERVER} (OPENADR_TEST_POSTGRESQL_URI), "
+            f"{REDIS_SERVER} (OPENADR_TEST_REDIS_URI)"]
 
 
 @pytest.fixture
@@ -31,8 +39,9 @@ def clock() -> FrozenClock:
     return FrozenClock()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=FEATURE_STORES)
 def store_uri(request, tmp_path) -> str:
+    """A new store: ``memory://`` or a SQLite file of this test's own."""
     if request.param == "memory":
         return "memory://"
     return "sqlite:///" + os.path.join(str(tmp_path), "vtn.sqlite3")
@@ -52,12 +61,12 @@ def vtn(app) -> VTN:
 
 
 @pytest.fixture
-def ven(app) -> VENTestClient:
+def ven(app) -> ValidatingVEN:
     return make_ven(app)
 
 
 @pytest.fixture
-def registered_ven(app, ven) -> VENTestClient:
+def registered_ven(app, ven) -> ValidatingVEN:
     """A VEN that registered, took the VTN's METADATA register report off its outbox and
     acknowledged it (so it is not sent again)."""
     name, reply = ven.register()
@@ -69,27 +78,10 @@ def registered_ven(app, ven) -> VENTestClient:
     return ven
 
 
-class ValidatingVEN(VENTestClient):
-    """A VEN test client that also checks every 200 reply against the official 2.0b XSD."""
-
-    def post(self, service, body, content_type="application/xml"):
-        from xsd import assert_valid
-
-        response = super().post(service, body, content_type)
-        if response.status_code == 200:
-            assert_valid(response.get_data())
-            assert response.headers["Content-Type"].startswith("application/xml")
-            assert int(response.headers["Content-Length"]) == len(response.get_data())
-        return response
-
-
-def make_ven(app, ven_name="ven-one", **kwargs) -> ValidatingVEN:
-    return ValidatingVEN(app.test_client(), ven_name=ven_name, **kwargs)
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
-    """The test PKI (tests/pki.py): roots, VTN and VEN certificates, made once per session."""
-    from pki import TestPKI
+    """The test PKI (tests/support/pki.py): roots, VTN and VEN certificates, made once per
+    session."""
+    from tests.support.pki import TestPKI
 
     return TestPKI(str(tmp_path_factory.mktemp("pki")))

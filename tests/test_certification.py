@@ -6,9 +6,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import T0, make_ven
 from flask_openadr import EventError
 from flask_openadr.testing import make_certificate
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 
 def code(reply):

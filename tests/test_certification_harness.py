@@ -20,20 +20,24 @@ import pytest
 from flask import Flask
 
 from flask_openadr import VTN, EventError, codec
-from servers import Gunicorn
+from tests.support.servers import Gunicorn
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 PROFILE = {"OPENADR_POLL_FREQUENCY": 1, "OPENADR_REDELIVERY_AFTER": 1,
            "OPENADR_EVENT_REFRESH": 2, "OPENADR_SWEEP_INTERVAL": 0.2}
 
+# One pytest-xdist worker runs this whole module (setup.cfg: --dist loadgroup), so that its
+# module-scoped gunicorn server start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("certification-harness")
+
 
 @pytest.fixture(scope="module")
 def vtn_server(tmp_path_factory):
-    """gunicorn serving tests/e2e_app.py with the scaled-down profile; yields (base URL, an
+    """gunicorn serving tests/support/e2e_app.py with the scaled-down profile; yields (base URL, an
     operator's VTN on the same store, its app)."""
     tmp_path = tmp_path_factory.mktemp("harness")
     store_uri = "sqlite:///" + str(tmp_path / "vtn.sqlite3")
-    server = Gunicorn("e2e_app:create_app()", tmp_path, workers=2, env={
+    server = Gunicorn("tests.support.e2e_app:create_app()", tmp_path, workers=2, env={
         "E2E_STORE_URI": store_uri, "E2E_LOG": str(tmp_path / "handlers.jsonl"),
         "E2E_INSTANCE": str(tmp_path / "instance"), "E2E_CONFIG": json.dumps(PROFILE)})
     try:

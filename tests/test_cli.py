@@ -10,11 +10,11 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from certs import make_certificate
-from conftest import make_ven
 from flask_openadr import VTN, cli, liveness
 from flask_openadr.security.fingerprint import fingerprint_from_der
 from flask_openadr.testing import data_point, metadata_report, utc
+from tests.support.certs import make_certificate
+from tests.support.vens import make_ven
 
 THRESHOLD = timedelta(seconds=35)
 

@@ -12,7 +12,7 @@ from flask_openadr.codec import values
 from flask_openadr.codec.values import ValueProblem
 from flask_openadr.errors import MalformedMessage, UnsupportedValue
 
-from xsd import assert_valid
+from tests.support.xsd import assert_valid
 
 UTC = timezone.utc
 OADR = "http://openadr.org/oadr-2.0b/2012/07"
@@ -415,6 +415,56 @@ def test_bad_values_name_the_element_and_the_value():
     malformed(body, "pyld:replyLimit", "'-1'", "negative")
 
 
+def _long_report(points: int) -> bytes:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    return codec.encode("oadrUpdateReport", {"request_id": "u", "ven_id": "v", "reports": [{
+        "intervals": [{"uid": str(i), "report_payloads": [
+            {"r_id": "r", "value": 1.0, "data_quality": "Quality Good - Non Specific"}]}
+            for i in range(points)],
+        "report_request_id": "rr", "report_specifier_id": "s", "created_date_time": t0}]})
+
+
+@pytest.mark.parametrize("old, new, named", [
+    # a deep location and a long value of an enumeration that lists what would be right
+    (b">Quality Good - Non Specific</oadr:oadrDataQuality></oadr:oadrReportPayload></ei:interval>"
+     b"</strm:intervals>",
+     b">" + b"Q" * 5000 + b"</oadr:oadrDataQuality></oadr:oadrReportPayload></ei:interval>"
+     b"</strm:intervals>", "oadr:oadrDataQuality"),
+    (b"<ei:value>1.0</ei:value></ei:payloadFloat><oadr:oadrDataQuality>Quality Good - Non "
+     b"Specific</oadr:oadrDataQuality></oadr:oadrReportPayload></ei:interval></strm:intervals>",
+     b"<ei:value>1.0</ei:value></ei:payloadFloat><oadr:oadrDataQuality>Quality Good - Non "
+     b"Specific</oadr:oadrDataQuality><a:x xmlns:a='urn:" + b"n" * 5000 + b"'/>"
+     b"</oadr:oadrReportPayload></ei:interval></strm:intervals>", "urn:nnn"),
+    (b"<ei:value>1.0</ei:value></ei:payloadFloat><oadr:oadrDataQuality>Quality Good - Non "
+     b"Specific</oadr:oadrDataQuality></oadr:oadrReportPayload></ei:interval></strm:intervals>",
+     b"<ei:value>" + b"9" * 5000 + b"</ei:value></ei:payloadFloat><oadr:oadrDataQuality>Quality "
+     b"Good - Non Specific</oadr:oadrDataQuality></oadr:oadrReportPayload></ei:interval>"
+     b"</strm:intervals>", "ei:value"),
+])
+def test_reasons_fit_in_200_characters_and_name_the_element(old, new, named):
+    body = _long_report(100)
+    assert body.count(old) == 1
+    message = malformed(body.replace(old, new), named)
+    assert len(message) <= 200, message
+    assert message.startswith("oadrUpdateReport/")
+
+
+def test_a_short_location_is_given_whole():
+    body = _long_report(100).replace(b"<ei:reportSpecifierID>s</ei:reportSpecifierID>", b"")
+    message = malformed(body, "oadrUpdateReport/oadr:oadrReport[0]: unexpected element "
+                        "ei:createdDateTime (expected ei:reportSpecifierID)")
+    assert "..." not in message
+
+
+def test_an_enumeration_error_lists_the_first_values_that_fit():
+    with pytest.raises(ValueProblem) as caught:
+        values.Enum("test", ["a" * 30, "b" * 30, "c"]).parse("d")
+    assert str(caught.value) == f"'d' is not a valid test (expected {'a' * 30!r}, ...)"
+    with pytest.raises(ValueProblem) as caught:
+        values.Enum("test", ["a", "b"], extensible=True).parse("d")
+    assert str(caught.value) == "'d' is not a valid test (expected 'a', 'b' or an 'x-...' token)"
+
+
 def test_bad_duration_and_datetime_in_a_message():
     created = codec.encode("oadrCreatedPartyRegistration", {
         "response": {"response_code": 200, "request_id": ""}, "vtn_id": "vtn",
@@ -723,3 +773,32 @@ def test_peer_response_and_canceled_party_registration():
     assert name == "oadrCanceledPartyRegistration"
     assert decoded["registration_id"] == "reg-007" and decoded["ven_id"] == "007"
     assert decoded["response"]["request_id"] == "c-1"
+
+
+# ================================================================ module structure
+
+def test_codec_modules_import_one_way_and_nothing_of_the_services():
+    import ast
+    import pathlib
+
+    import flask_openadr.codec as package
+
+    folder = pathlib.Path(package.__file__).parent
+    imports = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                assert "services" not in (node.module or "")
+                assert not any("services" in alias.name for alias in node.names)
+                if node.level == 1:
+                    found |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                assert not any("services" in alias.name for alias in node.names)
+        imports[path.stem] = found & {p.stem for p in folder.glob("*.py")}
+    assert imports["convert"] >= {"compiled", "nodes"}
+    done: set = set()
+    while len(done) < len(imports):  # take a module whose imports are all taken: no cycle
+        ready = [name for name in imports if name not in done and imports[name] <= done]
+        assert ready, f"import cycle among {sorted(set(imports) - done)}"
+        done.update(ready)

@@ -13,8 +13,8 @@ from flask_openadr import codec
 from flask_openadr.codec.fields import describe, describe_substitution
 from flask_openadr.codec.schema import ITEM_BASE, PAYLOAD_TYPES, SHARED_SHAPES, TARGET
 
-from strategies import PAYLOAD_STRATEGIES
-from xsd import assert_valid
+from tests.support.strategies import PAYLOAD_STRATEGIES
+from tests.support.xsd import assert_valid
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -302,7 +302,7 @@ def render_docs(intro: str) -> str:
     return "\n".join(parts)
 
 
-if __name__ == "__main__":  # python tests/test_codec_roundtrip.py  -> rewrites the generated part
+if __name__ == "__main__":  # python -m tests.test_codec_roundtrip  -> rewrites the generated part
     current = DOCS.read_text(encoding="utf-8")
     marker = "Shared shapes\n=============\n"
     DOCS.write_text(render_docs(current.split(marker)[0]), encoding="utf-8")

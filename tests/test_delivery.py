@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import T0, make_ven
 from flask_openadr.testing import data_point, metadata_report
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 #: The default redelivery time: two poll intervals of the default 10 s.
 AGAIN = timedelta(seconds=20)

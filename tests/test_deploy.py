@@ -1,7 +1,7 @@
 """The deployment recipe, run for real: openleadr VENs through nginx with mutual TLS, and through
 gunicorn ending TLS itself, against the files in example_app/deploy/ that the docs show.
 
-Each deployment is gunicorn (2 workers, the deploy gunicorn config, tests/e2e_app.py) on one
+Each deployment is gunicorn (2 workers, the deploy gunicorn config, tests/support/e2e_app.py) on one
 SQLite file; the VTN signs with the key of its TLS certificate, the VENs sign their messages and
 pin the VTN's fingerprint, so every reply they accept carries a signature they verified. The
 attack tests check the refusal and that the store, dumped row by row, did not change.
@@ -26,11 +26,15 @@ import pytest
 from lxml import etree
 
 from flask_openadr import codec
-from nginx import DEPLOY, Nginx
-from pki import KEY_TYPES, openadr_fingerprint
-from test_e2e_openleadr import E2EGunicorn, operator_app, read_log, wait_for
+from tests.support.e2e import E2EGunicorn, operator_app, read_log, wait_for
+from tests.support.nginx import DEPLOY, Nginx
+from tests.support.pki import KEY_TYPES, openadr_fingerprint
 
 openleadr = pytest.importorskip("openleadr")
+
+# One pytest-xdist worker runs this whole module (setup.cfg: --dist loadgroup), so that its
+# module-scoped deployments (nginx and gunicorn) start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("deploy")
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 GUNICORN_CONF = os.path.join(DEPLOY, "gunicorn.conf.py")
@@ -54,7 +58,7 @@ def app_config(vtn, **extra) -> dict:
 @dataclass
 class Deployment:
     key_type: str  # of the VTN certificate
-    vtn: object  # its tests/pki.py Credential
+    vtn: object  # its tests/support/pki.py Credential
     url: str  # where VENs send OpenADR: nginx, or gunicorn ending TLS
     port: int  # of that URL
     store_path: str

@@ -5,9 +5,10 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import T0, make_ven
 from flask_openadr import EventError, signals
 from flask_openadr.services import delivery
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 
 PRICE_UNIT = {"kind": "currencyPerKWh", "item_description": "currencyPerKWh",

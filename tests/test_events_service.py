@@ -7,14 +7,16 @@ import itertools
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from conftest import T0
 from flask_openadr.config import Settings
 from flask_openadr.errors import EventError, InvalidData, InvalidID, Rejection
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import events
 from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
+from tests.support.clock import T0
 
 H = timedelta(hours=1)
 MIN = timedelta(minutes=1)
@@ -55,7 +57,7 @@ def descriptor(event):
 
 @pytest.fixture
 def store(store_uri):
-    # store_uri (conftest) runs every store test on memory:// and on a SQLite file.
+    # store_uri (conftest) runs these on one store; the stores themselves are tests/test_store.py's.
     store = open_store(store_uri)
     yield store
     store.close()
@@ -457,6 +459,118 @@ def test_add_event_wants_modification_number_zero(ctx):
     with pytest.raises(EventError, match="rule 4"):
         events.add_event(ctx, event)
     assert ctx.store.list_events() == []
+
+
+# -- the overlap check: found through any kind of target, reading only what may overlap ---------
+
+
+def _refused(ctx, event):
+    try:
+        events.add_event(ctx, event)
+    except EventError as error:
+        assert "overlaps" in str(error), error
+        return str(error)
+    return None
+
+
+@pytest.mark.parametrize("membership", [
+    {"group_ids": ["north"]}, {"resource_ids": ["meter-1"]}, {"party_ids": ["acme"]},
+    {"group_names": ["North side"]},
+])
+@pytest.mark.parametrize("stored_first", [True, False], ids=["by-membership-stored",
+                                                             "by-membership-new"])
+def test_overlaps_are_found_through_group_resource_and_party_targets(ctx, membership,
+                                                                    stored_first):
+    ctx.store.put_ven(ven_record("ven-a", group_ids=["north"], resource_ids=["meter-1"],
+                                 party_ids=["acme"], group_names=["North side"]))
+    ctx.store.put_ven(ven_record("ven-b"))
+    by_ven = {"ven_id": "ven-a"}
+    first, second = (membership, by_ven) if stored_first else (by_ven, membership)
+    events.add_event(ctx, make("first", targets=first))
+    # Another VEN, another program, or back to back: no overlap.
+    assert _refused(ctx, make("other-ven", ven_id="ven-b")) is None
+    assert _refused(ctx, make("other-mc", targets=second, market_context=MC + "/2")) is None
+    assert _refused(ctx, make("after", targets=second, start=T0 + 2 * H)) is None
+    assert "'first'" in _refused(ctx, make("second", targets=second, start=T0 + H + 30 * MIN, minutes=10))
+    # The same target kind on both sides, and an event aimed at every VEN, overlap too.
+    assert "'first'" in _refused(ctx, make("same", targets=first, start=T0 + H + 30 * MIN, minutes=10))
+    assert _refused(ctx, make("everyone", start=T0 + H + 30 * MIN, minutes=10)) is not None
+    # A VEN that leaves the group is no longer shared; a cancelled event overlaps nothing.
+    if "ven_ids" not in second:
+        ctx.store.put_ven(ven_record("ven-a"))
+        assert _refused(ctx, make("moved", targets=second, start=T0 + H + 30 * MIN, minutes=10)) is None
+    events.cancel_event(ctx, "first")
+    assert _refused(ctx, make("replaced", targets=first, start=T0 + H + 10 * MIN, minutes=10)) is None
+
+
+def test_a_report_only_ven_shares_no_event_but_a_named_one_still_overlaps(ctx):
+    ctx.store.put_ven(ven_record("ven-a", group_ids=["north"], report_only=True))
+    events.add_event(ctx, make("first", targets={"group_ids": ["north"]}))
+    # Through the group only a report-only VEN is shared: it gets no events, so no overlap.
+    assert _refused(ctx, make("by-id", ven_id="ven-a")) is None
+    # Two events naming one venID overlap whatever that VEN is (or whether it is known).
+    assert "'by-id'" in _refused(ctx, make("again", ven_id="ven-a", start=T0 + H + MIN))
+    events.add_event(ctx, make("ghost", ven_id="unknown-ven"))
+    assert "'ghost'" in _refused(ctx, make("ghost-2", ven_id="unknown-ven", start=T0 + H + MIN))
+
+
+def test_the_overlap_check_in_a_crowded_store(ctx):
+    # Many VENs, each with events in many hours, and events aimed at groups of them: the one
+    # that overlaps is found among them, and one that overlaps nothing is accepted.
+    vens = [f"ven-{n:03d}" for n in range(events.OVERLAP_INDEX_VENS + 50)]
+    for n, ven_id in enumerate(vens):
+        ctx.store.put_ven(ven_record(ven_id, group_ids=[f"g{n % 5}", "all"]))
+    for n, ven_id in enumerate(vens):
+        for hour in range(3):
+            events.add_event(ctx, make(f"e-{ven_id}-{hour}", ven_id=ven_id,
+                                       start=T0 + (3 * hour + 1) * H))
+    for group in range(5):
+        events.add_event(ctx, make(f"g{group}", targets={"group_ids": [f"g{group}"]},
+                                   start=T0 + (3 * group + 20) * H))
+    assert "'e-ven-123-1'" in _refused(ctx, make("late", ven_id="ven-123",
+                                                 start=T0 + 4 * H + 30 * MIN))
+    assert "'g3'" in _refused(ctx, make("in-g3", ven_id="ven-123", start=T0 + 29 * H))
+    assert _refused(ctx, make("free", ven_id="ven-123", start=T0 + 2 * H)) is None
+    # A group of more VENs than the index is read for: checked against every stored event.
+    assert "'e-ven-000-0'" in _refused(ctx, make("all", targets={"group_ids": ["all"]}))
+    assert _refused(ctx, make("all-free", targets={"group_ids": ["all"]},
+                              start=T0 + 40 * H)) is None
+    assert "'all-free'" in _refused(ctx, make("one", ven_id="ven-007", start=T0 + 40 * H))
+
+
+_SELECTORS = [{"ven_ids": ["a"]}, {"ven_ids": ["b"]}, {"ven_ids": ["a", "c"]},
+              {"ven_ids": ["ghost"]}, {"group_ids": ["g1"]}, {"group_ids": ["g2"]},
+              {"resource_ids": ["r1"]}, {"party_ids": ["p1"]}, {"group_names": ["n1"]}, {}]
+
+
+@given(data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_overlap_check_refuses_exactly_what_the_rule_says(data):
+    """Against the rule applied to every stored event and every VEN: random VENs and
+    memberships, random targets, times, programs and cancellations."""
+    store = open_store("memory://")
+    ctx = Context(settings=Settings(vtn_id="VTN-1", market_context=MC), store=store,
+                  clock=lambda: T0)
+    groups = st.lists(st.sampled_from(["g1", "g2"]), unique=True)
+    for ven_id in ("a", "b", "c"):
+        store.put_ven(ven_record(ven_id, group_ids=data.draw(groups),
+                                 resource_ids=data.draw(st.sampled_from([[], ["r1"]])),
+                                 party_ids=data.draw(st.sampled_from([[], ["p1"]])),
+                                 group_names=data.draw(st.sampled_from([[], ["n1"]])),
+                                 report_only=data.draw(st.booleans())))
+    for n in range(data.draw(st.integers(1, 12))):
+        minutes = data.draw(st.sampled_from([0, 30, 60]))  # 0: open-ended, one interval
+        event = make(f"e{n}", start=T0 + data.draw(st.integers(0, 4)) * H, minutes=minutes,
+                     payloads=(1.0,) if minutes == 0 or data.draw(st.booleans()) else (1.0, 2.0),
+                     targets=data.draw(st.sampled_from(_SELECTORS)),
+                     market_context=data.draw(st.sampled_from([MC, MC + "/2"])))
+        everyone = store.list_vens()
+        expected = any(rules.overlap(event, other, lambda: everyone)
+                       for other in store.list_events())
+        assert (_refused(ctx, event) is not None) == expected
+        if data.draw(st.integers(0, 3)) == 0 and store.list_events():
+            chosen = data.draw(st.sampled_from(store.list_events()))
+            events.cancel_event(ctx, descriptor(chosen)["event_id"])
 
 
 def test_modify_bumps_by_exactly_one_per_call(ctx, clock, emitted):
@@ -993,7 +1107,7 @@ def test_the_handler_sees_the_answers_and_its_rejection_leaves_the_store_unchang
 
 
 def test_a_ven_that_registers_reads_only_the_events_aimed_at_it(ctx, store):
-    from test_poll import CountingStore
+    from tests.support.counting import CountingStore
 
     from flask_openadr.services import delivery, retention
 

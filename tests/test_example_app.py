@@ -12,11 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from openleadr.messaging import create_message, parse_message
 
-from backends import URI_FACTORIES
 from example_app import settings
 from example_app.app import create_app, vtn
 from flask_openadr.testing import (VENTestClient, data_point, data_report, make_certificate,
                                    metadata_report)
+from tests.support.backends import URI_FACTORIES
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 

@@ -17,10 +17,14 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from werkzeug.serving import make_server
 
-from backends import require_server
 from example_app.app import create_app
+from tests.support.backends import require_server
 
 openleadr = pytest.importorskip("openleadr")
+
+# One pytest-xdist worker runs this whole module (setup.cfg: --dist loadgroup), so that its
+# module-scoped browser and portal start once, not once per worker.
+pytestmark = pytest.mark.xdist_group("browser")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from conftest import make_ven
 from flask_openadr import VTN, codec, signals
 from flask_openadr.testing import make_certificate
+from tests.support.vens import make_ven
 
 
 def make_app(tmp_path, name="ext"):

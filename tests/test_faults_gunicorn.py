@@ -1,6 +1,6 @@
 """A gunicorn worker killed with SIGKILL in the middle of a request loses nothing (issue 10).
 
-gunicorn (one worker, restarted by its master after each kill) serves tests/faults_app.py on
+gunicorn (one worker, restarted by its master after each kill) serves tests/support/faults_app.py on
 SQLite and PostgreSQL. The test app stops a request at a named point when the test asks (a flag
 file); the test then SIGKILLs the worker while it is inside the request, waits for the new
 worker and checks the store: nothing half-written (an event and its delivery state appear
@@ -22,12 +22,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backends import URI_FACTORIES
 from flask_openadr.store import open_store
 from flask_openadr.testing import VENTestClient, data_point, data_report, metadata_report
-from servers import Gunicorn, wait_until_serving
+from tests.support.backends import URI_FACTORIES
+from tests.support.servers import Gunicorn, wait_until_serving
 
-REDELIVERY_AFTER = 1.0  # seconds (OPENADR_REDELIVERY_AFTER in tests/faults_app.py)
+REDELIVERY_AFTER = 1.0  # seconds (OPENADR_REDELIVERY_AFTER in tests/support/faults_app.py)
 
 
 class HttpResponse:
@@ -61,7 +61,7 @@ class Faults:
     def __init__(self, tmp_path, store_uri):
         self.dir = tmp_path / "ft"
         self.dir.mkdir()
-        self.server = Gunicorn("faults_app:create_app()", tmp_path,
+        self.server = Gunicorn("tests.support.faults_app:create_app()", tmp_path,
                                args=["--graceful-timeout", "5", "--timeout", "120"],
                                env={"FT_DIR": str(self.dir), "FT_STORE_URI": store_uri})
         self.store = open_store(store_uri)

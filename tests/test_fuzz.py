@@ -1,10 +1,10 @@
 """Fuzzing the request pipeline: every VEN-to-VTN payload, mutated, plus a corpus of hostile XML.
 
-Structure-aware: a schema-legal dict of each payload type (tests/strategies.py) is encoded with
-the codec, often made to name the registered VEN and its real IDs (so it gets past
+Structure-aware: a schema-legal dict of each payload type (tests/support/strategies.py) is encoded
+with the codec, often made to name the registered VEN and its real IDs (so it gets past
 authentication and into the services), then mutated: values at the edges of their types,
-repeated, deep, removed, added or misplaced elements, flipped bytes. Every request, on memory and
-SQLite, goes through tests/hostile.py's post_checked: never HTTP 500, under a second, a 400
+repeated, deep, removed, added or misplaced elements, flipped bytes. Every request, on a SQLite
+store, goes through tests/support/hostile.py's post_checked: never HTTP 500, under a second, a 400
 reason of at most about 200 characters, the store unchanged when the message is refused, every
 200 reply valid against the official XSD.
 
@@ -24,15 +24,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from conftest import T0, make_ven
 from flask_openadr import VTN, codec
 from flask_openadr.codec.convert import MAX_REPEATED
 from flask_openadr.codec.fields import local_name
 from flask_openadr.services import SERVICE_OF, SERVICES
 from flask_openadr.services.replies import PAIRED_REPLY
 from flask_openadr.testing import data_point, metadata_report
-from hostile import post_checked, reply_code
-from strategies import PAYLOAD_STRATEGIES, XML_TEXT
+from tests.support.clock import T0
+from tests.support.hostile import post_checked, reply_code
+from tests.support.strategies import PAYLOAD_STRATEGIES, XML_TEXT
+from tests.support.vens import make_ven
 
 #: Every payload a VEN may send the VTN.
 VEN_PAYLOADS = sorted(PAIRED_REPLY)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import make_ven
 from flask_openadr import codec
+from tests.support.vens import make_ven
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 

@@ -18,7 +18,6 @@ import pytest
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from conftest import ValidatingVEN, make_ven
 from flask_openadr import VTN, codec, signals
 from flask_openadr.security.identity import (
     SOURCE_GUNICORN,
@@ -28,7 +27,8 @@ from flask_openadr.security.identity import (
 )
 from flask_openadr.services import registration
 from flask_openadr.testing import VENCertificate, make_certificate, utc
-from servers import Gunicorn
+from tests.support.servers import Gunicorn
+from tests.support.vens import ValidatingVEN, make_ven
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 
@@ -266,8 +266,8 @@ def client_context(files, ven: str | None) -> ssl.SSLContext:
 
 
 def tls_gunicorn(tmp_path, files, cert_reqs: int) -> Gunicorn:
-    """gunicorn ending TLS itself for tests/identity_app.py."""
-    return Gunicorn("identity_app:create_app()", tmp_path,
+    """gunicorn ending TLS itself for tests/support/identity_app.py."""
+    return Gunicorn("tests.support.identity_app:create_app()", tmp_path,
                     args=["--certfile", files["server"][0], "--keyfile", files["server"][1],
                           "--cert-reqs", str(cert_reqs), "--ca-certs", files["ca"]],
                     env={"ID_INSTANCE": str(tmp_path / "instance"),

@@ -2,8 +2,8 @@
 reply with 454 and change nothing; long lists are refused the same way.
 
 Each case was an HTTP 500, a 400 the VEN could not act on, or a record that broke the operator
-API later. Every request goes through tests/hostile.py's post_checked (no 500, under a second,
-XSD-valid replies, the store unchanged when refused).
+API later. Every request goes through tests/support/hostile.py's post_checked (no 500, under a
+second, XSD-valid replies, the store unchanged when refused).
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flask import Flask
 
-from conftest import T0, make_ven
 from flask_openadr import VTN, codec
 from flask_openadr.codec.convert import MAX_REPEATED
 from flask_openadr.services import bounds
 from flask_openadr.testing import data_point, data_report, metadata_report
-from hostile import post_checked, snapshot
+from tests.support.clock import T0
+from tests.support.hostile import post_checked, snapshot
+from tests.support.vens import make_ven
 
 
 def send(ven, store, service, payload_name, payload, replace=None):

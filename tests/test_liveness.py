@@ -1,7 +1,7 @@
 """VEN liveness: online/offline transitions, exactly-once decisions, retried callbacks, the sweeper.
 
 Time is a FrozenClock moved by hand; no test sleeps to make a VEN go offline. The store-level
-tests run on every backend of tests/backends.py; the HTTP tests on the conftest ``app`` fixture.
+tests run on every backend of tests/support/backends.py; the HTTP tests on the ``app`` fixture.
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from backends import SHARED, URI_FACTORIES
-from conftest import T0, FrozenClock, make_ven
 from flask_openadr import VTN, liveness, signals
 from flask_openadr import gunicorn as gunicorn_hooks
 from flask_openadr.config import load_settings
@@ -26,6 +24,9 @@ from flask_openadr.errors import ConfigurationError
 from flask_openadr.services.context import Context, Settings
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
+from tests.support.backends import SHARED, URI_FACTORIES
+from tests.support.clock import T0, FrozenClock
+from tests.support.vens import make_ven
 
 POLL = timedelta(seconds=10)
 # 3 missed polls of 10 s plus the default grace of 5 s.

@@ -1,9 +1,9 @@
 """Liveness across real processes: each transition's handler runs once across every worker.
 
-gunicorn serves tests/liveness_app.py (poll frequency 1 s, offline after 1 missed poll + 0.5 s
-grace, sweeps every 0.2 s) on a store several processes share. These tests use the real clock:
-they wait, with bounds, for the handlers' JSON lines, then wait several sweep intervals more
-before counting, so that a second call from any process would have been seen.
+gunicorn serves tests/support/liveness_app.py (poll frequency 1 s, offline after 1 missed poll
++ 0.5 s grace, sweeps every 0.2 s) on a store several processes share. These tests use the real
+clock: they wait, with bounds, for the handlers' JSON lines, then wait several sweep intervals
+more before counting, so that a second call from any process would have been seen.
 """
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import urllib.request
 
 import pytest
 
-from backends import SHARED, URI_FACTORIES
 from flask_openadr import codec
-from servers import Gunicorn, checkout_env, free_port, wait_until_serving
+from tests.support.backends import SHARED, URI_FACTORIES
+from tests.support.servers import ROOT, Gunicorn, checkout_env, free_port, wait_until_serving
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 PREFIX = "/OpenADR2/Simple/2.0b"
 POLL_EVERY = 0.25  # seconds; the VTN counts a VEN offline 1.5 s after its last message
 SETTLE = 1.5  # seconds of waiting (7 sweep intervals of every worker) before counting
@@ -55,19 +54,21 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 
 
 def process_env(tmp_path, store_uri, log_path, **extra) -> dict[str, str]:
-    """The settings of tests/liveness_app.py, for a server process's environment."""
+    """The settings of tests/support/liveness_app.py, for a server process's environment."""
     return {"LV_STORE_URI": store_uri, "LV_LOG": str(log_path),
             "LV_INSTANCE": str(tmp_path / "instance"), **extra}
 
 
 class LivenessGunicorn(Gunicorn):
-    """gunicorn serving tests/liveness_app.py; ``hooks`` uses tests/liveness_gunicorn_conf.py."""
+    """gunicorn serving tests/support/liveness_app.py; ``hooks`` uses
+    tests/support/liveness_gunicorn_conf.py."""
 
     def __init__(self, tmp_path, store_uri, log_path, *, workers, hooks=False, preload=False):
         args = ["--graceful-timeout", "10"]
         if hooks:
-            args += ["--config", os.path.join(HERE, "liveness_gunicorn_conf.py")]
-        super().__init__("liveness_app:create_app()", tmp_path, workers=workers, args=args,
+            args += ["--config", "python:tests.support.liveness_gunicorn_conf"]
+        super().__init__("tests.support.liveness_app:create_app()", tmp_path, workers=workers,
+                         args=args,
                          env=process_env(tmp_path, store_uri, log_path,
                                          LV_PRELOAD="1" if preload else "0",
                                          LV_HANDLER_DELAY="0.02"))
@@ -214,9 +215,9 @@ def test_the_reloader_parent_never_sweeps(tmp_path):
     env.pop("WERKZEUG_RUN_MAIN", None)
     env.pop("WERKZEUG_SERVER_FD", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "liveness_app:create_app", "run", "--reload",
-         "--port", str(port)],
-        cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "flask", "--app", "tests.support.liveness_app:create_app", "run",
+         "--reload", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"

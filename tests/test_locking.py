@@ -8,13 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from backends import URI_FACTORIES
-from conftest import T0
 from flask_openadr.config import Settings
 from flask_openadr.services import events, handle
 from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
 from flask_openadr.testing import data_report
+from tests.support.backends import URI_FACTORIES
+from tests.support.clock import T0
 
 VENS = ("ven-a", "ven-b", "ven-c")
 

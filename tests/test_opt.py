@@ -5,8 +5,9 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import T0, make_ven
 from flask_openadr import Rejection
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 HOUR = timedelta(hours=1)
 PROGRAM = "http://utility.example/programs/peak"

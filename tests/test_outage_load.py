@@ -1,8 +1,8 @@
 """Redis and PostgreSQL stopped and started again while many VENs poll a gunicorn VTN (issue 10).
 
 gunicorn (2 workers, 4 threads each, the sweepers started by the deployment hooks) serves
-tests/outage_load_app.py on a private Redis or PostgreSQL (the ones tests/test_store_redis.py and
-tests/test_store_sqlalchemy.py start and stop). Thirty simulated VENs poll it over HTTP, each
+tests/support/outage_load_app.py on a private Redis or PostgreSQL (the ones
+tests/test_store_redis.py and tests/test_store_sqlalchemy.py start and stop). Thirty simulated VENs poll it over HTTP, each
 from a thread of its own, answer their events and send report data; one more VEN goes silent just
 before the store stops. The store is down for longer than a VEN's deadline (5 s), then comes
 back, with no restart of gunicorn. The test checks that:
@@ -17,7 +17,6 @@ back, with no restart of gunicorn. The test checks that:
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -27,13 +26,12 @@ from flask import Flask
 
 from flask_openadr import VTN
 from flask_openadr.testing import VENTestClient, data_point, data_report, metadata_report
-from outage_load_app import DEADLINE
-from servers import Gunicorn
-from test_faults_gunicorn import HttpClient, poll_until_quiet
-from test_store_redis import persistent_redis  # noqa: F401 - a fixture
-from test_store_sqlalchemy import private_postgres  # noqa: F401 - a fixture
+from tests.support.outage_load_app import DEADLINE
+from tests.support.servers import Gunicorn
+from tests.test_faults_gunicorn import HttpClient, poll_until_quiet
+from tests.test_store_redis import persistent_redis  # noqa: F401 - a fixture
+from tests.test_store_sqlalchemy import private_postgres  # noqa: F401 - a fixture
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 FLEET = 30
 POLL_EVERY = 0.5  # seconds between a VEN's polls, well inside its 5 s deadline
 OUTAGE = DEADLINE + 2.0  # seconds the store is down: longer than a VEN's deadline
@@ -165,9 +163,9 @@ def add_event(app, vtn, ven_id, event_id, hours):
 def many_vens_through_an_outage(tmp_path, store_uri, stop_store, start_store):
     directory = tmp_path / "ol"
     directory.mkdir()
-    server = Gunicorn("outage_load_app:create_app()", tmp_path, workers=2,
+    server = Gunicorn("tests.support.outage_load_app:create_app()", tmp_path, workers=2,
                       args=["--threads", "4", "--timeout", "60", "--graceful-timeout", "5",
-                            "--config", os.path.join(HERE, "liveness_gunicorn_conf.py")],
+                            "--config", "python:tests.support.liveness_gunicorn_conf"],
                       env={"OL_DIR": str(directory), "OL_STORE_URI": store_uri})
     app, vtn = operator(tmp_path, store_uri)
     replies: list[tuple[object, float]] = []

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from conftest import T0, make_ven
+from tests.support.clock import T0
+from tests.support.counting import CountingStore
+from tests.support.vens import make_ven
 
 
 def add_event(app, vtn, ven_id):
@@ -58,25 +60,6 @@ def test_a_new_registration_drops_what_was_queued_for_the_old_one(app, vtn):
     ven.register()  # a fresh registration (no registrationID): starts afresh
     names = [ven.poll()[0] for _ in range(2)]
     assert names == ["oadrRegisterReport", "oadrResponse"]
-
-
-class CountingStore:
-    """A real store, with every call counted by method name."""
-
-    def __init__(self, store):
-        self._store = store
-        self.calls: list[str] = []
-
-    def __getattr__(self, name):
-        attribute = getattr(self._store, name)
-        if name.startswith("_") or not callable(attribute):
-            return attribute
-
-        def counted(*args, **kwargs):
-            self.calls.append(name)
-            return attribute(*args, **kwargs)
-
-        return counted
 
 
 def empty_poll_calls(store_uri, tmp_path, vens, events_per_ven):

@@ -1,6 +1,6 @@
 """HTTP push end to end: gunicorn (2 workers, both running the push sender) pushing to real push
-VENs (tests/push_ven.py) on loopback, on SQLite and on PostgreSQL; and the push rules on their
-own (leases, back-off, addresses)."""
+VENs (tests/support/push_ven.py) on loopback, on SQLite and on PostgreSQL; and the push rules on
+their own (leases, back-off, addresses)."""
 from __future__ import annotations
 
 import contextlib
@@ -11,17 +11,17 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flask import Flask
 
-from backends import SHARED, URI_FACTORIES, postgresql_uri
 from flask_openadr import VTN
 from flask_openadr.errors import InvalidData
 from flask_openadr.services import push as rules
 from flask_openadr.services.context import Context, Settings
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
-from servers import Gunicorn
+from tests.support.backends import SHARED, URI_FACTORIES, postgresql_uri
+from tests.support.servers import Gunicorn
 
 pytest.importorskip("openleadr")
-from push_ven import PushVEN  # noqa: E402 - needs openleadr
+from tests.support.push_ven import PushVEN  # noqa: E402 - needs openleadr
 
 #: Settings of the served VTN: a short back-off and timeout, so that retries happen within a
 #: test, and a long redelivery time, so that every message counted arrived by a push, not by a
@@ -46,7 +46,8 @@ def served(request, tmp_path):
     hooks.write_text("from flask_openadr.gunicorn import post_fork, post_worker_init, "
                      "worker_exit  # noqa: F401\n")
     log_path = tmp_path / "handlers.jsonl"
-    server = Gunicorn("e2e_app:create_app()", tmp_path, workers=2, args=["-c", str(hooks)],
+    server = Gunicorn("tests.support.e2e_app:create_app()", tmp_path, workers=2,
+                      args=["-c", str(hooks)],
                       env={"E2E_STORE_URI": store_uri, "E2E_LOG": str(log_path),
                            "E2E_INSTANCE": str(tmp_path / "instance"),
                            "E2E_CONFIG": json.dumps(PUSH_CONFIG)})
@@ -270,6 +271,80 @@ def test_one_lease_holder_at_a_time_and_a_capped_backoff(any_store):
     assert rules.claim(ctx, "v", "c", now, lease)
 
 
+def test_a_sender_step_claims_and_takes_at_once_puts_back_a_failure_and_releases(any_store):
+    from flask_openadr.services import outbox
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(push_retry_max=timedelta(seconds=5)), any_store)
+    lease = timedelta(seconds=10)
+    ctx.store.put_ven({"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+                       "transport_address": "http://ven.example"})
+    outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
+    outbox.push(ctx, "v", "oadrCancelPartyRegistration",
+                {"request_id": "q", "registration_id": "r", "ven_id": "v"})
+
+    first = rules.advance(ctx, "v", "a", t0, lease)
+    assert first.taken.payload_name == "oadrRequestReregistration"
+    assert ctx.store.get_record(rules.PUSH_STATE, "v", "push")["owner"] == "a"
+    # Another sender gets nothing while "a" holds the lease, and takes nothing.
+    assert rules.advance(ctx, "v", "b", t0, lease) == rules.Step(None, None, first.ven)
+    assert [i["payload_name"] for i in ctx.store.list_outbox("v")] == [
+        "oadrCancelPartyRegistration"]
+    # The push failed: put back and released with a back-off, in one step.
+    failed = rules.advance(ctx, "v", "a", t0, lease, undo_taken=first.taken, failed=True)
+    assert failed.taken is None and failed.state["failures"] == 1 and failed.state["owner"] is None
+    assert rules.advance(ctx, "v", "a", t0 + timedelta(seconds=0.5), lease).taken is None
+    # After the back-off, the message that failed goes first, then the next, then the release.
+    now = failed.state["next_attempt"]
+    taken = []
+    while (step := rules.advance(ctx, "v", "b", now, lease)).taken is not None:
+        taken.append(step.taken.payload_name)
+    assert taken == ["oadrRequestReregistration", "oadrCancelPartyRegistration"]
+    assert step.state["owner"] is None and step.state["failures"] == 0
+    assert rules.claim(ctx, "v", "c", now, lease)
+
+
+def test_changes_hint_the_senders_and_a_turn_leaves_the_hint_of_what_is_next_due(any_store):
+    from flask_openadr.services import events, outbox, push_due
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = [t0]
+    ctx = Context(Settings(redelivery_after=timedelta(minutes=2)), any_store,
+                  clock=lambda: now[0])
+    lease = timedelta(seconds=10)
+    for ven_id, pull in (("v", False), ("p", True)):
+        ctx.store.put_ven({"ven_id": ven_id, "registration_id": f"r-{ven_id}",
+                           "http_pull_model": pull, "transport_address": "http://ven.example"})
+    assert push_due.hinted(ctx, t0, later=True) == []
+    events.add_event(ctx, events.build_event(
+        event_id="e", targets={"ven_ids": ["v", "p"]}, signal_name="SIMPLE",
+        signal_type="level", market_context="http://mc.example", intervals=[
+            {"dtstart": t0 + timedelta(hours=1), "duration": timedelta(hours=1),
+             "signal_payload": 1.0}]))
+    assert push_due.hinted(ctx, t0, later=False) == ["v"]  # the pull VEN polls: no hint
+    step = rules.advance(ctx, "v", "a", t0, lease)
+    assert step.taken.payload_name == "oadrDistributeEvent"
+    assert rules.advance(ctx, "v", "a", t0, lease).taken is None
+    # Unanswered, the event is due again after the redelivery time: a "later" hint for then.
+    assert push_due.hinted(ctx, t0, later=True) == []
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), later=False) == []
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), later=True) == ["v"]
+    outbox.push(ctx, "p", "oadrRequestReregistration", {"ven_id": "p"})
+    outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
+    assert push_due.hinted(ctx, t0, later=False) == ["v"]
+    # A failed push leaves a "later" hint for the end of the back-off, and no "now" hint.
+    taken = rules.advance(ctx, "v", "a", t0, lease).taken
+    assert taken.payload_name == "oadrRequestReregistration"
+    failed = rules.advance(ctx, "v", "a", t0, lease, undo_taken=taken, failed=True)
+    assert push_due.hinted(ctx, t0, later=True) == []
+    assert push_due.hinted(ctx, failed.state["next_attempt"], later=True) == ["v"]
+    # A VEN that no longer registers for push loses its hints at its next turn.
+    ctx.store.put_ven({"ven_id": "v", "registration_id": None, "http_pull_model": False,
+                       "transport_address": "http://ven.example"})
+    rules.advance(ctx, "v", "b", failed.state["next_attempt"], lease)
+    assert push_due.hinted(ctx, t0 + timedelta(days=1), later=True) == []
+
+
 def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
     from flask_openadr import liveness
 
@@ -301,7 +376,7 @@ def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent()
 
 
 def test_flask_openadr_push_once_pushes_what_is_due_and_processes_the_answer(app, vtn):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     peer = PushVEN("http://127.0.0.1:9")  # it never calls the VTN in this test
     peer.start()
@@ -399,7 +474,7 @@ def test_a_ven_registered_with_signatures_gets_signed_pushes_and_must_sign_its_a
 
 def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again(
         app, vtn, caplog):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     from flask_openadr.services import outbox
 
@@ -424,8 +499,8 @@ def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again
 def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pinned, caplog):
     import ssl
 
-    from conftest import make_ven
-    from pki import TestPKI
+    from tests.support.vens import make_ven
+    from tests.support.pki import TestPKI
 
     pki = TestPKI(str(tmp_path / "pki"))
     vtn_client = pki.ven("vtn-push-client", "ecdsa")
@@ -473,7 +548,7 @@ def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pin
 
 
 def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     ctx = app.extensions["openadr"].context
     pusher, puller = make_ven(app, ven_name="pusher"), make_ven(app, ven_name="puller")
@@ -490,7 +565,7 @@ def test_the_push_index_lists_exactly_the_registered_push_vens(app, vtn):
 
 
 def test_a_push_ven_that_polls_gets_its_queue_too(app, vtn):
-    from conftest import make_ven
+    from tests.support.vens import make_ven
 
     ven = make_ven(app)
     ven.register(http_pull_model=False, transport_address="http://127.0.0.1:9")

@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from conftest import make_ven
-from certs import make_certificate
 from flask_openadr import VTN, Rejection, signals
 from flask_openadr.security.fingerprint import fingerprint_from_der
+from tests.support.certs import make_certificate
+from tests.support.vens import make_ven
 
 
 def code(reply):

@@ -1,6 +1,6 @@
 """EiReport with the VEN as producer: METADATA, report requests, data, cancels, METADATA requests.
 
-Every reply is checked against the official XSD by the ValidatingVEN client (conftest).
+Every reply is checked against the official XSD by the ValidatingVEN client (tests/support/vens.py).
 """
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from conftest import T0, make_ven
 from flask_openadr import VTN, Rejection, codec
 from flask_openadr.errors import ConfigurationError
 from flask_openadr.services import registration
 from flask_openadr.testing import data_point, data_report, metadata_report
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 POWER_REAL = {"kind": "powerReal", "item_description": "RealPower", "item_units": "W",
               "si_scale_code": "k", "power_attributes": {"hertz": 60.0, "voltage": 120.0,
@@ -657,6 +658,33 @@ def test_cancel_is_delivered_on_poll_and_acknowledged(app, vtn):
     _, late = ven.update_report([data_report(report_request_id, "spec-usage", "TELEMETRY_USAGE", [
         {"report_payloads": [{"r_id": "rid-power", "value": 1.0}]}], dtstart=T0)])
     assert code(late) == 452
+
+
+def test_a_cancel_made_while_the_ven_acknowledges_the_request_is_not_undone(app, vtn):
+    # The operator cancels a request while the VTN processes the VEN's oadrCreatedReport for
+    # it (here from the handler, which runs between the VTN's read of the requests and its
+    # write): the acknowledgement must not write the request back as active, or the
+    # oadrCancelReport is dropped as superseded and never sent (seen with push on PostgreSQL).
+    armed, cancels = [], []
+
+    @vtn.on_created_report
+    def cancel_meanwhile(ven_id, payload):
+        for report_request_id in armed:
+            cancels.append(vtn.cancel_report(ven_id, report_request_id))
+
+    ven, _ = subscribe(app, vtn, reports=[USAGE, STATUS], points={})
+    with app.app_context():
+        report_request_id = vtn.request_report(
+            ven.ven_id, "spec-status", ["rid-status"], granularity=timedelta(seconds=10),
+            report_back_duration=timedelta(seconds=30))
+    armed.append(report_request_id)
+    name, create = ven.poll()
+    assert name == "oadrCreateReport"
+    assert code(ven.created_report(create["request_id"], [report_request_id])[1]) == 200
+    with app.app_context():
+        assert [r["state"] for r in vtn.report_requests(ven.ven_id)] == ["cancelling"]
+    name, cancel = ven.poll()
+    assert name == "oadrCancelReport" and cancel["request_id"] == cancels[0]
 
 
 def test_cancel_is_piggy_backed_on_data_sent_before_the_next_poll(app, vtn):

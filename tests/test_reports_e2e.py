@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from test_e2e_openleadr import operator_app, read_log, serving, wait_for
+from tests.support.e2e import operator_app, read_log, serving, wait_for
 
 openleadr = pytest.importorskip("openleadr")
 

@@ -6,10 +6,11 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from conftest import T0, make_ven
 from flask_openadr import VTN, ConfigurationError
 from flask_openadr.services import event_rules as rules
 from flask_openadr.services import retention
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 H = timedelta(hours=1)
 DAY = timedelta(days=1)

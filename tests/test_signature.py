@@ -18,8 +18,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from flask import Flask
 from lxml import etree
 
-from certs import make_identity
-from conftest import T0, make_ven
 from flask_openadr import VTN, codec
 from flask_openadr.codec.convert import encode_element
 from flask_openadr.errors import ComplianceError, ConfigurationError, InvalidData, NotRegistered
@@ -30,7 +28,10 @@ from flask_openadr.security.signature import (
 )
 from flask_openadr.services.registration import RECORD_KINDS
 from flask_openadr.testing import VENTestClient
-from xsd import assert_valid
+from tests.support.certs import make_identity
+from tests.support.clock import T0
+from tests.support.vens import make_ven
+from tests.support.xsd import assert_valid
 
 OADR = "http://openadr.org/oadr-2.0b/2012/07"
 
@@ -458,6 +459,46 @@ def test_a_replayed_message_is_refused(registered, signing_app, clock):
     refused(signing_app, ven, "OadrPoll", later, 454, "already used")
 
 
+def test_a_replay_later_in_the_window_changes_not_even_last_seen(registered, signing_app,
+                                                                  clock):
+    # The nonce is written with the liveness update (the poll's one write): a replay must leave
+    # that update undone too, though it comes later than the original.
+    ven = registered
+    body = poll_body(ven)
+    assert ven.decode_reply(ven.post("OadrPoll", body).get_data())[0] == "oadrRegisterReport"
+    clock.advance(timedelta(seconds=30))
+    refused(signing_app, ven, "OadrPoll", body, 454, "already used")
+
+
+def test_a_refused_message_uses_up_its_nonce(registered, signing_app, clock):
+    # Refused before its first write (an unknown venID, 452): the nonce is written all the
+    # same, so the message cannot come back later in the window, when it might be accepted.
+    ven = registered
+    body = ven.encode("oadrPoll", {"ven_id": "not-yet-known"})
+    refused(signing_app, ven, "OadrPoll", body, 452, "not-yet-known")
+    refused(signing_app, ven, "OadrPoll", body, 454, "already used")
+
+
+def test_a_replay_of_a_message_refused_with_403_is_refused_as_a_replay(signing_app, identities,
+                                                                         clock, vtn_identity):
+    # No venID from a certificate no VEN is registered with: 403, no OpenADR reply. Its nonce
+    # is used up all the same, and the replay gets the 454 every replay gets.
+    ven = signing_ven(signing_app, identities["other-ec"], clock, vtn_identity=vtn_identity)
+    body = ven.encode("oadrPoll", {"ven_id": ""})
+    before = snapshot(signing_app)
+    assert ven.post("OadrPoll", body).status_code == 403
+    refused(signing_app, ven, "OadrPoll", body, 454, "already used")
+    assert snapshot(signing_app) == before
+
+
+def test_a_replayed_registration_is_refused(signing_app, identities, clock, vtn_identity):
+    ven = signing_ven(signing_app, identities["ven-ec"], clock, vtn_identity=vtn_identity)
+    body = ven.encode("oadrQueryRegistration", {"request_id": "q-1"})
+    name, reply = ven.decode_reply(ven.post("EiRegisterParty", body).get_data())
+    assert (name, reply["response"]["response_code"]) == ("oadrCreatedPartyRegistration", 200)
+    refused(signing_app, ven, "EiRegisterParty", body, 454, "already used")
+
+
 def test_the_signer_must_be_the_tls_client(signing_app, identities, clock, vtn_identity):
     # Registered with its own certificate, then a message signed by another key over its TLS.
     ven = signing_ven(signing_app, identities["ven-ec"], clock, vtn_identity=vtn_identity)
@@ -671,7 +712,7 @@ def test_a_replay_sent_to_the_other_gunicorn_worker_is_refused(tmp_path, identit
                                                               monkeypatch):
     from datetime import datetime, timezone
 
-    from test_e2e_openleadr import E2EGunicorn
+    from tests.support.e2e import E2EGunicorn
 
     from flask_openadr.store import open_store
 

@@ -1,6 +1,6 @@
 """Store conformance: one suite every backend passes, plus the shared-file and process tests.
 
-A new backend joins in tests/backends.py; the tests themselves do not change.
+A new backend joins in tests/support/backends.py; the tests themselves do not change.
 """
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends import SHARED, URI_FACTORIES
-from forking import in_child, wait_for_child
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import BACKENDS as STORE_BACKENDS
 from flask_openadr.store import open_store, serialize
 from flask_openadr.store.memory import MemoryStore
 from flask_openadr.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.support.backends import SHARED, URI_FACTORIES
+from tests.support.forking import in_child, wait_for_child
 
 BACKENDS = list(URI_FACTORIES)
 SHARED_BACKENDS = SHARED

@@ -1,8 +1,9 @@
 """The Redis store's own behaviour: URIs, prefixes, locking, fork safety and Redis outages.
 
 What every backend does is in test_store.py, which runs against Redis too. The tests here use
-the shared test Redis (tests/backends.py) with a prefix of their own, except the outage tests,
-which start a private redis-server on a free port and stop it: the shared one is never stopped.
+the shared test Redis (tests/support/backends.py) with a prefix of their own, except the
+outage tests, which start a private redis-server on a free port and stop it: the shared one is
+never stopped.
 """
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from flask import Flask
 
-from backends import REDIS_URI, redis_reachable, redis_uri, require_server
-from forking import in_child, wait_for_child
 from flask_openadr import VTN, codec
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
 from flask_openadr.testing import VENTestClient
+from tests.support.backends import (
+    REDIS_SERVER, REDIS_URI, redis_reachable, redis_uri, require_server,
+)
+from tests.support.forking import in_child, wait_for_child
 
 redis = pytest.importorskip("redis")
 
@@ -68,7 +71,7 @@ def store(uri):
 
 
 def raw_client():
-    require_server("Redis at 127.0.0.1:6379", *redis_reachable())
+    require_server(REDIS_SERVER, *redis_reachable())
     return redis.Redis.from_url(REDIS_URI, decode_responses=True)
 
 
@@ -797,7 +800,7 @@ def test_a_vtn_answers_503_while_redis_is_down_and_recovers(persistent_redis, tm
 
 
 def test_several_vens_through_a_redis_outage_lose_nothing(persistent_redis, tmp_path):
-    from outage import outage_app, several_vens_through_an_outage
+    from tests.support.outage import outage_app, several_vens_through_an_outage
 
     app = outage_app(tmp_path, persistent_redis.uri(socket_timeout=1, socket_connect_timeout=1))
     several_vens_through_an_outage(app, persistent_redis.stop, persistent_redis.start)

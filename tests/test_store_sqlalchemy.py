@@ -24,9 +24,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from backends import postgresql_uri, require_server
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import open_store
+from tests.support.backends import postgresql_uri, require_server
 
 sa = pytest.importorskip("sqlalchemy")
 from flask_openadr.store.sqlalchemy import SCHEMA_VERSION, SQLStore, _Features  # noqa: E402
@@ -502,7 +502,7 @@ def test_blocks_of_different_table_prefixes_do_not_wait_for_each_other(pg_uri):
             assert done.wait(10), "a VTN with other tables waited for this one's block"
             thread.join()
     finally:
-        from backends import drop_postgresql_tables
+        from tests.support.backends import drop_postgresql_tables
 
         two.close()
         one.close()
@@ -824,7 +824,7 @@ def test_a_vtn_answers_503_while_the_server_is_down_and_works_again_after(
 
 
 def test_several_vens_through_a_postgresql_outage_lose_nothing(private_postgres, tmp_path):
-    from outage import outage_app, several_vens_through_an_outage
+    from tests.support.outage import outage_app, several_vens_through_an_outage
 
     app = outage_app(tmp_path, private_postgres.uri)
     several_vens_through_an_outage(app, private_postgres.stop, private_postgres.start)
@@ -835,7 +835,7 @@ def test_one_connection_checkout_per_request(tmp_path):
     import sqlalchemy as sa
     from flask import Flask
 
-    from conftest import make_ven
+    from tests.support.vens import make_ven
     from flask_openadr import VTN
 
     app = Flask("one_checkout", instance_path=str(tmp_path / "instance"))

@@ -5,9 +5,10 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import T0, make_ven
 from flask_openadr import Rejection, codec
 from flask_openadr.services import vtn_reports
+from tests.support.clock import T0
+from tests.support.vens import make_ven
 
 PRICES = {
     "report_specifier_id": "vtn-prices", "report_name": "x-priceForecast",

@@ -16,8 +16,6 @@ import pytest
 from flask import Flask
 from lxml import etree
 
-from certs import make_identity
-from conftest import make_ven
 from flask_openadr import VTN, codec
 from flask_openadr.codec.convert import encode_element
 from flask_openadr.codec.values import format_datetime
@@ -25,6 +23,8 @@ from flask_openadr.security.fingerprint import fingerprint_from_pem
 from flask_openadr.security.signature import (
     C14N, DS, DSP, ECDSA_SHA256, RSA_SHA256, SHA256, load_signer, sign, verify,
 )
+from tests.support.certs import make_identity
+from tests.support.vens import make_ven
 
 XMLSEC1 = shutil.which("xmlsec1")
 OADR = "http://openadr.org/oadr-2.0b/2012/07"

@@ -1,27 +1,34 @@
-"""The generic engine: walks the model of :mod:`.schema` to turn elements into dicts and back."""
+"""Messages <-> dicts by the model of :mod:`.schema`: the compiled decoder first, then the generic
+walk to say what is wrong with what it refused; the encoder.
+
+The generic walk interprets the model member by member. The compiled decoder
+(:mod:`.compiled`) decodes every acceptable message by itself; the walk runs only on input the
+compiled decoder refused, to name the element and the value that is wrong (or, for a value the
+VTN cannot honour, to decode the rest of the message so that the paired reply can be addressed).
+"""
 from __future__ import annotations
 
 import collections
 import contextvars
+import sys
 
 from lxml import etree
 
 from ..errors import MalformedMessage, UnsupportedValue
 from .compiled import decoder
 from .fields import (
-    DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name,
-    pretty, q,
+    DS, NSMAP, OADR, XSI, Choice, ComplexType, Field, Flatten, Nil, Substitution, local_name, q,
 )
+from .nodes import MAX_REPEATED, named, simple_text
 from .schema import PAYLOAD_TYPES, UNSUPPORTED
 from .values import Unsupported, ValueProblem, ValueType, shown
 
 _ABSENT = object()
 
-#: The most elements any one element of a message may hold: in 2.0b only a repeated element
-#: (eventResponse, oadrReport, interval, reportRequestID, ...) can come near it. A list longer
-#: than this is refused with the paired reply (454), so a message of a megabyte of IDs costs no
-#: more than this many of them downstream.
-MAX_REPEATED = 1000
+#: The longest reason the codec gives: it is the 400 reply's text or the 454 reply's description,
+#: read by a person in a log. A location gives way in the middle to fit (see :func:`_located`);
+#: every other part is bounded where it is written (values by ``shown()``, names by ``named()``).
+MAX_REASON_CHARS = 200
 
 # While set, a value the VTN cannot honour decodes to its own text instead of stopping the
 # decoding, so that the rest of the message (requestID, venID) can address the paired reply.
@@ -47,6 +54,15 @@ def decode_element(root) -> tuple[str, dict]:
     :raises UnsupportedValue: valid 2.0b the VTN cannot honour (see :data:`MAX_REPEATED` and
         :class:`~.values.Unsupported`), with the payload decoded as far as it can be.
     """
+    name, payload = _payload(root)
+    decoded = decoder(PAYLOAD_TYPES[name])(payload)
+    if decoded is None:  # the compiled decoder also refuses a list of more than MAX_REPEATED
+        decoded = _refused(payload, name)
+    return name, decoded
+
+
+def _payload(root) -> tuple:
+    """The payload's local name and element, from the envelope."""
     if not isinstance(getattr(root, "tag", None), str):
         raise MalformedMessage("the document has no root element")
     payload = root
@@ -55,12 +71,12 @@ def decode_element(root) -> tuple[str, dict]:
         if children and children[0].tag == _SIGNATURE:
             children = children[1:]
         if not children or children[0].tag != _SIGNED_OBJECT:
-            found = pretty(children[0].tag) if children else "nothing"
+            found = named(children[0].tag) if children else "nothing"
             raise MalformedMessage(
                 f"oadr:oadrPayload must hold [ds:Signature,] oadr:oadrSignedObject; found {found}")
         if len(children) > 1:
             raise MalformedMessage(
-                f"oadr:oadrPayload: unexpected element {pretty(children[1].tag)} after oadr:oadrSignedObject")
+                f"oadr:oadrPayload: unexpected element {named(children[1].tag)} after oadr:oadrSignedObject")
         inner = _children(children[0], "oadr:oadrSignedObject")
         if len(inner) != 1:
             raise MalformedMessage(
@@ -69,11 +85,26 @@ def decode_element(root) -> tuple[str, dict]:
     namespace, _, name = payload.tag[1:].partition("}") if payload.tag.startswith("{") else ("", "", payload.tag)
     if namespace != OADR:
         raise MalformedMessage(
-            f"{pretty(payload.tag)} is not an OpenADR 2.0b message (expected oadr:oadrPayload in "
+            f"{named(payload.tag)} is not an OpenADR 2.0b message (expected oadr:oadrPayload in "
             f"namespace {OADR})")
     if name not in PAYLOAD_TYPES:
-        raise MalformedMessage(f"unknown payload oadr:{name}")
+        raise MalformedMessage(f"unknown payload {named(payload.tag)}")
+    return name, payload
+
+
+def _refused(payload, name: str) -> dict:
+    """Walk a payload the compiled decoder refused, to raise the error that says why.
+
+    Should the walk accept it after all (a disagreement ``tests/test_codec_fast_path.py`` exists
+    to catch), its dict is the answer.
+    """
     crowded = _crowded(payload, name)
+    if crowded:
+        # Too long to process but maybe valid: the paired reply needs it decoded, which the
+        # compiled decoder does without its limit several times faster than the walk.
+        decoded = decoder(PAYLOAD_TYPES[name])(payload, sys.maxsize)
+        if decoded is not None:
+            raise UnsupportedValue(name, decoded, crowded)
     try:
         decoded = _decode_complex(payload, PAYLOAD_TYPES[name], name)
     except _Unhonoured as first:
@@ -86,7 +117,7 @@ def decode_element(root) -> tuple[str, dict]:
         raise UnsupportedValue(name, decoded, crowded or str(first)) from None
     if crowded:
         raise UnsupportedValue(name, decoded, crowded)
-    return name, decoded
+    return decoded
 
 
 def _crowded(payload, name: str) -> str | None:
@@ -98,10 +129,9 @@ def _crowded(payload, name: str) -> str | None:
             common, count = tags.most_common(1)[0] if tags else (None, 0)
             if count <= MAX_REPEATED:
                 continue  # the limit is on one repeated element, not on what surrounds it
-            # A hostile tag can be long: the names are cut as values are (shown()).
-            where = name if element is payload else pretty(element.tag)[:60]
-            return (f"{where} holds {count} {pretty(common)[:60]} elements; this VTN "
-                    f"accepts at most {MAX_REPEATED} in one list (send them in several messages)")
+            where = name if element is payload else named(element.tag)
+            return (f"{where} holds {count} {named(common)} elements; at most {MAX_REPEATED} "
+                    "are accepted in one list (send several messages)")
     return None
 
 
@@ -113,13 +143,26 @@ def _at(where, qname: str, index: int | None = None) -> tuple:
     return (where, qname, index)
 
 
-def _render(where) -> str:
-    """``oadrUpdateReport/oadr:oadrReport[0]/strm:intervals/...`` from a location."""
-    parts = []
+def _located(where, problem: str) -> str:
+    """``oadrUpdateReport/oadr:oadrReport[0]/strm:intervals/...: problem`` in at most
+    :data:`MAX_REASON_CHARS`: when the location is too long, the steps after its root give way to
+    ``...`` from the top down, so the element at fault stays named."""
+    steps = []
     while isinstance(where, tuple):
         where, qname, index = where
-        parts.append(f"/{pretty(qname)}" if index is None else f"/{pretty(qname)}[{index}]")
-    return where + "".join(reversed(parts))
+        steps.append(f"/{named(qname)}" if index is None else f"/{named(qname)}[{index}]")
+    steps.reverse()
+    room = MAX_REASON_CHARS - len(problem) - 2
+    location = where + "".join(steps)
+    while len(location) > room and len(steps) > 1:
+        del steps[0]
+        location = where + "/..." + "".join(steps)
+    reason = f"{location}: {problem}"
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 3] + "..."
+
+
+def _malformed(where, problem: str) -> MalformedMessage:
+    return MalformedMessage(_located(where, problem))
 
 
 def _children(element, where) -> list:
@@ -127,52 +170,37 @@ def _children(element, where) -> list:
     refused because every complex type of the schema has element-only content."""
     text = element.text
     if text and not text.isspace():
-        raise MalformedMessage(f"{_render(where)}: unexpected text {shown(text.strip())}")
+        raise _malformed(where, f"unexpected text {shown(text.strip())}")
     found = []
     for child in element:
         if child.tag.__class__ is str:
             found.append(child)
         elif child.tag is etree.Entity:
-            raise MalformedMessage(f"{_render(where)}: entity references are not allowed")
+            raise _malformed(where, "entity references are not allowed")
         tail = child.tail
         if tail and not tail.isspace():
-            raise MalformedMessage(f"{_render(where)}: unexpected text {shown(tail.strip())}")
+            raise _malformed(where, f"unexpected text {shown(tail.strip())}")
     return found
-
-
-def _text(element, where) -> str:
-    if not len(element):
-        return element.text or ""
-    parts = [element.text or ""]
-    for child in element:
-        if isinstance(child.tag, str):
-            raise MalformedMessage(f"{_render(where)}: unexpected element {pretty(child.tag)} "
-                                   "inside a simple value")
-        if child.tag is etree.Entity:
-            raise MalformedMessage(f"{_render(where)}: entity references are not allowed")
-        parts.append(child.tail or "")
-    return "".join(parts)
 
 
 def _unexpected(child, where, expected: str | None = None) -> MalformedMessage:
     if child.tag in UNSUPPORTED:
-        return MalformedMessage(f"{_render(where)}: {pretty(child.tag)} is not supported by "
-                                "flask-openadr")
+        return _malformed(where, f"{named(child.tag)} is not supported by flask-openadr")
     hint = f" (expected {expected})" if expected else " (unknown here, or out of XSD order)"
-    return MalformedMessage(f"{_render(where)}: unexpected element {pretty(child.tag)}{hint}")
+    return _malformed(where, f"unexpected element {named(child.tag)}{hint}")
 
 
 def _missing(children: list, pos: int, where, wanted) -> MalformedMessage:
-    names = " or ".join(sorted(pretty(name) for name in wanted))
+    names = sorted(named(name) for name in wanted)
+    if len(names) > 3:  # the members of a substitution group
+        names[3:] = [f"{len(names) - 3} more"]
+    names = " or ".join(names)
     if pos < len(children):
         return _unexpected(children[pos], where, names)
-    return MalformedMessage(f"{_render(where)}: missing required element {names}")
+    return _malformed(where, f"missing required element {names}")
 
 
 def _decode_complex(element, ctype: ComplexType, where) -> dict:
-    out = decoder(ctype)(element)  # the fast path, for plain input; None: decode generically
-    if out is not None:
-        return out
     children = _children(element, where)
     out: dict = {}
     pos = 0
@@ -239,10 +267,10 @@ def _decode_field(member: Field, children: list, pos: int, out: dict, where) -> 
     start = member.many_at + 1
     for child in _children(element, here):
         if child.tag != step:
-            raise _unexpected(child, here, pretty(step))
+            raise _unexpected(child, here, named(step))
         items.append(_decode_path(child, member, start, _at(here, step, len(items))))
     if len(items) < member.min_items:
-        raise MalformedMessage(f"{_render(here)}: missing required element {pretty(step)}")
+        raise _malformed(here, f"missing required element {named(step)}")
     out[member.key] = items
     return pos + 1
 
@@ -255,9 +283,9 @@ def _single(element, step: str, where, optional: bool):
     if not children:
         if optional:
             return _ABSENT, where
-        raise MalformedMessage(f"{_render(where)}: missing required element {pretty(step)}")
+        raise _malformed(where, f"missing required element {named(step)}")
     if children[0].tag != step:
-        raise _unexpected(children[0], where, pretty(step))
+        raise _unexpected(children[0], where, named(step))
     raise _unexpected(children[1], where)
 
 
@@ -272,15 +300,17 @@ def _decode_path(element, member: Field, start: int, where):
 
 def _convert(element, kind, where):
     if isinstance(kind, ValueType):
-        text = _text(element, where)
+        text = element.text or ""
         try:
+            if len(element):
+                text = simple_text(element)
             return kind.parse(text)
         except Unsupported as problem:
             if _TOLERANT.get():
                 return text
-            raise _Unhonoured(f"{_render(where)}: {problem}") from None
+            raise _Unhonoured(_located(where, str(problem))) from None
         except ValueProblem as problem:
-            raise MalformedMessage(f"{_render(where)}: {problem}") from None
+            raise _malformed(where, str(problem)) from None
     if isinstance(kind, Substitution):
         member_type = kind.by_qname(element.tag)
         if member_type is None:

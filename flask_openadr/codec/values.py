@@ -124,10 +124,16 @@ class Enum(ValueType):
         return self.extensible and re.fullmatch(r"x-\S.*", value) is not None
 
     def _expected(self) -> str:
-        shown = ", ".join(repr(v) for v in self.values[:12])
-        if len(self.values) > 12:
-            shown += ", ..."
-        return shown + (" or an 'x-...' token" if self.extensible else "")
+        # The first values, as many as fit in a line of an error message.
+        shown: list[str] = []
+        width = 0
+        for value in self.values:
+            if shown and (len(shown) == 12 or width + len(value) > 40):
+                shown.append("...")
+                break
+            shown.append(repr(value))
+            width += len(value) + 4
+        return ", ".join(shown) + (" or an 'x-...' token" if self.extensible else "")
 
     def parse(self, text: str) -> str:
         value = _collapse(text) if self.token else text

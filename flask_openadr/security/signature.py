@@ -84,7 +84,6 @@ _INCLUSIVE_NAMESPACES = f"{{{_EXC_NS}}}InclusiveNamespaces"
 # (unqualified, on ds:Object) and the oadr schema qualifies it (oadr:Id on oadrSignedObject);
 # "ID", "id" and xml:id are counted too, so that no second element can pose as the signed one.
 _ID_NAMES = frozenset({"Id", "ID", "id"})
-_XML_ID = "{http://www.w3.org/XML/1998/namespace}id"
 
 
 def _ds(local: str) -> str:
@@ -282,6 +281,11 @@ def sign(root, signer: Signer, *, now: datetime, nonce: str | None = None) -> by
     timestamp, nonce_element = obj[0][0][0]
     timestamp.text = format_datetime(now)
     nonce_element.text = nonce or os.urandom(16).hex()
+    # The codec declares every conventional prefix on oadrPayload; a short reply uses few of
+    # them. Inclusive C14N renders every namespace in scope and libxml2's cost grows with their
+    # number at each element, so the unused declarations go before anything is canonicalized:
+    # about half the C14N time of an oadrResponse, and a shorter message.
+    etree.cleanup_namespaces(root)
     # Digests and SignedInfo are canonicalized in the final tree (inclusive C14N depends on it).
     references[0][2].text = _b64(_digest(signed_object))
     references[1][2].text = _b64(_digest(obj))
@@ -322,7 +326,8 @@ def is_signed(root) -> bool:
 
 
 def _elements(parent) -> list:
-    return [child for child in parent if isinstance(child.tag, str)]
+    """The child elements of ``parent``, without comments and processing instructions."""
+    return list(parent.iterchildren(etree.Element))
 
 
 def _name(tag: str) -> str:
@@ -343,16 +348,16 @@ def _ids(root) -> dict[str, Any]:
     """Every Id value of the document and its element; a value used twice is refused, since
     the second element could pose as the signed one (signature wrapping)."""
     found: dict[str, Any] = {}
-    for element in root.iter():
-        if not isinstance(element.tag, str):
-            continue
-        for name, value in element.attrib.items():
-            local = name.rpartition("}")[2]
-            if local in _ID_NAMES or name == _XML_ID:
+    # Element names only (no attribute proxies), the names' local part compared: measured under
+    # callgrind on a signed oadrPoll, half the instructions of an XPath selecting the attributes.
+    for element in root.iter(etree.Element):
+        for name in element.keys():
+            if name.rpartition("}")[2] in _ID_NAMES:  # xml:id's local name is "id"
+                value = element.get(name)
                 if value in found:
-                    raise InvalidData(description=f"the Id value {value!r} is used twice in the "
-                                      "message; every Id must be unique (signature wrapping is "
-                                      "refused)")
+                    raise InvalidData(description=f"the Id value {value!r} is used twice in "
+                                      "the message; every Id must be unique (signature "
+                                      "wrapping is refused)")
                 found[value] = element
     return found
 

@@ -19,6 +19,7 @@ from ..errors import (
     Unidentified,
 )
 from ..protocol import is_registered
+from ..security import replay
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
 from .context import Context, Reply
@@ -123,10 +124,16 @@ def require_signature(ven: VenRecord, signed: bool) -> None:
 
 
 def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any],
-           fingerprint: str | None = None, *, signed: bool = False) -> Outcome:
+           fingerprint: str | None = None, *, signed: bool = False,
+           nonce: replay.Nonce | None = None) -> Outcome:
     """Run the service logic for one decoded message; protocol errors become paired replies.
 
     :param signed: the message carried a signature that verified (the view checks it first).
+    :param nonce: the nonce of that signature, fresh but not yet remembered
+        (:func:`~flask_openadr.security.replay.fresh`). It is written with the message's first
+        write, the liveness update of an authenticated VEN, so that a signed poll writes once
+        like an unsigned one; a message refused before that write, or a registration, has it
+        written on its own. Either way a replay (454) changes nothing.
 
     Exceptions other than :class:`~flask_openadr.errors.Rejection` propagate: they are bugs or
     store failures, and the view turns them into HTTP 500 or 503.
@@ -142,6 +149,10 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
         if payload_name in OPEN:
             # A VEN asking for signatures gets even this reply signed.
             sign_reply = signed or bool(payload.get("xml_signature"))
+            # Taken before it is written, so that a refusal does not write it a second time.
+            pending, nonce = nonce, None
+            if pending is not None:
+                replay.remember(ctx.store, pending)  # before a registration changes anything
             name, reply = OPEN[payload_name](ctx, payload, fingerprint)
             if payload_name == "oadrCreatePartyRegistration" and reply.get("ven_id"):
                 # A registration is a message from the VEN too; a new one is its first sight.
@@ -151,13 +162,47 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
         ven_id = ven["ven_id"]
         sign_reply = signed or bool(ven.get("xml_signature"))
         require_signature(ven, signed)
-        online = liveness.seen(ctx, ven_id, ven)
+        pending, nonce = nonce, None
+        online = seen(ctx, ven, pending)
         name, reply, *built = SERVICES[service][payload_name](ctx, ven, payload)
         _run_online(ctx, online)
         return Outcome(name, reply, ven_id, sign_reply, built[0] if built else None)
+    except Unidentified:
+        refusal = _used_up(ctx, nonce)
+        if refusal is None:
+            raise
+        return refuse(ctx, payload_name, payload, refusal, ven_id, sign_reply)
     except Rejection as rejection:
         _run_online(ctx, online)
-        return refuse(ctx, payload_name, payload, rejection, ven_id, sign_reply)
+        return refuse(ctx, payload_name, payload, _used_up(ctx, nonce) or rejection, ven_id,
+                      sign_reply)
+
+
+def seen(ctx: Context, ven: VenRecord, nonce: replay.Nonce | None) -> Transition | None:
+    """The liveness update of an authenticated message (see :func:`liveness.seen`), which
+    remembers the message's ``nonce`` too (454 and nothing written when it was used before).
+
+    This is the one write of most messages, a poll with nothing pending above all. The store
+    cannot yet take the nonce with the liveness update, so until it can, the nonce is written
+    just before, on its own; this function is the one place that changes when it can.
+    """
+    if nonce is not None:
+        replay.remember(ctx.store, nonce)
+    return liveness.seen(ctx, ven["ven_id"], ven)
+
+
+def _used_up(ctx: Context, nonce: replay.Nonce | None) -> Rejection | None:
+    """Write the nonce of a message refused before its first write: a message that could not
+    be accepted now may be acceptable later in the replay window (once its VEN registers, say),
+    so its nonce is used up all the same. Returns the replay refusal when it was used before,
+    which then answers the message as it would have before any other check."""
+    if nonce is None:
+        return None
+    try:
+        replay.remember(ctx.store, nonce)
+    except Rejection as refusal:
+        return refusal
+    return None
 
 
 def refuse(ctx: Context, payload_name: str, payload: dict[str, Any], rejection: Rejection,

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..store.base import VenRecord
+from . import push_due
 from .context import Context
 from .event_rules import (
     Version,
@@ -75,13 +76,15 @@ def is_due(record: Mapping[str, Any], now: datetime) -> bool:
 
 
 def fan_out(ctx: Context, event: dict[str, Any], previous: dict[str, Any] | None,
-            now: datetime) -> int:
+            now: datetime, *, reached: list[VenRecord] | None = None) -> int:
     """Mark every VEN that ``event`` (the new version of ``previous``, or a new event) may
     affect: those targeted by either version. A VEN that holds a version of the event is
     marked whatever the change (a modification, a cancellation or a withdrawal must reach it);
     one that does not is marked only while the event is far, near or active (an event added
     after it ended is never sent). Call it inside the transaction that stores the event.
 
+    :param reached: for a new event (no ``previous``), the VENs it targets when the caller
+        has read them already (see :func:`vens_reached`); None reads them here.
     :returns: how many VENs were marked.
     """
     event_id = event["event_descriptor"]["event_id"]
@@ -89,7 +92,9 @@ def fan_out(ctx: Context, event: dict[str, Any], previous: dict[str, Any] | None
     versions = [event] if previous is None else [event, previous]
     marked = 0
     batch: list[VenRecord] = []
-    for ven in _candidates(ctx, versions):
+    candidates = reached if reached is not None and previous is None \
+        else _candidates(ctx, versions)
+    for ven in candidates:
         if any(targets_ven(version, ven) for version in versions):
             batch.append(ven)
         if len(batch) >= FAN_OUT_BATCH:
@@ -113,6 +118,9 @@ def _mark_batch(ctx: Context, vens: list[VenRecord], event: dict[str, Any], even
             changed[ven["ven_id"]] = record
     if changed:
         ctx.store.set_delivered_many(changed)
+        for ven in vens:
+            if ven["ven_id"] in changed:
+                push_due.mark(ctx, ven)
     return len(changed)
 
 
@@ -127,6 +135,15 @@ def _candidates(ctx: Context, versions: list[dict[str, Any]]) -> Iterator[VenRec
                 yield ven
     else:
         yield from ctx.store.list_vens()
+
+
+def vens_reached(ctx: Context, event: Mapping[str, Any]) -> list[VenRecord] | None:
+    """The VENs ``event`` targets (see :func:`targets_ven`), or None when it aims at every VEN.
+    Reads the VENs it names by venID, or every VEN when it targets by membership."""
+    target = event.get("target") or {}
+    if not any(target.get(key) for key in _VEN_KEYS):
+        return None
+    return [ven for ven in _candidates(ctx, [dict(event)]) if targets_ven(event, ven)]
 
 
 def refresh_ven(ctx: Context, ven: VenRecord, now: datetime, *, fresh: bool = False) -> None:
@@ -160,6 +177,8 @@ def refresh_ven(ctx: Context, ven: VenRecord, now: datetime, *, fresh: bool = Fa
             changed = True
     if changed:
         save(ctx, ven_id, record)
+        if is_due(record, now):
+            push_due.mark(ctx, ven)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +216,23 @@ def index_event(ctx: Context, event: Mapping[str, Any],
         ctx.store.delete_record(EVENT_TARGETS, selector, event_id)
     for selector in sorted(new - old):
         ctx.store.put_record(EVENT_TARGETS, selector, event_id, {"event_id": event_id})
+
+
+def indexed_events(ctx: Context, event: Mapping[str, Any],
+                   reached: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The eventIDs the target index lists under ``event``'s own targets, under the targets of
+    every VEN in ``reached`` (venID, groups, resources, parties) and as aimed at every VEN, in
+    the order first found: every event that may share a VEN with ``event`` when ``reached``
+    holds the VENs it targets (an event that shares one names it, or one of its groups,
+    resources or parties, or every VEN)."""
+    selectors = dict.fromkeys([_EVERY_VEN, *sorted(_event_selectors(event))])
+    for ven in reached:
+        selectors.update(dict.fromkeys(_ven_selectors(ven)))
+    found: dict[str, None] = {}
+    for selector in selectors:
+        for entry in ctx.store.list_records(EVENT_TARGETS, selector):
+            found[entry["event_id"]] = None
+    return list(found)
 
 
 def unindex_event(ctx: Context, event: Mapping[str, Any]) -> None:

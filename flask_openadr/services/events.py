@@ -93,36 +93,64 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
                 f"event_id {event_id!r} is already taken; eventIDs are unique (use "
                 "modify_event or cancel_event to change the existing event)"
             )
-        _check_no_overlap(ctx, event)
+        reached = _check_no_overlap(ctx, event)
         ctx.store.put_event(event)
         delivery.index_event(ctx, event)
-        delivery.fan_out(ctx, event, None, ctx.now())
+        delivery.fan_out(ctx, event, None, ctx.now(), reached=reached)
     ctx.emit("event_added", event_id=event_id, modification_number=0)
     return event_id
 
 
-def _check_no_overlap(ctx: Context, event: dict[str, Any]) -> None:
+#: A new event that reaches more VENs than this by group, resource or party is checked against
+#: every stored event (one read of them all) rather than through the target index (one read
+#: per target of each VEN it reaches): its fan-out reads every VEN anyway.
+OVERLAP_INDEX_VENS = 200
+
+
+def _check_no_overlap(ctx: Context, event: dict[str, Any]) -> list[VenRecord] | None:
     """Refuse a new event that would run at once with another for one VEN in one market
-    context (see :func:`~flask_openadr.services.event_rules.overlap`)."""
+    context (see :func:`~flask_openadr.services.event_rules.overlap`).
+
+    Only the events that may share a VEN with it are read: those the target index lists for
+    the VENs it reaches (see :func:`~flask_openadr.services.delivery.indexed_events`). An
+    event aimed at every VEN may overlap any event, and one that reaches many VENs by
+    membership reads every stored event instead. Inside the VTN-wide transaction of the add,
+    so its cost is what every other writer waits for.
+
+    :returns: the VENs the event targets (for its fan-out), or None when it aims at every VEN.
+    """
+    event_id = event["event_descriptor"]["event_id"]
+    reached = delivery.vens_reached(ctx, event)
+    if reached is None or len(reached) > OVERLAP_INDEX_VENS:
+        others = ctx.store.list_events()
+    else:
+        ids = delivery.indexed_events(ctx, event, reached)
+        stored = ctx.store.get_events(ids)
+        others = [stored[other_id] for other_id in ids if other_id in stored]
     known: list[VenRecord] = []
 
     def vens() -> list[VenRecord]:
-        # Read once, and only when two events target by group, resource or party.
+        # Two events share a VEN through membership only if the new one reaches it, so the VENs
+        # it reaches are enough; read every VEN only when it aims at every VEN (and then only
+        # when a test needs them).
+        if reached is not None:
+            return reached
         if not known:
             known.extend(ctx.store.list_vens())
         return known
 
-    for other in ctx.store.list_events():
-        if other["event_descriptor"]["event_id"] == event["event_descriptor"]["event_id"]:
+    for other in others:
+        if other["event_descriptor"]["event_id"] == event_id:
             continue
         if overlap(event, other, vens):
             other_id = other["event_descriptor"]["event_id"]
             raise EventError(
-                f"event {event['event_descriptor']['event_id']!r} overlaps event {other_id!r} "
+                f"event {event_id!r} overlaps event {other_id!r} "
                 "(same VEN, same market_context, active periods that intersect); an event "
                 f"replaces another by cancel_event({other_id!r}) first, or change the other "
                 "one with modify_event"
             )
+    return reached
 
 
 def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping
 
 from ..protocol import reply_name
 from ..store.base import OutboxItem
+from . import push_due
 from .context import Context
 
 # Poll order (protocol notes 5.5). oadrDistributeEvent is not queued: it is built at poll time
@@ -38,8 +39,13 @@ RECORD_KINDS = (AWAITING,)
 
 
 def push(ctx: Context, ven_id: str, payload_name: str, payload: dict[str, Any]) -> None:
-    ctx.store.push_outbox(ven_id, {"priority": PRIORITY[payload_name],
-                                   "payload_name": payload_name, "payload": payload})
+    """Queue a message for the VEN; a push VEN's senders are told in the same transaction."""
+    with ctx.store.atomic(ven_id):
+        ctx.store.push_outbox(ven_id, {"priority": PRIORITY[payload_name],
+                                       "payload_name": payload_name, "payload": payload})
+        ven = ctx.store.get_ven(ven_id)
+        if ven is not None:
+            push_due.mark(ctx, ven)
 
 
 def redelivery_after(ctx: Context, ven: Mapping[str, Any]) -> timedelta:

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 from ..errors import InvalidData
 from ..store.base import OutboxItem, VenRecord
-from . import delivery, events, outbox, reports
+from . import delivery, events, outbox, push_due, reports
 from .context import Context
+from .push_due import is_push
 
 #: The service endpoint each VTN-originated payload is pushed to (protocol notes 1.3).
 PUSH_SERVICE = {
@@ -48,12 +49,6 @@ def normalise_address(address: Any) -> str:
                           "URL without query or fragment; send one such as "
                           "https://ven.example:8443")
     return text.rstrip("/")
-
-
-def is_push(ven: Mapping[str, Any]) -> bool:
-    """Whether the VTN pushes to this VEN: registered, for push, with an address."""
-    return bool(ven.get("registration_id")) and ven.get("http_pull_model") is False \
-        and bool(ven.get("transport_address"))
 
 
 #: Store record kind of the index of push VENs: under the owner ``"*"``, one record
@@ -186,6 +181,83 @@ def take(ctx: Context, ven: VenRecord, now: datetime) -> Taken | None:
                 "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
             return Taken(name, payload, body, None, held, now)
     return None
+
+
+@dataclass
+class Step:
+    """What :func:`advance` did. ``taken`` is the next message to push, under the lease the
+    sender now holds; None when the sender does not hold the lease (any more): ``state`` is
+    then the VEN's push state after the release, or None when the lease was another's (or
+    the VEN is backing off). ``ven`` is the VEN record as the step read it."""
+
+    taken: Taken | None
+    state: dict[str, Any] | None
+    ven: VenRecord | None
+
+
+def advance(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta, *,
+            held: bool = False, undo_taken: Taken | None = None, failed: bool = False,
+            more: bool = True) -> Step:
+    """One step of a sender, in one per-VEN transaction: put back the message whose push
+    failed (``undo_taken``, see :func:`undo`), then claim (or renew) ``owner``'s lease and
+    take the VEN's next message (see :func:`take`); when nothing is due, the last push
+    failed, or ``more`` is False, end the lease instead (see :func:`release`) and leave the
+    VEN's hint of what is next due (see :mod:`~flask_openadr.services.push_due`).
+
+    So a message costs one write transaction to take (the claim included) and a sender's
+    turn one more to end (the liveness write of its caller included), where claiming,
+    renewing, taking and releasing each took one.
+
+    :param held: the caller holds the lease (it took a message in its last step): the step
+        then reads first whether anything is due now (:func:`next_due`), and renews the lease
+        and takes only if so. Only the holder of the lease passes ``held``, ``failed`` or
+        ``more=False`` (a release by another would end a back-off). The caller may add its
+        own writes of the VEN's data to the same transaction by opening
+        ``ctx.store.atomic(ven_id)`` around it.
+    """
+    with ctx.store.atomic(ven_id):
+        if undo_taken is not None:
+            undo(ctx, ven_id, undo_taken, now)
+        ven = ctx.store.get_ven(ven_id)
+        at, known = None, False
+        if more and not failed and ven is not None and is_push(ven):
+            at, known = (next_due(ctx, ven, {}, now), True) if held else (now, False)
+            if at is not None and at <= now:
+                if not claim(ctx, ven_id, owner, now, lease):
+                    return Step(None, None, ven)
+                taken = take(ctx, ven, now)
+                if taken is not None:
+                    return Step(taken, None, ven)
+        state = release(ctx, ven_id, owner, failed=failed, now=now)
+        if state is not None:
+            if not known or (at is not None and at <= now):
+                # (A release after a success leaves no back-off: an instant read above holds.)
+                at = next_due(ctx, ven, state, now)
+            push_due.schedule(ctx, ven_id, at, now)
+        return Step(None, state, ven)
+
+
+def next_due(ctx: Context, ven: VenRecord | None, state: Mapping[str, Any],
+             now: datetime) -> datetime | None:
+    """When the VEN next has something to push, from its own data: ``now`` while its outbox
+    holds a message, else the earliest of its delivery record's ``due_at`` and the redelivery
+    of its unacknowledged messages, but not before its back-off ends; None when nothing is
+    due or it is no push VEN."""
+    if ven is None or not is_push(ven):
+        return None
+    ven_id = ven["ven_id"]
+    times = [now] if ctx.store.list_outbox(ven_id) else []
+    due_at = delivery.load(ctx, ven_id)["due_at"]
+    if due_at is not None:
+        times.append(due_at)
+    wait = outbox.redelivery_after(ctx, ven)
+    times.extend(record["sent_at"] + wait
+                 for record in ctx.store.list_records(outbox.AWAITING, ven_id))
+    if not times:
+        return None
+    at = min(times)
+    next_attempt = state.get("next_attempt")
+    return max(at, next_attempt) if next_attempt is not None else at
 
 
 def undo(ctx: Context, ven_id: str, taken: Taken, now: datetime) -> None:

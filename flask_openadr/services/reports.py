@@ -392,9 +392,14 @@ def created_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
         outbox.acknowledge(ctx, ven_id, request_id)
         for report_request_id in refused:
             ctx.store.delete_record(REPORT_REQUEST, ven_id, report_request_id)
+        # Read again inside the transaction (one read for them all): the VTN may have
+        # cancelled a request since the read above, and writing that stale copy back as
+        # active would undo the cancellation, so that its oadrCancelReport is dropped unsent.
+        current = {r["report_request_id"]: r
+                   for r in ctx.store.list_records(REPORT_REQUEST, ven_id)} if accepted else {}
         for report_request_id in accepted:
-            record = records[report_request_id]  # read above, in the same list: one store read
-            if record["state"] == "requested":
+            record = current.get(report_request_id)
+            if record is not None and record["state"] == "requested":
                 record["state"] = "active"
                 ctx.store.put_record(REPORT_REQUEST, ven_id, report_request_id, record)
     return reply_name("oadrCreatedReport"), {"response": response(request_id), "ven_id": ven_id}

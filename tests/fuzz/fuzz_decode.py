@@ -49,9 +49,12 @@ def test_one_input(data: bytes) -> None:
 
 
 def write_seeds(directory: str, per_payload: int = 3) -> None:
-    """Seed a corpus with valid messages of every payload type, from tests/strategies.py."""
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir))
-    from strategies import PAYLOAD_STRATEGIES
+    """Seed a corpus with valid messages of every payload type, from
+    tests/support/strategies.py."""
+    # The checkout root, where the tests package is (two levels up from tests/fuzz/).
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.dirname(os.path.dirname(here)))
+    from tests.support.strategies import PAYLOAD_STRATEGIES
 
     os.makedirs(directory, exist_ok=True)
     for name, strategy in sorted(PAYLOAD_STRATEGIES.items()):

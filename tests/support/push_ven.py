@@ -16,7 +16,7 @@ import uuid
 from openleadr.messaging import create_message, parse_message
 from werkzeug.serving import make_server
 
-from servers import free_port
+from tests.support.servers import free_port
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 

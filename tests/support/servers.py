@@ -1,8 +1,8 @@
 """Servers the tests start as processes: gunicorn serving a test app on a free loopback port.
 
 Every server binds to 127.0.0.1 on a free port, runs this checkout's package (its PYTHONPATH
-starts with tests/ and the checkout root, not whichever flask_openadr is installed) and is
-stopped by the test that started it.
+starts with the checkout root, not whichever flask_openadr is installed, so the apps load as
+``tests.support.<module>``) and is stopped by the test that started it.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import urllib.request
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+#: The checkout's root: the directory that holds flask_openadr/ and tests/.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port() -> int:
@@ -29,7 +29,7 @@ def free_port() -> int:
 
 def checkout_env(**extra: str) -> dict[str, str]:
     """The environment for a server process: this one's, the checkout first on PYTHONPATH."""
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, ROOT]), **extra)
+    return dict(os.environ, PYTHONPATH=ROOT, **extra)
 
 
 def wait_until_serving(base: str, proc: subprocess.Popen, what: str, *,
@@ -60,7 +60,8 @@ def stop_process(proc: subprocess.Popen, *, sig: int = signal.SIGTERM,
 
 
 class Gunicorn:
-    """gunicorn serving ``app`` (a module of tests/, such as ``"e2e_app:create_app()"``),
+    """gunicorn serving ``app`` (by module path from the checkout root, such as
+    ``"tests.support.e2e_app:create_app()"``),
     stopped by :meth:`stop`.
 
     :param directory: where its output file goes.
@@ -79,7 +80,7 @@ class Gunicorn:
         with open(self.output_path, "wb") as output:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--workers", str(workers),
-                 "--bind", f"127.0.0.1:{self.port}", "--chdir", HERE, "--log-level", "warning",
+                 "--bind", f"127.0.0.1:{self.port}", "--chdir", ROOT, "--log-level", "warning",
                  *args, app],
                 env=checkout_env(**(env or {})), stdout=output, stderr=subprocess.STDOUT,
             )

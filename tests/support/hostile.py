@@ -10,7 +10,7 @@ from lxml import etree
 from flask_openadr.codec.fields import OADR
 from flask_openadr.services import registration
 
-from xsd import assert_valid
+from tests.support.xsd import assert_valid
 
 #: The longest a 400 reason may be (views.MAX_REASON_CHARS plus the newline).
 MAX_REASON = 201

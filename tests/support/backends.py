@@ -4,6 +4,11 @@ A backend joins by adding a function ``name(tmp_path) -> uri`` to URI_FACTORIES 
 SHARED when several processes see it as one store). Backends that need a server call
 ``require_server(...)``: the test skips, naming the server, unless CI=true, where a missing
 server fails the run.
+
+The servers are the local ones unless the environment names others (README.md, "Run the
+tests"): OPENADR_TEST_POSTGRESQL_URI (default postgresql+psycopg://postgres@127.0.0.1:5432/test)
+and OPENADR_TEST_REDIS_URI (default redis://127.0.0.1:6379/0). Each test gets tables or keys of
+its own under a prefix, so several runs, and the pytest-xdist workers of one run, share them.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import atexit
 import hashlib
 import os
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -25,6 +31,12 @@ def require_server(name: str, reachable: bool, detail: str = "") -> None:
     pytest.skip(message)
 
 
+def server_name(kind: str, uri: str) -> str:
+    """``kind at host:port/database`` for messages: where ``uri`` points, without credentials."""
+    parts = urlsplit(uri)
+    return f"{kind} at {parts.netloc.rpartition('@')[2]}{parts.path}"
+
+
 def memory_uri(tmp_path) -> str:
     return "memory://"
 
@@ -37,6 +49,7 @@ def sqlite_uri(tmp_path) -> str:
 POSTGRESQL_URI = os.environ.get(
     "OPENADR_TEST_POSTGRESQL_URI", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+POSTGRESQL_SERVER = server_name("PostgreSQL", POSTGRESQL_URI)
 _postgresql_state: dict[str, object] = {}  # "reachable": (bool, detail); "prefixes": set
 
 
@@ -67,7 +80,7 @@ def postgresql_uri(tmp_path) -> str:
     so two calls in one test name one store, as two sqlite_uri calls do). The tables are
     dropped when the test session ends."""
     reachable, detail = postgresql_reachable()
-    require_server("PostgreSQL at 127.0.0.1:5432 (database test)", reachable, detail)
+    require_server(f"{POSTGRESQL_SERVER} (OPENADR_TEST_POSTGRESQL_URI)", reachable, detail)
     prefix = "t" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:12] + "_"
     prefixes = _postgresql_state.setdefault("prefixes", set())
     if not prefixes:
@@ -99,6 +112,7 @@ def drop_postgresql_tables(prefixes, pid=None) -> None:
 
 #: The Redis the tests share; each test's keys live under a prefix of its own.
 REDIS_URI = os.environ.get("OPENADR_TEST_REDIS_URI", "redis://127.0.0.1:6379/0")
+REDIS_SERVER = server_name("Redis", REDIS_URI)
 # One run's prefixes all start with this, so its keys are found (and deleted) together and never
 # touch another run's on the same server.
 REDIS_RUN_PREFIX = f"flask-openadr-test:{uuid.uuid4().hex[:12]}:"
@@ -130,7 +144,7 @@ def redis_uri(tmp_path) -> str:
     one test name one store, as two sqlite_uri calls do). The keys are deleted when the test
     session ends."""
     reachable, detail = redis_reachable()
-    require_server(f"Redis at {REDIS_URI}", reachable, detail)
+    require_server(f"{REDIS_SERVER} (OPENADR_TEST_REDIS_URI)", reachable, detail)
     if "cleanup" not in _redis_state:
         atexit.register(delete_redis_keys, REDIS_RUN_PREFIX, os.getpid())
         _redis_state["cleanup"] = True

@@ -11,8 +11,8 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from certs import new_key
 from flask_openadr.testing import VENCertificate, make_certificate
+from tests.support.certs import new_key
 
 #: The key types of device certificates, by the names the tests use.
 KEY_TYPES = ("rsa", "ecdsa")

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from backends import require_server
-from servers import ROOT, free_port, stop_process
+from tests.support.backends import require_server
+from tests.support.servers import ROOT, free_port, stop_process
 
 DEPLOY = os.path.join(ROOT, "example_app", "deploy")
 NGINX_SITE = os.path.join(DEPLOY, "nginx", "openadr-vtn.conf")
@@ -65,7 +65,7 @@ class Nginx:
     """nginx serving example_app/deploy/nginx/openadr-vtn.conf on two free loopback ports.
 
     :param directory: where the filled-in configuration, pid file, logs and temp files go.
-    :param vtn: the VTN's certificate (tests/pki.py Credential); its key type picks the TLS
+    :param vtn: the VTN's certificate (tests/support/pki.py Credential); its key type picks the TLS
         snippet (tls-rsa.conf or tls-ecdsa.conf).
     :param ven_ca: the PEM file of the CAs VEN certificates must chain to.
     :param upstream: ``host:port`` of gunicorn.
