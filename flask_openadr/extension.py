@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from flask import Flask, current_app
 
@@ -398,7 +398,8 @@ class VTN:
 
     # -- reports and opts (see docs/reports.rst and docs/opt.rst) --------------------------
 
-    def request_report(self, ven_id: str, report_specifier_id: str, r_ids: list[Any], *,
+    def request_report(self, ven_id: str, report_specifier_id: str,
+                       r_ids: Sequence[str | Mapping[str, Any]], *,
                        granularity: timedelta | None = None,
                        report_back_duration: timedelta | None = None,
                        report_interval: dict[str, Any] | None = None) -> str:

@@ -12,8 +12,6 @@ master, and importing this module starts nothing.
 """
 from __future__ import annotations
 
-from typing import Any
-
 from . import runtime
 
 __all__ = ["post_fork", "post_worker_init", "worker_exit", "start_sweepers", "stop_sweepers"]
@@ -30,16 +28,16 @@ def stop_sweepers(timeout: float = 10.0) -> None:
     runtime.stop_background(timeout)
 
 
-def post_fork(server: Any, worker: Any) -> None:
+def post_fork(server: object, worker: object) -> None:
     """gunicorn hook, in the new worker: start the sweepers of apps loaded before the fork."""
     start_sweepers()
 
 
-def post_worker_init(worker: Any) -> None:
+def post_worker_init(worker: object) -> None:
     """gunicorn hook, in the worker after it loaded the app: start the sweepers of its apps."""
     start_sweepers()
 
 
-def worker_exit(server: Any, worker: Any) -> None:
+def worker_exit(server: object, worker: object) -> None:
     """gunicorn hook, in the worker as it exits: stop its sweepers."""
     stop_sweepers()

@@ -189,7 +189,8 @@ def _children(element: etree._Element, where: Where) -> list[etree._Element]:
     return found
 
 
-def _unexpected(child: etree._Element, where: Where, expected: str | None = None) -> MalformedMessage:
+def _unexpected(child: etree._Element, where: Where,
+                expected: str | None = None) -> MalformedMessage:
     if child.tag in UNSUPPORTED:
         return _malformed(where, f"{named(child.tag)} is not supported by flask-openadr")
     hint = f" (expected {expected})" if expected else " (unknown here, or out of XSD order)"

@@ -198,8 +198,9 @@ Member = Union[Field, Flatten, Nil, Choice]
 Named = tuple[tuple[Terminal, str], ...]
 
 
-def f(path: str | Iterable[str], type: Terminal, *, key: str | None = None, optional: bool = False, many_at: int | None = None,
-      min_items: int = 0, inner_optional: bool = False) -> Field:
+def f(path: str | Iterable[str], type: Terminal, *, key: str | None = None,
+      optional: bool = False, many_at: int | None = None, min_items: int = 0,
+      inner_optional: bool = False) -> Field:
     """Field shorthand. The key defaults to the snake_case of the first path step, with an ``s``
     added for a list without wrapper (``ei:venID`` repeated -> ``ven_ids``)."""
     steps = (path,) if isinstance(path, str) else tuple(path)

@@ -39,7 +39,7 @@ import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Union
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -116,7 +116,7 @@ class Signer:
         return f"Signer(fingerprint={self.fingerprint!r}, algorithm={self.algorithm!r})"
 
 
-def _pem_bytes(key_name: str, value: Any, what: str) -> bytes:
+def _pem_bytes(key_name: str, value: object, what: str) -> bytes:
     """PEM data given directly, or read from the path ``value`` names."""
     if isinstance(value, bytes):
         data = value
@@ -140,7 +140,7 @@ def _pem_bytes(key_name: str, value: Any, what: str) -> bytes:
     return data
 
 
-def load_signer(cert: Any, key: Any, password: Any = None, *,
+def load_signer(cert: object, key: object, password: object = None, *,
                 names: tuple[str, str, str] = ("OPENADR_SIGNING_CERT", "OPENADR_SIGNING_KEY",
                                                "OPENADR_SIGNING_KEY_PASSWORD")) -> Signer:
     """Parse the VTN's signing certificate and private key (PEM paths or PEM data).
