@@ -16,7 +16,12 @@ R = TypeVar("R", bound=Mapping[str, Any])
 
 __all__ = [
     "DEFAULT_URL_PREFIX",
+    "EI_EVENT",
+    "EI_OPT",
+    "EI_REGISTER_PARTY",
+    "EI_REPORT",
     "EXTENSION_TOKEN",
+    "OADR_POLL",
     "OPEN_ENDED",
     "PAIRED_REPLY",
     "SERVICE_NAMES",
@@ -31,6 +36,7 @@ __all__ = [
 
 #: The simpleHttp services, each one endpoint under the URL prefix (protocol notes 1.1).
 SERVICE_NAMES = ("EiRegisterParty", "EiEvent", "EiReport", "EiOpt", "OadrPoll")
+EI_REGISTER_PARTY, EI_EVENT, EI_REPORT, EI_OPT, OADR_POLL = SERVICE_NAMES
 
 #: Where a 2.0b VTN serves its services, and where a push VEN receives them, by default.
 DEFAULT_URL_PREFIX = "/OpenADR2/Simple/2.0b"

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
+from ..protocol import reply_name
 from ..store.base import EventResponseRecord, VenRecord
 from . import delivery, opt
 from .context import Context, Reply
@@ -438,12 +439,12 @@ def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
             reply = distribute_event_payload(ctx, ven, now, response=echo,
                                              reply_limit=reply_limit, completed=True)
             # Built in the same transaction: a reply that cannot be encoded records nothing.
-            return ctx.reply("oadrDistributeEvent", reply)
+            return ctx.reply(reply_name("oadrRequestEvent"), reply)
     # Events a handler makes up are sent as they are and not recorded as delivered: the
     # built-in distribution keeps its own account of the stored events.
     events = order_events([_handler_event(ctx, item) for item in chosen], now)
     events = _limited(events, reply_limit)
-    return ctx.reply("oadrDistributeEvent",
+    return ctx.reply(reply_name("oadrRequestEvent"),
                      _payload(ctx, ven, now, events, request_id=None, response=echo))
 
 
@@ -512,7 +513,8 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
             modification_number=record["modification_number"],
             opt_type=record["opt_type"],
         )
-    return "oadrResponse", {"response": _ok(request_id_of(payload)), "ven_id": ven_id}
+    return reply_name("oadrCreatedEvent"), {"response": _ok(request_id_of(payload)),
+                                            "ven_id": ven_id}
 
 
 def _response_record(
