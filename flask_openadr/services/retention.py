@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import delivery
 from .context import Context
-from .event_rules import finished_at
+from .event_state import finished_at
 
 #: At most this many events are removed per pass, each in a short transaction of its own, so a
 #: pass never holds the store for long; a backlog is worked off over the following passes.
