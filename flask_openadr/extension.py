@@ -354,7 +354,9 @@ class VTN:
         - ``online``: True only for "online", False for "offline" and "stale", None when not seen;
         - ``last_seen``: aware UTC datetime or None;
         - ``offline_at``: when it counts as offline if it sends nothing more (or None);
-        - ``epoch``: the number of its last liveness transition, or None.
+        - ``epoch``: the number of its last liveness transition, or None;
+        - ``cancel_requested``: True while the VTN waits for the VEN to answer the
+          cancellation :meth:`cancel_registration` asked for.
 
         .. versionchanged:: 0.1
            ``online`` is derived from the deadline; ``liveness`` and ``offline_at`` added.
