@@ -171,9 +171,9 @@ def version_for_ven(
     if held is not None and held.cancelled:
         return held
     current = event["event_descriptor"]["modification_number"]
-    status = event_status(event, now)
-    if status == "cancelled":
+    if is_cancelled(event):
         return None if held is None else Version(current, True)
+    status = event_status(event, now)
     if not targets_ven(event, ven):
         if held is None or (status == "completed" and held.modification_number == current):
             return held
@@ -187,9 +187,10 @@ def as_version(
     event: Mapping[str, Any], version: Version, ven: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The stored ``event`` as the ``version`` a VEN is sent: a cancellation carries the
-    version's modificationNumber and is cancelled (so it is rendered with status "cancelled"), and, when the event no longer targets
-    the VEN (a withdrawal), a target naming only that VEN, since a VEN may ignore an event
-    whose target does not match it (protocol notes 5.2, Targets).
+    version's modificationNumber and is cancelled (rendered with status "cancelled"), and,
+    when the event no longer targets the VEN (a withdrawal), a target naming only that VEN,
+    since a VEN may ignore an event whose target does not match it (protocol notes 5.2,
+    Targets).
 
     :param event: the stored event; not modified.
     :param version: from :func:`version_for_ven`.
