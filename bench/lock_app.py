@@ -51,7 +51,10 @@ def create_app() -> Flask:
     _instrument()
     app = Flask("bench_locks", instance_path=os.environ["BENCH_INSTANCE"])
     app.config.update(OPENADR_STORE_URI=os.environ["BENCH_STORE_URI"], OPENADR_VTN_ID="BENCH-VTN",
-                      OPENADR_BACKGROUND="off")
+                      OPENADR_BACKGROUND="off",
+                      # Plain HTTP on loopback, without TLS, as in poll_app.py: VENs are told
+                      # apart by venID alone (every poll was refused 403 without this).
+                      OPENADR_REQUIRE_CLIENT_CERT=False)
     VTN(app)
 
     @app.before_request

@@ -103,7 +103,8 @@ def _describe(transition: dict[str, Any], names: dict[str, str]) -> str:
 @openadr.command("monitor")
 @click.option("--once", is_flag=True, help="Run one pass and exit (for cron or tests).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=None,
-              help="Seconds between passes; OPENADR_SWEEP_INTERVAL by default.")
+              help="Seconds between passes; OPENADR_SWEEP_INTERVAL by default. With --once, "
+                   "the cron period, so that a longer gap counts as an outage of the VTN.")
 def monitor(once: bool, interval: float | None) -> None:
     """Run the liveness sweep in the foreground until Ctrl-C, naming each VEN that goes offline
     (with the periodic VTN reports that are due, and, once a minute, the event retention
@@ -114,9 +115,13 @@ def monitor(once: bool, interval: float | None) -> None:
     """
     state = _state()
     ctx = state.context
+    # A looping monitor knows its schedule, so its passes record that the VTN is watching. A
+    # --once pass knows its cron period only from --interval; without it, it records nothing
+    # (a period it never promised would look like an outage at every run).
+    scheduled = not once or interval is not None
     if interval is None:
         interval = ctx.settings.sweep_interval.total_seconds()
-    maintenance = runtime.Maintenance(ctx)
+    maintenance = runtime.Maintenance(ctx, timedelta(seconds=interval) if scheduled else None)
     try:
         while True:
             try:

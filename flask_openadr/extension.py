@@ -353,7 +353,9 @@ class VTN:
           it registered); see :func:`flask_openadr.liveness.presence`;
         - ``online``: True only for "online", False for "offline" and "stale", None when not seen;
         - ``last_seen``: aware UTC datetime or None;
-        - ``offline_at``: when it counts as offline if it sends nothing more (or None);
+        - ``offline_at``: when it counts as offline if it sends nothing more (or None); after an
+          outage of the VTN, no earlier than one deadline after the VTN came back (see
+          :func:`flask_openadr.liveness.offline_deadline`);
         - ``epoch``: the number of its last liveness transition, or None;
         - ``cancel_requested``: True while the VTN waits for the VEN to answer the
           cancellation :meth:`cancel_registration` asked for.
@@ -371,20 +373,31 @@ class VTN:
         """
         return event_api.events_for_ven(self._context(), ven_id)
 
-    def sweep(self) -> int:
+    def sweep(self, interval: timedelta | float | None = None) -> int:
         """Run one liveness pass now (for tests, or a cron job with ``OPENADR_BACKGROUND = "off"``):
         take offline the VENs that missed their polls and re-run callbacks whose lease ended.
 
+        :param interval: when you call this on a schedule (a cron job), its period (a
+            ``timedelta`` or seconds). The pass then records that the VTN is watching, so that
+            a longer gap between two passes counts as an outage and no VEN is declared offline
+            for the silence it caused (see :doc:`liveness`, "Outages"). Without it the pass
+            uses the outages the scheduled passes recorded, and records none.
         :returns: how many transitions had their callback run.
+
+        .. versionchanged:: 0.1
+           ``interval`` added.
         """
-        return liveness.sweep(self._context())
+        if interval is not None and not isinstance(interval, timedelta):
+            interval = timedelta(seconds=interval)
+        return liveness.sweep(self._context(), interval=interval)
 
     def remove_expired_events(self) -> int:
         """Remove now, in one batch, the completed and cancelled events (and their responses)
-        whose :data:`OPENADR_EVENT_RETENTION` has passed; the sweeper does it once a minute.
+        whose :data:`OPENADR_EVENT_RETENTION` has passed, and the report requests that waited
+        that long in ``final_report`` for a last report; the sweeper does it once a minute.
         See :doc:`events`.
 
-        :returns: how many events were removed.
+        :returns: how many events and report requests were removed.
         """
         return retention.sweep(self._context())
 

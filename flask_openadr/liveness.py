@@ -31,12 +31,15 @@ __all__ = [
     "Sweeper",
     "SweeperDone",
     "offline_after",
+    "offline_deadline",
     "presence",
     "run_transition",
     "seen",
     "stop_all",
     "sweep",
     "sweep_transitions",
+    "watch",
+    "watching_since",
 ]
 
 logger = logging.getLogger("flask_openadr")
@@ -78,19 +81,94 @@ def unreachable(ctx: Context, ven_id: str) -> Transition | None:
 STALE = "stale"
 
 
-def presence(row: Liveness | None, now: datetime) -> str | None:
+def presence(row: Liveness | None, now: datetime,
+             deadline: datetime | None = None) -> str | None:
     """A VEN's liveness as it is at ``now``, from its store row: "online", "offline", "stale" or
     None (never seen since it registered).
 
-    "stale" means the store still says online but ``offline_at`` has passed: the VEN *is*
+    "stale" means the store still says online but its deadline has passed: the VEN *is*
     offline, and no sweep has taken the transition (and run ``on_ven_offline``) yet. Screens and
     commands read this, not the stored state alone, so that they are right when no sweeper runs.
+
+    :param deadline: the VEN's deadline as :func:`offline_deadline` gives it (which counts an
+        outage of the VTN); the row's ``offline_at`` when not given.
     """
     if row is None or row["state"] is None:
         return None
-    if row["state"] == "online" and row["offline_at"] is not None and row["offline_at"] <= now:
+    if deadline is None:
+        deadline = row["offline_at"]
+    if row["state"] == "online" and deadline is not None and deadline <= now:
         return STALE
     return row["state"]
+
+
+# -- outages: a VEN's silence counts only while the VTN was watching --------------------------
+#
+# During an outage (the store down, or every worker stopped) the VENs' messages get 503 or no
+# answer, so the store does not see them; their deadlines pass all the same. The VTN therefore
+# keeps one VTN-wide record, written by every scheduled sweep pass of any process: when it last
+# watched, and by when the next pass promised to come. A pass that finds that promise broken
+# knows the VTN was not watching in between, and records the end of that outage (``since``). A
+# VEN's silence is then counted from ``since`` at the earliest: it is offline one deadline after
+# the VTN came back, not at the first sweep after. See docs/liveness.rst, "Outages".
+
+#: The store record of the VTN's watch: (kind, venID, key). "*" is no VEN: the record is the
+#: VTN's own, and the kind is no registration's, so ending one never clears it.
+WATCH_RECORD = ("liveness", "*", "watch")
+
+
+def watch(ctx: Context, interval: timedelta) -> datetime:
+    """Record that the VTN watches now, from a sweep pass that runs every ``interval``: the next
+    pass of some process is due within twice ``interval`` plus ``OPENADR_OFFLINE_GRACE`` (the
+    slack covers a pass's own run time). When the previous record's promise has passed, the VTN
+    was not watching since that record: log it and make now the end of an outage.
+
+    The first record ever also counts as the end of an outage, since nothing says the VTN was
+    watching before it (the safe side: a late offline, never a false one).
+
+    :returns: the end of the last outage (``since`` for :func:`offline_deadline`).
+    """
+    now = ctx.now()
+    kind, owner, key = WATCH_RECORD
+    # One VTN-wide block: two passes reading the same record must not both write it, or an
+    # outage one of them saw could be overwritten by the other's older view.
+    with ctx.store.atomic():
+        record = ctx.store.get_record(kind, owner, key)
+        if record is None:
+            since = now
+            logger.info("liveness watch starts at %s: VENs' silence counts from now", now)
+        elif now > record["next_by"]:
+            since = now
+            logger.warning(
+                "no liveness sweep ran from %s to %s (the store or every worker was down): "
+                "VENs that were silent meanwhile are given one full deadline from now before "
+                "they count as offline", record["watched_at"], now)
+        else:
+            since = record["since"]
+        ctx.store.put_record(kind, owner, key, {
+            "watched_at": now,
+            "next_by": now + 2 * interval + ctx.settings.offline_grace,
+            "since": since,
+        })
+    return since
+
+
+def watching_since(ctx: Context) -> datetime | None:
+    """The end of the VTN's last outage as the latest :func:`watch` recorded it, or None when no
+    scheduled sweep pass ever ran on this store."""
+    kind, owner, key = WATCH_RECORD
+    record = ctx.store.get_record(kind, owner, key)
+    return None if record is None else record["since"]
+
+
+def offline_deadline(offline_at: datetime, ven: VenRecord | None, settings: Settings,
+                     since: datetime | None) -> datetime:
+    """When a VEN counts as offline: the deadline its last message set (``offline_at`` of its
+    liveness row), but never before one full deadline (:func:`offline_after`) after the end of
+    the VTN's last outage ``since``. The one rule that both the sweep and :func:`presence` use."""
+    if since is None:
+        return offline_at
+    return max(offline_at, since + offline_after(ven, settings))
 
 
 def seen(ctx: Context, ven_id: str, ven: VenRecord | None = None) -> Transition | None:
@@ -191,7 +269,8 @@ def _callback(ctx: Context, transition: Transition) -> bool:
 CLAIM_CHUNK = 50
 
 
-def sweep(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:
+def sweep(ctx: Context, now: datetime | None = None, limit: int = 1000,
+          interval: timedelta | None = None) -> int:
     """One pass: take offline the VENs that missed their polls, then re-run stale callbacks.
 
     Due VENs are claimed with compare-and-sets, :data:`CLAIM_CHUNK` of them in one transaction,
@@ -200,25 +279,36 @@ def sweep(ctx: Context, now: datetime | None = None, limit: int = 1000) -> int:
     ``limit`` are fetched until one comes back short; the cost is proportional to the number of
     VENs that changed, not to all VENs.
 
+    A VEN is due when its :func:`offline_deadline` has passed: its silence counts only from the
+    end of the VTN's last outage. A pass that runs on a schedule gives its ``interval``, and
+    records first that the VTN is watching (:func:`watch`), which is how outages are noticed;
+    an unscheduled pass (``interval`` None) uses the outages recorded by the scheduled ones.
+
     :param now: the time to sweep at; the context's clock by default.
+    :param interval: the time between this caller's passes, when it runs them on a schedule.
     :returns: how many transitions this pass ran the callback of (whether or not it succeeded).
     """
-    return len(sweep_transitions(ctx, now, limit))
+    return len(sweep_transitions(ctx, now, limit, interval))
 
 
-def sweep_transitions(ctx: Context, now: datetime | None = None,
-                      limit: int = 1000) -> list[dict[str, Any]]:
+def sweep_transitions(ctx: Context, now: datetime | None = None, limit: int = 1000,
+                      interval: timedelta | None = None) -> list[dict[str, Any]]:
     """:func:`sweep`, returning what it did: one ``{"ven_id", "kind", "epoch", "completed",
     "rerun"}`` per transition whose callback it ran. ``completed`` is False when the callback
     raised (it runs again after its lease); ``rerun`` is True for a callback another process
     left unfinished. ``flask openadr monitor`` prints these."""
+    since = watching_since(ctx) if interval is None else watch(ctx, interval)
     now = ctx.now() if now is None else now
     ran: list[dict[str, Any]] = []
     while True:
+        # VENs the last outage still covers stay in the due set (their stored deadline has
+        # passed) until they poll again or their extended deadline passes; they cost a read per
+        # pass meanwhile. When more than ``limit`` of them come first, later ones wait for the
+        # next passes: a late offline (bounded by the longest deadline), never a false one.
         due = ctx.store.due_offline(now, limit)
         progress = 0
         for start in range(0, len(due), CLAIM_CHUNK):
-            claimed, retired = _claim_chunk(ctx, due[start:start + CLAIM_CHUNK], now)
+            claimed, retired = _claim_chunk(ctx, due[start:start + CLAIM_CHUNK], now, since)
             progress += len(claimed) + retired
             # The claims are committed before any callback runs: a callback never acts on a
             # transition another process could still win.
@@ -249,9 +339,11 @@ def sweep_transitions(ctx: Context, now: datetime | None = None,
     return ran
 
 
-def _claim_chunk(ctx: Context, due: list[tuple[str, int]],
-                 now: datetime) -> tuple[list[Transition], int]:
-    """Claim the offline transitions of some due VENs in one transaction: (won, retired)."""
+def _claim_chunk(ctx: Context, due: list[tuple[str, int]], now: datetime,
+                 since: datetime | None) -> tuple[list[Transition], int]:
+    """Claim the offline transitions of some due VENs in one transaction: (won, retired). A VEN
+    whose stored deadline passed during an outage but whose :func:`offline_deadline` has not
+    is left alone."""
     claimed: list[Transition] = []
     retired = 0
     lease_until = _lease_until(ctx, now)
@@ -262,6 +354,9 @@ def _claim_chunk(ctx: Context, due: list[tuple[str, int]],
                 # Its registration ended while it was online (a message raced the cancellation):
                 # it left on purpose, so it is not reported offline.
                 retired += _silent_offline(ctx, ven_id, epoch, now)
+                continue
+            # due_offline found its stored deadline passed, so the outage rule alone decides.
+            if offline_deadline(now, ven, ctx.settings, since) > now:
                 continue
             transition = ctx.store.claim_offline(ven_id, epoch, now, lease_until)
             if transition is not None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import liveness, push
 from .security.identity import ClientIdentifier
 from .services import retention, vtn_reports
 from .services.context import Context
-from .store.memory import MemoryStore
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,14 +45,18 @@ class Maintenance:
     ``flask openadr monitor`` run it: a liveness pass, the VTN reports that are due, and a
     retention pass when :data:`RETENTION_EVERY` has passed since this object's last."""
 
-    def __init__(self, context: Context):
+    def __init__(self, context: Context, interval: timedelta | None):
+        """:param interval: the time between passes, when they run on a schedule (the liveness
+            pass then records that the VTN is watching, see :func:`flask_openadr.liveness.watch`);
+            None for passes at unknown times."""
         self.context = context
+        self.interval = interval
         self._retention_at: float | None = None
 
     def run(self) -> list[dict[str, Any]]:
         """One pass; returns the liveness transitions it ran the callback of (see
         :func:`flask_openadr.liveness.sweep_transitions`)."""
-        ran = liveness.sweep_transitions(self.context)
+        ran = liveness.sweep_transitions(self.context, interval=self.interval)
         vtn_reports.send_due(self.context)
         now = time.monotonic()
         if self._retention_at is None or now - self._retention_at >= RETENTION_EVERY:
@@ -74,7 +78,7 @@ class AppState:
         # or None when OPENADR_SIGNING_CERT/KEY are not set.
         self.signer = signer
         self._served = False
-        self._maintenance = Maintenance(context)
+        self._maintenance = Maintenance(context, context.settings.sweep_interval)
         self._app = weakref.ref(app)
         # The thread holds this state weakly, so a running sweeper does not keep a discarded app
         # (and its store) alive: its next pass finds the app gone and stops.
@@ -138,7 +142,7 @@ class AppState:
         if self._served:
             return
         self._served = True
-        if environ.get("wsgi.multiprocess") and isinstance(self.context.store, MemoryStore):
+        if environ.get("wsgi.multiprocess") and getattr(self.context.store, "single_process", False):
             logger.warning(
                 "OPENADR_STORE_URI is memory:// under a multi-process server: every worker "
                 "keeps its own VENs and events. Use sqlite:///... or a shared store."

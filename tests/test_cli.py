@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from flask_openadr import VTN, cli
+from flask_openadr import VTN, cli, liveness
 from flask_openadr.security.fingerprint import fingerprint_from_der
 from flask_openadr.testing import data_point, metadata_report, utc
 from tests.support.certs import make_certificate
@@ -77,6 +77,21 @@ def test_monitor_once_names_each_ven_and_transition(app, vtn, runner, clock):
     assert offline == [ven.ven_id]
 
 
+def test_monitor_once_records_the_watch_only_when_given_its_cron_period(app, vtn, runner, clock):
+    make_ven(app).register()
+    ctx = app.extensions["openadr"].context
+    assert runner.invoke(args=["openadr", "monitor", "--once"]).exit_code == 0
+    with app.app_context():
+        assert liveness.watching_since(ctx) is None  # a cron period it never promised
+    clock.advance(THRESHOLD)
+    result = runner.invoke(args=["openadr", "monitor", "--once", "--interval", "60"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        record = ctx.store.get_record(*liveness.WATCH_RECORD)
+    assert record["watched_at"] == clock.now and record["since"] == clock.now
+    assert record["next_by"] == clock.now + timedelta(seconds=125)  # 2 x 60 s + 5 s of grace
+
+
 def test_monitor_says_when_a_callback_failed(app, vtn, runner, clock):
     def broken(ven_id):
         raise RuntimeError("pager service down")
@@ -97,16 +112,18 @@ def test_monitor_loops_until_interrupted(app, vtn, runner, clock, monkeypatch):
     make_ven(app).register()
 
     def sleep(seconds):
-        # Each pause moves the frozen clock; the third is interrupted, as Ctrl-C would.
+        # Each pause moves the frozen clock by a fraction of the threshold (a whole threshold
+        # between two passes would be an outage of the VTN); the pause after the VEN went
+        # offline, and two more, are interrupted, as Ctrl-C would.
         sleeps.append(seconds)
-        if len(sleeps) == 3:
+        if len(sleeps) == 12:
             raise KeyboardInterrupt
-        clock.advance(THRESHOLD)
+        clock.advance(THRESHOLD / 7)
 
     monkeypatch.setattr(cli.time, "sleep", sleep)
     result = runner.invoke(args=["openadr", "monitor", "--interval", "0.5"])
     assert result.exit_code == 0, result.output
-    assert sleeps == [0.5, 0.5, 0.5]
+    assert sleeps == [0.5] * 12
     assert len(offline) == 1
     assert result.output.splitlines()[-1] == "stopped"
 

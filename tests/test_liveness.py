@@ -315,6 +315,176 @@ def test_concurrent_sweeps_on_one_store_run_each_transition_once(shared_uri, clo
             s.close()
 
 
+# -- outages: a VEN's silence counts only while the VTN was watching ------------------------------
+
+SWEEP = timedelta(seconds=5)  # the default OPENADR_SWEEP_INTERVAL
+# The longest gap between two scheduled passes that is no outage: twice the interval plus grace.
+SLACK = 2 * SWEEP + timedelta(seconds=5)
+
+
+def watched(ctx, calls, clock, length, ven_ids=(), step=SWEEP):
+    """Scheduled passes every ``step``, from now to ``length`` later (both included), each
+    after the VENs in ``ven_ids`` polled. Returns how many transitions the passes ran."""
+    ran = 0
+    end = clock.now + length
+    while True:
+        for ven_id in ven_ids:
+            liveness.seen(ctx, ven_id)
+        ran += liveness.sweep(ctx, interval=SWEEP)
+        if clock.now >= end:
+            return ran
+        clock.advance(min(step, end - clock.now))
+
+
+def test_a_ven_silenced_by_an_outage_is_not_declared_offline(ctx, calls, clock):
+    liveness.run_transition(ctx, liveness.seen(ctx, "ven-1"))
+    assert watched(ctx, calls, clock, timedelta(seconds=20), ["ven-1"]) == 0
+    last_poll = clock.now
+    clock.advance(timedelta(minutes=10))  # the store is down: no pass, no message recorded
+    back = clock.now
+    assert liveness.sweep(ctx, interval=SWEEP) == 0  # its stored deadline passed long ago
+    assert ctx.store.get_liveness("ven-1")["offline_at"] == last_poll + THRESHOLD
+    assert liveness.watching_since(ctx) == back
+    clock.advance(POLL)
+    assert liveness.seen(ctx, "ven-1") is None  # still online: no transition either way
+    assert watched(ctx, calls, clock, THRESHOLD * 3, ["ven-1"]) == 0
+    assert calls.offline == [] and calls.online == [("ven-1", 1)]
+
+
+def test_a_ven_really_gone_goes_offline_one_deadline_after_the_vtn_came_back(ctx, calls, clock):
+    liveness.run_transition(ctx, liveness.seen(ctx, "ven-1"))
+    watched(ctx, calls, clock, timedelta(seconds=10), ["ven-1"])
+    clock.advance(timedelta(minutes=10))
+    back = clock.now
+    assert watched(ctx, calls, clock, THRESHOLD - TINY) == 0
+    assert calls.offline == []
+    assert clock.now == back + THRESHOLD - TINY
+    clock.advance(TINY)
+    assert liveness.sweep(ctx, interval=SWEEP) == 1
+    assert watched(ctx, calls, clock, THRESHOLD * 2) == 0
+    assert calls.offline == [("ven-1", 2)]
+
+
+def test_a_gap_up_to_the_slack_is_no_outage(ctx, calls, clock):
+    liveness.run_transition(ctx, liveness.seen(ctx, "ven-1"))
+    liveness.sweep(ctx, interval=SWEEP)
+    clock.advance(SLACK)  # a slow pass: late, but within what the previous one promised
+    assert liveness.sweep(ctx, interval=SWEEP) == 0
+    assert liveness.watching_since(ctx) == T0  # the first pass began the watch
+    watched(ctx, calls, clock, THRESHOLD - SLACK)
+    assert calls.offline == [("ven-1", 2)]  # at its own deadline: nothing was extended
+
+
+def test_a_gap_longer_than_the_slack_is_an_outage(ctx, calls, clock, caplog):
+    liveness.run_transition(ctx, liveness.seen(ctx, "ven-1"))
+    liveness.sweep(ctx, interval=SWEEP)
+    clock.advance(SLACK + TINY)
+    with caplog.at_level(logging.WARNING, logger="flask_openadr"):
+        assert liveness.sweep(ctx, interval=SWEEP) == 0
+    assert "no liveness sweep ran from 2026-12-01 12:00:00" in caplog.text
+    assert liveness.watching_since(ctx) == clock.now
+    watched(ctx, calls, clock, THRESHOLD - SLACK)
+    assert calls.offline == []  # its stored deadline passed, its extended one has not
+
+
+def test_an_unscheduled_sweep_applies_the_recorded_outage_and_records_none(ctx, calls, clock):
+    liveness.run_transition(ctx, liveness.seen(ctx, "ven-1"))
+    assert liveness.sweep(ctx) == 0 and liveness.watching_since(ctx) is None
+    liveness.sweep(ctx, interval=SWEEP)
+    clock.advance(timedelta(minutes=10))
+    liveness.sweep(ctx, interval=SWEEP)  # notices the outage
+    back = clock.now
+    record = ctx.store.get_record(*liveness.WATCH_RECORD)
+    clock.advance(THRESHOLD - TINY)
+    assert liveness.sweep(ctx) == 0  # a cron job's vtn.sweep(), say
+    assert ctx.store.get_record(*liveness.WATCH_RECORD) == record
+    clock.advance(TINY)
+    assert liveness.sweep(ctx) == 1
+    assert calls.offline == [("ven-1", 2)] and liveness.watching_since(ctx) == back
+
+
+def test_the_outage_extension_follows_each_vens_deadline(ctx, calls, clock):
+    ctx.store.put_ven(registered("ven-slow", poll_frequency=timedelta(seconds=60)))
+    for ven_id in ("ven-1", "ven-slow"):
+        liveness.run_transition(ctx, liveness.seen(ctx, ven_id))
+    liveness.sweep(ctx, interval=SWEEP)
+    clock.advance(timedelta(minutes=10))
+    back = clock.now
+    watched(ctx, calls, clock, THRESHOLD)
+    assert calls.offline == [("ven-1", 2)]
+    slow = liveness.offline_after(ctx.store.get_ven("ven-slow"), ctx.settings)
+    assert slow == timedelta(seconds=185)
+    watched(ctx, calls, clock, back + slow - clock.now - TINY)
+    assert calls.offline == [("ven-1", 2)]
+    watched(ctx, calls, clock, TINY)
+    assert calls.offline == [("ven-1", 2), ("ven-slow", 2)]
+
+
+def test_presence_and_offline_deadline_count_the_outage(ctx, clock):
+    liveness.run_transition(ctx, liveness.seen(ctx, "ven-1"))
+    ven = ctx.store.get_ven("ven-1")
+    row = ctx.store.get_liveness("ven-1")
+    back = T0 + timedelta(minutes=10)
+    assert liveness.offline_deadline(row["offline_at"], ven, ctx.settings, None) == T0 + THRESHOLD
+    assert liveness.offline_deadline(row["offline_at"], ven, ctx.settings,
+                                     back) == back + THRESHOLD
+    early = T0 + timedelta(seconds=1)  # an outage that ended before it was last seen
+    assert liveness.offline_deadline(T0 + timedelta(minutes=20), ven, ctx.settings,
+                                     early) == T0 + timedelta(minutes=20)
+    later = back + THRESHOLD - TINY
+    assert liveness.presence(row, later) == liveness.STALE
+    assert liveness.presence(row, later, back + THRESHOLD) == "online"
+    assert liveness.presence(row, back + THRESHOLD, back + THRESHOLD) == liveness.STALE
+
+
+def test_processes_share_one_watch_and_decide_each_offline_once(shared_uri, clock):
+    """Two workers sweep on one store; one of them dies, the other keeps the watch; the store
+    goes down for both; after it the outage is seen once and each gone VEN goes offline once."""
+    calls = Calls()
+    stores = [open_store(shared_uri) for _ in range(2)]
+    try:
+        a, b = (Context(settings=Settings(), store=s, handlers=calls.handlers(), clock=clock)
+                for s in stores)
+        for n in range(3):
+            a.store.put_ven(registered(f"ven-{n}"))
+            liveness.run_transition(a, liveness.seen(a, f"ven-{n}"))
+        liveness.sweep(a, interval=SWEEP)
+        liveness.sweep(b, interval=SWEEP)
+        for _ in range(4):  # only b sweeps from here: a died, the VTN still watches
+            clock.advance(SWEEP)
+            liveness.sweep(b, interval=SWEEP)
+        assert liveness.watching_since(a) == T0
+        clock.advance(timedelta(minutes=5))  # the store is down for both
+        back = clock.now
+        liveness.seen(b, "ven-0")  # a VEN's first poll after the outage
+        assert liveness.sweep(a, interval=SWEEP) == 0  # a restarted worker notices the outage
+        clock.advance(SWEEP)
+        assert liveness.sweep(b, interval=SWEEP) == 0
+        assert liveness.watching_since(b) == back  # b saw a's record: no second outage
+        while clock.now < back + THRESHOLD * 2:
+            clock.advance(SWEEP)
+            liveness.seen(a, "ven-0")
+            for context in (a, b):
+                liveness.sweep(context, interval=SWEEP)
+        assert sorted(calls.offline) == [("ven-1", 2), ("ven-2", 2)]
+        assert calls.online == [("ven-0", 1), ("ven-1", 1), ("ven-2", 1)]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_vens_shows_the_extended_deadline(app, vtn, registered_ven, clock):
+    with app.app_context():
+        vtn.sweep(interval=5)
+    clock.advance(timedelta(minutes=10))
+    with app.app_context():
+        assert vtn.sweep(interval=timedelta(seconds=5)) == 0
+        [listed] = vtn.vens()
+    assert listed["liveness"] == "online" and listed["online"] is True
+    assert listed["offline_at"] == clock.now + THRESHOLD
+    assert listed["last_seen"] == T0
+
+
 # -- through the VTN and HTTP --------------------------------------------------------------------
 
 
@@ -477,8 +647,11 @@ def test_the_offline_callback_runs_in_an_app_context(app, vtn, ven, clock):
         seen.append(current_app.name)
 
     ven.register()
-    clock.advance(THRESHOLD)
-    app.extensions["openadr"].sweep_once()
+    state = app.extensions["openadr"]
+    # Scheduled passes all along (a single jump of the clock would look like an outage).
+    for _ in range(8):
+        state.sweep_once()
+        clock.advance(THRESHOLD / 7)
     assert seen == [app.name]
 
 
@@ -683,8 +856,13 @@ def test_the_sweeper_thread_sweeps_in_an_app_context(tmp_path):
         went_offline.set()
 
     make_ven(app).register()
-    clock.advance(THRESHOLD)
-    assert went_offline.wait(timeout=10)
+    # The thread sweeps every 0.1 s; the clock moves in steps well inside the slack its passes
+    # allow (twice the interval plus the 5 s of grace), so no step looks like an outage.
+    for _ in range(400):
+        if went_offline.wait(timeout=0.02):
+            break
+        clock.advance(timedelta(seconds=0.5))
+    assert went_offline.is_set()
     assert names == [app.name]
 
 

@@ -7,11 +7,10 @@ import pytest
 from flask import Flask
 
 from flask_openadr import VTN, ConfigurationError
-from flask_openadr.services import event_input
-from flask_openadr.services import event_state
-from flask_openadr.services import event_versions
-from flask_openadr.services import retention
+from flask_openadr.services import event_input, event_state, event_versions
+from flask_openadr.services import removals, retention
 from tests.support.clock import T0
+from tests.support.counting import CountingStore
 from tests.support.vens import make_ven
 
 H = timedelta(hours=1)
@@ -157,3 +156,131 @@ def test_event_retention_is_configured_in_seconds_or_a_timedelta(tmp_path):
         bad = Flask("b", instance_path=str(tmp_path))
         bad.config.update(OPENADR_STORE_URI="memory://", OPENADR_EVENT_RETENTION=-1)
         VTN(bad)
+
+
+def waiting_for_a_final_report(app, vtn):
+    """A VEN with a report request the VTN cancelled with reportToFollow, acknowledged: it
+    waits in final_report for the last report. Returns (ven, reportRequestID)."""
+    from tests.test_reports import subscribe
+
+    ven, requests = subscribe(app, vtn)
+    report_request_id = requests["rid-power"]["report_request_id"]
+    with app.app_context():
+        vtn.cancel_report(ven.ven_id, report_request_id, report_to_follow=True)
+    _, cancel = ven.poll()
+    ven.canceled_report(cancel["request_id"], [report_request_id])
+    return ven, report_request_id
+
+
+def test_report_requests_left_in_final_report_are_removed_after_the_retention(app, vtn,
+                                                                             clock):
+    """A report request cancelled with reportToFollow waits for one last report; when it never
+    comes (on either side), the request goes after OPENADR_EVENT_RETENTION like an event."""
+    from tests.test_vtn_reports import PRICES, registered_with_metadata, request
+
+    vtn.on_vtn_reports(lambda ven_id: [PRICES])
+    ven, report_request_id = waiting_for_a_final_report(app, vtn)
+    other, _ = registered_with_metadata(app)
+    other.create_report([request("ven-rr-1", "vtn-prices", ["price"])])
+    other.cancel_report(["ven-rr-1"], report_to_follow=True)
+    with app.app_context():
+        assert vtn.report_requests(ven.ven_id)[0]["state"] == "final_report"
+        assert vtn.vtn_report_requests(other.ven_id)[0]["state"] == "final_report"
+    clock.advance(WEEK - US)
+    with app.app_context():
+        assert vtn.remove_expired_events() == 0
+        assert len(vtn.report_requests(ven.ven_id)) == 1
+    clock.advance(US)
+    with app.app_context():
+        assert vtn.remove_expired_events() == 2
+        assert vtn.report_requests(ven.ven_id) == []
+        assert vtn.vtn_report_requests(other.ven_id) == []
+        with pytest.raises(LookupError):
+            vtn.send_report(other.ven_id, "ven-rr-1", [{"dtstart": T0, "values": [
+                {"r_id": "price", "value": 1.0}]}])
+
+
+def test_a_fulfilled_final_report_request_leaves_no_work_for_the_sweep(app, vtn, clock):
+    from flask_openadr.testing import data_report
+
+    ven, report_request_id = waiting_for_a_final_report(app, vtn)
+
+    final = data_report(report_request_id, "spec-usage", "TELEMETRY_USAGE", [
+        {"report_payloads": [{"r_id": "rid-power", "value": 1.0}]}], dtstart=T0)
+    ven.update_report([final])
+    clock.advance(WEEK)
+    with app.app_context():
+        assert vtn.remove_expired_events() == 0  # its entry is dropped, nothing removed
+        assert vtn.store.list_records(removals.HOURS, "*") == []
+
+
+def test_an_event_modified_to_end_later_is_kept_until_its_new_end_plus_retention(app, vtn,
+                                                                                 clock):
+    with app.app_context():
+        event_id = vtn.add_event(**one_hour(T0 + H))
+        vtn.modify_event(event_id, intervals=[
+            {"dtstart": T0 + H, "duration": 10 * DAY, "signal_payload": 1.0}])
+    clock.advance(WEEK + 3 * H)  # past the first end's retention, not the new one's
+    with app.app_context():
+        assert vtn.remove_expired_events() == 0
+        assert [e["event_descriptor"]["event_id"] for e in vtn.events()] == [event_id]
+    clock.advance(10 * DAY)
+    with app.app_context():
+        assert vtn.remove_expired_events() == 1
+        assert vtn.events() == []
+        assert vtn.store.list_records(removals.HOURS, "*") == []
+
+
+@pytest.mark.parametrize("waiting", [5, 60])
+def test_a_pass_reads_what_is_due_not_every_event(app, vtn, clock, waiting):
+    """A pass finds the due events through the index of due removals: what it reads does not
+    depend on how many events are stored and not yet due."""
+    with app.app_context():
+        for n in range(waiting):  # finished, but well inside their retention
+            vtn.add_event(**one_hour(T0 - 2 * DAY, market_context=f"http://x.example/{n}"))
+        for n in range(2):
+            vtn.add_event(**one_hour(T0 - WEEK - 2 * H, market_context=f"http://y.example/{n}"))
+    ctx = app.extensions["openadr"].context
+    store, ctx.store = ctx.store, CountingStore(ctx.store)
+    try:
+        assert retention.sweep(ctx) == 2
+        calls = ctx.store.calls
+    finally:
+        ctx.store = store
+    assert "list_events" not in calls
+    reads = [name for name in calls if name.startswith(("get_", "list_"))]
+    # The hours, the due hour's entries, each event (and its targets), the emptied hour.
+    assert len(reads) <= 10, reads
+
+
+def test_the_store_and_its_index_stay_bounded_with_final_report_requests(tmp_path, clock):
+    """Every day a VEN asks for a VTN report and cancels it with reportToFollow, which never
+    comes, and gets an event; with a 2-day retention nothing the VTN keeps grows."""
+    from tests.test_vtn_reports import PRICES, request
+
+    app = Flask("steady-requests", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=f"sqlite:///{tmp_path / 's.sqlite3'}",
+                      OPENADR_EVENT_RETENTION=2 * DAY.total_seconds())
+    vtn = VTN(app, clock=clock)
+    vtn.on_vtn_reports(lambda ven_id: [PRICES])
+    ven = make_ven(app)
+    ven.register()
+    ven.poll()
+    sizes = []
+    for day in range(10):
+        ven.create_report([request(f"rr-{day}", "vtn-prices", ["price"])])
+        ven.cancel_report([f"rr-{day}"], report_to_follow=True)
+        with app.app_context():
+            vtn.add_event(**one_hour(clock.now + H, ven.ven_id))
+        clock.advance(DAY)
+        with app.app_context():
+            vtn.remove_expired_events()
+            store = vtn.store
+            hours = store.list_records(removals.HOURS, "*")
+            entries = sum(len(store.list_records(removals.DUE, h["hour"])) for h in hours)
+            sizes.append((len(store.list_events()), len(vtn.vtn_report_requests(ven.ven_id)),
+                          len(hours), entries))
+    assert len(set(sizes[3:])) == 1, sizes
+    events_kept, requests_kept, hours_kept, entries_kept = sizes[-1]
+    assert 0 < events_kept <= 3 and 0 < requests_kept <= 3
+    assert hours_kept <= 2 * 3 and entries_kept <= 2 * 3

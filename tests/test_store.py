@@ -1639,6 +1639,58 @@ def test_records_and_liveness_roll_back_with_atomic(store):
     assert store.list_records("report", "008") == []
 
 
+def test_a_rolled_back_deletion_puts_events_and_records_back_in_their_places(store):
+    for name in ("e1", "e2", "e3"):
+        store.put_event(make_event(name))
+        store.put_record("opt", "007", name, make_record(name))
+    with pytest.raises(RuntimeError, match="roll back"):
+        with store.atomic():
+            store.delete_event("e1")
+            store.put_event(make_event("e1", note="put again goes last"))
+            store.delete_event("e2")
+            store.delete_record("opt", "007", "e2")
+            store.put_record("opt", "007", "e2", make_record("e2", note="last"))
+            store.delete_record("opt", "007", "e1")
+            assert [r["name"] for r in store.list_records("opt", "007")] == ["e3", "e2"]
+            raise RuntimeError("roll back")
+    assert [e["event_descriptor"]["event_id"] for e in store.list_events()] == ["e1", "e2", "e3"]
+    assert store.get_event("e1") == make_event("e1")
+    assert [r["name"] for r in store.list_records("opt", "007")] == ["e1", "e2", "e3"]
+    assert store.get_record("opt", "007", "e2") == make_record("e2")
+
+
+def test_poll_state_is_the_three_reads_together(store):
+    assert store.get_poll_state("007", "awaiting") == {"delivered": {}, "records": [],
+                                                        "outbox": []}
+    store.set_delivered("007", {"events": {"e": 1}, "due_at": T0})
+    store.put_record("awaiting", "007", "b", make_record("b"))
+    store.put_record("awaiting", "007", "a", make_record("a"))
+    store.put_record("other", "007", "c", make_record("c"))
+    store.put_record("awaiting", "008", "d", make_record("d"))
+    for priority, name in [(5, "p5"), (1, "p1a"), (3, "p3"), (1, "p1b")]:
+        store.push_outbox("007", make_item(priority, name=name))
+    store.push_outbox("008", make_item(0, name="theirs"))
+
+    def three_reads():
+        return {"delivered": store.get_delivered("007"),
+                "records": store.list_records("awaiting", "007"),
+                "outbox": store.list_outbox("007")}
+
+    state = store.get_poll_state("007", "awaiting")
+    assert state == three_reads()
+    assert [r["name"] for r in state["records"]] == ["b", "a"]
+    assert [i["payload"]["name"] for i in state["outbox"]] == ["p1a", "p1b", "p3", "p5"]
+    with pytest.raises(RuntimeError, match="roll back"):
+        with store.atomic("007"):  # a block sees its own writes here too
+            store.pop_outbox("007")
+            store.delete_record("awaiting", "007", "b")
+            store.set_delivered("007", {})
+            assert store.get_poll_state("007", "awaiting") == three_reads()
+            assert three_reads()["delivered"] == {}
+            raise RuntimeError("roll back")
+    assert store.get_poll_state("007", "awaiting") == state
+
+
 def _in_rounds(items, size=2):
     """The items in rounds of ``size``: the race tests release all racers at each round's start."""
     return [items[i : i + size] for i in range(0, len(items), size)]

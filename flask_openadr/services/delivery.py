@@ -24,9 +24,9 @@ from datetime import datetime
 from typing import Any, Iterable, Iterator, Mapping
 
 from ..store.base import VenRecord
-from . import push_due
+from . import push_due, removals
 from .context import Context
-from .event_state import event_status, is_cancelled, needs_acknowledgement
+from .event_state import event_status, finished_at, is_cancelled, needs_acknowledgement
 from .event_targets import order_events, targets_ven
 from .event_versions import Version, as_version, version_for_ven
 from .outbox import redelivery_after
@@ -41,11 +41,11 @@ _BY_MEMBERSHIP = ("group_ids", "resource_ids", "party_ids", "group_names")
 
 def load(ctx: Context, ven_id: str) -> dict[str, Any]:
     """The VEN's delivery record (an empty one when it has none)."""
-    record = ctx.store.get_delivered(ven_id)
-    return _record(record)
+    return from_stored(ctx.store.get_delivered(ven_id))
 
 
-def _record(raw: Mapping[str, Any]) -> dict[str, Any]:
+def from_stored(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The delivery record a stored delivery map holds (an empty one for ``{}``)."""
     return {"events": dict(raw.get("events") or {}), "due_at": raw.get("due_at"),
             "sent_at": raw.get("sent_at")}
 
@@ -75,13 +75,17 @@ def fan_out(ctx: Context, event: dict[str, Any], previous: dict[str, Any] | None
     affect: those targeted by either version. A VEN that holds a version of the event is
     marked whatever the change (a modification, a cancellation or a withdrawal must reach it);
     one that does not is marked only while the event is far, near or active (an event added
-    after it ended is never sent). Call it inside the transaction that stores the event.
+    after it ended is never sent). Call it inside the transaction that stores the event (every
+    stored version goes through here, so it also files the version for the retention sweep).
 
     :param reached: for a new event (no ``previous``), the VENs it targets when the caller
         has read them already (see :func:`vens_reached`); None reads them here.
     :returns: how many VENs were marked.
     """
     event_id = event["event_descriptor"]["event_id"]
+    finished = finished_at(event)
+    if finished is not None:
+        removals.add(ctx, removals.EVENT, "", event_id, finished)
     live = event_status(event, now) in LIVE_STATUSES
     versions = [event] if previous is None else [event, previous]
     marked = 0
@@ -106,7 +110,7 @@ def _mark_batch(ctx: Context, vens: list[VenRecord], event: dict[str, Any], even
     changed: dict[str, dict[str, Any]] = {}
     for ven in vens:
         raw = found[ven["ven_id"]]
-        record = _record(raw)
+        record = from_stored(raw)
         if event_id in record["events"] or (live and targets_ven(event, ven)):
             _mark(record, event_id, now)
             changed[ven["ven_id"]] = record

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import ComplianceError, InvalidData, InvalidID, OutOfSequence
 from ..protocol import is_aware, is_registered, is_success, reply_name
 from ..store.base import VenRecord
-from . import bounds, outbox
+from . import bounds, outbox, removals
 from .context import Context
 from .replies import response
 
@@ -439,6 +439,8 @@ def canceled_report(ctx: Context, ven: VenRecord, payload: dict[str, Any]
             if record["cancel"]["report_to_follow"]:
                 record["state"] = "final_report"
                 ctx.store.put_record(REPORT_REQUEST, ven_id, record["report_request_id"], record)
+                # Removed after the retention period if the promised report never comes.
+                removals.add(ctx, REPORT_REQUEST, ven_id, record["report_request_id"], ctx.now())
             else:
                 ctx.store.delete_record(REPORT_REQUEST, ven_id, record["report_request_id"])
     return reply_name("oadrCanceledReport"), {"response": response(request_id), "ven_id": ven_id}

@@ -1,47 +1,79 @@
-"""Retention: the background sweep that removes completed and cancelled events, in batches."""
+"""Retention: the background sweep that removes finished events and report requests, in batches.
+"""
 from __future__ import annotations
 
-from . import delivery
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import delivery, removals
 from .context import Context
 from .event_state import finished_at
+from .reports import REPORT_REQUEST
+from .vtn_reports import VTN_REPORT_REQUEST
 
-#: At most this many events are removed per pass, each in a short transaction of its own, so a
+#: At most this many things are removed per pass, each in a short transaction of its own, so a
 #: pass never holds the store for long; a backlog is worked off over the following passes.
 BATCH = 200
+#: The report request kinds whose ``final_report`` requests expire (one more report was
+#: promised and never came).
+_REQUEST_KINDS = (REPORT_REQUEST, VTN_REPORT_REQUEST)
 
 
 def sweep(ctx: Context, limit: int = BATCH) -> int:
-    """Remove up to ``limit`` events (with their VENs' responses) whose
-    ``OPENADR_EVENT_RETENTION`` has passed, counted from :func:`finished_at`. Until then
-    ``vtn.events()``, ``vtn.event_responses()`` and oadrRequestEvent still show them.
+    """Remove up to ``limit`` things whose ``OPENADR_EVENT_RETENTION`` has passed: events
+    (with their VENs' responses), counted from :func:`finished_at`, and report requests that
+    waited in ``final_report`` for a last report that never came, counted from when they began
+    to wait. Until then ``vtn.events()``, ``vtn.event_responses()`` and oadrRequestEvent still
+    show the events. They are found through :mod:`.removals`, so a pass reads only the hours
+    that are due, not every event.
 
     The VENs' delivery records drop their entries for removed events at their next
-    distribution. Finished report requests and acknowledged outbox messages need no sweep:
+    distribution. Fulfilled report requests and acknowledged outbox messages need no sweep:
     they are removed when they finish (see docs/events.rst, "Retention").
 
-    :returns: how many events were removed.
+    :returns: how many events and report requests were removed.
     """
     now = ctx.now()
     keep = ctx.settings.event_retention
     removed = 0
-    for event in ctx.store.list_events():
-        if removed >= limit:
-            break
-        finished = finished_at(event)
-        if finished is None or finished + keep > now:
-            continue
-        event_id = event["event_descriptor"]["event_id"]
-        with ctx.store.atomic():
-            # Checked again inside the transaction: an operator may have changed or removed it
-            # meanwhile.
-            current = ctx.store.get_event(event_id)
-            if current is None:
-                continue
-            again = finished_at(current)
-            if again is None or again + keep > now:
-                continue
-            ctx.store.delete_event(event_id)
-            ctx.store.delete_event_responses(event_id)
-            delivery.unindex_event(ctx, current)
-        removed += 1
+    for hour in removals.due_hours(ctx, now, keep):
+        for entry in removals.entries(ctx, hour):
+            if removed >= limit:
+                return removed
+            removed += _take(ctx, hour, entry, now, keep)
+        removals.drop_empty_hour(ctx, hour)
     return removed
+
+
+def _take(ctx: Context, hour: str, entry: dict[str, Any], now: datetime,
+          keep: timedelta) -> int:
+    """Remove what one entry names if it is due, checked again inside the transaction (an
+    operator or the VEN may have changed it meanwhile); 1 when something was removed. A stale
+    entry is dropped, or filed again under the hour its thing now finishes in."""
+    what, key = entry["what"], entry["key"]
+    with ctx.store.atomic():
+        if what == removals.EVENT:
+            current = ctx.store.get_event(key)
+            finished = finished_at(current) if current is not None else None
+            if finished is not None and finished + keep > now:
+                if removals.hour_of(finished) != hour:
+                    removals.drop(ctx, hour, entry)
+                    removals.add(ctx, removals.EVENT, "", key, finished)
+                return 0  # not yet: the entry stays where it belongs
+            removals.drop(ctx, hour, entry)
+            if current is None or finished is None:
+                return 0  # gone already, or open-ended again: filed anew when it finishes
+            ctx.store.delete_event(key)
+            ctx.store.delete_event_responses(key)
+            delivery.unindex_event(ctx, current)
+            return 1
+        request = ctx.store.get_record(what, entry["ven_id"], key) \
+            if what in _REQUEST_KINDS else None
+        if request is not None and request.get("state") == "final_report" \
+                and entry["finished"] + keep > now:
+            return 0
+        removals.drop(ctx, hour, entry)
+        if request is None or request.get("state") != "final_report":
+            return 0  # fulfilled (and removed), or never a request this sweep expires
+        ctx.store.delete_record(what, entry["ven_id"], key)
+        return 1

@@ -88,15 +88,20 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
     the VTN waits for the VEN to answer its oadrCancelPartyRegistration (derived from that
     message, for registered VENs only: one outbox read each)."""
     rows = ctx.store.list_liveness()
+    since = liveness.watching_since(ctx)
     now = ctx.now()
     listed = []
     for ven in ctx.store.list_vens():
         row = rows.get(ven["ven_id"])
-        state = liveness.presence(row, now)
+        deadline = None
+        if row is not None and row["offline_at"] is not None:
+            # After an outage of the VTN, not before one deadline after it came back.
+            deadline = liveness.offline_deadline(row["offline_at"], ven, ctx.settings, since)
+        state = liveness.presence(row, now, deadline)
         listed.append(dict(ven, liveness=state,
                            online=None if state is None else state == "online",
                            last_seen=row["last_seen"] if row else None,
-                           offline_at=row["offline_at"] if row else None,
+                           offline_at=deadline,
                            epoch=row["epoch"] if row else None,
                            cancel_requested=is_registered(ven) and registration.cancel_requested(
                                ctx, ven["ven_id"])))

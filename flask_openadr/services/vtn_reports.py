@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import InvalidID, Rejection
 from ..protocol import is_registered, reply_name, window_end
 from ..store.base import VenRecord
-from . import outbox
+from . import outbox, removals
 from .context import Context
 from .replies import response
 from .reports import METADATA, plain_name
@@ -357,6 +357,8 @@ def _cancel(ctx: Context, ven_id: str, cancel: Mapping[str, Any], strict: bool) 
                 record = records[report_request_id]
                 record["state"] = "final_report"
                 ctx.store.put_record(VTN_REPORT_REQUEST, ven_id, report_request_id, record)
+                # Removed after the retention period if the promised report is never sent.
+                removals.add(ctx, VTN_REPORT_REQUEST, ven_id, report_request_id, ctx.now())
             else:
                 ctx.store.delete_record(VTN_REPORT_REQUEST, ven_id, report_request_id)
 

@@ -1,7 +1,9 @@
 """The store protocol: everything the VTN keeps, behind one small, transactional interface.
 
-Every backend (memory, SQLite now; Redis and SQL later) implements :class:`Store` and passes the
-one conformance suite in ``tests/test_store.py``. Records are plain dicts holding str, int, float,
+Every backend implements :class:`Store` and passes the one conformance suite in
+``tests/test_store.py``: the SQLite, SQL and Redis stores method by method, the memory store (and
+any custom one, see docs/stores.rst) as :class:`~flask_openadr.store.rules.RulesStore` over a
+ten-method backend. Records are plain dicts holding str, int, float,
 bool, None, lists, dicts, aware ``datetime`` and ``timedelta``; a backend returns equal values to
 what it was given and never hands out references to its own state.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol, TypedDict
+from typing import Any, ClassVar, Protocol, TypedDict
 
 from ..protocol import is_aware
 
@@ -66,6 +68,15 @@ class EventResponseRecord(TypedDict, total=False):
     opt_id: str
 
 
+class PollState(TypedDict):
+    """What a poll reads of one VEN to learn whether anything is pending: see
+    :meth:`Store.get_poll_state`."""
+
+    delivered: dict[str, Any]
+    records: list[dict[str, Any]]
+    outbox: list[OutboxItem]
+
+
 #: The liveness states, which are also the kinds of :class:`Transition`.
 ONLINE = "online"
 OFFLINE = "offline"
@@ -111,6 +122,11 @@ class Store(Protocol):
     refuses (a naive datetime, a set, ...) raise ``ValueError`` or ``TypeError`` on every backend,
     and nothing is written. Driver failures raise :class:`~flask_openadr.errors.StoreError`.
     """
+
+    #: True for a store that only the process holding it sees (``memory://``): the VTN warns
+    #: when such a store runs under a multi-process server. A store without the attribute
+    #: counts as shared.
+    single_process: ClassVar[bool]
 
     def atomic(self, ven_id: str | None = None) -> contextlib.AbstractContextManager[None]:
         """Group calls into one transaction: all of them take effect, or (when the block raises)
@@ -222,6 +238,13 @@ class Store(Protocol):
         ...
 
     def clear_outbox(self, ven_id: str) -> None: ...
+
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """:meth:`get_delivered` of the VEN, its :meth:`list_records` of ``kind`` and its
+        :meth:`list_outbox`, read together: most polls find nothing to send, and this is all
+        they read, so a server store answers it in one round trip (:func:`read_poll_state`
+        is the three calls, for a store in this process)."""
+        ...
 
     # Records: small per-VEN collections the report and opt services keep (a VEN's report
     # capabilities, report subscriptions in both directions, opt schedules). ``kind`` names the
@@ -448,6 +471,14 @@ def liveness_from_row(
         "offline_at": from_utc_text(offline_at),
         "pending": pending,
     }
+
+
+def read_poll_state(store: Store, ven_id: str, kind: str) -> PollState:
+    """:meth:`Store.get_poll_state` as three calls, for stores where a call costs no round
+    trip."""
+    return {"delivered": store.get_delivered(ven_id),
+            "records": store.list_records(kind, ven_id),
+            "outbox": store.list_outbox(ven_id)}
 
 
 def check_delivered(delivered: Any) -> None:

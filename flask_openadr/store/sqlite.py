@@ -35,6 +35,8 @@ from typing import Any, Iterator
 from ..errors import ConfigurationError, StoreError
 from . import serialize
 from .base import (
+    PollState,
+    read_poll_state,
     OFFLINE,
     ONLINE,
     EventResponseRecord,
@@ -204,6 +206,9 @@ class SQLiteStore:
     :param uri: the URI the store was opened with, for messages (default: built from ``path``).
     :param timeout: seconds a writer waits for another writer before :class:`StoreError`.
     """
+
+    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
+    single_process = False
 
     def __init__(self, path: str, *, uri: str | None = None, timeout: float = 30.0):
         self.path = path
@@ -604,6 +609,10 @@ class SQLiteStore:
 
     def clear_outbox(self, ven_id: str) -> None:
         self._write("DELETE FROM outbox WHERE ven_id = ?", (ven_id,))
+
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """See :meth:`flask_openadr.store.base.Store.get_poll_state`."""
+        return read_poll_state(self, ven_id, kind)
 
     # -- records -------------------------------------------------------------------------------
 
