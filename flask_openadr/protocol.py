@@ -34,9 +34,10 @@ __all__ = [
     "window_end",
 ]
 
-#: The simpleHttp services, each one endpoint under the URL prefix (protocol notes 1.1).
-SERVICE_NAMES = ("EiRegisterParty", "EiEvent", "EiReport", "EiOpt", "OadrPoll")
-EI_REGISTER_PARTY, EI_EVENT, EI_REPORT, EI_OPT, OADR_POLL = SERVICE_NAMES
+#: The simpleHttp services, each one endpoint under the URL prefix (protocol notes 1.1), in the
+#: order of the XSD's oadrServiceName enumeration (the codec's, and docs/payloads.rst's).
+SERVICE_NAMES = ("EiEvent", "EiOpt", "EiReport", "EiRegisterParty", "OadrPoll")
+EI_EVENT, EI_OPT, EI_REPORT, EI_REGISTER_PARTY, OADR_POLL = SERVICE_NAMES
 
 #: Where a 2.0b VTN serves its services, and where a push VEN receives them, by default.
 DEFAULT_URL_PREFIX = "/OpenADR2/Simple/2.0b"

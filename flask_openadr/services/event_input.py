@@ -51,7 +51,7 @@ def derive_intervals(
     if not isinstance(intervals, (list, tuple)) or not intervals:
         raise EventError(f"intervals is {intervals!r}; it must list at least one interval")
     check_mapping(intervals[0], "intervals[0]")
-    begin = intervals[0].get("dtstart")
+    begin: datetime | None = intervals[0].get("dtstart")
     if begin is None:
         begin = start
     if begin is None:
@@ -73,8 +73,8 @@ def derive_intervals(
                     f"{where}.dtstart is {given.isoformat()}, but intervals[{index - 1}] ends at "
                     f"{end.isoformat()}; each interval must start where the one before it ends"
                 )
-        duration = interval.get("duration")
-        check_duration(duration, f"{where}.duration")
+        check_duration(interval.get("duration"), f"{where}.duration")
+        duration: timedelta = interval["duration"]
         if "signal_payload" not in interval:
             raise EventError(f"{where} has no signal_payload; each interval carries one")
         payload = interval["signal_payload"]
@@ -128,8 +128,9 @@ def _add_target_value(values: list[Any], value: Any) -> None:
         values.append(copy.deepcopy(value))
 
 
-def as_test_event(test_event: Any) -> str:
-    # testEvent is a string (rule 6); a bool from Python callers becomes "true"/"false".
+def as_test_event(test_event: str | bool) -> str:
+    """The testEvent text: a string (rule 6); a bool from Python callers becomes
+    "true"/"false" (anything else is left for the encoding to refuse)."""
     if isinstance(test_event, bool):
         return "true" if test_event else "false"
     return test_event

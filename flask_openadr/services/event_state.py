@@ -124,5 +124,6 @@ def finished_at(event: Mapping[str, Any]) -> datetime | None:
     if not is_cancelled(event):
         return end
     # A cancelled event is never modified again, so its last modification is the cancellation.
-    cancelled_at = event["event_descriptor"].get("modification_date_time") or period["dtstart"]
+    cancelled_at: datetime = (event["event_descriptor"].get("modification_date_time")
+                              or period["dtstart"])
     return cancelled_at if end is None else max(end, cancelled_at)
