@@ -242,10 +242,13 @@ class VTN:
         :param response_required: ``"always"`` or ``"never"``, changed in the same
             modificationNumber step as the cancellation; None keeps it.
         :param modification_reason: why, if the VENs should be told.
+        :returns: the cancelled event, with ``event_status`` ``"cancelled"`` (as
+            :meth:`get_event` gives it).
         """
-        return events.cancel_event(self._context(), event_id,
-                                   response_required=response_required,
-                                   modification_reason=modification_reason)
+        ctx = self._context()
+        cancelled = events.cancel_event(ctx, event_id, response_required=response_required,
+                                        modification_reason=modification_reason)
+        return event_api.with_status(cancelled, ctx.now())
 
     def events(self) -> list[dict[str, Any]]:
         """Every stored event, with ``event_descriptor["event_status"]`` as it is now."""
@@ -353,7 +356,9 @@ class VTN:
         - ``offline_at``: when it counts as offline if it sends nothing more (or None); after an
           outage of the VTN, no earlier than one deadline after the VTN came back (see
           :func:`flask_openadr.liveness.offline_deadline`);
-        - ``epoch``: the number of its last liveness transition, or None.
+        - ``epoch``: the number of its last liveness transition, or None;
+        - ``cancel_requested``: True while the VTN waits for the VEN to answer the
+          cancellation :meth:`cancel_registration` asked for.
 
         .. versionchanged:: 0.1
            ``online`` is derived from the deadline; ``liveness`` and ``offline_at`` added.

@@ -16,7 +16,12 @@ R = TypeVar("R", bound=Mapping[str, Any])
 
 __all__ = [
     "DEFAULT_URL_PREFIX",
+    "EI_EVENT",
+    "EI_OPT",
+    "EI_REGISTER_PARTY",
+    "EI_REPORT",
     "EXTENSION_TOKEN",
+    "OADR_POLL",
     "OPEN_ENDED",
     "PAIRED_REPLY",
     "SERVICE_NAMES",
@@ -29,8 +34,10 @@ __all__ = [
     "window_end",
 ]
 
-#: The simpleHttp services, each one endpoint under the URL prefix (protocol notes 1.1).
-SERVICE_NAMES = ("EiRegisterParty", "EiEvent", "EiReport", "EiOpt", "OadrPoll")
+#: The simpleHttp services, each one endpoint under the URL prefix (protocol notes 1.1), in the
+#: order of the XSD's oadrServiceName enumeration (the codec's, and docs/payloads.rst's).
+SERVICE_NAMES = ("EiEvent", "EiOpt", "EiReport", "EiRegisterParty", "OadrPoll")
+EI_EVENT, EI_OPT, EI_REPORT, EI_REGISTER_PARTY, OADR_POLL = SERVICE_NAMES
 
 #: Where a 2.0b VTN serves its services, and where a push VEN receives them, by default.
 DEFAULT_URL_PREFIX = "/OpenADR2/Simple/2.0b"

@@ -32,6 +32,7 @@ from urllib3.util.ssltransport import SSLTransport
 
 from . import codec, liveness, services
 from .errors import MalformedMessage, Rejection
+from .protocol import is_success
 from .security import replay, signature
 from .security.fingerprint import fingerprint_from_der
 from .services import outbox, push_due
@@ -328,7 +329,7 @@ class Pusher:
         if name == "oadrResponse" and (expected != "oadrResponse"
                                        or taken.payload_name == "oadrDistributeEvent"):
             code = payload["response"]["response_code"]
-            if code // 100 != 2:
+            if not is_success(code):
                 logger.warning("VEN %r answered the push of %s with %s %s; it is not sent "
                                "again", ven_id, taken.payload_name, code,
                                payload["response"].get("response_description"))
@@ -345,7 +346,7 @@ class Pusher:
         outcome = services.handle(ctx, services.SERVICE_OF[name], name, payload,
                                   ven.get("fingerprint"), signed=signed)
         response = outcome.payload.get("response") or {}
-        if response.get("response_code", 200) // 100 != 2:
+        if not is_success(response.get("response_code", 200)):
             logger.warning("the VTN refused VEN %r's %s answering a push: %s %s", ven_id, name,
                            response.get("response_code"), response.get("response_description"))
 

@@ -117,10 +117,18 @@ def test_a_canceled_party_registration_with_a_wrong_request_id_is_450_and_ends_n
 def test_a_refused_vtn_cancel_keeps_the_registration_and_names_the_ven(
         app, vtn, registered_ven):
     cancel = cancel_on_poll(app, vtn, registered_ven)
+    with app.app_context():
+        assert vtn.vens()[0]["cancel_requested"] is True
     _, reply = registered_ven.canceled_registration(cancel["request_id"], code=500)
     assert (code(reply), reply["ven_id"]) == (200, registered_ven.ven_id)
     with app.app_context():
-        assert vtn.vens()[0]["registration_id"] == registered_ven.registration_id
+        (ven,) = vtn.vens()
+    assert ven["registration_id"] == registered_ven.registration_id
+    # Derived from the message, not a stored flag: once refused, nothing is awaited any more
+    # (a stored flag stayed True here), and a second answer is out of sequence.
+    assert ven["cancel_requested"] is False
+    _, again = registered_ven.canceled_registration(cancel["request_id"])
+    assert code(again) == 450 and "has not asked" in again["response"]["response_description"]
 
 
 # -- Events ------------------------------------------------------------------------------------

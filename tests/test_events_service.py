@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from flask_openadr.config import Settings
 from flask_openadr.errors import EventError, InvalidData, InvalidID, Rejection
+from flask_openadr.services import event_input
 from flask_openadr.services import event_rules as rules
+from flask_openadr.services import event_state
+from flask_openadr.services import event_targets
 from flask_openadr.services import events
 from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
@@ -37,7 +40,7 @@ def make(event_id="e1", start=T0 + H, payloads=(1.0, 2.0), minutes=30, **kwargs)
     kwargs.setdefault("signal_name", "SIMPLE")
     kwargs.setdefault("signal_type", "level")
     kwargs.setdefault("market_context", MC)
-    return rules.build_event(
+    return event_input.build_event(
         event_id=event_id, intervals=intervals(start, payloads, minutes), **kwargs
     )
 
@@ -93,7 +96,7 @@ def ven(store):
 def test_status_goes_far_near_active_completed_with_ramp_up():
     event = make(ramp_up_period=15 * MIN)  # starts T0+1h, lasts 1h
     seen = [
-        rules.event_status(event, t)
+        event_state.event_status(event, t)
         for t in (T0, T0 + 45 * MIN - US, T0 + 45 * MIN, T0 + H - US, T0 + H, T0 + 2 * H - US,
                   T0 + 2 * H, T0 + 30 * H)
     ]
@@ -102,24 +105,24 @@ def test_status_goes_far_near_active_completed_with_ramp_up():
 
 def test_status_without_ramp_up_is_far_until_the_start():
     event = make()
-    assert rules.event_status(event, T0 + H - US) == "far"
-    assert rules.event_status(event, T0 + H) == "active"
+    assert event_state.event_status(event, T0 + H - US) == "far"
+    assert event_state.event_status(event, T0 + H) == "active"
 
 
 def test_duration_zero_is_active_from_its_start_until_cancelled():
     event = make(payloads=(2.0,), minutes=0)
     assert event["active_period"]["duration"] == timedelta(0)
-    assert rules.event_status(event, T0 + H - US) == "far"
-    assert rules.event_status(event, T0 + H) == "active"
-    assert rules.event_status(event, T0 + 1000 * 24 * H) == "active"
-    descriptor(event)["event_status"] = "cancelled"
-    assert rules.event_status(event, T0 + 1000 * 24 * H) == "cancelled"
+    assert event_state.event_status(event, T0 + H - US) == "far"
+    assert event_state.event_status(event, T0 + H) == "active"
+    assert event_state.event_status(event, T0 + 1000 * 24 * H) == "active"
+    event["cancelled"] = True
+    assert event_state.event_status(event, T0 + 1000 * 24 * H) == "cancelled"
 
 
 def test_cancelled_wins_over_the_times():
     event = make()
-    descriptor(event)["event_status"] = "cancelled"
-    assert [rules.event_status(event, t) for t in (T0, T0 + 90 * MIN, T0 + 3 * H)] == [
+    event["cancelled"] = True
+    assert [event_state.event_status(event, t) for t in (T0, T0 + 90 * MIN, T0 + 3 * H)] == [
         "cancelled"
     ] * 3
 
@@ -131,7 +134,7 @@ def test_current_value_picks_the_interval_containing_now_at_the_boundaries():
     event = make(payloads=(1.0, 2.0, 3.0))
     signal = event["event_signals"][0]
     at = {
-        offset: rules.current_value(event, signal, T0 + H + offset)
+        offset: event_state.current_value(event, signal, T0 + H + offset)
         for offset in (timedelta(0), 30 * MIN - US, 30 * MIN, 60 * MIN, 90 * MIN - US)
     }
     assert list(at.values()) == [1.0, 1.0, 2.0, 3.0, 3.0]
@@ -140,10 +143,10 @@ def test_current_value_picks_the_interval_containing_now_at_the_boundaries():
 def test_simple_current_value_is_zero_when_not_active():
     event = make(payloads=(3.0,))
     signal = event["event_signals"][0]
-    assert rules.current_value(event, signal, T0) == 0.0  # far
-    assert rules.current_value(event, signal, T0 + 3 * H) == 0.0  # completed
-    descriptor(event)["event_status"] = "cancelled"
-    assert rules.current_value(event, signal, T0 + H) == 0.0  # cancelled during its window
+    assert event_state.current_value(event, signal, T0) == 0.0  # far
+    assert event_state.current_value(event, signal, T0 + 3 * H) == 0.0  # completed
+    event["cancelled"] = True
+    assert event_state.current_value(event, signal, T0 + H) == 0.0  # cancelled during its window
 
 
 def test_price_current_value_is_omitted_when_not_active():
@@ -151,16 +154,16 @@ def test_price_current_value_is_omitted_when_not_active():
                  item_base={"kind": "currencyPerKWh", "item_description": "currencyPerKWh",
                             "item_units": "USD", "si_scale_code": "none"})
     signal = event["event_signals"][0]
-    assert rules.current_value(event, signal, T0) is None
-    assert "current_value" not in rules.render_event(event, "ven-a", T0)["event_signals"][0]
-    active = rules.render_event(event, "ven-a", T0 + H)
+    assert event_state.current_value(event, signal, T0) is None
+    assert "current_value" not in event_targets.render_event(event, "ven-a", T0)["event_signals"][0]
+    active = event_targets.render_event(event, "ven-a", T0 + H)
     assert active["event_signals"][0]["current_value"] == 0.25
 
 
 def test_open_ended_event_current_value_is_its_single_payload():
     event = make(payloads=(2.0,), minutes=0)
     signal = event["event_signals"][0]
-    assert rules.current_value(event, signal, T0 + 400 * H) == 2.0
+    assert event_state.current_value(event, signal, T0 + 400 * H) == 2.0
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -228,22 +231,17 @@ def _rendered_with(target_path):
         (_signal(signal_name="BOGUS"), r"signal_name \(signalName\) is 'BOGUS'.*'x-'"),
         (_signal(signal_name="x-"), r"signal_name \(signalName\) is 'x-'"),
         (_signal(signal_name=["SIMPLE"]), r"signal_name \(signalName\) is \['SIMPLE'\]"),
-        (_set(("response_required",), ["always"]), r"response_required is \['always'\]"),
-        (_set(("response_required",), "sometimes"), r"response_required is 'sometimes'"),
         (_set(("event_signals",), []), r"event_signals is \[\]"),
+        (_set(("cancelled",), False), r"cancelled is False; a cancelled event says True"),
         (_rendered_with(("target",)), r"target\.ven_ids is \['a', 'b'\].*at most one venID"),
         (_rendered_with(("event_signals", 0, "target")), r"event_signals\[0\]\.target\.ven_ids"),
         (_set(("target", "ven_ids"), "ven-a"), r"target\.ven_ids is 'ven-a'; it must be a list"),
         (_set(("active_period", "dtstart"), datetime(2026, 12, 1)), r"dtstart is .*timezone-aware"),
         (_set(("active_period", "ramp_up"), -MIN), r"active_period\.ramp_up is .*non-negative"),
         (_interval(0, duration=-MIN), r"intervals\[0\]\.duration is .*non-negative timedelta"),
-        (_set(("event_descriptor", "priority"), -1), r"priority is -1; .*non-negative int"),
-        (_set(("event_descriptor", "priority"), True), r"priority is True"),
         (_set(("event_descriptor", "modification_number"), "0"), r"modification_number is '0'"),
         (_set(("event_descriptor", "market_context"), ""), r"market_context is ''; .*non-empty"),
         (_set(("event_descriptor", "event_id"), ""), r"event_id is ''; .*non-empty"),
-        (_set(("event_descriptor", "event_status"), "FAR"), r"event_status is 'FAR'"),
-        (_set(("event_descriptor", "test_event"), True), r"test_event is True; .*string"),
         (_set(("event_baseline",), {"dtstart": T0, "duration": H, "intervals": [
             {"duration": H, "uid": "1"}]}), r"rule 2: event_baseline\.intervals\[0\]\.uid"),
     ],
@@ -254,6 +252,37 @@ def test_validate_event_names_the_rule_and_the_value(mutate, message):
     mutate(event)
     with pytest.raises(EventError, match=message):
         rules.validate_event(event)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (_set(("response_required",), ["always"]),
+         r"response_required: \['always'\] is not a valid oadrResponseRequired \(expected "
+         r"'always', 'never'\)"),
+        (_set(("response_required",), "sometimes"), r"response_required: 'sometimes' is not a"),
+        (_set(("event_descriptor", "priority"), -1),
+         r"priority: -1 is out of range for unsignedInt"),
+        (_set(("event_descriptor", "priority"), True), r"priority: expected int, got bool True"),
+        (_set(("event_descriptor", "test_event"), True),
+         r"test_event: expected str, got bool True"),
+        (_signal(signal_name="x-custom", signal_type="setpoint", item_base=5),
+         r"item_base: expected a dict with a 'kind' key, got 5"),
+    ],
+)
+def test_the_xsd_types_are_checked_by_encoding_the_event_once(store, clock, mutate, message):
+    # Fields no conformance rule reads are left to the codec: add_event encodes the event
+    # once, and its error names the field and the value.
+    from flask_openadr import codec
+
+    checked = Context(settings=Settings(market_context=MC), store=store, clock=clock,
+                      check_payload=codec.encode)
+    event = make()
+    mutate(event)
+    rules.validate_event(event)  # no conformance rule is broken
+    with pytest.raises(EventError, match=r"cannot be sent.*2\.0b schema: .*" + message):
+        events.add_event(checked, event)
+    assert store.list_events() == []
 
 
 def test_validate_accepts_extensions_and_the_2_0a_simple_name():
@@ -295,7 +324,7 @@ def test_build_event_derives_start_duration_and_uids():
             "signal_name": "x-levels", "signal_type": "level", "signal_id": "sig",
             "item_base": {"item_description": "x"},
         }],
-        "target": {key: [] for key in rules.TARGET_KEYS} | {"ven_ids": ["ven-a"]},
+        "target": {key: [] for key in event_targets.TARGET_KEYS} | {"ven_ids": ["ven-a"]},
         "response_required": "always",
     }
 
@@ -312,7 +341,7 @@ def test_build_event_needs_consecutive_intervals(second_start, ends):
     given = intervals()
     given[1]["dtstart"] = second_start
     with pytest.raises(EventError, match=r"intervals\[1\]\.dtstart is .*intervals\[0\] ends at"):
-        rules.build_event(event_id="e", signal_name="SIMPLE", signal_type="level",
+        event_input.build_event(event_id="e", signal_name="SIMPLE", signal_type="level",
                           intervals=given, market_context=MC)
 
 
@@ -320,25 +349,25 @@ def test_build_event_needs_a_first_start_and_a_payload():
     given = intervals()
     del given[0]["dtstart"]
     with pytest.raises(EventError, match=r"intervals\[0\]\.dtstart is missing"):
-        rules.derive_intervals(given)
+        event_input.derive_intervals(given)
     given = intervals()
     del given[1]["signal_payload"]
     with pytest.raises(EventError, match=r"intervals\[1\] has no signal_payload"):
-        rules.derive_intervals(given)
+        event_input.derive_intervals(given)
 
 
 def test_targets_are_accepted_as_a_dict_or_a_list_and_merged_with_ven_id():
-    from_list = rules.normalize_target(
+    from_list = event_input.normalize_target(
         [{"ven_id": "a"}, {"group_id": "g"}, {"resource_id": "r"}, {"party_id": "p"},
          {"ven_id": "a"}], ven_id="b")
     assert from_list["ven_ids"] == ["a", "b"]
     assert (from_list["group_ids"], from_list["resource_ids"], from_list["party_ids"]) == (
         ["g"], ["r"], ["p"])
-    assert rules.normalize_target({"group_ids": ["g"]})["group_ids"] == ["g"]
+    assert event_input.normalize_target({"group_ids": ["g"]})["group_ids"] == ["g"]
     with pytest.raises(EventError, match="unknown key 'venid'"):
-        rules.normalize_target({"venid": "a"})
+        event_input.normalize_target({"venid": "a"})
     with pytest.raises(EventError, match=r"targets\.ven_ids is 'a'; it must be a list"):
-        rules.normalize_target({"ven_ids": "a"})
+        event_input.normalize_target({"ven_ids": "a"})
 
 
 def test_normalize_full_event_fills_defaults_and_drops_derived_fields():
@@ -350,15 +379,34 @@ def test_normalize_full_event_fills_defaults_and_drops_derived_fields():
                            "signal_name": "SIMPLE", "signal_type": "level", "signal_id": "s",
                            "current_value": 1.0}],
     }
-    stored = rules.normalize_full_event(given, event_id_factory=lambda: "new-id",
-                                        default_market_context=MC)
+    stored = event_input.normalize_full_event(given, event_id_factory=lambda: "new-id",
+                                              default_market_context=MC)
     assert descriptor(stored) == {"event_id": "new-id", "modification_number": 0,
                                   "market_context": MC}
     assert stored["event_signals"][0]["intervals"][0]["uid"] == "0"
     assert "current_value" not in stored["event_signals"][0]
-    assert stored["target"] == {key: [] for key in rules.TARGET_KEYS}
+    assert stored["target"] == {key: [] for key in event_targets.TARGET_KEYS}
     assert stored["response_required"] == "always"
     assert "created_date_time" in given["event_descriptor"]  # the caller's dict is untouched
+    # A new event is never stored cancelled, whichever way the dict says it.
+    for cancelled in ({"event_status": "cancelled"}, {}):
+        copied = dict(given, event_descriptor={**given["event_descriptor"], **cancelled},
+                      cancelled=True)
+        new = event_input.normalize_full_event(copied, event_id_factory=lambda: "c",
+                                               default_market_context=MC)
+        assert not event_state.is_cancelled(new) and "cancelled" not in new
+
+
+def test_a_rendered_cancellation_reads_back_as_the_cancelled_field():
+    event = make()
+    event["cancelled"] = True
+    rendered = event_targets.render_event(event, "ven-a", T0)
+    # Sent: the derived status, and no trace of the stored field (it has no XML element).
+    assert descriptor(rendered)["event_status"] == "cancelled" and "cancelled" not in rendered
+    assert event_input.stored_form(rendered) == event_input.stored_form(event)
+    assert event_state.is_cancelled(event_input.stored_form(rendered))
+    # Only True cancels: is_cancelled is the one predicate, validate_event refuses the rest.
+    assert not event_state.is_cancelled({**event, "cancelled": "yes"})
 
 
 # -- targeting, order, rendering ----------------------------------------------------------------
@@ -387,12 +435,12 @@ def test_targets_ven_matches_ids_groups_resources_and_parties(targets, matched):
         ven_record("plain"),
     ]
     event = make(targets=targets)
-    assert {v["ven_id"] for v in vens if rules.targets_ven(event, v)} == matched
+    assert {v["ven_id"] for v in vens if event_targets.targets_ven(event, v)} == matched
 
 
 def test_report_only_vens_get_no_events():
-    assert not rules.targets_ven(make(), ven_record(report_only=True))
-    assert not rules.targets_ven(make(ven_id="ven-a"), ven_record(report_only=True))
+    assert not event_targets.targets_ven(make(), ven_record(report_only=True))
+    assert not event_targets.targets_ven(make(ven_id="ven-a"), ven_record(report_only=True))
 
 
 def test_order_is_active_by_priority_with_zero_last_then_pending_by_start_then_completed():
@@ -410,9 +458,9 @@ def test_order_is_active_by_priority_with_zero_last_then_pending_by_start_then_c
         make("near", start=T0 + 4 * H, ramp_up_period=2 * H),
     ]
     cancelled_far = make("cancelled-far", start=T0 + 5 * H)
-    descriptor(cancelled_far)["event_status"] = "cancelled"
+    cancelled_far["cancelled"] = True
     events_.append(cancelled_far)
-    order = [descriptor(e)["event_id"] for e in rules.order_events(events_, now)]
+    order = [descriptor(e)["event_id"] for e in event_targets.order_events(events_, now)]
     assert order == [
         "active-1-early", "active-1-late", "active-2", "active-0", "active-none",
         "near", "cancelled-far", "far-late", "completed",
@@ -425,7 +473,7 @@ def test_render_stamps_now_and_never_names_more_than_one_ven():
     event["event_signals"].append(dict(event["event_signals"][0], signal_id="for-all"))
     del event["event_signals"][1]["target"]
     for ven_id, expected in (("a", ["a"]), ("b", ["b"]), ("by-group", [])):
-        sent = rules.render_event(event, ven_id, T0 + H)
+        sent = event_targets.render_event(event, ven_id, T0 + H)
         assert sent["target"]["ven_ids"] == expected
         assert sent["target"]["group_ids"] == ["g"]
         if expected:
@@ -565,7 +613,7 @@ def test_the_overlap_check_refuses_exactly_what_the_rule_says(data):
                      targets=data.draw(st.sampled_from(_SELECTORS)),
                      market_context=data.draw(st.sampled_from([MC, MC + "/2"])))
         everyone = store.list_vens()
-        expected = any(rules.overlap(event, other, lambda: everyone)
+        expected = any(event_targets.overlap(event, other, lambda: everyone)
                        for other in store.list_events())
         assert (_refused(ctx, event) is not None) == expected
         if data.draw(st.integers(0, 3)) == 0 and store.list_events():
@@ -667,7 +715,9 @@ def test_cancel_bumps_once(ctx, clock, emitted):
     events.add_event(ctx, make())
     clock.advance(MIN)
     cancelled = events.cancel_event(ctx, "e1")
-    assert descriptor(cancelled)["event_status"] == "cancelled"
+    # Stored as a field of its own; the status "cancelled" is derived from it when sent.
+    assert cancelled["cancelled"] is True and "event_status" not in descriptor(cancelled)
+    assert event_state.is_cancelled(ctx.store.get_event("e1"))
     assert descriptor(cancelled)["modification_number"] == 1
     assert descriptor(cancelled)["modification_date_time"] == T0 + MIN
     assert events.cancel_event(ctx, "e1") == cancelled
@@ -999,7 +1049,7 @@ def test_request_event_handler_list_replaces_the_built_in_set(ctx, ven):
 
     def supply(ven_id):
         calls.append(ven_id)
-        rendered = rules.render_event(make("full", start=T0 + 2 * H), ven_id, T0 - H)
+        rendered = event_targets.render_event(make("full", start=T0 + 2 * H), ven_id, T0 - H)
         convenience = {"event_id": "easy", "signal_name": "SIMPLE", "signal_type": "level",
                        "intervals": intervals(start=T0 + 3 * H)}
         return [convenience, rendered]
@@ -1011,6 +1061,24 @@ def test_request_event_handler_list_replaces_the_built_in_set(ctx, ven):
     assert descriptor(reply["events"][0])["created_date_time"] == T0  # re-stamped
     assert descriptor(reply["events"][1])["market_context"] == MC
     assert sent(ctx.store) == {}  # made-up events are not tracked, nor is "stored" sent
+
+
+def test_request_event_handler_events_keep_a_cancellation_and_are_encoded_once(store, clock,
+                                                                             ven):
+    from flask_openadr import codec
+
+    checked = Context(settings=Settings(market_context=MC), store=store, clock=clock,
+                      check_payload=codec.encode)
+    cancelled = make("gone")
+    cancelled["cancelled"] = True
+    rendered = event_targets.render_event(cancelled, "ven-a", T0)
+    checked.handlers["on_request_event"] = lambda ven_id: [rendered]
+    _, reply, _ = events.request_event(checked, ven, {"request_id": "r", "ven_id": "ven-a"})
+    assert [descriptor(e)["event_status"] for e in reply["events"]] == ["cancelled"]
+    # A handler's event is held to the XSD as a stored one is: by encoding it once.
+    checked.handlers["on_request_event"] = lambda ven_id: [make("odd", priority=-1)]
+    with pytest.raises(EventError, match=r"priority: -1 is out of range for unsignedInt"):
+        events.request_event(checked, ven, {"request_id": "r", "ven_id": "ven-a"})
 
 
 def test_request_event_handler_returning_none_sends_the_built_in_set(ctx, ven):

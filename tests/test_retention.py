@@ -7,7 +7,7 @@ import pytest
 from flask import Flask
 
 from flask_openadr import VTN, ConfigurationError
-from flask_openadr.services import event_rules as rules
+from flask_openadr.services import event_input, event_state, event_versions
 from flask_openadr.services import removals, retention
 from tests.support.clock import T0
 from tests.support.counting import CountingStore
@@ -25,23 +25,23 @@ def one_hour(start, ven_id=None, **fields):
 
 
 def test_finished_at_is_the_later_of_the_end_and_the_cancellation():
-    event = rules.build_event(event_id="e", market_context="http://x.example",
+    event = event_input.build_event(event_id="e", market_context="http://x.example",
                               **one_hour(T0))
-    assert rules.finished_at(event) == T0 + H
-    cancelled = rules.next_version(event, T0 + 3 * H)
-    cancelled["event_descriptor"]["event_status"] = "cancelled"
-    assert rules.finished_at(cancelled) == T0 + 3 * H  # cancelled after its end
-    early = rules.next_version(event, T0 - DAY)
-    early["event_descriptor"]["event_status"] = "cancelled"
-    assert rules.finished_at(early) == T0 + H  # cancelled before it ran: its end still counts
-    open_ended = rules.build_event(event_id="o", market_context="http://x.example",
+    assert event_state.finished_at(event) == T0 + H
+    cancelled = event_versions.next_version(event, T0 + 3 * H)
+    cancelled["cancelled"] = True
+    assert event_state.finished_at(cancelled) == T0 + 3 * H  # cancelled after its end
+    early = event_versions.next_version(event, T0 - DAY)
+    early["cancelled"] = True
+    assert event_state.finished_at(early) == T0 + H  # cancelled before it ran: its end still counts
+    open_ended = event_input.build_event(event_id="o", market_context="http://x.example",
                                    **dict(one_hour(T0), intervals=[
                                        {"dtstart": T0, "duration": timedelta(0),
                                         "signal_payload": 1.0}]))
-    assert rules.finished_at(open_ended) is None  # runs until cancelled
-    stopped = rules.next_version(open_ended, T0 + DAY)
-    stopped["event_descriptor"]["event_status"] = "cancelled"
-    assert rules.finished_at(stopped) == T0 + DAY
+    assert event_state.finished_at(open_ended) is None  # runs until cancelled
+    stopped = event_versions.next_version(open_ended, T0 + DAY)
+    stopped["cancelled"] = True
+    assert event_state.finished_at(stopped) == T0 + DAY
 
 
 def test_events_are_shown_until_their_retention_ends_then_removed(app, vtn, registered_ven,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from .. import enums
+from ..protocol import SERVICE_NAMES
 from . import values as v
 from .fields import Choice, ComplexType, Field, Flatten, Nil, Substitution, ctype, f, q
 
@@ -30,7 +31,7 @@ OPT_REASON = v.Enum("optReason", [
 RESPONSE_REQUIRED = v.Enum("oadrResponseRequired", enums.RESPONSE_REQUIRED, token=False)
 PROFILE_NAME = v.Enum("oadrProfileName", ["2.0a", "2.0b"])
 TRANSPORT_NAME = v.Enum("oadrTransportName", ["simpleHttp", "xmpp"])
-SERVICE_NAME = v.Enum("oadrServiceName", ["EiEvent", "EiOpt", "EiReport", "EiRegisterParty", "OadrPoll"])
+SERVICE_NAME = v.Enum("oadrServiceName", SERVICE_NAMES)
 REPORT_NAME = v.Enum("reportName", [
     "METADATA_HISTORY_USAGE", "HISTORY_USAGE", "METADATA_HISTORY_GREENBUTTON", "HISTORY_GREENBUTTON",
     "METADATA_TELEMETRY_USAGE", "TELEMETRY_USAGE", "METADATA_TELEMETRY_STATUS", "TELEMETRY_STATUS"],

@@ -23,6 +23,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Generic, Iterable, TypeVar
 
+from ..protocol import is_aware, is_extension_token
+
 __all__ = [
     "ValueProblem", "Unsupported", "ValueType", "STRING", "ANY_URI", "BOOLEAN", "UNSIGNED_INT", "CONFIDENCE",
     "FLOAT", "DECIMAL", "RESPONSE_CODE", "DATE_TIME", "DURATION", "Enum",
@@ -129,7 +131,7 @@ class Enum(ValueType[str]):
     def _ok(self, value: str) -> bool:
         if value in self._set:
             return True
-        return self.extensible and re.fullmatch(r"x-\S.*", value) is not None
+        return self.extensible and is_extension_token(value)
 
     def _expected(self) -> str:
         # The first values, as many as fit in a line of an error message.
@@ -342,7 +344,7 @@ def format_datetime(value: object) -> str:
     """Format an aware datetime as UTC (see the module docstring for the fraction rule)."""
     if not isinstance(value, datetime):
         raise ValueError(f"expected an aware datetime, got {type(value).__name__} {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if not is_aware(value):
         raise ValueError(f"naive datetime {value!r}: attach a timezone (UTC)")
     utc = value.astimezone(timezone.utc)
     text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"

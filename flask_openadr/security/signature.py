@@ -55,6 +55,7 @@ from lxml import etree
 from ..codec.fields import DS, DSP, NSMAP, OADR
 from ..codec.values import ValueProblem, format_datetime, parse_datetime, shown
 from ..errors import ComplianceError, ConfigurationError, InvalidData, NotRegistered
+from ..protocol import is_aware
 from .fingerprint import fingerprint_from_der
 
 __all__ = ["Signer", "Verified", "is_signed", "load_signer", "sign", "verify"]
@@ -609,6 +610,6 @@ def _timestamp(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         value = None
-    if value is None or value.utcoffset() is None:
+    if not is_aware(value):
         raise InvalidData(description=f"dsp:timestamp: {reason}")
     return value.astimezone(timezone.utc)

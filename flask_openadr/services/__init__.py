@@ -18,7 +18,7 @@ from ..errors import (
     Rejection,
     Unidentified,
 )
-from ..protocol import is_registered
+from ..protocol import EI_EVENT, EI_OPT, EI_REGISTER_PARTY, EI_REPORT, OADR_POLL, is_registered
 from ..security import replay
 from ..store.base import Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
@@ -39,16 +39,16 @@ OPEN: dict[str, OpenService] = {
 
 # Service endpoint -> payload -> its service, for registered VENs.
 SERVICES: dict[str, dict[str, Service]] = {
-    "EiRegisterParty": {
+    EI_REGISTER_PARTY: {
         "oadrCancelPartyRegistration": registration.cancel,
         "oadrCanceledPartyRegistration": registration.canceled,
         "oadrResponse": registration.acknowledged,
     },
-    "EiEvent": {
+    EI_EVENT: {
         "oadrRequestEvent": events.request_event,
         "oadrCreatedEvent": events.created_event,
     },
-    "EiReport": {
+    EI_REPORT: {
         # The VEN as report producer (reports) and as consumer of VTN reports (vtn_reports).
         "oadrRegisterReport": reports.register_report,
         "oadrCreatedReport": reports.created_report,
@@ -59,14 +59,14 @@ SERVICES: dict[str, dict[str, Service]] = {
         "oadrUpdatedReport": vtn_reports.updated_report,
         "oadrCancelReport": vtn_reports.cancel_report,
     },
-    "EiOpt": {
+    EI_OPT: {
         "oadrCreateOpt": opt.create_opt,
         "oadrCancelOpt": opt.cancel_opt,
     },
-    "OadrPoll": {"oadrPoll": poll.poll},
+    OADR_POLL: {"oadrPoll": poll.poll},
 }
 SERVICE_OF = {name: service for service, table in SERVICES.items() for name in table}
-SERVICE_OF.update(dict.fromkeys(OPEN, "EiRegisterParty"))
+SERVICE_OF.update(dict.fromkeys(OPEN, EI_REGISTER_PARTY))
 
 
 @dataclass

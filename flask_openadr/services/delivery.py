@@ -14,7 +14,7 @@ oadrDistributeEvent. A poll whose VEN is not due reads this one record and nothi
 whatever the number of VENs and events.
 
 The rules for which version a VEN should hold live in
-:func:`~flask_openadr.services.event_rules.version_for_ven`; this module only decides whom a
+:func:`~flask_openadr.services.event_versions.version_for_ven`; this module only decides whom a
 change may affect, and keeps the record.
 """
 from __future__ import annotations
@@ -26,16 +26,9 @@ from typing import Any, Iterable, Iterator, Mapping
 from ..store.base import VenRecord
 from . import push_due, removals
 from .context import Context
-from .event_rules import (
-    finished_at,
-    Version,
-    as_version,
-    event_status,
-    needs_acknowledgement,
-    order_events,
-    targets_ven,
-    version_for_ven,
-)
+from .event_state import event_status, finished_at, is_cancelled, needs_acknowledgement
+from .event_targets import order_events, targets_ven
+from .event_versions import Version, as_version, version_for_ven
 from .outbox import redelivery_after
 
 #: How many VENs a fan-out reads and writes at once.
@@ -367,7 +360,7 @@ def _finished(event: Mapping[str, Any], ven: VenRecord, entry: Mapping[str, Any]
         # or was cancelled, before the VEN polled).
         return version_for_ven(event, ven, None, now) is None
     current = event["event_descriptor"]["modification_number"]
-    if event["event_descriptor"].get("event_status") == "cancelled":
+    if is_cancelled(event):
         # A cancelled event cannot change again: once the VEN has the cancellation (and
         # answered it, when it must), nothing more is ever sent.
         return was.cancelled and bool(entry.get("acknowledged")) and \

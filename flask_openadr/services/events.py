@@ -7,25 +7,15 @@ from typing import Any, Mapping
 
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
+from ..protocol import reply_name
 from ..store.base import EventResponseRecord, VenRecord
 from . import delivery, opt
 from .context import Context, Reply
-from .event_rules import (
-    build_event,
-    changed_event,
-    current_value,
-    event_status,
-    next_version,
-    normalize_full_event,
-    normalize_target,
-    order_events,
-    overlap,
-    render_event,
-    same_content,
-    strip_derived,
-    targets_ven,
-    validate_event,
-)
+from .event_input import build_event, normalize_full_event, normalize_target, stored_form
+from .event_rules import validate_event
+from .event_state import current_value, event_status, is_cancelled
+from .event_targets import order_events, overlap, render_event, targets_ven
+from .event_versions import changed_event, next_version, same_content
 from .replies import request_id_of
 from .replies import response as ei_response
 
@@ -109,7 +99,7 @@ OVERLAP_INDEX_VENS = 200
 
 def _check_no_overlap(ctx: Context, event: dict[str, Any]) -> list[VenRecord] | None:
     """Refuse a new event that would run at once with another for one VEN in one market
-    context (see :func:`~flask_openadr.services.event_rules.overlap`).
+    context (see :func:`~flask_openadr.services.event_targets.overlap`).
 
     Only the events that may share a VEN with it are read: those the target index lists for
     the VENs it reaches (see :func:`~flask_openadr.services.delivery.indexed_events`). An
@@ -159,7 +149,7 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
 
     :param ctx: the VTN context.
     :param event_id: the event to change.
-    :param changes: see :func:`~flask_openadr.services.event_rules.changed_event`, plus
+    :param changes: see :func:`~flask_openadr.services.event_versions.changed_event`, plus
         ``modification_reason`` (which describes this change only).
     :returns: the new stored event.
     :raises UnknownEvent: for an eventID the store does not hold.
@@ -173,7 +163,7 @@ def modify_event(ctx: Context, event_id: str, **changes: Any) -> dict[str, Any]:
     now = ctx.now()
     with ctx.store.atomic():
         current = _get(ctx, event_id)
-        if event_status(current, now) == "cancelled":
+        if is_cancelled(current):
             raise EventError(
                 f"event {event_id!r} is cancelled; a cancelled event cannot be modified "
                 "(add a new event instead)"
@@ -231,7 +221,8 @@ def cancel_event(
     ctx: Context, event_id: str, *, modification_reason: str | None = None,
     response_required: str | None = None,
 ) -> dict[str, Any]:
-    """Cancel an event: event_status "cancelled", modification_number up by one (rule 5).
+    """Cancel an event: it is stored as ``cancelled`` (sent with eventStatus "cancelled"),
+    its modification_number up by one (rule 5).
 
     The cancellation is sent to every VEN that knew the event, until it answers it (see
     docs/events.rst, "Delivery"). Cancelling a cancelled event changes nothing and returns it
@@ -249,12 +240,11 @@ def cancel_event(
     now = ctx.now()
     with ctx.store.atomic():
         event = _get(ctx, event_id)
-        if event["event_descriptor"].get("event_status") == "cancelled":
+        if is_cancelled(event):
             return event
-        event["event_descriptor"]["event_status"] = "cancelled"
+        event["cancelled"] = True
         if response_required is not None:
-            event["response_required"] = response_required
-            validate_event(event)
+            event["response_required"] = response_required  # the encoding below checks it
         event = next_version(event, now, modification_reason)
         check_sendable(ctx, event)
         ctx.store.put_event(event)
@@ -438,12 +428,12 @@ def request_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
             reply = distribute_event_payload(ctx, ven, now, response=echo,
                                              reply_limit=reply_limit, completed=True)
             # Built in the same transaction: a reply that cannot be encoded records nothing.
-            return ctx.reply("oadrDistributeEvent", reply)
+            return ctx.reply(reply_name("oadrRequestEvent"), reply)
     # Events a handler makes up are sent as they are and not recorded as delivered: the
     # built-in distribution keeps its own account of the stored events.
     events = order_events([_handler_event(ctx, item) for item in chosen], now)
     events = _limited(events, reply_limit)
-    return ctx.reply("oadrDistributeEvent",
+    return ctx.reply(reply_name("oadrRequestEvent"),
                      _payload(ctx, ven, now, events, request_id=None, response=echo))
 
 
@@ -451,13 +441,15 @@ def _handler_event(ctx: Context, item: Any) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise EventError(f"on_request_event returned {item!r} in its list; each must be a dict")
     if "event_descriptor" in item:
-        event = strip_derived(item)
+        event = stored_form(item)
         validate_event(event)
-        return event
-    fields = dict(item)
-    fields.setdefault("event_id", ctx.new_id())
-    fields.setdefault("market_context", ctx.settings.market_context)
-    return build_event(**fields)
+    else:
+        fields = dict(item)
+        fields.setdefault("event_id", ctx.new_id())
+        fields.setdefault("market_context", ctx.settings.market_context)
+        event = build_event(**fields)
+    check_sendable(ctx, event)  # the XSD's types, as for a stored event
+    return event
 
 
 def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
@@ -512,7 +504,8 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
             modification_number=record["modification_number"],
             opt_type=record["opt_type"],
         )
-    return "oadrResponse", {"response": _ok(request_id_of(payload)), "ven_id": ven_id}
+    return reply_name("oadrCreatedEvent"), {"response": _ok(request_id_of(payload)),
+                                            "ven_id": ven_id}
 
 
 def _response_record(

@@ -14,7 +14,7 @@ from ..protocol import is_aware, is_open_ended, reply_name
 from ..store.base import EventResponseRecord, VenRecord
 from . import bounds
 from .context import Context
-from .event_rules import targets_ven
+from .event_targets import targets_ven
 from .replies import response
 
 OPT = "opt"

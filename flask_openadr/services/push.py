@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import InvalidData
+from ..protocol import EI_EVENT, EI_REGISTER_PARTY, EI_REPORT
 from ..store.base import OutboxItem, VenRecord
 from . import delivery, events, outbox, push_due, reports
 from .context import Context
@@ -19,13 +20,13 @@ from .push_due import is_push
 
 #: The service endpoint each VTN-originated payload is pushed to (protocol notes 1.3).
 PUSH_SERVICE = {
-    "oadrDistributeEvent": "EiEvent",
-    "oadrRegisterReport": "EiReport",
-    "oadrCreateReport": "EiReport",
-    "oadrCancelReport": "EiReport",
-    "oadrUpdateReport": "EiReport",
-    "oadrCancelPartyRegistration": "EiRegisterParty",
-    "oadrRequestReregistration": "EiRegisterParty",
+    "oadrDistributeEvent": EI_EVENT,
+    "oadrRegisterReport": EI_REPORT,
+    "oadrCreateReport": EI_REPORT,
+    "oadrCancelReport": EI_REPORT,
+    "oadrUpdateReport": EI_REPORT,
+    "oadrCancelPartyRegistration": EI_REGISTER_PARTY,
+    "oadrRequestReregistration": EI_REGISTER_PARTY,
 }
 
 #: Store record kind of the push state of each VEN, one record under the key ``"push"``:

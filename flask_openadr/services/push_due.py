@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Mapping
 
+from ..protocol import is_registered
 from .context import Context
 
 #: Store record kind of the hints.
@@ -28,7 +29,7 @@ _LATER = "later"
 
 def is_push(ven: Mapping[str, Any]) -> bool:
     """Whether the VTN pushes to this VEN: registered, for push, with an address."""
-    return bool(ven.get("registration_id")) and ven.get("http_pull_model") is False \
+    return is_registered(ven) and ven.get("http_pull_model") is False \
         and bool(ven.get("transport_address"))
 
 

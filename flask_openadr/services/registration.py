@@ -142,7 +142,6 @@ def create(ctx: Context, payload: dict[str, Any], fingerprint: str | None
         "registration_id": ids.get("registration_id") or ctx.new_id(),
         "poll_frequency": ctx.settings.poll_frequency,
         "registered_at": ctx.now(),
-        "cancel_requested": False,
     })
     for key in ("group_ids", "resource_ids", "party_ids", "group_names"):
         if key in ids:
@@ -218,7 +217,7 @@ def _clear_records(ctx: Context, ven_id: str) -> None:
 def _end_registration(ctx: Context, ven: VenRecord) -> None:
     """Drop a registration and what was pending for it (notes 5.1 step 6). The VEN record stays,
     so later messages from it get 463 (not registered) rather than 452 (unknown)."""
-    ended: VenRecord = {**ven, "registration_id": None, "cancel_requested": False}
+    ended: VenRecord = {**ven, "registration_id": None}
     with ctx.store.atomic():
         ctx.store.put_ven(ended)
         push.index(ctx, ended)
@@ -251,7 +250,7 @@ def cancel(ctx: Context, ven: VenRecord, payload: dict[str, Any]
 def canceled(ctx: Context, ven: VenRecord, payload: dict[str, Any]
              ) -> tuple[str, dict[str, Any]]:
     """oadrCanceledPartyRegistration: the VEN acknowledges a cancellation the VTN asked for."""
-    if not ven.get("cancel_requested"):
+    if not cancel_requested(ctx, ven["ven_id"]):
         raise OutOfSequence(description="the VTN has not asked this VEN to cancel its "
                             "registration")
     if payload.get("registration_id", ven["registration_id"]) != ven["registration_id"]:
@@ -292,14 +291,20 @@ def request_cancel(ctx: Context, ven_id: str) -> None:
         ven = ctx.store.get_ven(ven_id)
         if not is_registered(ven):
             raise LookupError(f"VEN {ven_id!r} has no active registration")
-        if outbox.queued(ctx, ven_id, "oadrCancelPartyRegistration"):
+        if cancel_requested(ctx, ven_id):
             return
-        ctx.store.put_ven({**ven, "cancel_requested": True})
         outbox.push(ctx, ven_id, "oadrCancelPartyRegistration", {
             "request_id": ctx.new_id(),
             "registration_id": ven["registration_id"],
             "ven_id": ven_id,
         })
+
+
+def cancel_requested(ctx: Context, ven_id: str) -> bool:
+    """Whether the VTN has asked the VEN to cancel its registration and waits for its answer:
+    the oadrCancelPartyRegistration itself, queued or sent and not yet acknowledged, says so
+    (a VEN that refused it has answered, and is no longer asked)."""
+    return outbox.queued(ctx, ven_id, "oadrCancelPartyRegistration")
 
 
 def request_reregistration(ctx: Context, ven_id: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from . import delivery, removals
 from .context import Context
-from .event_rules import finished_at
+from .event_state import finished_at
 from .reports import REPORT_REQUEST
 from .vtn_reports import VTN_REPORT_REQUEST
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from .. import liveness
+from ..protocol import is_registered
 from ..store.base import VenRecord
-from . import events
+from . import events, registration
 from .context import Context
 
 __all__ = ["enroll", "listing", "update"]
@@ -67,8 +68,7 @@ def enroll(ctx: Context, ven_id: str, fingerprint: str, *, ven_name: str | None 
     if not isinstance(ven_id, str) or not ven_id:
         raise ValueError(f"ven_id must be a non-empty string, not {ven_id!r}")
     ven: VenRecord = {"ven_id": ven_id, "registration_id": None, "ven_name": ven_name,
-                      "fingerprint": fingerprint, "registered_at": None,
-                      "cancel_requested": False}
+                      "fingerprint": fingerprint, "registered_at": None}
     for key, value in (("group_ids", group_ids), ("resource_ids", resource_ids),
                        ("party_ids", party_ids)):
         ven[key] = _string_list(key, value or [])  # type: ignore[literal-required]
@@ -84,7 +84,9 @@ def enroll(ctx: Context, ven_id: str, fingerprint: str, *, ven_name: str | None 
 def listing(ctx: Context) -> list[dict[str, Any]]:
     """Every VEN record with its liveness now: ``liveness`` (see
     :func:`flask_openadr.liveness.presence`), ``online``, ``last_seen``, ``offline_at`` and
-    ``epoch`` (None for a VEN not seen since it registered)."""
+    ``epoch`` (None for a VEN not seen since it registered); and ``cancel_requested``, whether
+    the VTN waits for the VEN to answer its oadrCancelPartyRegistration (derived from that
+    message, for registered VENs only: one outbox read each)."""
     rows = ctx.store.list_liveness()
     since = liveness.watching_since(ctx)
     now = ctx.now()
@@ -100,5 +102,7 @@ def listing(ctx: Context) -> list[dict[str, Any]]:
                            online=None if state is None else state == "online",
                            last_seen=row["last_seen"] if row else None,
                            offline_at=deadline,
-                           epoch=row["epoch"] if row else None))
+                           epoch=row["epoch"] if row else None,
+                           cancel_requested=is_registered(ven) and registration.cancel_requested(
+                               ctx, ven["ven_id"])))
     return listed

@@ -13,6 +13,8 @@ import contextlib
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Protocol, TypedDict
 
+from ..protocol import is_aware
+
 
 class VenRecord(TypedDict, total=False):
     """A VEN the VTN knows. ``registration_id`` is None while it is not registered."""
@@ -391,7 +393,7 @@ def received_at_text(response: EventResponseRecord) -> str | None:
     received_at = response.get("received_at")
     if received_at is None:
         return None
-    if not isinstance(received_at, datetime) or received_at.utcoffset() is None:
+    if not is_aware(received_at):
         raise ValueError(
             f"an event response's 'received_at' must be an aware datetime, got {received_at!r}"
         )
@@ -430,7 +432,7 @@ def utc_text(value: datetime, name: str) -> str:
     """An aware datetime as UTC text that sorts by time, the text of
     :mod:`~flask_openadr.store.serialize`'s ``$dt`` tag (six fractional digits), so that
     backends can compare instants as strings; ``ValueError`` naming ``name`` otherwise."""
-    if not isinstance(value, datetime) or value.utcoffset() is None:
+    if not is_aware(value):
         raise ValueError(f"{name} must be an aware datetime, got {value!r}")
     try:
         return value.astimezone(timezone.utc).isoformat(timespec="microseconds")

@@ -90,6 +90,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StoreError
+from ..protocol import is_aware
 from . import redact, serialize
 from .base import (
     PollState,
@@ -600,7 +601,7 @@ def _outbox_text(member: str) -> str:
 
 def _instant(value: Any, name: str) -> tuple[str, str]:
     """An aware datetime as (UTC text, epoch microseconds text), or ``ValueError``."""
-    if not isinstance(value, datetime) or value.utcoffset() is None:
+    if not is_aware(value):
         raise ValueError(f"{name} must be an aware datetime, got {value!r}")
     utc = value.astimezone(_UTC)
     return utc.isoformat(timespec="microseconds"), str((utc - _EPOCH) // _MICROSECOND)

@@ -25,6 +25,8 @@ import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..protocol import is_aware
+
 __all__ = ["dumps", "loads"]
 
 _DATETIME = "$dt"
@@ -93,7 +95,7 @@ def _encode(value: Any, where: str) -> Any:
 
 
 def _encode_datetime(value: datetime, where: str) -> str:
-    if value.utcoffset() is None:
+    if not is_aware(value):
         raise ValueError(
             f"{where} is the naive datetime {value.isoformat()}; "
             "store only aware datetimes (for example with tzinfo=timezone.utc)"

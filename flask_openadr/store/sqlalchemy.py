@@ -45,6 +45,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 
 from ..errors import ConfigurationError, StoreError
+from ..protocol import is_aware
 from . import serialize
 from .base import (
     PollState,
@@ -345,7 +346,7 @@ def _advisory_key(prefix: str) -> int:
 
 
 def _aware(name: str, value: datetime) -> datetime:
-    if not isinstance(value, datetime) or value.utcoffset() is None:
+    if not is_aware(value):
         raise ValueError(f"{name} must be an aware datetime, got {value!r}")
     return value.astimezone(UTC)
 
