@@ -610,6 +610,6 @@ def _timestamp(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         value = None
-    if not is_aware(value):
+    if value is None or not is_aware(value):  # (is_aware does not narrow for the checker)
         raise InvalidData(description=f"dsp:timestamp: {reason}")
     return value.astimezone(timezone.utc)
