@@ -337,6 +337,13 @@ class Store(Protocol):
         on first use; ``flask openadr init-db`` calls it explicitly."""
         ...
 
+    def maintain(self) -> None:
+        """Housekeeping the backend needs now and then, off the request path: the sweeper's
+        retention pass calls it (see :class:`flask_openadr.runtime.Maintenance`). SQLite
+        checkpoints and truncates its WAL; the other backends need nothing. Call it outside
+        :meth:`atomic` blocks; it must never hold requests back for long."""
+        ...
+
 
 # Helpers every backend shares, so that they agree on keys and validation.
 

@@ -996,6 +996,9 @@ class RedisStore:
             with self._errors():
                 client.connection_pool.disconnect()
 
+    def maintain(self) -> None:
+        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
+
     def create_schema(self) -> None:
         """Nothing to create: Redis makes keys when they are first written."""
 

@@ -149,6 +149,9 @@ class RulesStore:
     def close(self) -> None:
         self.backend.close()
 
+    def maintain(self) -> None:
+        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
+
     def create_schema(self) -> None:
         self.backend.create_schema()
 

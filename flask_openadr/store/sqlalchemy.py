@@ -531,6 +531,9 @@ class SQLStore:
 
     # -- schema --------------------------------------------------------------------------------
 
+    def maintain(self) -> None:
+        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
+
     def create_schema(self) -> None:
         """Create the tables and indexes that do not exist yet (idempotent); see
         :meth:`flask_openadr.store.base.Store.create_schema`. Safe to run from several
