@@ -1520,10 +1520,11 @@ class RedisStore:
             block.changes.liveness[ven_id] = row
         elif nonce is not None and nonce_expires_at is not None:
             lifetime_ms = max(_lifetime_ms(now, nonce_expires_at), 0)
+            expires_us = _instant(nonce_expires_at, "nonce_expires_at")[1]
             result = self._live_script(
                 RECORD_SEEN_NONCE, ven_id,
-                [now_text, *offline, *lease, now_us, _instant(nonce_expires_at, "nonce_expires_at")[1],
-                 str(lifetime_ms)], (self._keys.prefix + "nonce:" + nonce,))
+                [now_text, *offline, *lease, now_us, expires_us, str(lifetime_ms)],
+                (self._keys.prefix + "nonce:" + nonce,))
             if result[0] == 2:
                 raise NonceUsed(nonce)
             epoch = int(result[2]) if len(result) > 1 else None
