@@ -21,10 +21,13 @@ import os
 import threading
 import weakref
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .services.context import Context, Settings
 from .store.base import Liveness, Transition, VenRecord
+
+if TYPE_CHECKING:
+    from .security.replay import Nonce
 
 __all__ = [
     "LivenessHandler",
@@ -171,18 +174,26 @@ def offline_deadline(offline_at: datetime, ven: VenRecord | None, settings: Sett
     return max(offline_at, since + offline_after(ven, settings))
 
 
-def seen(ctx: Context, ven_id: str, ven: VenRecord | None = None) -> Transition | None:
+def seen(ctx: Context, ven_id: str, ven: VenRecord | None = None,
+         nonce: Nonce | None = None) -> Transition | None:
     """Record that the VEN sent an authenticated message now.
 
     :param ven: the VEN's record when the caller already has it (saves one read).
+    :param nonce: the replay nonce of the message's signature, remembered in the same atomic
+        step as the liveness update (see :meth:`~flask_openadr.store.base.Store.record_seen`).
+    :raises ~flask_openadr.store.base.NonceUsed: the nonce was used before; nothing was written.
     :returns: the online transition this process won (the VEN was offline or not seen since it
         registered), whose callback the caller runs with :func:`run_transition`; or None.
     """
     if ven is None:
         ven = ctx.store.get_ven(ven_id)
     now = ctx.now()
+    if nonce is None:  # the call a store written before record_seen took nonces knows too
+        return ctx.store.record_seen(ven_id, now, now + offline_after(ven, ctx.settings),
+                                     now + ctx.settings.callback_lease)
     return ctx.store.record_seen(ven_id, now, now + offline_after(ven, ctx.settings),
-                                 now + ctx.settings.callback_lease)
+                                 now + ctx.settings.callback_lease, nonce=nonce.key,
+                                 nonce_expires_at=nonce.expires_at)
 
 
 class LivenessHandler:

@@ -1,6 +1,7 @@
 """Retention: completed and cancelled events leave the store after OPENADR_EVENT_RETENTION."""
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -284,3 +285,19 @@ def test_the_store_and_its_index_stay_bounded_with_final_report_requests(tmp_pat
     events_kept, requests_kept, hours_kept, entries_kept = sizes[-1]
     assert 0 < events_kept <= 3 and 0 < requests_kept <= 3
     assert hours_kept <= 2 * 3 and entries_kept <= 2 * 3
+
+
+def test_the_retention_pass_truncates_the_sqlite_wal(app, store_uri):
+    # The sweeper's retention pass is where SQLite's WAL is checkpointed and cut back (readers
+    # under load keep SQLite's own checkpoints from restarting it).
+    if not store_uri.startswith("sqlite:"):
+        pytest.skip("a SQLite store's WAL")
+    state = app.extensions["openadr"]
+    store = state.context.store
+    for i in range(200):
+        store.put_ven({"ven_id": f"ven-{i}", "ven_name": "x" * 2000})
+    wal = store.path + "-wal"
+    assert os.path.getsize(wal) > 200 * 2000
+    state.sweep_once()  # the first pass of a process runs retention
+    assert os.path.getsize(wal) == 0
+    assert len(store.list_vens()) == 200

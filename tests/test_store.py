@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from flask_openadr.errors import ConfigurationError, StoreError
 from flask_openadr.store import BACKENDS as STORE_BACKENDS
 from flask_openadr.store import open_store, serialize
+from flask_openadr.store.base import NonceUsed
 from flask_openadr.store.memory import MemoryStore
 from flask_openadr.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.support.backends import SHARED, URI_FACTORIES
@@ -842,6 +843,100 @@ def test_each_nonce_is_new_for_exactly_one_of_two_processes(shared_uri, method, 
     assert sorted(won[0] + won[1]) == sorted(nonces), "a nonce was new twice, or never"
     # And a third connection sees every one of them as already used.
     assert not any(parent.remember_nonce(n, T0, T0 + timedelta(seconds=60)) for n in nonces)
+    parent.close()
+
+
+# -- record_seen with the replay nonce ------------------------------------------------------------
+# The liveness constants (TTL, LEASE, SECOND) are defined further down; these tests run later.
+
+
+def _signed_seen(store, ven_id, nonce, at=T0, window=timedelta(seconds=60)):
+    """record_seen as a signed message's liveness update calls it."""
+    return store.record_seen(ven_id, at, at + TTL, at + LEASE, nonce=nonce,
+                             nonce_expires_at=at + window)
+
+
+def test_record_seen_with_a_used_nonce_raises_and_writes_nothing(store):
+    assert _signed_seen(store, "007", "AB:CD/n-1") == online("007", 1)
+    assert store.claim_offline("007", 1, T0 + TTL, T0 + TTL + LEASE) is not None
+    before = store.get_liveness("007")
+    # The VEN is offline: a replay must neither bring it online nor touch last_seen.
+    with pytest.raises(NonceUsed) as raised:
+        _signed_seen(store, "007", "AB:CD/n-1", T0 + TTL + SECOND)
+    assert raised.value.nonce == "AB:CD/n-1"
+    assert store.get_liveness("007") == before
+    # Used by one VEN, refused for another too (the key is the caller's to scope), and still
+    # remembered: remember_nonce agrees.
+    with pytest.raises(NonceUsed):
+        _signed_seen(store, "008", "AB:CD/n-1", T0 + SECOND)
+    assert store.get_liveness("008") is None
+    assert store.remember_nonce("AB:CD/n-1", T0 + SECOND, T0 + TTL) is False
+    # A fresh nonce proceeds, and makes the online transition.
+    assert _signed_seen(store, "007", "AB:CD/n-2", T0 + TTL + SECOND) == online("007", 3)
+
+
+def test_record_seen_takes_a_nonce_remember_nonce_already_holds_as_used(store):
+    assert store.remember_nonce("n", T0, T0 + timedelta(seconds=60))
+    with pytest.raises(NonceUsed):
+        _signed_seen(store, "007", "n", T0 + SECOND)
+    assert store.get_liveness("007") is None
+
+
+def test_record_seen_accepts_an_expired_nonce_again(store):
+    window = timedelta(seconds=60)
+    assert _signed_seen(store, "007", "n", T0, window) == online("007", 1)
+    later = T0 + window  # expires_at <= now: expired
+    assert _signed_seen(store, "007", "n", later, window) is None
+    assert store.get_liveness("007")["last_seen"] == later
+    # And remembered anew until later + window.
+    with pytest.raises(NonceUsed):
+        _signed_seen(store, "007", "n", later + SECOND, window)
+    assert store.get_liveness("007")["last_seen"] == later
+
+
+def test_record_seen_refuses_a_nonce_without_its_expiry_and_writes_nothing(store):
+    with pytest.raises(ValueError, match="nonce_expires_at"):
+        store.record_seen("007", T0, T0 + TTL, T0 + LEASE, nonce="n")
+    with pytest.raises(ValueError, match="nonce"):
+        store.record_seen("007", T0, T0 + TTL, T0 + LEASE, nonce_expires_at=T0 + TTL)
+    with pytest.raises(ValueError, match="nonce_expires_at"):
+        store.record_seen("007", T0, T0 + TTL, T0 + LEASE, nonce="n",
+                          nonce_expires_at=datetime(2024, 5, 1, 12))
+    assert store.get_liveness("007") is None
+    assert store.remember_nonce("n", T0, T0 + TTL) is True
+
+
+def _signed_seen_worker(target, nonces, barrier, result_path):
+    store = _open_target(target)
+    barrier.wait()
+    won = []
+    for i, nonce in enumerate(nonces):
+        try:
+            store.record_seen(f"ven-{i % 3}", T0, T0 + timedelta(days=1), T0 + LEASE,
+                              nonce=nonce, nonce_expires_at=T0 + timedelta(seconds=60))
+        except NonceUsed:
+            continue
+        won.append(nonce)
+    Path(result_path).write_text(json.dumps(won))
+    store.close()
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_each_nonce_proceeds_in_exactly_one_of_two_processes(shared_uri, method, tmp_path):
+    parent = open_store(shared_uri)
+    assert parent.remember_nonce("opened", T0, T0 + timedelta(seconds=60))  # parent connects
+    barrier = multiprocessing.get_context(method).Barrier(2)
+    target = parent if method == "fork" else shared_uri
+    nonces = [f"nonce-{i}" for i in range(150)]
+    results = [tmp_path / "won-a.json", tmp_path / "won-b.json"]
+    _run_processes(method, _signed_seen_worker,
+                   [(target, nonces, barrier, str(path)) for path in results])
+    won = [json.loads(path.read_text()) for path in results]
+    assert sorted(won[0] + won[1]) == sorted(nonces), "a nonce proceeded twice, or never"
+    assert not any(parent.remember_nonce(n, T0, T0 + timedelta(seconds=60)) for n in nonces)
+    # Each VEN went online exactly once between the two processes.
+    assert {v: row["epoch"] for v, row in parent.list_liveness().items()} == \
+        {"ven-0": 1, "ven-1": 1, "ven-2": 1}
     parent.close()
 
 
@@ -1897,6 +1992,42 @@ def test_sqlite_record_seen_of_an_online_ven_is_one_statement(sqlite_store):
     seen(sqlite_store, "007")
     statements = _statements(sqlite_store, lambda: seen(sqlite_store, "007", T0 + SECOND))
     assert len(statements) == 1 and statements[0].startswith("UPDATE liveness"), statements
+
+
+def test_sqlite_record_seen_with_a_nonce_is_one_transaction(sqlite_store):
+    seen(sqlite_store, "007")
+    assert sqlite_store.remember_nonce("first", T0, T0 + TTL)  # past the occasional purge
+    statements = _statements(sqlite_store, lambda: sqlite_store.record_seen(
+        "007", T0 + SECOND, T0 + TTL, T0 + LEASE, nonce="n", nonce_expires_at=T0 + TTL))
+    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "UPDATE", "COMMIT"], \
+        statements
+    statements = _statements(sqlite_store, lambda: pytest.raises(NonceUsed, lambda: (
+        sqlite_store.record_seen("007", T0 + 2 * SECOND, T0 + TTL, T0 + LEASE, nonce="n",
+                                 nonce_expires_at=T0 + TTL))))
+    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "ROLLBACK"], statements
+
+
+def test_sqlite_sets_a_journal_size_limit_and_maintain_truncates_the_wal(sqlite_store):
+    from flask_openadr.store.sqlite import JOURNAL_SIZE_LIMIT
+
+    connection = sqlite_store._connection().sqlite
+    assert connection.execute("PRAGMA journal_size_limit").fetchone()[0] == JOURNAL_SIZE_LIMIT
+    # A reader holding a snapshot keeps SQLite's automatic checkpoints from resetting the WAL.
+    reader = sqlite3.connect(sqlite_store.path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM vens").fetchone()
+    for i in range(300):
+        sqlite_store.put_ven(make_ven(f"ven-{i}") | {"ven_name": "x" * 2000})
+    wal = Path(sqlite_store.path + "-wal")
+    assert wal.stat().st_size > 1024 * 1024
+    sqlite_store.maintain()  # the reader is still there: it gives up, quickly
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # restored
+    assert wal.stat().st_size > 1024 * 1024
+    reader.execute("COMMIT")
+    reader.close()
+    sqlite_store.maintain()
+    assert wal.stat().st_size == 0
+    assert len(sqlite_store.list_vens()) == 300  # nothing lost
 
 
 def test_sqlite_liveness_sweeps_read_only_the_partial_indexes(sqlite_store):

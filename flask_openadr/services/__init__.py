@@ -20,7 +20,7 @@ from ..errors import (
 )
 from ..protocol import EI_EVENT, EI_OPT, EI_REGISTER_PARTY, EI_REPORT, OADR_POLL, is_registered
 from ..security import replay
-from ..store.base import Transition, VenRecord
+from ..store.base import NonceUsed, Transition, VenRecord
 from . import binding, events, opt, poll, registration, reports, vtn_reports
 from .context import Context, Reply
 from .replies import PAIRED_REPLY, error_reply, response
@@ -180,15 +180,18 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
 
 def seen(ctx: Context, ven: VenRecord, nonce: replay.Nonce | None) -> Transition | None:
     """The liveness update of an authenticated message (see :func:`liveness.seen`), which
-    remembers the message's ``nonce`` too (454 and nothing written when it was used before).
+    remembers the message's ``nonce`` too, in the same atomic step: this is the one write of
+    most messages, a poll with nothing pending above all, signed or not.
 
-    This is the one write of most messages, a poll with nothing pending above all. The store
-    cannot yet take the nonce with the liveness update, so until it can, the nonce is written
-    just before, on its own; this function is the one place that changes when it can.
+    :raises ~flask_openadr.errors.InvalidData: 454 when the nonce was used before (a replay);
+        nothing was written.
     """
-    if nonce is not None:
-        replay.remember(ctx.store, nonce)
-    return liveness.seen(ctx, ven["ven_id"], ven)
+    try:
+        return liveness.seen(ctx, ven["ven_id"], ven, nonce)
+    except NonceUsed:
+        if nonce is None:
+            raise  # a store reporting a nonce it was not given: a bug, not a replay
+        raise replay.replayed(nonce) from None
 
 
 def _used_up(ctx: Context, nonce: replay.Nonce | None) -> Rejection | None:

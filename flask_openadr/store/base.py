@@ -280,14 +280,21 @@ class Store(Protocol):
     # pending one, replacing an older pending transition that was not completed: the state that
     # callback announced has already passed, so it is not run again.
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
-                    lease_until: datetime) -> Transition | None:
+                    lease_until: datetime, nonce: str | None = None,
+                    nonce_expires_at: datetime | None = None) -> Transition | None:
         """The VEN sent a message. Atomically set ``last_seen=now`` and ``offline_at``; if the
         state was not "online" (offline, or no row yet), make it "online", add one to the epoch
         (a new row starts at epoch 1), make this transition the pending one (with
         ``lease_until``) and return it; otherwise return None and leave ``pending`` alone.
 
+        With a ``nonce`` (the replay nonce of a signed message), the same atomic step also
+        remembers it until ``nonce_expires_at``, as :meth:`remember_nonce` does; when it is
+        remembered and unexpired it raises :class:`NonceUsed` and writes nothing at all (neither
+        the nonce nor the liveness row). Of two processes given the same nonce, exactly one
+        proceeds. ``nonce`` and ``nonce_expires_at`` come together (``ValueError`` otherwise).
+
         Called on every message a VEN sends, so backends keep the usual case (already online) to
-        one statement or round trip."""
+        one statement or round trip, and a signed message to one transaction or round trip."""
         ...
 
     def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
@@ -337,6 +344,13 @@ class Store(Protocol):
     def create_schema(self) -> None:
         """Create whatever the backend needs (tables, indexes); idempotent. Backends also do this
         on first use; ``flask openadr init-db`` calls it explicitly."""
+        ...
+
+    def maintain(self) -> None:
+        """Housekeeping the backend needs now and then, off the request path: the sweeper's
+        retention pass calls it (see :class:`flask_openadr.runtime.Maintenance`). SQLite
+        checkpoints and truncates its WAL; the other backends need nothing. Call it outside
+        :meth:`atomic` blocks; it must never hold requests back for long."""
         ...
 
 
@@ -413,11 +427,33 @@ def check_record(record: dict[str, Any]) -> None:
         raise TypeError(f"a record must be a dict, got {record!r}")
 
 
-def check_nonce(nonce: str, now: datetime, expires_at: datetime) -> tuple[str, str]:
+class NonceUsed(Exception):
+    """:meth:`Store.record_seen` was given a nonce that is remembered and unexpired (a replay);
+    nothing was written."""
+
+    def __init__(self, nonce: str) -> None:
+        super().__init__(f"the nonce {nonce!r} was already used")
+        self.nonce = nonce
+
+
+def check_seen_nonce(nonce: str | None, now: datetime,
+                     expires_at: datetime | None) -> tuple[str, str] | None:
+    """Validate the nonce arguments of :meth:`Store.record_seen`: None without a nonce, else
+    the two instants as :func:`utc_text` (see :func:`check_nonce`)."""
+    if nonce is None and expires_at is None:
+        return None
+    if nonce is None or expires_at is None:
+        raise ValueError("record_seen takes nonce and nonce_expires_at together, got "
+                         f"nonce={nonce!r}, nonce_expires_at={expires_at!r}")
+    return check_nonce(nonce, now, expires_at, "nonce_expires_at")
+
+
+def check_nonce(nonce: str, now: datetime, expires_at: datetime,
+                expires_name: str = "expires_at") -> tuple[str, str]:
     """Validate :meth:`Store.remember_nonce`'s arguments; the two instants as :func:`utc_text`."""
     if not isinstance(nonce, str) or not nonce:
         raise ValueError(f"nonce must be a non-empty str, got {nonce!r}")
-    return utc_text(now, "now"), utc_text(expires_at, "expires_at")
+    return utc_text(now, "now"), utc_text(expires_at, expires_name)
 
 
 def check_int(value: int, name: str, *, minimum: int | None = None) -> None:

@@ -97,6 +97,7 @@ from .base import (
     read_poll_state,
     EventResponseRecord,
     Liveness,
+    NonceUsed,
     OutboxItem,
     Transition,
     VenRecord,
@@ -104,6 +105,7 @@ from .base import (
     check_delivered,
     check_max_priority,
     check_nonce,
+    check_seen_nonce,
     event_id_of,
     event_response_key,
     normalize_fingerprint,
@@ -410,9 +412,7 @@ return redis.call('HGET', KEYS[2], string.sub(first[1], #ARGV[1] + 2))
 # The liveness scripts: KEYS[1] the liveness lock, KEYS[2] the VEN's row, KEYS[3] the index of
 # rows, KEYS[4] online VENs by offline_at, KEYS[5] pending transitions by lease end. Times come
 # as UTC text (kept for reading back) and as epoch microseconds (compared, and used as scores).
-_RECORD_SEEN = """
--- ARGV: ven_id, now, offline_at, offline_at (us), lease_until, lease_until (us)
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+_SEEN_BODY = """
 local row = redis.call('HMGET', KEYS[2], 'state', 'epoch')
 redis.call('HSET', KEYS[2], 'last_seen', ARGV[2], 'offline_at', ARGV[3], 'offline_us', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
@@ -424,6 +424,20 @@ redis.call('HSET', KEYS[2], 'state', 'online', 'epoch', epoch, 'p_kind', 'online
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
 return {1, 'online', epoch}
 """
+_RECORD_SEEN = """
+-- ARGV: ven_id, now, offline_at, offline_at (us), lease_until, lease_until (us)
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+""" + _SEEN_BODY
+# record_seen with a nonce: the nonce, as _REMEMBER_NONCE keeps it, and the liveness update in
+# one script, so both happen or (the nonce unexpired: {2}) neither.
+_RECORD_SEEN_NONCE = """
+-- KEYS[6] the nonce's key; ARGV: as _RECORD_SEEN's, then now (us), the nonce's expires_at
+-- (us) and lifetime (ms, 0 when it expired on arrival: nothing to remember).
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local held = redis.call('GET', KEYS[6])
+if held and tonumber(held) > tonumber(ARGV[7]) then return {2} end
+if tonumber(ARGV[9]) > 0 then redis.call('SET', KEYS[6], ARGV[8], 'PX', ARGV[9]) end
+""" + _SEEN_BODY
 
 _CLAIM_OFFLINE = """
 -- ARGV: ven_id, epoch, now (us), lease_until, lease_until (us)
@@ -527,6 +541,7 @@ TAKE_VTN = _Script(_TAKE_VTN)
 TAKE_VEN = _Script(_TAKE_VEN)
 VEN_BY_FINGERPRINT = _Script(_VEN_BY_FINGERPRINT)
 RECORD_SEEN = _Script(_RECORD_SEEN)
+RECORD_SEEN_NONCE = _Script(_RECORD_SEEN_NONCE)
 CLAIM_OFFLINE = _Script(_CLAIM_OFFLINE)
 COMPLETE_TRANSITION = _Script(_COMPLETE_TRANSITION)
 RECLAIM_TRANSITION = _Script(_RECLAIM_TRANSITION)
@@ -865,6 +880,11 @@ class _Block:
 # (a dict of the row's text fields) and written when the block commits.
 
 
+def _lifetime_ms(now: datetime, expires_at: datetime) -> int:
+    """A nonce's time to live in Redis (its PX), in whole milliseconds."""
+    return int((expires_at - now).total_seconds() * 1000)
+
+
 def _seen(row: dict[str, str], now: str, offline_at: tuple[str, str],
           lease: tuple[str, str]) -> tuple[dict[str, str], int | None]:
     row = dict(row, last_seen=now, offline_at=offline_at[0], offline_us=offline_at[1])
@@ -996,6 +1016,9 @@ class RedisStore:
         if client is not None:
             with self._errors():
                 client.connection_pool.disconnect()
+
+    def maintain(self) -> None:
+        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
 
     def create_schema(self) -> None:
         """Nothing to create: Redis makes keys when they are first written."""
@@ -1473,21 +1496,39 @@ class RedisStore:
             rows[ven_id] = self._call("hgetall", self._keys.live(ven_id)) or None
         return dict(rows[ven_id] or {})
 
-    def _live_script(self, script: _Script, ven_id: str, args: list[str]) -> list[Any]:
-        keys = [self._keys.live_lock, *self._keys.liveness(ven_id)]
+    def _live_script(self, script: _Script, ven_id: str, args: list[str],
+                     more_keys: tuple[str, ...] = ()) -> list[Any]:
+        keys = [self._keys.live_lock, *self._keys.liveness(ven_id), *more_keys]
         return self._until_unlocked(lambda: self._run(script, keys, [ven_id, *args]),
                                     lambda result: result[0] == 0)
 
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
-                    lease_until: datetime) -> Transition | None:
+                    lease_until: datetime, nonce: str | None = None,
+                    nonce_expires_at: datetime | None = None) -> Transition | None:
         _check_text(ven_id, "ven_id")
-        now_text, _ = _instant(now, "now")
+        now_text, now_us = _instant(now, "now")
         offline = _instant(offline_at, "offline_at")
         lease = _instant(lease_until, "lease_until")
+        check_seen_nonce(nonce, now, nonce_expires_at)
         block = self._live_block()
         if block is not None:
+            # The block's writes wait for its end, so the nonce is taken at once, first: a
+            # replay then changes nothing, and a block that fails later has used it up.
+            if nonce is not None and nonce_expires_at is not None \
+                    and not self.remember_nonce(nonce, now, nonce_expires_at):
+                raise NonceUsed(nonce)
             row, epoch = _seen(self._live_row(block, ven_id), now_text, offline, lease)
             block.changes.liveness[ven_id] = row
+        elif nonce is not None and nonce_expires_at is not None:
+            lifetime_ms = max(_lifetime_ms(now, nonce_expires_at), 0)
+            expires_us = _instant(nonce_expires_at, "nonce_expires_at")[1]
+            result = self._live_script(
+                RECORD_SEEN_NONCE, ven_id,
+                [now_text, *offline, *lease, now_us, expires_us, str(lifetime_ms)],
+                (self._keys.prefix + "nonce:" + nonce,))
+            if result[0] == 2:
+                raise NonceUsed(nonce)
+            epoch = int(result[2]) if len(result) > 1 else None
         else:
             result = self._live_script(RECORD_SEEN, ven_id, [now_text, *offline, *lease])
             epoch = int(result[2]) if len(result) > 1 else None
@@ -1579,7 +1620,7 @@ class RedisStore:
     def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
         check_nonce(nonce, now, expires_at)
         now_us, expires_us = _instant(now, "now")[1], _instant(expires_at, "expires_at")[1]
-        lifetime_ms = int((expires_at - now).total_seconds() * 1000)
+        lifetime_ms = _lifetime_ms(now, expires_at)
         if lifetime_ms <= 0:
             return True  # expired on arrival: nothing to remember
         # One script (Redis runs it with nothing in between), outside any atomic() block: it

@@ -55,6 +55,7 @@ from .base import (
     ONLINE,
     EventResponseRecord,
     Liveness,
+    NonceUsed,
     OutboxItem,
     PollState,
     Store,
@@ -65,6 +66,7 @@ from .base import (
     check_max_priority,
     check_nonce,
     check_record,
+    check_seen_nonce,
     check_record_key,
     event_id_of,
     event_response_key,
@@ -148,6 +150,9 @@ class RulesStore:
 
     def close(self) -> None:
         self.backend.close()
+
+    def maintain(self) -> None:
+        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
 
     def create_schema(self) -> None:
         self.backend.create_schema()
@@ -352,25 +357,41 @@ class RulesStore:
         return True
 
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
-                    lease_until: datetime) -> Transition | None:
+                    lease_until: datetime, nonce: str | None = None,
+                    nonce_expires_at: datetime | None = None) -> Transition | None:
         now_text = utc_text(now, "now")
         offline_text = utc_text(offline_at, "offline_at")
         lease_text = utc_text(lease_until, "lease_until")
+        nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
         while True:
-            with self.backend.transaction(ven_id):
-                found = self._liveness(ven_id)
-                version, live = found if found is not None else (0, None)
-                if live is not None and live["state"] == ONLINE:
-                    if self._save(ven_id, version, dict(live, last_seen=now_text,
-                                                        offline_at=offline_text)):
-                        return None
-                    continue
-                epoch = 1 if live is None else live["epoch"] + 1
-                if self._save(ven_id, version, {
-                        "state": ONLINE, "epoch": epoch, "last_seen": now_text,
-                        "offline_at": offline_text, "pending_kind": ONLINE,
-                        "pending_epoch": epoch, "lease_until": lease_text}):
-                    return {"ven_id": ven_id, "kind": ONLINE, "epoch": epoch}
+            try:
+                # Nonces are VTN-wide, so a block that writes one is too.
+                with self.backend.transaction(ven_id if nonce is None else None):
+                    if nonce is not None and nonce_texts is not None \
+                            and not self._remember(nonce, *nonce_texts):
+                        raise NonceUsed(nonce)  # and the block rolls back the purge
+                    return self._seen(ven_id, now_text, offline_text, lease_text)
+            except _Conflict:
+                continue  # another process changed the row first; the block rolled back
+
+    def _seen(self, ven_id: str, now_text: str, offline_text: str,
+              lease_text: str) -> Transition | None:
+        """record_seen's compare-and-set, inside its block; raises _Conflict when the row
+        changed since it was read, so that the block (and a nonce in it) rolls back."""
+        found = self._liveness(ven_id)
+        version, live = found if found is not None else (0, None)
+        if live is not None and live["state"] == ONLINE:
+            if not self._save(ven_id, version, dict(live, last_seen=now_text,
+                                                    offline_at=offline_text)):
+                raise _Conflict
+            return None
+        epoch = 1 if live is None else live["epoch"] + 1
+        if not self._save(ven_id, version, {
+                "state": ONLINE, "epoch": epoch, "last_seen": now_text,
+                "offline_at": offline_text, "pending_kind": ONLINE,
+                "pending_epoch": epoch, "lease_until": lease_text}):
+            raise _Conflict
+        return {"ven_id": ven_id, "kind": ONLINE, "epoch": epoch}
 
     def _rows_of(self, members: list[tuple[str, str]]) -> list[tuple[str, dict[str, Any]]]:
         found = self.backend.get(LIVENESS, [member for member, _ in members])
@@ -449,17 +470,25 @@ class RulesStore:
     def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
         now_text, expires_text = check_nonce(nonce, now, expires_at)
         with self.backend.transaction():
-            for old, _ in self.backend.index_range(NONCE_EXPIRY, now_text, _NONCE_PURGE):
-                self.backend.index_set(NONCE_EXPIRY, old, None)
-                self.backend.delete(NONCES, [old])
-            current = self._one(NONCES, nonce)
-            if current is not None and current.value > now_text:
-                return False
-            won = self.backend.put(NONCES, nonce, expires_text,
-                                   expect=0 if current is None else current.version)
-            if won:
-                self.backend.index_set(NONCE_EXPIRY, nonce, expires_text)
-            return won
+            return self._remember(nonce, now_text, expires_text)
+
+    def _remember(self, nonce: str, now_text: str, expires_text: str) -> bool:
+        """remember_nonce inside a VTN-wide block (it purges a few expired nonces first)."""
+        for old, _ in self.backend.index_range(NONCE_EXPIRY, now_text, _NONCE_PURGE):
+            self.backend.index_set(NONCE_EXPIRY, old, None)
+            self.backend.delete(NONCES, [old])
+        current = self._one(NONCES, nonce)
+        if current is not None and current.value > now_text:
+            return False
+        won = self.backend.put(NONCES, nonce, expires_text,
+                               expect=0 if current is None else current.version)
+        if won:
+            self.backend.index_set(NONCE_EXPIRY, nonce, expires_text)
+        return won
+
+
+class _Conflict(Exception):
+    """A compare-and-set inside a block lost to another process: roll the block back, retry."""
 
 
 def _liveness_of(ven_id: str, live: dict[str, Any]) -> Liveness:

@@ -51,12 +51,14 @@ from .base import (
     PollState,
     EventResponseRecord,
     Liveness,
+    NonceUsed,
     OutboxItem,
     Transition,
     VenRecord,
     MANY_CHUNK,
     check_delivered,
     check_max_priority,
+    check_seen_nonce,
     event_id_of,
     event_response_key,
     normalize_fingerprint,
@@ -531,6 +533,9 @@ class SQLStore:
         return f"SQL store {self.uri}: {text}"
 
     # -- schema --------------------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
 
     def create_schema(self) -> None:
         """Create the tables and indexes that do not exist yet (idempotent); see
@@ -1128,20 +1133,45 @@ class SQLStore:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
-                    lease_until: datetime) -> Transition | None:
+                    lease_until: datetime, nonce: str | None = None,
+                    nonce_expires_at: datetime | None = None) -> Transition | None:
         if not isinstance(ven_id, str):
             raise ValueError(f"ven_id must be a str, got {ven_id!r}")
+        check_seen_nonce(nonce, now, nonce_expires_at)
+        seen_at = now
         now = self._bind_time(_aware("now", now))
         offline_at = self._bind_time(_aware("offline_at", offline_at))
         lease_until = self._bind_time(_aware("lease_until", lease_until))
-        if self.features().seen_in_one_statement:
-            parameters = {"ven_id": ven_id, "now": now, "offline_at": offline_at,
-                          "lease_until": lease_until}
-            row = self._run(lambda c: c.execute(self._seen_statement, parameters).one())
-            if not row.went_online:
-                return None
-            return {"ven_id": ven_id, "kind": _ONLINE, "epoch": row.epoch}
+        one_statement = self.features().seen_in_one_statement
+        if nonce is not None and nonce_expires_at is not None:
+            expires_at = self._bind_time(_aware("nonce_expires_at", nonce_expires_at))
+
+            def signed(connection: Any) -> Transition | None:
+                if not self._take_nonce(connection, nonce, now, expires_at):
+                    raise NonceUsed(nonce)  # the block rolls back: nothing was written
+                return self._seen(connection, ven_id, now, offline_at, lease_until)
+
+            # One transaction for both. With ON CONFLICT the row locks decide (a VEN's own
+            # block is enough); without, the nonce's read-then-write needs the writer lock.
+            with self.atomic(ven_id if one_statement else None):
+                transition = self._run(signed)
+            self._purge_nonces(seen_at)
+            return transition
+        if one_statement:
+            return self._run(lambda c: self._seen(c, ven_id, now, offline_at, lease_until))
         return self._write(lambda c: self._seen_in_steps(c, ven_id, now, offline_at, lease_until))
+
+    def _seen(self, connection: Any, ven_id: str, now: datetime, offline_at: datetime,
+              lease_until: datetime) -> Transition | None:
+        """record_seen's liveness update on ``connection``, in one statement when it can."""
+        if not self.features().seen_in_one_statement:
+            return self._seen_in_steps(connection, ven_id, now, offline_at, lease_until)
+        parameters = {"ven_id": ven_id, "now": now, "offline_at": offline_at,
+                      "lease_until": lease_until}
+        row = connection.execute(self._seen_statement, parameters).one()
+        if not row.went_online:
+            return None
+        return {"ven_id": ven_id, "kind": _ONLINE, "epoch": row.epoch}
 
     @functools.cached_property
     def _seen_statement(self) -> Any:
@@ -1256,28 +1286,43 @@ class SQLStore:
     def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
         if not isinstance(nonce, str) or not nonce:
             raise ValueError(f"nonce must be a non-empty str, got {nonce!r}")
+        seen_at = now
         now = self._bind_time(_aware("now", now))
         expires_at = self._bind_time(_aware("expires_at", expires_at))
-        table = self.tables.nonces
         if self.features().seen_in_one_statement:  # ON CONFLICT and RETURNING
-            # One statement: insert a new nonce, take over an expired one, leave an unexpired
-            # one alone; the row lock of the conflict makes exactly one caller change a row,
-            # and RETURNING (rowcount is not reliable here) says whether this one did.
-            statement = _dialect_module(self.backend).insert(table).values(
-                nonce=nonce, expires_at=expires_at)
-            statement = statement.on_conflict_do_update(
-                index_elements=["nonce"], set_={"expires_at": statement.excluded.expires_at},
-                where=table.c.expires_at <= now,
-            ).returning(table.c.nonce)
-            won = self._run(lambda c: c.execute(statement).first()) is not None
+            won = self._run(lambda c: self._take_nonce(c, nonce, now, expires_at))
         else:
-            won = self._write(lambda c: self._remember_in_steps(c, nonce, now, expires_at))
+            won = self._write(lambda c: self._take_nonce(c, nonce, now, expires_at))
         if won:
-            self._nonce_calls += 1
-            if self._nonce_calls % _NONCE_PURGE_EVERY == 1:
-                # The lazy purge, once in a while: a round trip less on most messages.
-                self._run(lambda c: c.execute(sa.delete(table).where(table.c.expires_at <= now)))
+            self._purge_nonces(seen_at)
         return won
+
+    def _take_nonce(self, connection: Any, nonce: str, now: datetime,
+                    expires_at: datetime) -> bool:
+        """remember_nonce's write on ``connection`` (under the writer lock without ON
+        CONFLICT); the times are bound already."""
+        if not self.features().seen_in_one_statement:
+            return self._remember_in_steps(connection, nonce, now, expires_at)
+        table = self.tables.nonces
+        # One statement: insert a new nonce, take over an expired one, leave an unexpired
+        # one alone; the row lock of the conflict makes exactly one caller change a row,
+        # and RETURNING (rowcount is not reliable here) says whether this one did.
+        statement = _dialect_module(self.backend).insert(table).values(
+            nonce=nonce, expires_at=expires_at)
+        statement = statement.on_conflict_do_update(
+            index_elements=["nonce"], set_={"expires_at": statement.excluded.expires_at},
+            where=table.c.expires_at <= now,
+        ).returning(table.c.nonce)
+        return connection.execute(statement).first() is not None
+
+    def _purge_nonces(self, now: datetime) -> None:
+        """The lazy purge of expired nonces, once every so many new ones: a round trip less
+        on most messages."""
+        self._nonce_calls += 1
+        if self._nonce_calls % _NONCE_PURGE_EVERY == 1:
+            table = self.tables.nonces
+            now = self._bind_time(now)
+            self._run(lambda c: c.execute(sa.delete(table).where(table.c.expires_at <= now)))
 
     def _remember_in_steps(self, connection: Any, nonce: str, now: datetime,
                            expires_at: datetime) -> bool:

@@ -41,6 +41,7 @@ from .base import (
     ONLINE,
     EventResponseRecord,
     Liveness,
+    NonceUsed,
     OutboxItem,
     Transition,
     VenRecord,
@@ -51,6 +52,7 @@ from .base import (
     check_max_priority,
     check_record,
     check_record_key,
+    check_seen_nonce,
     event_id_of,
     event_response_key,
     liveness_from_row,
@@ -284,6 +286,9 @@ class SQLiteStore:
                 connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
                 connection.execute("PRAGMA synchronous = NORMAL")
                 connection.execute("PRAGMA foreign_keys = ON")
+                # Per connection: whenever a checkpoint resets the WAL, the file is cut back to
+                # this size instead of staying as large as it ever grew.
+                connection.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
             except sqlite3.Error:
                 connection.close()
                 raise
@@ -358,6 +363,24 @@ class SQLiteStore:
                 conn = self._connections.pop(key)
                 with self._errors():
                     conn.sqlite.close()
+
+    def maintain(self) -> None:
+        """Checkpoint the WAL and truncate it (see :meth:`Store.maintain`).
+
+        Readers are almost always active under load, so SQLite's automatic checkpoints copy
+        pages back but never find a moment to restart the WAL from its beginning, and the file
+        only grows. A ``TRUNCATE`` checkpoint waits for those readers, and while it waits new
+        writers wait too, so it waits only :data:`CHECKPOINT_WAIT` seconds: on a busy file it
+        gives up and the next pass tries again, rather than hold requests back."""
+        conn = self._connection()
+        if conn.depth:
+            raise RuntimeError("maintain() checkpoints the WAL; call it outside atomic() blocks")
+        with self._errors():
+            conn.sqlite.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT * 1000)}")
+            try:
+                conn.sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.sqlite.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -658,13 +681,28 @@ class SQLiteStore:
     # conditions word for word for SQLite to use those indexes.
 
     def record_seen(
-        self, ven_id: str, now: datetime, offline_at: datetime, lease_until: datetime
+        self, ven_id: str, now: datetime, offline_at: datetime, lease_until: datetime,
+        nonce: str | None = None, nonce_expires_at: datetime | None = None,
     ) -> Transition | None:
         seen = (utc_text(now, "now"), utc_text(offline_at, "offline_at"), ven_id)
         lease_text = utc_text(lease_until, "lease_until")
-        # Nearly every call finds the VEN online: one statement, no transaction around it.
-        if self._change(_TOUCH_ONLINE, seen):
-            return None
+        nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
+        if nonce is None or nonce_texts is None:
+            # Nearly every call finds the VEN online: one statement, no transaction around it.
+            if self._change(_TOUCH_ONLINE, seen):
+                return None
+            return self._go_online(ven_id, seen, lease_text)
+        # A signed message: the nonce and the liveness update commit together, or neither.
+        with self.atomic():
+            if not self._take_nonce(nonce, *nonce_texts):
+                raise NonceUsed(nonce)  # atomic() rolls back: nothing was written
+            if self._change(_TOUCH_ONLINE, seen):
+                return None
+            return self._go_online(ven_id, seen, lease_text)
+
+    def _go_online(self, ven_id: str, seen: tuple[str, str, str],
+                   lease_text: str) -> Transition | None:
+        """record_seen for a VEN that was not found online."""
         # Offline or never seen: decide the transition with the write lock held, so that of all
         # the processes that got here for this VEN, one makes it online and the others touch it.
         with self.atomic():
@@ -753,7 +791,10 @@ class SQLiteStore:
     # -- replay nonces ---------------------------------------------------------------------------
 
     def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
-        now_text, expires_text = check_nonce(nonce, now, expires_at)
+        return self._take_nonce(nonce, *check_nonce(nonce, now, expires_at))
+
+    def _take_nonce(self, nonce: str, now_text: str, expires_text: str) -> bool:
+        """remember_nonce on its own or inside an atomic() block (record_seen's)."""
         # One statement: a new nonce is inserted, an expired one taken over, and an unexpired
         # one left alone (no row changes), under SQLite's write lock, so one caller wins.
         won = self._change(
@@ -766,6 +807,12 @@ class SQLiteStore:
             # index makes it cost what it deletes.
             self._change("DELETE FROM nonces WHERE expires_at <= ?", (now_text,))
         return bool(won)
+
+#: Bytes the WAL file keeps after a checkpoint reset it (``PRAGMA journal_size_limit``): a
+#: little over what SQLite's automatic checkpoint lets it reach (1,000 pages of 4 KiB).
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+#: Seconds :meth:`SQLiteStore.maintain` waits for readers and writers before it gives up.
+CHECKPOINT_WAIT = 0.2
 
 # How often (in new nonces per process) remember_nonce deletes the expired ones.
 _NONCE_PURGE_EVERY = 100
