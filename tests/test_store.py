@@ -829,17 +829,22 @@ def _nonce_worker(target, nonces, barrier, result_path):
     store.close()
 
 
-@pytest.mark.parametrize("method", START_METHODS)
-def test_each_nonce_is_new_for_exactly_one_of_two_processes(shared_uri, method, tmp_path):
+def _race_for_nonces(shared_uri, method, tmp_path, worker):
+    """Two processes run ``worker`` over the same 150 nonces at once; returns the parent's store,
+    the nonces and the nonces each process won."""
     parent = open_store(shared_uri)
     assert parent.remember_nonce("opened", T0, T0 + timedelta(seconds=60))  # parent connects
     barrier = multiprocessing.get_context(method).Barrier(2)
     target = parent if method == "fork" else shared_uri
     nonces = [f"nonce-{i}" for i in range(150)]
     results = [tmp_path / "won-a.json", tmp_path / "won-b.json"]
-    _run_processes(method, _nonce_worker,
-                   [(target, nonces, barrier, str(path)) for path in results])
-    won = [json.loads(path.read_text()) for path in results]
+    _run_processes(method, worker, [(target, nonces, barrier, str(path)) for path in results])
+    return parent, nonces, [json.loads(path.read_text()) for path in results]
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_each_nonce_is_new_for_exactly_one_of_two_processes(shared_uri, method, tmp_path):
+    parent, nonces, won = _race_for_nonces(shared_uri, method, tmp_path, _nonce_worker)
     assert sorted(won[0] + won[1]) == sorted(nonces), "a nonce was new twice, or never"
     # And a third connection sees every one of them as already used.
     assert not any(parent.remember_nonce(n, T0, T0 + timedelta(seconds=60)) for n in nonces)
@@ -923,15 +928,7 @@ def _signed_seen_worker(target, nonces, barrier, result_path):
 
 @pytest.mark.parametrize("method", START_METHODS)
 def test_each_nonce_proceeds_in_exactly_one_of_two_processes(shared_uri, method, tmp_path):
-    parent = open_store(shared_uri)
-    assert parent.remember_nonce("opened", T0, T0 + timedelta(seconds=60))  # parent connects
-    barrier = multiprocessing.get_context(method).Barrier(2)
-    target = parent if method == "fork" else shared_uri
-    nonces = [f"nonce-{i}" for i in range(150)]
-    results = [tmp_path / "won-a.json", tmp_path / "won-b.json"]
-    _run_processes(method, _signed_seen_worker,
-                   [(target, nonces, barrier, str(path)) for path in results])
-    won = [json.loads(path.read_text()) for path in results]
+    parent, nonces, won = _race_for_nonces(shared_uri, method, tmp_path, _signed_seen_worker)
     assert sorted(won[0] + won[1]) == sorted(nonces), "a nonce proceeded twice, or never"
     assert not any(parent.remember_nonce(n, T0, T0 + timedelta(seconds=60)) for n in nonces)
     # Each VEN went online exactly once between the two processes.

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from flask import Flask, request
 
@@ -33,6 +34,30 @@ def log(kind: str, **data) -> None:
     line = json.dumps({"kind": kind, "pid": os.getpid(), **data}) + "\n"
     with open(os.path.join(os.environ["FT_DIR"], "log.jsonl"), "a", encoding="utf-8") as fh:
         fh.write(line)
+
+
+def log_reports_and_liveness(vtn: VTN, log: Callable[..., None],
+                             before_report: Callable[[], None] = lambda: None) -> None:
+    """The handlers the gunicorn test apps share: ask for rid-1 of every METADATA report (so the
+    VEN has a request to send data for), and log each report and liveness transition."""
+
+    @vtn.on_register_report
+    def on_register_report(ven_id, report):
+        return [{"r_id": "rid-1", "granularity": timedelta(minutes=1),
+                 "report_back_duration": timedelta(minutes=1)}]
+
+    @vtn.on_update_report
+    def on_update_report(ven_id, report):
+        before_report()
+        log("report", ven_id=ven_id)
+
+    @vtn.on_ven_online
+    def online(ven_id, epoch):
+        log("online", ven_id=ven_id, epoch=epoch)
+
+    @vtn.on_ven_offline
+    def offline(ven_id, epoch):
+        log("offline", ven_id=ven_id, epoch=epoch)
 
 
 def pause_at(point: str) -> None:
@@ -67,24 +92,7 @@ def create_app() -> Flask:
     def on_created_event(payload):
         pause_at("created_event")
 
-    @vtn.on_register_report
-    def on_register_report(ven_id, report):
-        # Asks for rid-1 of every METADATA report, so the VEN has a request to send data for.
-        return [{"r_id": "rid-1", "granularity": timedelta(minutes=1),
-                 "report_back_duration": timedelta(minutes=1)}]
-
-    @vtn.on_update_report
-    def on_update_report(ven_id, report):
-        pause_at("update_report")
-        log("report", ven_id=ven_id)
-
-    @vtn.on_ven_online
-    def online(ven_id, epoch):
-        log("online", ven_id=ven_id, epoch=epoch)
-
-    @vtn.on_ven_offline
-    def offline(ven_id, epoch):
-        log("offline", ven_id=ven_id, epoch=epoch)
+    log_reports_and_liveness(vtn, log, before_report=lambda: pause_at("update_report"))
 
     @signals.message_sent.connect_via(app)
     def sent(sender, payload_name, **data):

@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import time
-from datetime import timedelta
 
 from flask import Flask
 
 from flask_openadr import VTN
+from tests.support.faults_app import log_reports_and_liveness
 
 #: The liveness settings, which the test reads too: offline 2 x 2 s + 1 s after the last message.
 POLL_FREQUENCY = 2.0
@@ -56,22 +56,7 @@ def create_app() -> Flask:
         logger.addHandler(OutageLog())
     vtn = VTN(app)
 
-    @vtn.on_register_report
-    def on_register_report(ven_id, report):
-        return [{"r_id": "rid-1", "granularity": timedelta(minutes=1),
-                 "report_back_duration": timedelta(minutes=1)}]
-
-    @vtn.on_update_report
-    def on_update_report(ven_id, report):
-        log("report", ven_id=ven_id)
-
-    @vtn.on_ven_online
-    def online(ven_id, epoch):
-        log("online", ven_id=ven_id, epoch=epoch)
-
-    @vtn.on_ven_offline
-    def offline(ven_id, epoch):
-        log("offline", ven_id=ven_id, epoch=epoch)
+    log_reports_and_liveness(vtn, log)
 
     @app.get("/health")
     def health():
