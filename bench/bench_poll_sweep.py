@@ -39,7 +39,8 @@ sys.path.insert(0, ROOT)
 
 from flask import Flask  # noqa: E402
 
-from flask_openadr import VTN, codec, liveness  # noqa: E402
+from flask_openadr import VTN, codec  # noqa: E402
+from flask_openadr.services import liveness  # noqa: E402
 
 
 def backend_uris(tmp: str) -> dict[str, str]:

@@ -42,8 +42,9 @@ class Settings:
     # OPENADR_REPORT_POLICY: which VEN reports to request without an on_register_report
     # handler ("none" or "telemetry"; see flask_openadr.services.reports.policy_points).
     report_policy: str = "none"
-    # Liveness (see flask_openadr.liveness). background None means "thread", or "off" while the
-    # app is TESTING (decided at the first request, so a test config set after init_app counts).
+    # Liveness (see flask_openadr.services.liveness). background None means "thread", or "off"
+    # while the app is TESTING (decided at the first request, so a test config set after
+    # init_app counts).
     background: str | None = None
     offline_grace: timedelta = timedelta(seconds=5)
     sweep_interval: timedelta = timedelta(seconds=5)

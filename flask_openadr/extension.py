@@ -7,10 +7,10 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from flask import Flask, current_app
 
-from . import cli, codec, liveness, runtime, signals
+from . import cli, codec, runtime, signals
 from .config import load_settings, load_signer, options_to_keys, resolve_store_uri
-from .services import (event_api, events, opt, registration, reports, retention, vens,
-                       vtn_reports)
+from .services import (event_api, events, liveness, opt, registration, reports, retention,
+                       vens, vtn_reports)
 from .security.fingerprint import canonical_fingerprint
 from .services.context import Context, utcnow
 from .store import open_store
@@ -350,12 +350,12 @@ class VTN:
 
         - ``liveness``: "online", "offline", "stale" (the store still says online but its
           deadline passed and no sweep has recorded it: offline in fact), or None (not seen since
-          it registered); see :func:`flask_openadr.liveness.presence`;
+          it registered); see :func:`flask_openadr.services.liveness.presence`;
         - ``online``: True only for "online", False for "offline" and "stale", None when not seen;
         - ``last_seen``: aware UTC datetime or None;
         - ``offline_at``: when it counts as offline if it sends nothing more (or None); after an
           outage of the VTN, no earlier than one deadline after the VTN came back (see
-          :func:`flask_openadr.liveness.offline_deadline`);
+          :func:`flask_openadr.services.liveness.offline_deadline`);
         - ``epoch``: the number of its last liveness transition, or None;
         - ``cancel_requested``: True while the VTN waits for the VEN to answer the
           cancellation :meth:`cancel_registration` asked for.

@@ -2,7 +2,7 @@
 processes the VEN's answer as if the VEN had sent it.
 
 It runs on a background thread of each serving process, started after fork as the liveness
-sweeper is (see :mod:`flask_openadr.liveness`). Every pass looks for push VENs with something due,
+sweeper is (see :mod:`flask_openadr.runtime`). Every pass looks for push VENs with something due,
 claims each with a lease in the shared store (see :mod:`flask_openadr.services.push`), so that
 one sender in any process on any host pushes to a VEN at a time (which keeps its order), and
 hands it to a small pool of threads: a slow VEN holds one thread, never the others.
@@ -30,12 +30,12 @@ import urllib3
 import urllib3.connection
 from urllib3.util.ssltransport import SSLTransport
 
-from . import codec, liveness, services
+from . import codec, services
 from .errors import MalformedMessage, Rejection
 from .protocol import is_success
 from .security import replay, signature
 from .security.fingerprint import fingerprint_from_der
-from .services import outbox, push_due
+from .services import liveness, outbox, push_due
 from .services import push as rules
 from .services.context import Context
 from .store.base import Transition, VenRecord

@@ -3,23 +3,27 @@ that start them in a serving process (after fork) and stop them.
 
 Every app with a VTN keeps an :class:`AppState` in ``app.extensions["openadr"]``; this module
 also remembers them (weakly), so that server hooks such as :mod:`flask_openadr.gunicorn` can
-start the threads of apps that were loaded before the fork. The threads themselves are the
-liveness sweeper (:class:`flask_openadr.liveness.Sweeper`) and the push sender
-(:class:`flask_openadr.push.Pusher`); this module only decides when they run.
+start the threads of apps that were loaded before the fork. Each app has two threads, both a
+:class:`Sweeper` (a loop that runs one pass every interval): the liveness sweeper, which runs a
+:class:`Maintenance` pass (:func:`flask_openadr.services.liveness.sweep_transitions` and the
+periodic work beside it), and the push sender (:class:`flask_openadr.push.Pusher`).
 
 Internal: applications use :mod:`flask_openadr.gunicorn` or the first request, not this module.
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import threading
 import time
 import weakref
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import liveness, push
+from . import push
 from .security.identity import ClientIdentifier
-from .services import retention, vtn_reports
+from .services import liveness, retention, vtn_reports
 from .services.context import Context
 
 if TYPE_CHECKING:
@@ -29,8 +33,8 @@ if TYPE_CHECKING:
     from .extension import VTN
     from .security.signature import Signer
 
-__all__ = ["AppState", "Maintenance", "has_served", "start_background", "states",
-           "stop_background"]
+__all__ = ["AppState", "Maintenance", "Sweeper", "SweeperDone", "has_served",
+           "start_background", "states", "stop_background"]
 
 logger = logging.getLogger("flask_openadr")
 
@@ -49,15 +53,15 @@ class Maintenance:
 
     def __init__(self, context: Context, interval: timedelta | None):
         """:param interval: the time between passes, when they run on a schedule (the liveness
-            pass then records that the VTN is watching, see :func:`flask_openadr.liveness.watch`);
-            None for passes at unknown times."""
+            pass then records that the VTN is watching, see
+            :func:`flask_openadr.services.liveness.watch`); None for passes at unknown times."""
         self.context = context
         self.interval = interval
         self._retention_at: float | None = None
 
     def run(self) -> list[dict[str, Any]]:
         """One pass; returns the liveness transitions it ran the callback of (see
-        :func:`flask_openadr.liveness.sweep_transitions`)."""
+        :func:`flask_openadr.services.liveness.sweep_transitions`)."""
         ran = liveness.sweep_transitions(self.context, interval=self.interval)
         vtn_reports.send_due(self.context)
         now = time.monotonic()
@@ -71,6 +75,87 @@ class Maintenance:
             if maintain is not None:
                 maintain()
         return ran
+
+
+class SweeperDone(Exception):
+    """Raised by a sweeper's pass to end its thread (the app it sweeps for is gone)."""
+
+
+# Every Sweeper of this process, so that a forked child starts from a clean slate.
+_SWEEPERS: weakref.WeakSet[Sweeper] = weakref.WeakSet()
+
+
+class Sweeper:
+    """A daemon thread that calls ``run_pass()`` every ``interval`` seconds until stopped.
+
+    An exception from a pass is logged and the loop goes on. :meth:`start` is idempotent. A
+    Sweeper inherited over ``fork()`` is not running in the child (its thread stayed in the
+    parent), so the child's :meth:`start` starts a thread of its own.
+    """
+
+    def __init__(self, run_pass: Callable[[], Any], interval: float,
+                 name: str = "flask-openadr-sweeper"):
+        self._run_pass = run_pass
+        self.interval = float(interval)
+        self.name = name
+        self._reset()
+        _SWEEPERS.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+
+    @property
+    def running(self) -> bool:
+        """True when this process has the sweeper's thread and it is alive."""
+        thread = self._thread
+        return thread is not None and self._pid == os.getpid() and thread.is_alive()
+
+    def start(self) -> bool:
+        """Start the thread unless it runs already; True when this call started it."""
+        with self._lock:
+            if self.running:
+                return False
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, args=(self._stop,),
+                                            name=self.name, daemon=True)
+            self._pid = os.getpid()
+            self._thread.start()
+        logger.info("liveness sweeper started in process %d (every %s s)", self._pid,
+                    self.interval)
+        return True
+
+    def stop(self, timeout: float | None = 10.0) -> bool:
+        """Ask the thread to stop after its current pass and wait up to ``timeout`` seconds.
+
+        :returns: True when no thread of this sweeper runs in this process any more.
+        """
+        with self._lock:
+            thread, stop = self._thread, self._stop
+            if thread is None or self._pid != os.getpid():
+                return True
+            stop.set()
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        stopped = not thread.is_alive()
+        if stopped:
+            logger.info("liveness sweeper stopped in process %d", os.getpid())
+        return stopped
+
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._run_pass()
+            except SweeperDone:
+                logger.info("liveness sweeper of a discarded app stopped in process %d",
+                            os.getpid())
+                return
+            except Exception:
+                logger.exception("liveness sweep failed; the next pass runs in %s s",
+                                 self.interval)
+            stop.wait(self.interval)
 
 
 class AppState:
@@ -95,21 +180,21 @@ class AppState:
         def run_pass() -> None:
             alive = state()
             if alive is None:
-                raise liveness.SweeperDone
+                raise SweeperDone
             alive.sweep_once()
 
-        self.sweeper = liveness.Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
+        self.sweeper = Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
                                         name=f"flask-openadr-sweeper[{app.name}]")
         self.pusher = push.Pusher(context, signer, lambda: self._app_context())
 
         def run_push_pass() -> None:
             alive = state()
             if alive is None:
-                raise liveness.SweeperDone
+                raise SweeperDone
             alive.pusher.run_pass()
 
         # The push sender's own thread: a liveness pass must not delay a push, nor the reverse.
-        self.push_sender = liveness.Sweeper(run_push_pass, push.PASS_INTERVAL,
+        self.push_sender = Sweeper(run_push_pass, push.PASS_INTERVAL,
                                             name=f"flask-openadr-push[{app.name}]")
         _STATES.add(self)
 
@@ -127,7 +212,7 @@ class AppState:
     def _app_context(self) -> AppContext:
         app = self._app()
         if app is None:
-            raise liveness.SweeperDone
+            raise SweeperDone
         return app.app_context()
 
     def background_mode(self) -> str:
@@ -182,7 +267,25 @@ def start_background() -> int:
     return sum(state.start_background() for state in states())
 
 
-def stop_background(timeout: float = 10.0) -> None:
-    """Stop every background thread of this process (sweepers and push senders), letting a
-    pass in progress finish; each gets up to ``timeout`` seconds."""
-    liveness.stop_all(timeout)
+def stop_background(timeout: float | None = 10.0) -> None:
+    """Stop every background thread of this process (sweepers and push senders, at exit, in
+    gunicorn's ``worker_exit``), letting a pass in progress finish; each gets up to ``timeout``
+    seconds."""
+    for sweeper in list(_SWEEPERS):
+        sweeper.stop(timeout)
+
+
+# Daemon threads would die at exit anyway, but possibly inside a store transaction or a callback;
+# stopping them first lets the current pass finish.
+atexit.register(stop_background, 5.0)
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist in the child, and a lock held by one of them at the
+    # moment of the fork would stay locked forever.
+    for sweeper in list(_SWEEPERS):
+        sweeper._reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from flask_openadr import VTN, cli, liveness
+from flask_openadr import VTN, cli
 from flask_openadr.security.fingerprint import fingerprint_from_der
+from flask_openadr.services import liveness
 from flask_openadr.testing import data_point, metadata_report, utc
 from tests.support.certs import make_certificate
 from tests.support.vens import make_ven

@@ -17,11 +17,12 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from flask_openadr import VTN, liveness, signals
+from flask_openadr import VTN, runtime, signals
 from flask_openadr import gunicorn as gunicorn_hooks
-from flask_openadr.config import load_settings
+from flask_openadr.config import Settings, load_settings
 from flask_openadr.errors import ConfigurationError
-from flask_openadr.services.context import Context, Settings
+from flask_openadr.services import liveness
+from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
 from tests.support.backends import SHARED, URI_FACTORIES
@@ -784,7 +785,7 @@ def test_the_sweeper_survives_a_failing_pass_and_stops_cleanly(clock, caplog):
         passes.append(1)
         liveness.sweep(ctx)
 
-    sweeper = liveness.Sweeper(run_pass, 0.1, name="flask-openadr-sweeper[test]")
+    sweeper = runtime.Sweeper(run_pass, 0.1, name="flask-openadr-sweeper[test]")
     with caplog.at_level(logging.ERROR, logger="flask_openadr"):
         assert sweeper.start() is True
         assert sweeper.start() is False  # idempotent
@@ -880,14 +881,14 @@ def test_the_gunicorn_hooks_start_and_stop_the_sweepers_of_loaded_apps(tmp_path)
     assert sweeper_threads() == []
 
 
-def test_stop_all_stops_every_sweeper_of_the_process(tmp_path):
+def test_stop_background_stops_every_sweeper_of_the_process(tmp_path):
     app = plain_app(tmp_path, "stop-all")
     VTN(app)
     make_ven(app).register()
-    other = liveness.Sweeper(lambda: None, 0.1, name="flask-openadr-sweeper[loose]")
+    other = runtime.Sweeper(lambda: None, 0.1, name="flask-openadr-sweeper[loose]")
     other.start()
     assert len(sweeper_threads("stop-all")) == 1 and len(sweeper_threads("loose")) == 1
-    liveness.stop_all()
+    runtime.stop_background()
     assert sweeper_threads() == []
 
 
@@ -928,7 +929,7 @@ def test_a_sweeper_of_a_discarded_app_ends(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_a_sweeper_inherited_over_fork_is_not_running_in_the_child():
-    sweeper = liveness.Sweeper(lambda: None, 0.1, name="flask-openadr-sweeper[fork]")
+    sweeper = runtime.Sweeper(lambda: None, 0.1, name="flask-openadr-sweeper[fork]")
     sweeper.start()
     read_end, write_end = os.pipe()
     with warnings.catch_warnings():

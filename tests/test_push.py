@@ -12,9 +12,10 @@ import pytest
 from flask import Flask
 
 from flask_openadr import VTN
+from flask_openadr.config import Settings
 from flask_openadr.errors import InvalidData
 from flask_openadr.services import push as rules
-from flask_openadr.services.context import Context, Settings
+from flask_openadr.services.context import Context
 from flask_openadr.store import open_store
 from flask_openadr.store.memory import MemoryStore
 from tests.support.backends import SHARED, URI_FACTORIES, postgresql_uri
@@ -346,7 +347,7 @@ def test_changes_hint_the_senders_and_a_turn_leaves_the_hint_of_what_is_next_due
 
 
 def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
-    from flask_openadr import liveness
+    from flask_openadr.services import liveness
 
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     now = [t0]

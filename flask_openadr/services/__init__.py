@@ -9,7 +9,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .. import liveness
 from ..errors import (
     ComplianceError,
     InvalidID,
@@ -21,7 +20,7 @@ from ..errors import (
 from ..protocol import EI_EVENT, EI_OPT, EI_REGISTER_PARTY, EI_REPORT, OADR_POLL, is_registered
 from ..security import replay
 from ..store.base import NonceUsed, Transition, VenRecord
-from . import binding, events, opt, poll, registration, reports, vtn_reports
+from . import binding, events, liveness, opt, poll, registration, reports, vtn_reports
 from .context import Context, Reply
 from .replies import PAIRED_REPLY, error_reply, response
 
@@ -179,7 +178,7 @@ def handle(ctx: Context, service: str, payload_name: str, payload: dict[str, Any
 
 
 def seen(ctx: Context, ven: VenRecord, nonce: replay.Nonce | None) -> Transition | None:
-    """The liveness update of an authenticated message (see :func:`liveness.seen`), which
+    """The liveness update of an authenticated message (see :func:`.liveness.seen`), which
     remembers the message's ``nonce`` too, in the same atomic step: this is the one write of
     most messages, a poll with nothing pending above all, signed or not.
 

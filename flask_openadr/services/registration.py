@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import liveness
+from . import liveness
 from ..errors import ComplianceError, InvalidID, NotAllowed, OutOfSequence
 from ..protocol import is_registered, is_success, reply_name
 from ..store.base import VenRecord

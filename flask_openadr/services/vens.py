@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .. import liveness
+from . import liveness
 from ..protocol import is_registered
 from ..store.base import VenRecord
 from . import events, registration
@@ -83,7 +83,7 @@ def enroll(ctx: Context, ven_id: str, fingerprint: str, *, ven_name: str | None 
 
 def listing(ctx: Context) -> list[dict[str, Any]]:
     """Every VEN record with its liveness now: ``liveness`` (see
-    :func:`flask_openadr.liveness.presence`), ``online``, ``last_seen``, ``offline_at`` and
+    :func:`flask_openadr.services.liveness.presence`), ``online``, ``last_seen``, ``offline_at`` and
     ``epoch`` (None for a VEN not seen since it registered); and ``cancel_requested``, whether
     the VTN waits for the VEN to answer its oadrCancelPartyRegistration (derived from that
     message, for registered VENs only: one outbox read each)."""

@@ -1,4 +1,4 @@
-"""VEN liveness: online/offline transitions decided once in the store, their callbacks, the sweeper.
+"""VEN liveness: online/offline transitions decided once in the store, their callbacks, the sweep.
 
 A transition is decided by one compare-and-set in the store (:meth:`Store.record_seen` for going
 online, :meth:`Store.claim_offline` for going offline), so among any number of processes exactly
@@ -8,39 +8,36 @@ when the lease ends, the next sweep in any process claims it again and re-runs t
 decision is exactly-once, the callback at-least-once; ``(ven_id, epoch)`` names one transition
 so that a handler can make itself idempotent. See ``docs/liveness.rst``.
 
-This module knows nothing about Flask: it works on a
-:class:`~flask_openadr.services.context.Context`. The extension wraps a sweep pass in an
-application context before handing it to :class:`Sweeper`.
+Like every service, this module knows nothing about Flask: it works on a
+:class:`~flask_openadr.services.context.Context`. The thread that runs a sweep pass on a
+schedule, in an application context, is :mod:`flask_openadr.runtime`'s.
 """
 from __future__ import annotations
 
-import atexit
 import inspect
 import logging
-import os
-import threading
-import weakref
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
-from .services.context import Context, Settings
-from .store.base import Liveness, Transition, VenRecord
+from ..config import Settings
+from ..protocol import is_registered
+from ..store.base import Liveness, Transition, VenRecord
+from .context import Context
 
 if TYPE_CHECKING:
-    from .security.replay import Nonce
+    from ..security.replay import Nonce
 
 __all__ = [
     "LivenessHandler",
-    "Sweeper",
-    "SweeperDone",
     "offline_after",
     "offline_deadline",
     "presence",
+    "retire",
     "run_transition",
     "seen",
-    "stop_all",
     "sweep",
     "sweep_transitions",
+    "unreachable",
     "watch",
     "watching_since",
 ]
@@ -361,7 +358,7 @@ def _claim_chunk(ctx: Context, due: list[tuple[str, int]], now: datetime,
     with ctx.store.atomic():
         for ven_id, epoch in due:
             ven = ctx.store.get_ven(ven_id)
-            if ven is None or not ven.get("registration_id"):
+            if not is_registered(ven):
                 # Its registration ended while it was online (a message raced the cancellation):
                 # it left on purpose, so it is not reported offline.
                 retired += _silent_offline(ctx, ven_id, epoch, now)
@@ -406,107 +403,3 @@ def _silent_offline(ctx: Context, ven_id: str, epoch: int, now: datetime) -> boo
 def _lease_until(ctx: Context, now: datetime) -> datetime:
     # Earlier chunks of a pass took time: the lease runs from the clock now, not the pass start.
     return max(now, ctx.now()) + ctx.settings.callback_lease
-
-
-class SweeperDone(Exception):
-    """Raised by a sweeper's pass to end its thread (the app it sweeps for is gone)."""
-
-
-# Every Sweeper of this process, so that a forked child starts from a clean slate.
-_SWEEPERS: weakref.WeakSet[Sweeper] = weakref.WeakSet()
-
-
-class Sweeper:
-    """A daemon thread that calls ``run_pass()`` every ``interval`` seconds until stopped.
-
-    An exception from a pass is logged and the loop goes on. :meth:`start` is idempotent. A
-    Sweeper inherited over ``fork()`` is not running in the child (its thread stayed in the
-    parent), so the child's :meth:`start` starts a thread of its own.
-    """
-
-    def __init__(self, run_pass: Callable[[], Any], interval: float,
-                 name: str = "flask-openadr-sweeper"):
-        self._run_pass = run_pass
-        self.interval = float(interval)
-        self.name = name
-        self._reset()
-        _SWEEPERS.add(self)
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pid: int | None = None
-
-    @property
-    def running(self) -> bool:
-        """True when this process has the sweeper's thread and it is alive."""
-        thread = self._thread
-        return thread is not None and self._pid == os.getpid() and thread.is_alive()
-
-    def start(self) -> bool:
-        """Start the thread unless it runs already; True when this call started it."""
-        with self._lock:
-            if self.running:
-                return False
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._loop, args=(self._stop,),
-                                            name=self.name, daemon=True)
-            self._pid = os.getpid()
-            self._thread.start()
-        logger.info("liveness sweeper started in process %d (every %s s)", self._pid,
-                    self.interval)
-        return True
-
-    def stop(self, timeout: float | None = 10.0) -> bool:
-        """Ask the thread to stop after its current pass and wait up to ``timeout`` seconds.
-
-        :returns: True when no thread of this sweeper runs in this process any more.
-        """
-        with self._lock:
-            thread, stop = self._thread, self._stop
-            if thread is None or self._pid != os.getpid():
-                return True
-            stop.set()
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-        stopped = not thread.is_alive()
-        if stopped:
-            logger.info("liveness sweeper stopped in process %d", os.getpid())
-        return stopped
-
-    def _loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                self._run_pass()
-            except SweeperDone:
-                logger.info("liveness sweeper of a discarded app stopped in process %d",
-                            os.getpid())
-                return
-            except Exception:
-                logger.exception("liveness sweep failed; the next pass runs in %s s",
-                                 self.interval)
-            stop.wait(self.interval)
-
-
-def stop_all(timeout: float | None = 10.0) -> None:
-    """Stop every sweeper of this process (at exit, in gunicorn's ``worker_exit``), letting a pass
-    in progress finish; each gets up to ``timeout`` seconds."""
-    for sweeper in list(_SWEEPERS):
-        sweeper.stop(timeout)
-
-
-# Daemon threads would die at exit anyway, but possibly inside a store transaction or a callback;
-# stopping them first lets the current pass finish.
-atexit.register(stop_all, 5.0)
-
-
-def _after_fork_in_child() -> None:
-    # The parent's threads do not exist in the child, and a lock held by one of them at the
-    # moment of the fork would stay locked forever.
-    for sweeper in list(_SWEEPERS):
-        sweeper._reset()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
