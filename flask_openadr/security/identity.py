@@ -69,7 +69,7 @@ class ClientIdentity:
 
 class IdentitySettings(Protocol):
     """What :meth:`ClientIdentifier.from_settings` reads (the extension passes its
-    :class:`~flask_openadr.services.context.Settings`); read-only, so any object with these
+    :class:`~flask_openadr.config.Settings`); read-only, so any object with these
     attributes fits."""
 
     @property
@@ -201,7 +201,7 @@ class ClientIdentifier:
 
     @classmethod
     def from_settings(cls, settings: IdentitySettings) -> ClientIdentifier:
-        """One built from :class:`~flask_openadr.services.context.Settings`."""
+        """One built from :class:`~flask_openadr.config.Settings`."""
         return cls(settings.trusted_proxies, cert_header=settings.client_cert_header,
                    verify_header=settings.client_verify_header)
 

@@ -13,9 +13,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 from ..config import Settings
 from ..store.base import Store
 
-# Settings is defined in flask_openadr.config (the configuration keys and their types are one
-# concern); it stays importable from here for the modules that still name it so.
-__all__ = ["Context", "Reply", "Settings", "new_id", "utcnow"]
+__all__ = ["Context", "Reply", "new_id", "utcnow"]
 
 
 def utcnow() -> datetime:
