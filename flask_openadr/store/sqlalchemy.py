@@ -42,7 +42,7 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, NamedTuple, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple, Sequence, TypeVar, overload
 
 from ..errors import ConfigurationError, StoreError
 from ..protocol import is_aware
@@ -70,7 +70,7 @@ from .base import (
 try:
     import sqlalchemy as sa
 except ImportError as exc:  # the [sqlalchemy] extra is not installed; from_uri says so
-    sa = None
+    sa = None  # type: ignore[assignment]  # checked as "sa is None" before any use
     _IMPORT_ERROR: ImportError | None = exc
 else:
     _IMPORT_ERROR = None
@@ -180,6 +180,8 @@ def from_uri(uri: str, *, instance_path: str | None = None) -> SQLStore:
             continue
         value = url.query[name]
         try:
+            if isinstance(value, tuple):  # the option given twice
+                raise ValueError
             engine_options[name] = convert(value)
             if engine_options[name] < 0:
                 raise ValueError
@@ -204,16 +206,16 @@ class _Reads(NamedTuple):
 
 
 class _Tables(NamedTuple):
-    metadata: Any
-    meta: Any
-    vens: Any
-    events: Any
-    delivered: Any
-    event_responses: Any
-    outbox: Any
-    records: Any
-    liveness: Any
-    nonces: Any
+    metadata: sa.MetaData
+    meta: sa.Table
+    vens: sa.Table
+    events: sa.Table
+    delivered: sa.Table
+    event_responses: sa.Table
+    outbox: sa.Table
+    records: sa.Table
+    liveness: sa.Table
+    nonces: sa.Table
 
 
 def _define_tables(prefix: str) -> _Tables:
@@ -222,26 +224,29 @@ def _define_tables(prefix: str) -> _Tables:
 
     # Keys sort in code point order (list_vens, ties in the sweeps): collation "C" on
     # PostgreSQL, utf8mb4_bin on MySQL; SQLite compares bytes already. MySQL cannot index TEXT.
-    def key():
+    def key() -> sa.types.TypeEngine[str]:
         return (
             sa.Text()
             .with_variant(sa.Text(collation="C"), "postgresql")
             .with_variant(sa.String(255, collation="utf8mb4_bin"), "mysql", "mariadb")
         )
 
-    def data():
+    def data() -> sa.types.TypeEngine[str]:
         return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
-    def time():
+    def time() -> sa.types.TypeEngine[datetime]:
         # timestamptz on PostgreSQL; microseconds on MySQL. Values are bound in UTC.
         return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
-    def column(name, type_, **kwargs):
+    def column(name: str, type_: sa.types.TypeEngine[T], **kwargs: Any) -> sa.Column[T]:
         kwargs.setdefault("nullable", False)
         return sa.Column(name, type_, **kwargs)
 
     metadata = sa.MetaData()
-    name = lambda table: prefix + table  # noqa: E731
+
+    def name(table: str) -> str:
+        return prefix + table
+
     meta = sa.Table(
         name("meta"), metadata,
         column("name", sa.String(64), primary_key=True),
@@ -398,7 +403,7 @@ class SQLStore:
     """
 
     #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
-    single_process = False
+    single_process: ClassVar[bool] = False
 
     def __init__(self, url: Any, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
                  uri: str | None = None, engine_options: dict[str, Any] | None = None):
@@ -456,7 +461,7 @@ class SQLStore:
         options: dict[str, Any] = {}
         if self._postgresql and self.url.get_driver_name() in ("psycopg", "psycopg2"):
             # Fail fast while the server is unreachable (the default is to wait forever).
-            connect_args = {}
+            connect_args: dict[str, str | int] = {}
             if "connect_timeout" not in self.url.query:
                 connect_args["connect_timeout"] = 10
             if "options" not in self.url.query:
@@ -727,7 +732,7 @@ class SQLStore:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 connection.close()
 
-    def _run(self, work: Callable[[Any], T]) -> T:
+    def _run(self, work: Callable[[sa.Connection], T]) -> T:
         """``work(connection)`` inside this thread's block, or else as one statement in its own
         transaction (autocommit: one round trip, no BEGIN/COMMIT)."""
         block = self._current()
@@ -753,13 +758,13 @@ class SQLStore:
                 connection.execution_options(isolation_level="AUTOCOMMIT")
                 return work(connection)
 
-    def _write(self, work: Callable[[Any], T]) -> T:
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
         """``work(connection)`` while holding the writer lock: in this thread's block, or in a
         short block of its own."""
         with self.atomic():
             return self._run(work)
 
-    def _rows(self, statement: Any) -> list[Any]:
+    def _rows(self, statement: Any) -> Sequence[Any]:
         return self._run(lambda connection: connection.execute(statement).all())
 
     def _upsert(self, connection: Any, table: Any, values: dict[str, Any],
@@ -811,7 +816,7 @@ class SQLStore:
         tables = self.tables
         vens, delivered, records, outbox = tables.vens, tables.delivered, tables.records, \
             tables.outbox
-        ven_id = sa.bindparam("ven_id")
+        ven_id: sa.BindParameter[str] = sa.bindparam("ven_id")
         return _Reads(
             ven=sa.select(vens.c.data).where(vens.c.ven_id == ven_id),
             ven_by_fingerprint=sa.select(vens.c.data)
@@ -836,7 +841,7 @@ class SQLStore:
         worker CPU (docs/benchmarks.rst, "Delivery at scale")."""
         tables = self.tables
         delivered, records, outbox = tables.delivered, tables.records, tables.outbox
-        ven_id = sa.bindparam("ven_id")
+        ven_id: sa.BindParameter[str] = sa.bindparam("ven_id")
 
         def number(value: int) -> Any:
             return sa.literal_column(str(value), sa.BigInteger())
@@ -850,7 +855,7 @@ class SQLStore:
             .where(outbox.c.ven_id == ven_id),
         ).order_by(sa.text("part"), sa.text("o1"), sa.text("o2"))
 
-    def _read(self, statement: Any, **parameters: Any) -> list[Any]:
+    def _read(self, statement: Any, **parameters: Any) -> Sequence[Any]:
         return self._run(lambda connection: connection.execute(statement, parameters).all())
 
     def get_ven(self, ven_id: str) -> VenRecord | None:
@@ -1040,7 +1045,8 @@ class SQLStore:
             if row is None:
                 return None
             connection.execute(sa.delete(outbox).where(outbox.c.id == row.id))
-            return row.data
+            data: str = row.data  # the column's declared type is Text
+            return data
 
         text = self._write(work)
         return None if text is None else serialize.loads(text)
@@ -1125,6 +1131,14 @@ class SQLStore:
         return value if self.backend in ("postgresql", "oracle", "mssql") else value.replace(
             tzinfo=None
         )
+
+    @overload
+    @staticmethod
+    def _read_time(value: datetime) -> datetime: ...
+
+    @overload
+    @staticmethod
+    def _read_time(value: None) -> None: ...
 
     @staticmethod
     def _read_time(value: datetime | None) -> datetime | None:
