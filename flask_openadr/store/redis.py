@@ -1340,10 +1340,8 @@ class RedisStore:
             for ven_id in unique:
                 if ven_id in block.changes.delivered:
                     texts[ven_id] = block.changes.delivered[ven_id]
-        found: dict[str, dict[str, Any]] = {}
-        for ven_id, text in texts.items():
-            found[ven_id] = {} if text is None else serialize.loads(text)
-        return {ven_id: found[ven_id] for ven_id in ven_ids}
+        return {ven_id: {} if (text := texts[ven_id]) is None else serialize.loads(text)
+                for ven_id in ven_ids}
 
     def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
         for value in delivered.values():
