@@ -42,7 +42,9 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, ClassVar, Iterator, NamedTuple, Sequence, TypeVar, overload
+from typing import (
+    TYPE_CHECKING, Any, Callable, ClassVar, Iterator, NamedTuple, Sequence, TypeVar, overload,
+)
 
 from ..errors import ConfigurationError, StoreError
 from ..protocol import is_aware
@@ -66,6 +68,9 @@ from .base import (
     received_at_text,
     ven_id_of,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
 
 try:
     import sqlalchemy as sa
@@ -383,9 +388,10 @@ class _Block(threading.local):
     """This thread's open atomic() block: its connection and nesting depth, in process ``pid``."""
 
     pid = 0
-    connection: Any = None
+    connection: sa.Connection | None = None
     depth = 0
-    session: Any = None  # the connection session() holds for the thread, in autocommit mode
+    # The connection session() holds for the thread, in autocommit mode.
+    session: sa.Connection | None = None
 
 
 class SQLStore:
@@ -405,7 +411,7 @@ class SQLStore:
     #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
     single_process: ClassVar[bool] = False
 
-    def __init__(self, url: Any, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
+    def __init__(self, url: str | sa.URL, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
                  uri: str | None = None, engine_options: dict[str, Any] | None = None):
         if sa is None:
             raise ConfigurationError(f"the SQL store needs SQLAlchemy: {_EXTRA}")
@@ -419,10 +425,10 @@ class SQLStore:
         self._advisory_key = _advisory_key(table_prefix)
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._engines: dict[int, Any] = {}  # pid -> the Engine that process created
+        self._engines: dict[int, sa.Engine] = {}  # pid -> the Engine that process created
         # Pools inherited over fork, kept referenced so that the child never finalises (and so
         # closes) connections the parent is using.
-        self._inherited: list[Any] = []
+        self._inherited: list[sa.pool.Pool] = []
         self._block = _Block()
         self._schema_ready = False
         self._nonce_calls = 0  # remember_nonce purges expired nonces every so many calls
@@ -441,7 +447,7 @@ class SQLStore:
             self._pid = pid
         return self._lock
 
-    def _engine(self) -> Any:
+    def _engine(self) -> sa.Engine:
         """This process's engine, created on first use in the process."""
         pid = os.getpid()
         engine = self._engines.get(pid)
@@ -457,7 +463,7 @@ class SQLStore:
                 engine = self._engines[pid] = self._create_engine()
         return engine
 
-    def _create_engine(self) -> Any:
+    def _create_engine(self) -> sa.Engine:
         options: dict[str, Any] = {}
         if self._postgresql and self.url.get_driver_name() in ("psycopg", "psycopg2"):
             # Fail fast while the server is unreachable (the default is to wait forever).
@@ -518,7 +524,7 @@ class SQLStore:
                 "pool_size or max_overflow in the URI, or run fewer threads per worker"
             ) from exc
 
-    def _describe(self, exc: Any) -> str:
+    def _describe(self, exc: sa.exc.DBAPIError) -> str:
         cause = exc.orig if exc.orig is not None else exc
         lines = str(cause).strip().splitlines()
         text = f"{type(cause).__name__}: {lines[0] if lines else '(no message)'}"
@@ -569,7 +575,7 @@ class SQLStore:
                         raise
         self._schema_ready = True
 
-    def _create_schema(self, connection: Any) -> None:
+    def _create_schema(self, connection: sa.Connection) -> None:
         tables = self.tables
         tables.metadata.create_all(connection, checkfirst=True)
         meta = tables.meta
@@ -627,7 +633,7 @@ class SQLStore:
             block.session = None
         return block
 
-    def _lock_writers(self, connection: Any, ven_id: str | None = None) -> None:
+    def _lock_writers(self, connection: sa.Connection, ven_id: str | None = None) -> None:
         """Make every other writer of these tables (of this VEN, with ``ven_id``) wait until
         this transaction ends."""
         if self._postgresql and ven_id is not None:
@@ -667,12 +673,13 @@ class SQLStore:
                 block.depth -= 1
             return
         self._ensure_schema()
-        owned = block.session is None  # else the session's connection, kept after the block
+        session = block.session
+        owned = session is None  # else the session's connection, kept after the block
         with self._errors():
-            if owned:
+            if session is None:
                 connection = self._engine().connect()
             else:
-                connection = block.session
+                connection = session
                 if connection.in_transaction():
                     connection.commit()
                 connection.execution_options(isolation_level=connection.default_isolation_level)
@@ -702,7 +709,7 @@ class SQLStore:
             self._end_block_connection(connection, owned)
 
     @staticmethod
-    def _end_block_connection(connection: Any, owned: bool) -> None:
+    def _end_block_connection(connection: sa.Connection, owned: bool) -> None:
         with contextlib.suppress(sa.exc.SQLAlchemyError):
             if owned:
                 connection.close()
@@ -767,7 +774,7 @@ class SQLStore:
     def _rows(self, statement: Any) -> Sequence[Any]:
         return self._run(lambda connection: connection.execute(statement).all())
 
-    def _upsert(self, connection: Any, table: Any, values: dict[str, Any],
+    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any],
                 update: list[str]) -> None:
         """Insert ``values``, or update the ``update`` columns of the row with the same primary
         key. The caller holds the writer lock (the fallback is an UPDATE, then an INSERT)."""
@@ -796,7 +803,8 @@ class SQLStore:
             if changed.rowcount == 0:
                 connection.execute(sa.insert(table).values(values))
 
-    def _next_position(self, connection: Any, table: Any, *where: Any) -> int:
+    def _next_position(self, connection: sa.Connection, table: sa.Table,
+                       *where: sa.ColumnElement[bool]) -> int:
         """One more than the highest ``position`` (a subquery in the INSERT would be one round
         trip less, but MySQL refuses to read the table it inserts into)."""
         highest = connection.execute(
@@ -893,7 +901,7 @@ class SQLStore:
         text = serialize.dumps(event)
         events = self.tables.events
 
-        def work(connection: Any) -> None:
+        def work(connection: sa.Connection) -> None:
             # A replaced event keeps its position; a new one goes after every other.
             position = self._next_position(connection, events)
             values = {"event_id": event_id, "position": position, "data": text}
@@ -910,7 +918,8 @@ class SQLStore:
         events = self.tables.events
         return self._load_many(events, events.c.event_id, event_ids)
 
-    def _load_many(self, table: Any, key: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
+    def _load_many(self, table: sa.Table, key: sa.Column[Any],
+                   keys: list[str]) -> dict[str, dict[str, Any]]:
         """The decoded ``data`` of the rows of ``table`` whose ``key`` column is one of ``keys``
         (missing ones left out), read MANY_CHUNK keys a statement."""
         found: dict[str, dict[str, Any]] = {}
@@ -960,7 +969,7 @@ class SQLStore:
         kept = [{"ven_id": ven_id, "data": serialize.dumps(value)}
                 for ven_id, value in delivered.items() if value]
 
-        def write(connection: Any) -> None:
+        def write(connection: sa.Connection) -> None:
             for start in range(0, len(gone), MANY_CHUNK):
                 connection.execute(sa.delete(table).where(
                     table.c.ven_id.in_(gone[start:start + MANY_CHUNK])))
@@ -1039,7 +1048,8 @@ class SQLStore:
             rows = self._run(lambda c: c.execute(statement).all())
             return serialize.loads(rows[0][0]) if rows else None
 
-        def work(connection: Any) -> str | None:  # under the writer lock: nobody pops between
+        # Under the writer lock: nobody pops between the read and the delete.
+        def work(connection: sa.Connection) -> str | None:
             chosen = self._next_item(ven_id, max_priority).add_columns(outbox.c.data)
             row = connection.execute(chosen).first()
             if row is None:
@@ -1085,7 +1095,7 @@ class SQLStore:
         text = serialize.dumps(record)
         records = self.tables.records
 
-        def work(connection: Any) -> None:
+        def work(connection: sa.Connection) -> None:
             position = self._next_position(
                 connection, records, records.c.kind == kind, records.c.ven_id == ven_id
             )
@@ -1160,7 +1170,7 @@ class SQLStore:
         if nonce is not None and nonce_expires_at is not None:
             expires_at = self._bind_time(_aware("nonce_expires_at", nonce_expires_at))
 
-            def signed(connection: Any) -> Transition | None:
+            def signed(connection: sa.Connection) -> Transition | None:
                 if not self._take_nonce(connection, nonce, now, expires_at):
                     raise NonceUsed(nonce)  # the block rolls back: nothing was written
                 return self._seen(connection, ven_id, now, offline_at, lease_until)
@@ -1175,7 +1185,7 @@ class SQLStore:
             return self._run(lambda c: self._seen(c, ven_id, now, offline_at, lease_until))
         return self._write(lambda c: self._seen_in_steps(c, ven_id, now, offline_at, lease_until))
 
-    def _seen(self, connection: Any, ven_id: str, now: datetime, offline_at: datetime,
+    def _seen(self, connection: sa.Connection, ven_id: str, now: datetime, offline_at: datetime,
               lease_until: datetime) -> Transition | None:
         """record_seen's liveness update on ``connection``, in one statement when it can."""
         if not self.features().seen_in_one_statement:
@@ -1221,8 +1231,8 @@ class SQLStore:
             },
         ).returning(table.c.epoch, table.c.went_online)
 
-    def _seen_in_steps(self, connection: Any, ven_id: str, now: datetime, offline_at: datetime,
-                       lease_until: datetime) -> Transition | None:
+    def _seen_in_steps(self, connection: sa.Connection, ven_id: str, now: datetime,
+                       offline_at: datetime, lease_until: datetime) -> Transition | None:
         """record_seen where one statement cannot do it: read, then compare-and-set on the
         epoch (the liveness CAS calls do not take the writer lock, so they may come between)."""
         table = self.tables.liveness
@@ -1311,7 +1321,7 @@ class SQLStore:
             self._purge_nonces(seen_at)
         return won
 
-    def _take_nonce(self, connection: Any, nonce: str, now: datetime,
+    def _take_nonce(self, connection: sa.Connection, nonce: str, now: datetime,
                     expires_at: datetime) -> bool:
         """remember_nonce's write on ``connection`` (under the writer lock without ON
         CONFLICT); the times are bound already."""
@@ -1338,7 +1348,7 @@ class SQLStore:
             now = self._bind_time(now)
             self._run(lambda c: c.execute(sa.delete(table).where(table.c.expires_at <= now)))
 
-    def _remember_in_steps(self, connection: Any, nonce: str, now: datetime,
+    def _remember_in_steps(self, connection: sa.Connection, nonce: str, now: datetime,
                            expires_at: datetime) -> bool:
         """remember_nonce without ON CONFLICT, under the writer lock."""
         table = self.tables.nonces
@@ -1412,7 +1422,7 @@ class SQLStore:
 PING_AFTER_IDLE = 1.0
 
 
-def _ping_when_idle(engine: Any) -> None:
+def _ping_when_idle(engine: sa.Engine) -> None:
     """Check a pooled connection before use only when it sat idle, so the store recovers by
     itself after the database restarted without paying a round trip per statement.
 
@@ -1424,11 +1434,12 @@ def _ping_when_idle(engine: Any) -> None:
     """
 
     @sa.event.listens_for(engine, "checkin")
-    def stamp(dbapi_connection: Any, record: Any) -> None:
+    def stamp(dbapi_connection: DBAPIConnection, record: sa.pool.ConnectionPoolEntry) -> None:
         record.info["flask_openadr_idle_since"] = time.monotonic()
 
     @sa.event.listens_for(engine, "checkout")
-    def ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    def ping(dbapi_connection: DBAPIConnection, record: sa.pool.ConnectionPoolEntry,
+             proxy: sa.pool.PoolProxiedConnection) -> None:
         idle_since = record.info.get("flask_openadr_idle_since")
         if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE:
             return
