@@ -108,9 +108,10 @@ def window_end(dtstart: datetime, duration: timedelta) -> datetime | None:
     return None if is_open_ended(duration) else dtstart + duration
 
 
-def is_aware(value: Any) -> bool:
+def is_aware(value: Any) -> TypeGuard[datetime]:
     """``value`` is a datetime with a UTC offset: every date-time of the protocol is one, and a
-    naive one compared with them raises TypeError."""
+    naive one compared with them raises TypeError. (A TypeGuard, not a TypeIs: a value it
+    refuses may still be a datetime, a naive one.)"""
     return isinstance(value, datetime) and value.utcoffset() is not None
 
 

@@ -199,6 +199,9 @@ def test_created_event_for_an_unknown_event_is_452(app, vtn, registered_ven):
     ({"intervals": intervals(payloads=(4.0,))}, "rule 9"),
     ({"intervals": [intervals()[0], intervals()[0]]}, "interval"),
     ({"signal_type": "bogus"}, "signalType"),
+    # An int too large for a float: float() raised OverflowError, not EventError.
+    ({"intervals": intervals(payloads=(10**400,))},
+     r"intervals\[0\]\.signal_payload is about 10\*\*400, beyond a float's range"),
 ])
 def test_conformance_rules_are_checked_at_creation(app, vtn, registered_ven, kwargs, rule):
     with pytest.raises(EventError, match=rule):

@@ -224,6 +224,7 @@ def _rendered_with(target_path):
         (_interval(0, signal_payload=[1.0, 2.0]), r"exactly one payload"),
         (_interval(0, signal_payload=float("nan")), r"signal_payload is nan; .*finite number"),
         (_interval(0, signal_payload=True), r"signal_payload is True"),
+        (_interval(0, signal_payload=-10**5000), r"signal_payload is about -10\*\*5000, beyond"),
         (_second_signal(), r"signal_id '0' is used twice"),
         (_signal(signal_type="bogus"), r"signal_type \(signalType\) is 'bogus'"),
         (_signal(signal_type="x-custom"), r"signal_type \(signalType\) is 'x-custom'"),

@@ -610,6 +610,6 @@ def _timestamp(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         value = None
-    if value is None or not is_aware(value):  # (is_aware does not narrow for the checker)
+    if not is_aware(value):
         raise InvalidData(description=f"dsp:timestamp: {reason}")
     return value.astimezone(timezone.utc)

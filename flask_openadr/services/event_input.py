@@ -12,6 +12,7 @@ from .event_rules import (
     check_datetime,
     check_duration,
     check_mapping,
+    check_number,
     validate_event,
 )
 from .event_targets import TARGET_KEYS
@@ -79,7 +80,8 @@ def derive_intervals(
             raise EventError(f"{where} has no signal_payload; each interval carries one")
         payload = interval["signal_payload"]
         if isinstance(payload, int) and not isinstance(payload, bool):
-            payload = float(payload)  # the dict contract says float; validation checks the rest
+            # The dict contract says float; validation checks the rest.
+            payload = check_number(payload, f"{where}.signal_payload")
         result.append({"duration": duration, "uid": str(index), "signal_payload": payload})
         end = end + duration
     return begin, end - begin, result

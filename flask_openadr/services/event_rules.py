@@ -3,6 +3,7 @@ nowhere else, naming the rule (or field), the value and what is allowed."""
 from __future__ import annotations
 
 import math
+import sys
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Mapping
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_datetime",
     "check_duration",
     "check_mapping",
+    "check_number",
     "validate_event",
 ]
 
@@ -199,7 +201,7 @@ def _validate_payload(interval: Mapping[str, Any], where: str, simple: bool) -> 
         raise EventError(
             f"{where}.signal_payload is {payload!r}; each interval carries exactly one payload"
         )
-    _check_number(payload, f"{where}.signal_payload")
+    check_number(payload, f"{where}.signal_payload")
     if simple and payload not in SIMPLE_LEVELS:
         raise EventError(
             f"rule 9: {where}.signal_payload is {payload!r}; a SIMPLE signal's payloads must "
@@ -295,9 +297,26 @@ def _check_uint(value: Any, path: str) -> None:
         raise EventError(f"{path} is {value!r}; it must be a non-negative int (xs:unsignedInt)")
 
 
-def _check_number(value: Any, path: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def check_number(value: Any, path: str) -> float:
+    """``value`` as the float a payload is, refused unless it is a finite int or float.
+
+    :raises EventError: naming ``path`` and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise EventError(f"{path} is {value!r}; it must be a finite number")
+    try:
+        number = float(value)
+    except OverflowError:
+        # An int beyond a float's range; its repr may run to thousands of digits (or refuse
+        # to be made at all beyond sys.get_int_max_str_digits), so name its magnitude.
+        sign = "-" if value < 0 else ""
+        raise EventError(
+            f"{path} is about {sign}10**{int(math.log10(abs(value)))}, beyond a float's "
+            f"range; it must be a finite number, at most {sys.float_info.max:.1e} in size"
+        ) from None
+    if not math.isfinite(number):
+        raise EventError(f"{path} is {value!r}; it must be a finite number")
+    return number
 
 
 def check_datetime(value: Any, path: str) -> None:

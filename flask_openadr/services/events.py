@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from .. import enums
 from ..errors import EventError, InvalidData, InvalidID, UnknownEvent
@@ -16,7 +16,7 @@ from .event_rules import validate_event
 from .event_state import current_value, event_status, is_cancelled
 from .event_targets import order_events, overlap, render_event, targets_ven
 from .event_versions import changed_event, next_version, same_content
-from .replies import request_id_of
+from .replies import EiResponse, request_id_of
 from .replies import response as ei_response
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "targets_ven",
     "validate_event",
 ]
+
+T = TypeVar("T")
 
 #: The keyword arguments :func:`modify_event` understands.
 CHANGES = frozenset(
@@ -70,7 +72,7 @@ def add_event(ctx: Context, event: dict[str, Any]) -> str:
     """
     validate_event(event)
     descriptor = event["event_descriptor"]
-    event_id = descriptor["event_id"]
+    event_id: str = descriptor["event_id"]
     if descriptor["modification_number"] != 0:
         raise EventError(
             f"rule 4: event_descriptor.modification_number is {descriptor['modification_number']}"
@@ -210,7 +212,8 @@ def check_sendable(ctx: Context, event: dict[str, Any]) -> None:
 
 def _reason(changes: Mapping[str, Any]) -> str | None:
     if changes.get("modification_reason") is not None:
-        return changes["modification_reason"]
+        reason: str = changes["modification_reason"]
+        return reason
     replacement = changes.get("event")
     if isinstance(replacement, Mapping):
         return (replacement.get("event_descriptor") or {}).get("modification_reason")
@@ -330,7 +333,7 @@ def distribute_event_payload(
     now: datetime,
     *,
     request_id: str | None = None,
-    response: dict[str, Any] | None = None,
+    response: EiResponse | None = None,
     reply_limit: int | None = None,
     completed: bool = False,
 ) -> dict[str, Any]:
@@ -367,7 +370,7 @@ def distribute_event_payload(
                         request_id=request_id, response=response)
 
 
-def _limited(items: list, reply_limit: int | None) -> list:
+def _limited(items: list[T], reply_limit: int | None) -> list[T]:
     """The first ``reply_limit`` items (all of them for None): the one replyLimit rule."""
     return items if reply_limit is None else items[:max(reply_limit, 0)]
 
@@ -385,7 +388,7 @@ def _payload(
     events: list[dict[str, Any]],
     *,
     request_id: str | None,
-    response: dict[str, Any] | None,
+    response: EiResponse | None,
 ) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     if response is None and ven.get("http_pull_model", True):
@@ -399,7 +402,7 @@ def _payload(
     return payload
 
 
-def _ok(request_id: str) -> dict[str, Any]:
+def _ok(request_id: str) -> EiResponse:
     return ei_response(request_id, 200)
 
 
@@ -492,7 +495,8 @@ def created_event(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Repl
             if deciding is not None:
                 # Answered 200 and counted as an acknowledgement, but the VEN's opt state for
                 # the event stays the event-level opt's.
-                record.update(opt_type=deciding["opt_type"], opt_id=deciding["opt_id"])
+                record["opt_type"] = deciding["opt_type"]
+                record["opt_id"] = deciding["opt_id"]
             ctx.store.put_event_response(record)
         delivery.acknowledge(ctx, ven_id, [(r["event_id"], r["modification_number"])
                                            for r in records])

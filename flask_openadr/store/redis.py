@@ -86,7 +86,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigurationError, StoreError
@@ -817,11 +817,11 @@ class _Changes:
             call.op("ven", [keys.vens, keys.ven_fp, keys.fingerprints],
                     [ven_id, text, fingerprint or ""])
         self.events.add_ops(call, keys.events)
-        for ven_id, text in self.delivered.items():
-            if text is None:
+        for ven_id, delivered in self.delivered.items():
+            if delivered is None:
                 call.op("hdel", [keys.delivered], [ven_id])
             else:
-                call.op("hset", [keys.delivered], [ven_id, text])
+                call.op("hset", [keys.delivered], [ven_id, delivered])
         for event_id in sorted(self.responses_cleared):
             call.op("del", [keys.responses(event_id)], [])
         for event_id, fields in self.responses.items():
@@ -934,7 +934,7 @@ class RedisStore:
     """
 
     #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
-    single_process = False
+    single_process: ClassVar[bool] = False
 
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX,
                  lock_lease: float = DEFAULT_LOCK_LEASE, lock_wait: float = DEFAULT_LOCK_WAIT,
@@ -1074,7 +1074,7 @@ class RedisStore:
 
     def _block(self) -> _Block | None:
         """This thread's open block, its locks renewed when a third of the lease has passed."""
-        block = getattr(self._local, "block", None)
+        block: _Block | None = getattr(self._local, "block", None)
         if block is None:
             return None
         if block.pid != os.getpid():
@@ -1226,7 +1226,8 @@ class RedisStore:
     def get_ven(self, ven_id: str) -> VenRecord | None:
         block = self._block()
         if block is not None and ven_id in block.changes.vens:
-            return serialize.loads(block.changes.vens[ven_id][1])
+            ven: VenRecord = serialize.loads(block.changes.vens[ven_id][1])
+            return ven
         text = self._call("hget", self._keys.vens, ven_id)
         return None if text is None else serialize.loads(text)
 
@@ -1339,7 +1340,7 @@ class RedisStore:
             for ven_id in unique:
                 if ven_id in block.changes.delivered:
                     texts[ven_id] = block.changes.delivered[ven_id]
-        return {ven_id: {} if texts[ven_id] is None else serialize.loads(texts[ven_id])
+        return {ven_id: {} if (text := texts[ven_id]) is None else serialize.loads(text)
                 for ven_id in ven_ids}
 
     def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
@@ -1411,12 +1412,15 @@ class RedisStore:
         for (priority, _, _), what, text in outbox.entries(self._stored_outbox(ven_id)):
             if max_priority is None or priority <= max_priority:
                 outbox.remove(what)
-                return serialize.loads(text)
+                item: OutboxItem = serialize.loads(text)
+                return item
             break  # entries are in priority order: none after this one qualifies either
         return None
 
     def _stored_outbox(self, ven_id: str) -> list[tuple[str, float]]:
-        return self._call("zrange", self._keys.outbox(ven_id), 0, -1, withscores=True)
+        entries: list[tuple[str, float]] = self._call(
+            "zrange", self._keys.outbox(ven_id), 0, -1, withscores=True)
+        return entries
 
     def list_outbox(self, ven_id: str) -> list[OutboxItem]:
         stored = self._stored_outbox(ven_id)
@@ -1499,8 +1503,9 @@ class RedisStore:
     def _live_script(self, script: _Script, ven_id: str, args: list[str],
                      more_keys: tuple[str, ...] = ()) -> list[Any]:
         keys = [self._keys.live_lock, *self._keys.liveness(ven_id), *more_keys]
-        return self._until_unlocked(lambda: self._run(script, keys, [ven_id, *args]),
-                                    lambda result: result[0] == 0)
+        result: list[Any] = self._until_unlocked(
+            lambda: self._run(script, keys, [ven_id, *args]), lambda result: result[0] == 0)
+        return result
 
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
                     lease_until: datetime, nonce: str | None = None,
@@ -1615,7 +1620,7 @@ class RedisStore:
                 block.changes.liveness[ven_id] = reclaimed
             return reclaimed is not None
         result = self._live_script(RECLAIM_TRANSITION, ven_id, [str(epoch), now_us, *lease])
-        return result[1] == 1
+        return bool(result[1] == 1)
 
     def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
         check_nonce(nonce, now, expires_at)
@@ -1625,8 +1630,9 @@ class RedisStore:
             return True  # expired on arrival: nothing to remember
         # One script (Redis runs it with nothing in between), outside any atomic() block: it
         # takes effect at once. Redis drops the key when it expires, so nothing is purged here.
-        return self._run(REMEMBER_NONCE, [self._keys.prefix + "nonce:" + nonce],
-                         [now_us, expires_us, str(lifetime_ms)]) == 1
+        stored = self._run(REMEMBER_NONCE, [self._keys.prefix + "nonce:" + nonce],
+                           [now_us, expires_us, str(lifetime_ms)])
+        return bool(stored == 1)
 
     def get_liveness(self, ven_id: str) -> Liveness | None:
         block = self._live_block()
@@ -1639,11 +1645,11 @@ class RedisStore:
     def list_liveness(self) -> dict[str, Liveness]:
         block = self._live_block()
         found = self._run(LIST_LIVENESS, [self._keys.live_index], [self._keys.live_prefix])
-        rows = {
+        rows: dict[str, dict[str, str] | None] = {
             found[i]: dict(zip(found[i + 1][::2], found[i + 1][1::2]))
             for i in range(0, len(found), 2)
         }
         if block is not None:
             rows.update(block.changes.liveness)
-        return {ven_id: _liveness(ven_id, rows[ven_id]) for ven_id in sorted(rows) if rows[ven_id]}
+        return {ven_id: _liveness(ven_id, row) for ven_id, row in sorted(rows.items()) if row}
 

@@ -42,7 +42,9 @@ import re
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, NamedTuple, TypeVar
+from typing import (
+    TYPE_CHECKING, Any, Callable, ClassVar, Iterator, NamedTuple, Sequence, TypeVar, overload,
+)
 
 from ..errors import ConfigurationError, StoreError
 from ..protocol import is_aware
@@ -67,10 +69,13 @@ from .base import (
     ven_id_of,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+
 try:
     import sqlalchemy as sa
 except ImportError as exc:  # the [sqlalchemy] extra is not installed; from_uri says so
-    sa = None
+    sa = None  # type: ignore[assignment]  # checked as "sa is None" before any use
     _IMPORT_ERROR: ImportError | None = exc
 else:
     _IMPORT_ERROR = None
@@ -180,6 +185,8 @@ def from_uri(uri: str, *, instance_path: str | None = None) -> SQLStore:
             continue
         value = url.query[name]
         try:
+            if isinstance(value, tuple):  # the option given twice
+                raise ValueError
             engine_options[name] = convert(value)
             if engine_options[name] < 0:
                 raise ValueError
@@ -204,16 +211,16 @@ class _Reads(NamedTuple):
 
 
 class _Tables(NamedTuple):
-    metadata: Any
-    meta: Any
-    vens: Any
-    events: Any
-    delivered: Any
-    event_responses: Any
-    outbox: Any
-    records: Any
-    liveness: Any
-    nonces: Any
+    metadata: sa.MetaData
+    meta: sa.Table
+    vens: sa.Table
+    events: sa.Table
+    delivered: sa.Table
+    event_responses: sa.Table
+    outbox: sa.Table
+    records: sa.Table
+    liveness: sa.Table
+    nonces: sa.Table
 
 
 def _define_tables(prefix: str) -> _Tables:
@@ -222,26 +229,29 @@ def _define_tables(prefix: str) -> _Tables:
 
     # Keys sort in code point order (list_vens, ties in the sweeps): collation "C" on
     # PostgreSQL, utf8mb4_bin on MySQL; SQLite compares bytes already. MySQL cannot index TEXT.
-    def key():
+    def key() -> sa.types.TypeEngine[str]:
         return (
             sa.Text()
             .with_variant(sa.Text(collation="C"), "postgresql")
             .with_variant(sa.String(255, collation="utf8mb4_bin"), "mysql", "mariadb")
         )
 
-    def data():
+    def data() -> sa.types.TypeEngine[str]:
         return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 
-    def time():
+    def time() -> sa.types.TypeEngine[datetime]:
         # timestamptz on PostgreSQL; microseconds on MySQL. Values are bound in UTC.
         return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
-    def column(name, type_, **kwargs):
+    def column(name: str, type_: sa.types.TypeEngine[T], **kwargs: Any) -> sa.Column[T]:
         kwargs.setdefault("nullable", False)
         return sa.Column(name, type_, **kwargs)
 
     metadata = sa.MetaData()
-    name = lambda table: prefix + table  # noqa: E731
+
+    def name(table: str) -> str:
+        return prefix + table
+
     meta = sa.Table(
         name("meta"), metadata,
         column("name", sa.String(64), primary_key=True),
@@ -378,9 +388,10 @@ class _Block(threading.local):
     """This thread's open atomic() block: its connection and nesting depth, in process ``pid``."""
 
     pid = 0
-    connection: Any = None
+    connection: sa.Connection | None = None
     depth = 0
-    session: Any = None  # the connection session() holds for the thread, in autocommit mode
+    # The connection session() holds for the thread, in autocommit mode.
+    session: sa.Connection | None = None
 
 
 class SQLStore:
@@ -398,9 +409,9 @@ class SQLStore:
     """
 
     #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
-    single_process = False
+    single_process: ClassVar[bool] = False
 
-    def __init__(self, url: Any, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
+    def __init__(self, url: str | sa.URL, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
                  uri: str | None = None, engine_options: dict[str, Any] | None = None):
         if sa is None:
             raise ConfigurationError(f"the SQL store needs SQLAlchemy: {_EXTRA}")
@@ -414,10 +425,10 @@ class SQLStore:
         self._advisory_key = _advisory_key(table_prefix)
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._engines: dict[int, Any] = {}  # pid -> the Engine that process created
+        self._engines: dict[int, sa.Engine] = {}  # pid -> the Engine that process created
         # Pools inherited over fork, kept referenced so that the child never finalises (and so
         # closes) connections the parent is using.
-        self._inherited: list[Any] = []
+        self._inherited: list[sa.pool.Pool] = []
         self._block = _Block()
         self._schema_ready = False
         self._nonce_calls = 0  # remember_nonce purges expired nonces every so many calls
@@ -436,7 +447,7 @@ class SQLStore:
             self._pid = pid
         return self._lock
 
-    def _engine(self) -> Any:
+    def _engine(self) -> sa.Engine:
         """This process's engine, created on first use in the process."""
         pid = os.getpid()
         engine = self._engines.get(pid)
@@ -452,11 +463,11 @@ class SQLStore:
                 engine = self._engines[pid] = self._create_engine()
         return engine
 
-    def _create_engine(self) -> Any:
+    def _create_engine(self) -> sa.Engine:
         options: dict[str, Any] = {}
         if self._postgresql and self.url.get_driver_name() in ("psycopg", "psycopg2"):
             # Fail fast while the server is unreachable (the default is to wait forever).
-            connect_args = {}
+            connect_args: dict[str, str | int] = {}
             if "connect_timeout" not in self.url.query:
                 connect_args["connect_timeout"] = 10
             if "options" not in self.url.query:
@@ -513,7 +524,7 @@ class SQLStore:
                 "pool_size or max_overflow in the URI, or run fewer threads per worker"
             ) from exc
 
-    def _describe(self, exc: Any) -> str:
+    def _describe(self, exc: sa.exc.DBAPIError) -> str:
         cause = exc.orig if exc.orig is not None else exc
         lines = str(cause).strip().splitlines()
         text = f"{type(cause).__name__}: {lines[0] if lines else '(no message)'}"
@@ -564,7 +575,7 @@ class SQLStore:
                         raise
         self._schema_ready = True
 
-    def _create_schema(self, connection: Any) -> None:
+    def _create_schema(self, connection: sa.Connection) -> None:
         tables = self.tables
         tables.metadata.create_all(connection, checkfirst=True)
         meta = tables.meta
@@ -622,7 +633,7 @@ class SQLStore:
             block.session = None
         return block
 
-    def _lock_writers(self, connection: Any, ven_id: str | None = None) -> None:
+    def _lock_writers(self, connection: sa.Connection, ven_id: str | None = None) -> None:
         """Make every other writer of these tables (of this VEN, with ``ven_id``) wait until
         this transaction ends."""
         if self._postgresql and ven_id is not None:
@@ -662,12 +673,13 @@ class SQLStore:
                 block.depth -= 1
             return
         self._ensure_schema()
-        owned = block.session is None  # else the session's connection, kept after the block
+        session = block.session
+        owned = session is None  # else the session's connection, kept after the block
         with self._errors():
-            if owned:
+            if session is None:
                 connection = self._engine().connect()
             else:
-                connection = block.session
+                connection = session
                 if connection.in_transaction():
                     connection.commit()
                 connection.execution_options(isolation_level=connection.default_isolation_level)
@@ -697,7 +709,7 @@ class SQLStore:
             self._end_block_connection(connection, owned)
 
     @staticmethod
-    def _end_block_connection(connection: Any, owned: bool) -> None:
+    def _end_block_connection(connection: sa.Connection, owned: bool) -> None:
         with contextlib.suppress(sa.exc.SQLAlchemyError):
             if owned:
                 connection.close()
@@ -727,7 +739,7 @@ class SQLStore:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 connection.close()
 
-    def _run(self, work: Callable[[Any], T]) -> T:
+    def _run(self, work: Callable[[sa.Connection], T]) -> T:
         """``work(connection)`` inside this thread's block, or else as one statement in its own
         transaction (autocommit: one round trip, no BEGIN/COMMIT)."""
         block = self._current()
@@ -753,16 +765,16 @@ class SQLStore:
                 connection.execution_options(isolation_level="AUTOCOMMIT")
                 return work(connection)
 
-    def _write(self, work: Callable[[Any], T]) -> T:
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
         """``work(connection)`` while holding the writer lock: in this thread's block, or in a
         short block of its own."""
         with self.atomic():
             return self._run(work)
 
-    def _rows(self, statement: Any) -> list[Any]:
+    def _rows(self, statement: Any) -> Sequence[Any]:
         return self._run(lambda connection: connection.execute(statement).all())
 
-    def _upsert(self, connection: Any, table: Any, values: dict[str, Any],
+    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any],
                 update: list[str]) -> None:
         """Insert ``values``, or update the ``update`` columns of the row with the same primary
         key. The caller holds the writer lock (the fallback is an UPDATE, then an INSERT)."""
@@ -791,7 +803,8 @@ class SQLStore:
             if changed.rowcount == 0:
                 connection.execute(sa.insert(table).values(values))
 
-    def _next_position(self, connection: Any, table: Any, *where: Any) -> int:
+    def _next_position(self, connection: sa.Connection, table: sa.Table,
+                       *where: sa.ColumnElement[bool]) -> int:
         """One more than the highest ``position`` (a subquery in the INSERT would be one round
         trip less, but MySQL refuses to read the table it inserts into)."""
         highest = connection.execute(
@@ -811,7 +824,7 @@ class SQLStore:
         tables = self.tables
         vens, delivered, records, outbox = tables.vens, tables.delivered, tables.records, \
             tables.outbox
-        ven_id = sa.bindparam("ven_id")
+        ven_id: sa.BindParameter[str] = sa.bindparam("ven_id")
         return _Reads(
             ven=sa.select(vens.c.data).where(vens.c.ven_id == ven_id),
             ven_by_fingerprint=sa.select(vens.c.data)
@@ -836,7 +849,7 @@ class SQLStore:
         worker CPU (docs/benchmarks.rst, "Delivery at scale")."""
         tables = self.tables
         delivered, records, outbox = tables.delivered, tables.records, tables.outbox
-        ven_id = sa.bindparam("ven_id")
+        ven_id: sa.BindParameter[str] = sa.bindparam("ven_id")
 
         def number(value: int) -> Any:
             return sa.literal_column(str(value), sa.BigInteger())
@@ -850,7 +863,7 @@ class SQLStore:
             .where(outbox.c.ven_id == ven_id),
         ).order_by(sa.text("part"), sa.text("o1"), sa.text("o2"))
 
-    def _read(self, statement: Any, **parameters: Any) -> list[Any]:
+    def _read(self, statement: Any, **parameters: Any) -> Sequence[Any]:
         return self._run(lambda connection: connection.execute(statement, parameters).all())
 
     def get_ven(self, ven_id: str) -> VenRecord | None:
@@ -888,7 +901,7 @@ class SQLStore:
         text = serialize.dumps(event)
         events = self.tables.events
 
-        def work(connection: Any) -> None:
+        def work(connection: sa.Connection) -> None:
             # A replaced event keeps its position; a new one goes after every other.
             position = self._next_position(connection, events)
             values = {"event_id": event_id, "position": position, "data": text}
@@ -905,7 +918,8 @@ class SQLStore:
         events = self.tables.events
         return self._load_many(events, events.c.event_id, event_ids)
 
-    def _load_many(self, table: Any, key: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
+    def _load_many(self, table: sa.Table, key: sa.Column[Any],
+                   keys: list[str]) -> dict[str, dict[str, Any]]:
         """The decoded ``data`` of the rows of ``table`` whose ``key`` column is one of ``keys``
         (missing ones left out), read MANY_CHUNK keys a statement."""
         found: dict[str, dict[str, Any]] = {}
@@ -955,7 +969,7 @@ class SQLStore:
         kept = [{"ven_id": ven_id, "data": serialize.dumps(value)}
                 for ven_id, value in delivered.items() if value]
 
-        def write(connection: Any) -> None:
+        def write(connection: sa.Connection) -> None:
             for start in range(0, len(gone), MANY_CHUNK):
                 connection.execute(sa.delete(table).where(
                     table.c.ven_id.in_(gone[start:start + MANY_CHUNK])))
@@ -1034,13 +1048,15 @@ class SQLStore:
             rows = self._run(lambda c: c.execute(statement).all())
             return serialize.loads(rows[0][0]) if rows else None
 
-        def work(connection: Any) -> str | None:  # under the writer lock: nobody pops between
+        # Under the writer lock: nobody pops between the read and the delete.
+        def work(connection: sa.Connection) -> str | None:
             chosen = self._next_item(ven_id, max_priority).add_columns(outbox.c.data)
             row = connection.execute(chosen).first()
             if row is None:
                 return None
             connection.execute(sa.delete(outbox).where(outbox.c.id == row.id))
-            return row.data
+            data: str = row.data  # the column's declared type is Text
+            return data
 
         text = self._write(work)
         return None if text is None else serialize.loads(text)
@@ -1079,7 +1095,7 @@ class SQLStore:
         text = serialize.dumps(record)
         records = self.tables.records
 
-        def work(connection: Any) -> None:
+        def work(connection: sa.Connection) -> None:
             position = self._next_position(
                 connection, records, records.c.kind == kind, records.c.ven_id == ven_id
             )
@@ -1126,6 +1142,14 @@ class SQLStore:
             tzinfo=None
         )
 
+    @overload
+    @staticmethod
+    def _read_time(value: datetime) -> datetime: ...
+
+    @overload
+    @staticmethod
+    def _read_time(value: None) -> None: ...
+
     @staticmethod
     def _read_time(value: datetime | None) -> datetime | None:
         if value is None:
@@ -1146,7 +1170,7 @@ class SQLStore:
         if nonce is not None and nonce_expires_at is not None:
             expires_at = self._bind_time(_aware("nonce_expires_at", nonce_expires_at))
 
-            def signed(connection: Any) -> Transition | None:
+            def signed(connection: sa.Connection) -> Transition | None:
                 if not self._take_nonce(connection, nonce, now, expires_at):
                     raise NonceUsed(nonce)  # the block rolls back: nothing was written
                 return self._seen(connection, ven_id, now, offline_at, lease_until)
@@ -1161,7 +1185,7 @@ class SQLStore:
             return self._run(lambda c: self._seen(c, ven_id, now, offline_at, lease_until))
         return self._write(lambda c: self._seen_in_steps(c, ven_id, now, offline_at, lease_until))
 
-    def _seen(self, connection: Any, ven_id: str, now: datetime, offline_at: datetime,
+    def _seen(self, connection: sa.Connection, ven_id: str, now: datetime, offline_at: datetime,
               lease_until: datetime) -> Transition | None:
         """record_seen's liveness update on ``connection``, in one statement when it can."""
         if not self.features().seen_in_one_statement:
@@ -1207,8 +1231,8 @@ class SQLStore:
             },
         ).returning(table.c.epoch, table.c.went_online)
 
-    def _seen_in_steps(self, connection: Any, ven_id: str, now: datetime, offline_at: datetime,
-                       lease_until: datetime) -> Transition | None:
+    def _seen_in_steps(self, connection: sa.Connection, ven_id: str, now: datetime,
+                       offline_at: datetime, lease_until: datetime) -> Transition | None:
         """record_seen where one statement cannot do it: read, then compare-and-set on the
         epoch (the liveness CAS calls do not take the writer lock, so they may come between)."""
         table = self.tables.liveness
@@ -1297,7 +1321,7 @@ class SQLStore:
             self._purge_nonces(seen_at)
         return won
 
-    def _take_nonce(self, connection: Any, nonce: str, now: datetime,
+    def _take_nonce(self, connection: sa.Connection, nonce: str, now: datetime,
                     expires_at: datetime) -> bool:
         """remember_nonce's write on ``connection`` (under the writer lock without ON
         CONFLICT); the times are bound already."""
@@ -1324,7 +1348,7 @@ class SQLStore:
             now = self._bind_time(now)
             self._run(lambda c: c.execute(sa.delete(table).where(table.c.expires_at <= now)))
 
-    def _remember_in_steps(self, connection: Any, nonce: str, now: datetime,
+    def _remember_in_steps(self, connection: sa.Connection, nonce: str, now: datetime,
                            expires_at: datetime) -> bool:
         """remember_nonce without ON CONFLICT, under the writer lock."""
         table = self.tables.nonces
@@ -1398,7 +1422,7 @@ class SQLStore:
 PING_AFTER_IDLE = 1.0
 
 
-def _ping_when_idle(engine: Any) -> None:
+def _ping_when_idle(engine: sa.Engine) -> None:
     """Check a pooled connection before use only when it sat idle, so the store recovers by
     itself after the database restarted without paying a round trip per statement.
 
@@ -1410,11 +1434,12 @@ def _ping_when_idle(engine: Any) -> None:
     """
 
     @sa.event.listens_for(engine, "checkin")
-    def stamp(dbapi_connection: Any, record: Any) -> None:
+    def stamp(dbapi_connection: DBAPIConnection, record: sa.pool.ConnectionPoolEntry) -> None:
         record.info["flask_openadr_idle_since"] = time.monotonic()
 
     @sa.event.listens_for(engine, "checkout")
-    def ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    def ping(dbapi_connection: DBAPIConnection, record: sa.pool.ConnectionPoolEntry,
+             proxy: sa.pool.PoolProxiedConnection) -> None:
         idle_since = record.info.get("flask_openadr_idle_since")
         if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE:
             return

@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from ..errors import ConfigurationError, StoreError
 from . import serialize
@@ -210,7 +210,7 @@ class SQLiteStore:
     """
 
     #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
-    single_process = False
+    single_process: ClassVar[bool] = False
 
     def __init__(self, path: str, *, uri: str | None = None, timeout: float = 30.0):
         self.path = path
@@ -622,7 +622,8 @@ class SQLiteStore:
                 return None
             item_id, data = rows[0]
             self._write("DELETE FROM outbox WHERE id = ?", (item_id,))
-        return serialize.loads(data)
+        item: OutboxItem = serialize.loads(data)
+        return item
 
     def list_outbox(self, ven_id: str) -> list[OutboxItem]:
         rows = self._read(
@@ -830,7 +831,7 @@ _LIVENESS_COLUMNS = (
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     """Whether SQLite said SQLITE_BUSY ("database is locked"). The error code is on the
     exception from Python 3.11; before that only the message tells."""
-    code = getattr(exc, "sqlite_errorcode", None)
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF == sqlite3.SQLITE_BUSY
     return "database is locked" in str(exc)
