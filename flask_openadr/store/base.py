@@ -269,8 +269,8 @@ class Store(Protocol):
         """Remove every record of this kind for the VEN."""
         ...
 
-    # Liveness (see flask_openadr.services.liveness). Each transition is one compare-and-set here, so with
-    # any number of processes exactly one wins it. The sweep's cost grows with the number of VENs
+    # Liveness (see flask_openadr.services.liveness). Each transition is one compare-and-set
+    # here, so with any number of processes exactly one wins it. The sweep's cost grows with the number of VENs
     # it returns, not with all VENs: backends keep online VENs indexed by offline_at and pending
     # callbacks indexed by lease_until (the memory store, one process only, scans instead).
     #
