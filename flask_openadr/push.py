@@ -272,11 +272,12 @@ class Pusher:
         is put back by the caller's next step."""
         ctx = self.ctx
         ven_id = ven["ven_id"]
-        body = taken.body or codec.encode(taken.payload_name, taken.payload)
         if ven.get("xml_signature") and self.signer is not None:
             # A VEN that registered with signatures rejects unsigned messages (notes 2.3).
             body = signature.sign(codec.encode_element(taken.payload_name, taken.payload),
                                   self.signer, now=ctx.now())
+        else:
+            body = taken.body or codec.encode(taken.payload_name, taken.payload)
         url = rules.url_for(ctx, ven, taken.payload_name)
         try:
             pool, target = self._pool_for(ven, url)
