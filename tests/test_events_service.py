@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import itertools
 from datetime import datetime, timedelta
@@ -1042,6 +1043,34 @@ def test_request_event_echoes_the_request_id_and_honours_reply_limit(ctx, ven):
                                  "request_id": "req-7"}
     assert reply["request_id"] and reply["request_id"] != "req-7"
     assert ids(reply) == ["sooner"]
+
+
+def test_rendering_leaves_the_stored_event_unchanged():
+    # render_event copies only what it changes and shares the rest (intervals, the active
+    # period) with the stored event: rendering and encoding it for several VENs must not
+    # write through to the event, nor one VEN's copy to another's.
+    from flask_openadr import codec
+
+    event = make(targets={"ven_ids": ["ven-a", "ven-b"], "group_ids": ["north"]},
+                 payloads=(1.0, 2.0, 3.0), current_value=9.0)
+    event["event_signals"][0]["target"] = {"ven_ids": ["ven-a", "ven-b"]}
+    event["cancelled"] = True
+    before = copy.deepcopy(event)
+    sent = {ven_id: event_targets.render_event(event, ven_id, T0 + H)
+            for ven_id in ("ven-a", "ven-b")}
+    for ven_id, rendered in sent.items():
+        codec.encode("oadrDistributeEvent", {"request_id": "r", "vtn_id": "VTN",
+                                             "events": [rendered]})
+        assert rendered["target"]["ven_ids"] == [ven_id]
+        assert rendered["event_signals"][0]["target"]["ven_ids"] == [ven_id]
+        assert descriptor(rendered)["event_status"] == "cancelled"
+        assert rendered["event_signals"][0]["current_value"] == 0.0  # cancelled, not 9.0
+    assert event == before
+    # What a VEN's copy changes is its own: the descriptor, signals and targets are copies.
+    sent["ven-a"]["event_signals"][0]["target"]["ven_ids"].append("x")
+    sent["ven-a"]["target"]["group_ids"].append("x")
+    descriptor(sent["ven-a"])["modification_number"] = 99
+    assert event == before and sent["ven-b"]["target"]["group_ids"] == ["north"]
 
 
 def test_request_event_handler_list_replaces_the_built_in_set(ctx, ven):

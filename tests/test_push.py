@@ -346,6 +346,32 @@ def test_changes_hint_the_senders_and_a_turn_leaves_the_hint_of_what_is_next_due
     assert push_due.hinted(ctx, t0 + timedelta(days=1), later=True) == []
 
 
+def test_a_step_that_pushes_an_event_reads_each_record_once():
+    # What makes a push cheap: the step that takes an oadrDistributeEvent reads the VEN, its
+    # delivery record and the event once each, and sends the distribution it worked out.
+    from flask_openadr.services import events
+    from tests.support.counting import CountingStore
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    counting = CountingStore(MemoryStore())
+    ctx = Context(Settings(), counting, clock=lambda: t0)
+    counting.put_ven({"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+                      "transport_address": "http://ven.example"})
+    events.add_event(ctx, events.build_event(
+        event_id="e", targets={"ven_ids": ["v"]}, signal_name="SIMPLE", signal_type="level",
+        market_context="http://mc.example", intervals=[
+            {"dtstart": t0 + timedelta(hours=1), "duration": timedelta(hours=1),
+             "signal_payload": 1.0}]))
+    counting.calls.clear()
+    step = rules.advance(ctx, "v", "a", t0, timedelta(seconds=10))
+    assert [e["event_descriptor"]["event_id"] for e in step.taken.payload["events"]] == ["e"]
+    assert step.taken.held == {"e": {}}  # what undo puts back: the VEN held nothing yet
+    assert {name: counting.calls.count(name)
+            for name in ("get_ven", "get_delivered", "get_event")} == {
+        "get_ven": 1, "get_delivered": 1, "get_event": 1}
+    assert counting.get_delivered("v")["events"]["e"]["sent_at"] == t0
+
+
 def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
     from flask_openadr.services import liveness
 

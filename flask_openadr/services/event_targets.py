@@ -2,7 +2,6 @@
 order and the oadrEvent rendered for one VEN."""
 from __future__ import annotations
 
-import copy
 import math
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
@@ -125,15 +124,18 @@ def render_event(event: Mapping[str, Any], ven_id: str, now: datetime) -> dict[s
     :param ven_id: the receiving VEN.
     :param now: the instant of sending (one clock reading for the whole payload).
     """
-    rendered = copy.deepcopy(dict(event))
+    # Shallow copies of what is changed here, and nothing else: the intervals and the active
+    # period are shared with ``event``, which is never written through them (the encoder only
+    # reads), so rendering costs no deep copy of every interval.
+    rendered = dict(event)
     # Cancellation travels as the derived eventStatus; the stored field has no XML element.
     rendered.pop("cancelled", None)
-    descriptor = rendered["event_descriptor"]
+    descriptor = rendered["event_descriptor"] = dict(rendered["event_descriptor"])
     descriptor["created_date_time"] = now
     descriptor["event_status"] = event_status(event, now)
     # A signal aimed only at other VENs is not this VEN's: narrowed, its target would be
     # empty, which means every VEN.
-    rendered["event_signals"] = [signal for signal in rendered["event_signals"]
+    rendered["event_signals"] = [dict(signal) for signal in rendered["event_signals"]
                                  if signal_for(signal, ven_id)]
     for signal in rendered["event_signals"]:
         signal.pop("current_value", None)
@@ -159,7 +161,9 @@ def signal_for(signal: Mapping[str, Any], ven_id: str | None) -> bool:
 
 def _narrowed(target: Mapping[str, Any], ven_id: str) -> dict[str, Any]:
     # Other VENs named beside this one are none of its business, and the harness allows one.
-    narrowed = copy.deepcopy(dict(target))
+    # (Each member is a list of strings: copying the lists is copying the target.)
+    narrowed = {key: list(value) if isinstance(value, list) else value
+                for key, value in target.items()}
     narrowed["ven_ids"] = [ven_id] if ven_id in target.get("ven_ids", []) else []
     return narrowed
 

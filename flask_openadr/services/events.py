@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, TypeVar
 
@@ -27,8 +28,11 @@ __all__ = [
     "cancel_event",
     "created_event",
     "current_value",
+    "Pending",
     "distribute_event_payload",
+    "distribute_pending",
     "distribution_pending",
+    "pending_distribution",
     "event_responses",
     "event_status",
     "events_for_ven",
@@ -300,31 +304,69 @@ def events_for_ven(ctx: Context, ven: VenRecord, now: datetime) -> list[dict[str
     return [p.event for p in delivery.plan(ctx, ven, stored, record["events"], now).planned]
 
 
-def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
-    """Whether ``ven`` should be sent an oadrDistributeEvent now: one of its events has a
-    version it does not hold (new, changed, cancelled or withdrawn), or one it must answer and
-    has not, and was last sent at least
+@dataclass
+class Pending:
+    """A distribution worked out and due (see :func:`pending_distribution`): the VEN record,
+    its delivery record as read, the stored events it names and the plan, so that sending it
+    (:func:`distribute_pending`) reads none of them again."""
+
+    ven: VenRecord
+    record: dict[str, Any]
+    stored: list[dict[str, Any]]
+    plan: delivery.Plan
+
+
+def pending_distribution(ctx: Context, ven: VenRecord, now: datetime, *,
+                         ven_is_current: bool = False) -> Pending | None:
+    """The oadrDistributeEvent ``ven`` should be sent now, worked out but not recorded, or
+    None when none is due: one of its events has a version it does not hold (new, changed,
+    cancelled or withdrawn), or one it must answer and has not, and was last sent at least
     :func:`~flask_openadr.services.outbox.redelivery_after` ago. A status change alone (far to
     active, active to completed) is no reason: the VEN derives status from the times it has.
 
     A VEN that no change has marked since its last distribution is answered from its delivery
-    record alone (see :mod:`~flask_openadr.services.delivery`).
+    record alone (see :mod:`~flask_openadr.services.delivery`). Call it inside the VEN's
+    transaction, and :func:`distribute_pending` in the same one to send what it found.
+
+    :param ctx: the VTN context.
+    :param ven: the VEN record.
+    :param now: the instant of the check.
+    :param ven_is_current: ``ven`` was read inside the caller's transaction, so it is not
+        read again.
+    """
+    record = delivery.load(ctx, ven["ven_id"])
+    if not delivery.is_due(record, now):
+        return None
+    ven = ven if ven_is_current else _current_ven(ctx, ven)
+    stored = delivery.events_of(ctx, record)
+    plan = delivery.plan(ctx, ven, stored, record["events"], now, sent_at=record["sent_at"])
+    if plan.due:
+        return Pending(ven, record, stored, plan)
+    # Marked, but nothing to send (the change was undone before the VEN polled): put the
+    # record right, so that the next poll reads it alone again.
+    delivery.after_sending(ctx, ven, record, stored, [], now)
+    return None
+
+
+def distribution_pending(ctx: Context, ven: VenRecord, now: datetime) -> bool:
+    """Whether ``ven`` should be sent an oadrDistributeEvent now (see
+    :func:`pending_distribution`).
 
     :param ctx: the VTN context.
     :param ven: the VEN record.
     :param now: the instant of the check.
     """
-    record = delivery.load(ctx, ven["ven_id"])
-    if not delivery.is_due(record, now):
-        return False
-    ven = _current_ven(ctx, ven)
-    stored = delivery.events_of(ctx, record)
-    if delivery.plan(ctx, ven, stored, record["events"], now, sent_at=record["sent_at"]).due:
-        return True
-    # Marked, but nothing to send (the change was undone before the VEN polled): put the
-    # record right, so that the next poll reads it alone again.
-    delivery.after_sending(ctx, ven, record, stored, [], now)
-    return False
+    return pending_distribution(ctx, ven, now) is not None
+
+
+def distribute_pending(ctx: Context, pending: Pending, now: datetime) -> dict[str, Any]:
+    """The oadrDistributeEvent ``pending`` worked out, recorded as delivered at ``now`` (the
+    same instant it was worked out at), in the transaction :func:`pending_distribution` ran
+    in; the reply of a poll or a push (no requestID of the VEN's to echo, no reply limit)."""
+    planned = pending.plan.planned
+    delivery.after_sending(ctx, pending.ven, pending.record, pending.stored, planned, now)
+    return _payload(ctx, pending.ven, now, [p.event for p in planned],
+                    request_id=None, response=None)
 
 
 def distribute_event_payload(

@@ -32,14 +32,15 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
         awaiting = ctx.store.list_records(outbox.AWAITING, ven_id)
         # Whether events are due decides whether the outbox is taken in two steps (the
         # messages that go before a distribution, then the rest) or, as for most polls, one.
-        events_due = events.distribution_pending(ctx, ven, now)
+        pending = events.pending_distribution(ctx, ven, now)
         item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded,
-                           max_priority=outbox.BEFORE_EVENTS if events_due else None,
+                           max_priority=outbox.BEFORE_EVENTS if pending else None,
                            awaiting=awaiting)
         if item is not None:
             return ctx.reply(item["payload_name"], item["payload"])
-        if events_due:
-            return ctx.reply("oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
+        if pending is not None:
+            # What was worked out above is sent, not read and worked out again.
+            return ctx.reply("oadrDistributeEvent", events.distribute_pending(ctx, pending, now))
     return reply_name("oadrPoll"), {"response": response(""), "ven_id": ven_id}
 
 

@@ -167,20 +167,24 @@ class Taken:
 
 def take(ctx: Context, ven: VenRecord, now: datetime) -> Taken | None:
     """The VEN's next message in the order a poll takes them (protocol notes 5.5), recorded as
-    sent, or None when nothing is due. Holders of the VEN's lease call it, one at a time."""
+    sent, or None when nothing is due. Holders of the VEN's lease call it, one at a time,
+    inside the VEN's transaction in which they read ``ven``."""
     ven_id = ven["ven_id"]
     wait = outbox.redelivery_after(ctx, ven)
     with ctx.store.atomic(ven_id):
-        held = delivery.load(ctx, ven_id)["events"]
-        events_due = events.distribution_pending(ctx, ven, now)
+        # The delivery record, the VEN and its events are read once: the distribution worked
+        # out here is the one sent (``ven`` was read in this transaction, see advance).
+        pending = events.pending_distribution(ctx, ven, now, ven_is_current=True)
         item = outbox.take(ctx, ven_id, now, wait, superseded=reports.superseded,
-                           max_priority=outbox.BEFORE_EVENTS if events_due else None)
+                           max_priority=outbox.BEFORE_EVENTS if pending else None)
         if item is not None:
+            # (held only matters to a distribution: undo puts an outbox item back whole.)
             name, payload, body = ctx.reply(item["payload_name"], item["payload"])
-            return Taken(name, payload, body, item, held, now)
-        if events_due:
+            return Taken(name, payload, body, item, {}, now)
+        if pending is not None:
+            held = dict(pending.record["events"])  # before sending records what is sent
             name, payload, body = ctx.reply(
-                "oadrDistributeEvent", events.distribute_event_payload(ctx, ven, now))
+                "oadrDistributeEvent", events.distribute_pending(ctx, pending, now))
             return Taken(name, payload, body, None, held, now)
     return None
 
