@@ -57,9 +57,12 @@ def _forbidden(reason: str) -> Response:
 
 def _read_body(limit: int) -> bytes | None:
     """The request body, or None when it is larger than ``limit`` (checked before reading all)."""
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         return None
-    body = request.stream.read(limit + 1)
+    # With a Content-Length the stream ends there, so read just that: reading limit + 1 bytes
+    # made the stream allocate a buffer of the whole limit (1 MiB by default) per request.
+    body = request.stream.read(length if length is not None else limit + 1)
     return None if len(body) > limit else body
 
 

@@ -835,3 +835,30 @@ def test_codec_modules_import_one_way_and_nothing_of_the_services():
         ready = [name for name in imports if name not in done and imports[name] <= done]
         assert ready, f"import cycle among {sorted(set(imports) - done)}"
         done.update(ready)
+
+
+@pytest.mark.parametrize("ven_id", ["ven-1", "", "a<&>\"'b", "é€", "x" * 300])
+@pytest.mark.parametrize("code, description", [(200, "OK"), (452, "Invalid ID")])
+def test_an_oadr_response_from_a_prepared_tree_is_the_one_built_afresh(ven_id, code, description):
+    # codec.encode answers an oadrResponse without requestID from a tree it prepared; the bytes
+    # must be those the schema-driven build gives, whatever the venID, twice in a row.
+    from lxml import etree
+
+    from flask_openadr.codec.convert import encode_element
+    payload = {"response": {"response_code": code, "response_description": description,
+                            "request_id": ""}, "ven_id": ven_id}
+    fresh = etree.tostring(encode_element("oadrResponse", payload), xml_declaration=True,
+                           encoding="UTF-8")
+    assert codec.encode("oadrResponse", payload) == fresh
+    assert codec.encode("oadrResponse", dict(payload, ven_id="other")) != fresh
+    assert codec.encode("oadrResponse", payload) == fresh
+    assert_valid(fresh)
+
+
+def test_an_oadr_response_with_a_bad_ven_id_is_refused_as_before():
+    payload = {"response": {"response_code": 200, "response_description": "OK",
+                            "request_id": ""}, "ven_id": "a\x01"}
+    with pytest.raises(ValueError, match=r"oadrResponse\.ven_id: All strings must be XML"):
+        codec.encode("oadrResponse", payload)
+    with pytest.raises(ValueError, match=r"oadrResponse\.ven_id: expected str"):
+        codec.encode("oadrResponse", dict(payload, ven_id=7))

@@ -1332,6 +1332,15 @@ def test_serialize_refuses_other_types(value, named):
 def test_serialize_refuses_unknown_tags():
     with pytest.raises(ValueError, match=r"\$bytes"):
         serialize.loads('{"$bytes":"AAEC"}')
+    with pytest.raises(ValueError, match=r"\$bytes"):  # inside a record, and beside a $map
+        serialize.loads('{"a":[{"$bytes":"AAEC"}],"b":{"$map":{"$dt":1}}}')
+
+
+def test_serialize_reads_a_map_tag_spelled_with_an_escape():
+    # Text that hides "$map" from a plain substring test (JSON allows \u escapes in keys)
+    # still decodes its body as the user dict it was, not as a tag.
+    text = '{"a":{"\\u0024map":{"$dt":"x"}},"t":{"$td":[1,2,3]}}'
+    assert_exact(serialize.loads(text), {"a": {"$dt": "x"}, "t": timedelta(1, 2, 3)})
 
 
 # == Store protocol v2: records, liveness, create_schema =========================================

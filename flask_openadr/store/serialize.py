@@ -54,6 +54,18 @@ def loads(text: str) -> Any:
 
     :raises ValueError: when the text is not JSON or holds a tag this version does not know.
     """
+    if _MAP_TEXT not in text:
+        # Without $map every one-key "$" object is a tag: json converts them as it parses, in
+        # C, instead of a second walk over the whole value in Python (most records, and every
+        # record an empty poll reads).
+        try:
+            return _TAG_DECODER.decode(text)
+        except Exception:  # the walk below is the reference, and says what is wrong
+            # A $map spelled with an escape ("\u0024map"), whose body the hook may have met
+            # first, or text that is not a record: decoded (or refused) as before.
+            pass
+    # A $map tag holds a user dict shaped like a tag, which the bottom-up hook would take for
+    # one before it sees the $map around it: decode top-down.
     return _decode(json.loads(text))
 
 
@@ -109,6 +121,29 @@ def _encode_datetime(value: datetime, where: str) -> str:
     return utc.isoformat(timespec="microseconds")
 
 
+_MAP_TEXT = f'"{_MAP}"'
+
+
+class _MapFound(Exception):
+    """A $map tag met by :func:`_decode_object`, too late to read its body as it was written."""
+
+
+def _decode_object(obj: dict[str, Any]) -> Any:
+    # Called by json for each object, after its members were decoded.
+    if len(obj) != 1:
+        return obj
+    (key,) = obj
+    if not key.startswith("$"):
+        return obj
+    if key == _MAP:
+        raise _MapFound  # too late: its body was decoded as if it were a tag
+    return _decode_tag(key, obj[key])
+
+
+# Built once: json.loads with an object_hook builds a decoder on every call.
+_TAG_DECODER = json.JSONDecoder(object_hook=_decode_object)
+
+
 def _decode(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_decode(item) for item in obj]
@@ -119,6 +154,10 @@ def _decode(obj: Any) -> Any:
     ((tag, body),) = obj.items()
     if tag == _MAP:
         return {key: _decode(item) for key, item in body.items()}
+    return _decode_tag(tag, body)
+
+
+def _decode_tag(tag: str, body: Any) -> Any:
     if tag == _DATETIME:
         return datetime.fromisoformat(body).astimezone(timezone.utc)
     if tag == _TIMEDELTA:
