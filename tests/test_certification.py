@@ -9,25 +9,12 @@ import pytest
 from flask_openadr import EventError
 from flask_openadr.testing import make_certificate
 from tests.support.clock import T0
+from tests.support.events import add, intervals
 from tests.support.vens import make_ven
 
 
 def code(reply):
     return reply["response"]["response_code"]
-
-
-def intervals(start=T0 + timedelta(hours=1), payloads=(1.0, 2.0), minutes=30):
-    return [{"dtstart": start + timedelta(minutes=minutes * i),
-             "duration": timedelta(minutes=minutes), "signal_payload": value}
-            for i, value in enumerate(payloads)]
-
-
-def add(app, vtn, **kwargs):
-    kwargs.setdefault("signal_name", "SIMPLE")
-    kwargs.setdefault("signal_type", "level")
-    kwargs.setdefault("intervals", intervals())
-    with app.app_context():
-        return vtn.add_event(**kwargs)
 
 
 def raw_poll(ven, ven_id):

@@ -8,6 +8,7 @@ import pytest
 from flask_openadr import EventError, signals
 from flask_openadr.services import delivery
 from tests.support.clock import T0
+from tests.support.events import add, intervals
 from tests.support.vens import make_ven
 
 
@@ -17,22 +18,6 @@ PRICE_UNIT = {"kind": "currencyPerKWh", "item_description": "currencyPerKWh",
 
 def code(reply):
     return reply["response"]["response_code"]
-
-
-def intervals(start=T0 + timedelta(hours=1), payloads=(1.0, 2.0), minutes=30):
-    out = []
-    for i, value in enumerate(payloads):
-        out.append({"dtstart": start + timedelta(minutes=minutes * i),
-                    "duration": timedelta(minutes=minutes), "signal_payload": value})
-    return out
-
-
-def add(app, vtn, **kwargs):
-    kwargs.setdefault("signal_name", "SIMPLE")
-    kwargs.setdefault("signal_type", "level")
-    kwargs.setdefault("intervals", intervals())
-    with app.app_context():
-        return vtn.add_event(**kwargs)
 
 
 def test_event_reaches_the_ven_on_its_next_poll(app, vtn, registered_ven, clock):
