@@ -47,12 +47,24 @@ def store_uri(request, tmp_path) -> str:
     return "sqlite:///" + os.path.join(str(tmp_path), "vtn.sqlite3")
 
 
-@pytest.fixture
-def app(tmp_path, store_uri, clock) -> Flask:
-    app = Flask("vtn_test_app", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="TEST-VTN")
+def _vtn_app(name, tmp_path, store_uri, clock, **config) -> Flask:
+    app = Flask(name, instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="TEST-VTN",
+                      **config)
     app.extensions["test_vtn"] = VTN(app, clock=clock)
     return app
+
+
+@pytest.fixture
+def app(tmp_path, store_uri, clock) -> Flask:
+    return _vtn_app("vtn_test_app", tmp_path, store_uri, clock)
+
+
+@pytest.fixture
+def telemetry_app(tmp_path, store_uri, clock) -> Flask:
+    """An app whose VTN requests telemetry reports by its report policy."""
+    return _vtn_app("telemetry_app", tmp_path, store_uri, clock,
+                    OPENADR_REPORT_POLICY="telemetry")
 
 
 @pytest.fixture

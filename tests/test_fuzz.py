@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from flask_openadr import VTN, codec
+from flask_openadr import codec
 from flask_openadr.codec.convert import MAX_REPEATED
 from flask_openadr.codec.fields import local_name
 from flask_openadr.services import SERVICE_OF, SERVICES
@@ -102,12 +102,8 @@ class Target:
 
 
 @pytest.fixture
-def target(tmp_path, store_uri, clock) -> Target:
-    app = Flask("fuzz_app", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="TEST-VTN",
-                      OPENADR_REPORT_POLICY="telemetry")
-    app.extensions["test_vtn"] = VTN(app, clock=clock)
-    return Target(app)
+def target(telemetry_app) -> Target:
+    return Target(telemetry_app)
 
 
 # ------------------------------------------------------------------------- mutations

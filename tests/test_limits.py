@@ -11,9 +11,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from flask import Flask
 
-from flask_openadr import VTN, codec
+from flask_openadr import codec
 from flask_openadr.codec.convert import MAX_REPEATED
 from flask_openadr.services import bounds
 from flask_openadr.testing import data_point, data_report, metadata_report
@@ -40,15 +39,6 @@ def store_of(app):
 
 def code(reply) -> int:
     return reply["response"]["response_code"]
-
-
-@pytest.fixture
-def telemetry_app(tmp_path, store_uri, clock) -> Flask:
-    app = Flask("limits_app", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=store_uri, OPENADR_VTN_ID="TEST-VTN",
-                      OPENADR_REPORT_POLICY="telemetry")
-    app.extensions["test_vtn"] = VTN(app, clock=clock)
-    return app
 
 
 def registered(app):
