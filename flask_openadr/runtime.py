@@ -69,11 +69,8 @@ class Maintenance:
             # Less often than liveness: the pass reads every stored event.
             self._retention_at = now
             retention.sweep(self.context)
-            # After the deletions, which are what makes SQLite's WAL grow. A backend from
-            # before Store.maintain existed has none, and needs none.
-            maintain = getattr(self.context.store, "maintain", None)
-            if maintain is not None:
-                maintain()
+            # After the deletions, which are what makes SQLite's WAL grow.
+            self.context.store.maintain(self.context.now())
         return ran
 
 

@@ -899,6 +899,26 @@ def test_record_seen_accepts_an_expired_nonce_again(store):
     assert store.get_liveness("007")["last_seen"] == later
 
 
+def test_maintain_keeps_the_nonces_unexpired_at_the_clock_it_is_given(store):
+    # The VTN's clock, not the wall clock (T0 is long past): a purge by the wall clock would
+    # forget this nonce and let its replay through.
+    assert _signed_seen(store, "007", "n", T0) == online("007", 1)
+    store.maintain(T0 + SECOND)
+    with pytest.raises(NonceUsed):
+        _signed_seen(store, "007", "n", T0 + 2 * SECOND)
+
+
+def test_memory_maintain_forgets_the_nonces_record_seen_took_once_expired():
+    memory = MemoryStore()
+    window = timedelta(seconds=60)
+    for i in range(3):
+        _signed_seen(memory, "007", f"old-{i}", T0, window)
+    _signed_seen(memory, "007", "new", T0 + window, window)
+    assert len(memory._nonces) == 4  # noqa: SLF001 - the purge is not observable else
+    memory.maintain(T0 + window)
+    assert list(memory._nonces) == ["new"]  # noqa: SLF001
+
+
 def test_record_seen_refuses_a_nonce_without_its_expiry_and_writes_nothing(store):
     with pytest.raises(ValueError, match="nonce_expires_at"):
         store.record_seen("007", T0, T0 + TTL, T0 + LEASE, nonce="n")

@@ -346,11 +346,12 @@ class Store(Protocol):
         on first use; ``flask openadr init-db`` calls it explicitly."""
         ...
 
-    def maintain(self) -> None:
+    def maintain(self, now: datetime | None = None) -> None:
         """Housekeeping the backend needs now and then, off the request path: the sweeper's
-        retention pass calls it (see :class:`flask_openadr.runtime.Maintenance`). SQLite
-        checkpoints and truncates its WAL; the other backends need nothing. Call it outside
-        :meth:`atomic` blocks; it must never hold requests back for long."""
+        retention pass calls it (see :class:`flask_openadr.runtime.Maintenance`), with the
+        VTN's clock as ``now`` (None: the wall clock). It removes the replay nonces expired at
+        ``now`` that :meth:`record_seen` wrote, and SQLite checkpoints and truncates its WAL.
+        Call it outside :meth:`atomic` blocks; it must never hold requests back for long."""
         ...
 
 

@@ -1017,7 +1017,7 @@ class RedisStore:
             with self._errors():
                 client.connection_pool.disconnect()
 
-    def maintain(self) -> None:
+    def maintain(self, now: datetime | None = None) -> None:
         """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
 
     def create_schema(self) -> None:

@@ -25,6 +25,12 @@ compare-and-set transitions and the expiry of replay nonces. A backend only keep
   or, when ``expect`` is given and the row's version is not ``expect`` (0: the row must not
   exist), writes nothing and returns False (this is the compare-and-set every liveness
   transition and nonce is); ``delete(table, keys)`` removes rows (absent ones are ignored).
+  A compare-and-set holds against every process whatever ``lock`` its block holds: of two
+  blocks that put the same key with the same ``expect``, at most one commits. The backend may
+  make the second wait until the first ends (as a unique index does) and then return False, or
+  let it go on and raise :class:`Conflict` when it commits, which rolls that block back (the
+  store retries the blocks it runs itself; a nonce is written in the VEN's block, not in a
+  VTN-wide one, so that signed messages of different VENs never wait for each other).
 - An index of due items: ``index_set(index, member, score)`` files a member under a text score
   (None removes it); ``index_range(index, upto, limit)`` returns up to ``limit``
   ``(member, score)`` with ``score <= upto``, by score, then member (code point order). Scores
@@ -46,7 +52,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Protocol, cast
 
 from . import serialize
@@ -79,7 +85,7 @@ from .base import (
     ven_id_of,
 )
 
-__all__ = ["Backend", "Row", "RulesStore"]
+__all__ = ["Backend", "Conflict", "Row", "RulesStore"]
 
 
 class Row(NamedTuple):
@@ -120,8 +126,10 @@ RESPONSES, OUTBOX, RECORDS, LIVENESS, NONCES = (
     "event_responses", "outbox", "records", "liveness", "nonces")
 #: Online VENs by offline_at; pending transitions by lease_until; nonces by expiry.
 DUE_OFFLINE, STALE, NONCE_EXPIRY = "liveness_due", "liveness_stale", "nonce_expiry"
-# How many expired nonces a new nonce removes, at most (the lazy purge).
+# How many expired nonces remember_nonce removes, at most (the lazy purge), and how many one
+# block of maintain() removes.
 _NONCE_PURGE = 10
+_NONCE_BATCH = 1000
 
 
 def _key(*parts: Any) -> str:
@@ -151,8 +159,23 @@ class RulesStore:
     def close(self) -> None:
         self.backend.close()
 
-    def maintain(self) -> None:
-        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
+    def maintain(self, now: datetime | None = None) -> None:
+        """Remove the replay nonces expired at ``now``, in bounded VTN-wide blocks (see
+        :meth:`~flask_openadr.store.base.Store.maintain`).
+
+        A signed message's nonce is written in its VEN's block (:meth:`record_seen`), which
+        cannot safely delete other nonces: a block of another VEN may be putting the same
+        expired nonce back at that moment. A VTN-wide block excludes every other block.
+        """
+        while True:
+            with self.backend.transaction():
+                now_text = utc_text(now or datetime.now(timezone.utc), "now")
+                expired = self.backend.index_range(NONCE_EXPIRY, now_text, _NONCE_BATCH)
+                for old, _ in expired:
+                    self.backend.index_set(NONCE_EXPIRY, old, None)
+                self.backend.delete(NONCES, [old for old, _ in expired])
+            if len(expired) < _NONCE_BATCH:
+                return
 
     def create_schema(self) -> None:
         self.backend.create_schema()
@@ -365,14 +388,17 @@ class RulesStore:
         nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
         while True:
             try:
-                # Nonces are VTN-wide, so a block that writes one is too.
-                with self.backend.transaction(ven_id if nonce is None else None):
+                # The VEN's block: the nonce's compare-and-set holds against every process
+                # whatever lock a block holds (see Backend), so no VTN-wide block is needed.
+                with self.backend.transaction(ven_id):
                     if nonce is not None and nonce_texts is not None \
-                            and not self._remember(nonce, *nonce_texts):
-                        raise NonceUsed(nonce)  # and the block rolls back the purge
+                            and not self._take_nonce(nonce, *nonce_texts):
+                        raise NonceUsed(nonce)  # and the block writes nothing
                     return self._seen(ven_id, now_text, offline_text, lease_text)
-            except _Conflict:
-                continue  # another process changed the row first; the block rolled back
+            except (_Conflict, Conflict):
+                # Another process changed the row (or took the nonce) first and the block
+                # rolled back: run it again, which sees what that process wrote.
+                continue
 
     def _seen(self, ven_id: str, now_text: str, offline_text: str,
               lease_text: str) -> Transition | None:
@@ -477,6 +503,11 @@ class RulesStore:
         for old, _ in self.backend.index_range(NONCE_EXPIRY, now_text, _NONCE_PURGE):
             self.backend.index_set(NONCE_EXPIRY, old, None)
             self.backend.delete(NONCES, [old])
+        return self._take_nonce(nonce, now_text, expires_text)
+
+    def _take_nonce(self, nonce: str, now_text: str, expires_text: str) -> bool:
+        """Put the nonce unless it is held and unexpired: a compare-and-set, so of any
+        number of processes exactly one takes a given nonce."""
         current = self._one(NONCES, nonce)
         if current is not None and current.value > now_text:
             return False
@@ -489,6 +520,11 @@ class RulesStore:
 
 class _Conflict(Exception):
     """A compare-and-set inside a block lost to another process: roll the block back, retry."""
+
+
+class Conflict(Exception):
+    """Raised by a backend when a block cannot commit because a compare-and-set in it lost
+    to another process's block (see :class:`Backend`); the block wrote nothing."""
 
 
 def _liveness_of(ven_id: str, live: dict[str, Any]) -> Liveness:

@@ -545,7 +545,7 @@ class SQLStore:
 
     # -- schema --------------------------------------------------------------------------------
 
-    def maintain(self) -> None:
+    def maintain(self, now: datetime | None = None) -> None:
         """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
 
     def create_schema(self) -> None:

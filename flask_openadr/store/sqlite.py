@@ -364,7 +364,7 @@ class SQLiteStore:
                 with self._errors():
                     conn.sqlite.close()
 
-    def maintain(self) -> None:
+    def maintain(self, now: datetime | None = None) -> None:
         """Checkpoint the WAL and truncate it (see :meth:`Store.maintain`).
 
         Readers are almost always active under load, so SQLite's automatic checkpoints copy
