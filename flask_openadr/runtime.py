@@ -91,10 +91,14 @@ class Sweeper:
     """
 
     def __init__(self, run_pass: Callable[[], Any], interval: float,
-                 name: str = "flask-openadr-sweeper"):
+                 name: str = "flask-openadr-sweeper", what: str = "liveness sweeper"):
+        """:param what: what the thread is, in its log lines ("liveness sweeper", "push
+            sender"): one class runs both, and an operator reading the log must tell them
+            apart."""
         self._run_pass = run_pass
         self.interval = float(interval)
         self.name = name
+        self.what = what
         self._reset()
         _SWEEPERS.add(self)
 
@@ -120,7 +124,7 @@ class Sweeper:
                                             name=self.name, daemon=True)
             self._pid = os.getpid()
             self._thread.start()
-        logger.info("liveness sweeper started in process %d (every %s s)", self._pid,
+        logger.info("%s started in process %d (every %s s)", self.what, self._pid,
                     self.interval)
         return True
 
@@ -138,7 +142,7 @@ class Sweeper:
             thread.join(timeout)
         stopped = not thread.is_alive()
         if stopped:
-            logger.info("liveness sweeper stopped in process %d", os.getpid())
+            logger.info("%s stopped in process %d", self.what, os.getpid())
         return stopped
 
     def _loop(self, stop: threading.Event) -> None:
@@ -146,11 +150,11 @@ class Sweeper:
             try:
                 self._run_pass()
             except SweeperDone:
-                logger.info("liveness sweeper of a discarded app stopped in process %d",
+                logger.info("%s of a discarded app stopped in process %d", self.what,
                             os.getpid())
                 return
             except Exception:
-                logger.exception("liveness sweep failed; the next pass runs in %s s",
+                logger.exception("%s pass failed; the next pass runs in %s s", self.what,
                                  self.interval)
             stop.wait(self.interval)
 
@@ -181,7 +185,7 @@ class AppState:
             alive.sweep_once()
 
         self.sweeper = Sweeper(run_pass, context.settings.sweep_interval.total_seconds(),
-                                        name=f"flask-openadr-sweeper[{app.name}]")
+                               name=f"flask-openadr-sweeper[{app.name}]")
         self.pusher = push.Pusher(context, signer, lambda: self._app_context())
 
         def run_push_pass() -> None:
@@ -192,7 +196,7 @@ class AppState:
 
         # The push sender's own thread: a liveness pass must not delay a push, nor the reverse.
         self.push_sender = Sweeper(run_push_pass, push.PASS_INTERVAL,
-                                            name=f"flask-openadr-push[{app.name}]")
+                                   name=f"flask-openadr-push[{app.name}]", what="push sender")
         _STATES.add(self)
 
     @property

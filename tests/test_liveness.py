@@ -791,7 +791,7 @@ def test_the_sweeper_survives_a_failing_pass_and_stops_cleanly(clock, caplog):
         assert sweeper.start() is False  # idempotent
         assert went_offline.wait(timeout=10)
     assert store.failures == 0 and len(passes) >= 2
-    assert "liveness sweep failed" in caplog.text and "store went away" in caplog.text
+    assert "liveness sweeper pass failed" in caplog.text and "store went away" in caplog.text
     assert sweeper.running
     assert sweeper.stop(timeout=10) is True
     assert not sweeper.running and sweeper_threads() == []
@@ -914,6 +914,10 @@ def test_interpreter_exit_stops_the_sweeper_cleanly(tmp_path):
     started = [n for n, line in enumerate(lines) if line.startswith("liveness sweeper started")]
     stopped = [n for n, line in enumerate(lines) if line.startswith("liveness sweeper stopped")]
     assert started and stopped and stopped[0] > lines.index("serving") > started[0]
+    # The push sender is the same thread class: its lines name it, not the liveness sweeper.
+    pushers = [line for line in lines if line.startswith("push sender")]
+    assert any(line.startswith("push sender started") for line in pushers), lines
+    assert len(started) == 1, lines
 
 
 def test_a_sweeper_of_a_discarded_app_ends(tmp_path):
