@@ -138,13 +138,25 @@ def backoff(ctx: Context, failures: int) -> timedelta:
     return min(cap, timedelta(seconds=2 ** min(failures - 1, 30)))
 
 
-def waiting(ctx: Context, ven_id: str, now: datetime) -> bool:
-    """Whether the VEN is in back-off or leased by a sender (a cheap check before a claim)."""
+def waiting(ctx: Context, ven_id: str, now: datetime, since: datetime | None = None) -> bool:
+    """Whether the VEN is in back-off or leased by a sender (a cheap check before a claim),
+    or, with ``since``, a sender's turn for it ended after ``since`` (and not after ``now``).
+
+    A sender pass gives ``since`` the instant before it read which VENs are due: a turn that
+    ended later left a hint of the VEN's next due time newer than the one the pass read, so
+    another turn now would most likely find nothing (the next pass reads the newer hint).
+    Two senders reading the same hints would otherwise each take a turn at every VEN. (A
+    sender on a host whose clock is ahead can make one seem later for as long as it is ahead.)
+    """
     state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY)
     if not state:
         return False
-    return bool(state.get("owner") and state["lease_until"] > now) or \
-        bool(state.get("next_attempt") and state["next_attempt"] > now)
+    if state.get("owner"):
+        return bool(state["lease_until"] > now)
+    if state.get("next_attempt") and state["next_attempt"] > now:
+        return True
+    # A released lease ends at its release (see release).
+    return since is not None and since <= state["lease_until"] <= now
 
 
 # ---------------------------------------------------------------------------------------------
