@@ -208,13 +208,14 @@ class Pusher:
         held = False
         reached: VenRecord | None = None  # the VEN the last push reached: it counts as seen
         undo_taken: rules.Taken | None = None  # the message whose push failed, to put back
+        lease: rules.Held | None = None  # what the last step's claim wrote
         try:
             with self._app_context(), ctx.store.session():
                 for n in range(MESSAGES_PER_CLAIM + 1):
                     step = self._step(ven_id, reached, held=held, undo_taken=undo_taken,
                                       failed=undo_taken is not None,
-                                      more=n < MESSAGES_PER_CLAIM)
-                    reached = None
+                                      more=n < MESSAGES_PER_CLAIM, lease_held=lease)
+                    reached, lease = None, step.held
                     if step.taken is None or step.ven is None:
                         held = False
                         self._after_release(ven_id, step)
@@ -230,7 +231,8 @@ class Pusher:
                 try:
                     with self._app_context(), ctx.store.session():
                         self._after_release(ven_id, self._step(
-                            ven_id, reached, held=True, undo_taken=undo_taken, failed=True))
+                            ven_id, reached, held=True, undo_taken=undo_taken, failed=True,
+                            lease_held=lease))
                 except Exception:  # the lease then runs out by itself
                     logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:
@@ -239,7 +241,8 @@ class Pusher:
                 self._freed.notify()
 
     def _step(self, ven_id: str, reached: VenRecord | None, *, held: bool,
-              undo_taken: rules.Taken | None, failed: bool, more: bool = True) -> rules.Step:
+              undo_taken: rules.Taken | None, failed: bool, more: bool = True,
+              lease_held: rules.Held | None = None) -> rules.Step:
         """:func:`~flask_openadr.services.push.advance`, with the VEN recorded as seen in the
         same transaction when the last push reached it (a push the VEN took counts as a sign
         of life, as a message from it does); the online callback runs after it."""
@@ -247,7 +250,8 @@ class Pusher:
         with ctx.store.atomic(ven_id):
             transition = liveness.seen(ctx, ven_id, reached) if reached is not None else None
             step = rules.advance(ctx, ven_id, self.owner, ctx.now(), self.lease, held=held,
-                                 undo_taken=undo_taken, failed=failed, more=more)
+                                 undo_taken=undo_taken, failed=failed, more=more,
+                                 lease_held=lease_held)
         _run_transition(ctx, transition)
         return step
 
