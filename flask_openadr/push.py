@@ -56,9 +56,9 @@ LATER_INTERVAL = 1.0
 FULL_PASS_INTERVAL = 10.0
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
-#: Connection pools (one per VEN origin, one per https VEN with a bound certificate) kept
-#: open by one process; the least recently used is closed beyond this.
-MAX_POOLS = 1000
+#: Pinned connection pools (one per https VEN with a bound certificate) kept open by one
+#: process; the least recently used is closed beyond this.
+MAX_PINNED_POOLS = 1000
 
 
 #: The headers of every push (urllib3 copies them per request; built once here).
@@ -116,14 +116,16 @@ class Pusher:
         self._tls: dict[str, Any] = {
             "cert_reqs": "CERT_REQUIRED", "ca_certs": settings.push_ca,
             "cert_file": settings.push_cert, "key_file": settings.push_key}
-        # Connection pools, the least recently used first: one per origin, with as many
-        # kept-alive connections as pushes can run at once (several VENs may share a host,
-        # such as an aggregator's gateway); and one per https VEN with a bound certificate,
-        # pinned to that certificate. Key: (scheme, host, port, pinned venID and fingerprint).
-        self._pools: OrderedDict[tuple[str, str, int, tuple[str, str] | None],
-                                 urllib3.HTTPConnectionPool] = OrderedDict()
+        # Connection pools, the least recently used first. One per origin (scheme, host,
+        # port), with as many kept-alive connections as pushes can run at once (several VENs
+        # may share a host, such as an aggregator's gateway), up to four per push thread; and
+        # one per https VEN with a bound certificate, pinned to that certificate (key: the
+        # origin, the venID and the fingerprint), up to MAX_PINNED_POOLS.
+        self._pools: OrderedDict[tuple[str, ...], urllib3.HTTPConnectionPool] = OrderedDict()
+        self._pinned: OrderedDict[tuple[str, ...], urllib3.HTTPConnectionPool] = OrderedDict()
+        self._max_pools = max(10, 4 * settings.push_concurrency)
         # Push URL -> where it goes, parsed once (bounded: cleared when it grows past
-        # MAX_POOLS entries, which a VTN of that many push VENs refills in a turn each).
+        # MAX_PINNED_POOLS entries, which a VTN of that many push VENs refills in a turn each).
         self._targets: dict[str, _Target | None] = {}
 
     @property
@@ -271,7 +273,7 @@ class Pusher:
             if parts.hostname and parts.scheme in ("http", "https"):
                 port = parts.port or (443 if parts.scheme == "https" else 80)
                 target = _Target(parts.scheme, parts.hostname, port, parts.path or "/")
-            if len(self._targets) >= MAX_POOLS:
+            if len(self._targets) >= MAX_PINNED_POOLS:
                 self._targets.clear()
             self._targets[url] = target
         return target
@@ -281,13 +283,15 @@ class Pusher:
         fingerprint gets a pool of its own whose connections check that the server presents
         that certificate before anything is sent (protocol notes 1.6)."""
         fingerprint = ven.get("fingerprint")
-        pinned = (ven["ven_id"], fingerprint) \
-            if target.scheme == "https" and fingerprint else None
-        key = (target.scheme, target.host, target.port, pinned)
+        pinned = target.scheme == "https" and bool(fingerprint)
+        origin = (target.scheme, target.host, str(target.port))
+        key: tuple[str, ...] = (*origin, ven["ven_id"], str(fingerprint)) if pinned else origin
+        pools, limit = (self._pinned, MAX_PINNED_POOLS) if pinned \
+            else (self._pools, self._max_pools)
         with self._lock:
-            pool = self._pools.get(key)
+            pool = pools.get(key)
             if pool is not None:
-                self._pools.move_to_end(key)
+                pools.move_to_end(key)
                 return pool
             if target.scheme == "http":
                 pool = urllib3.HTTPConnectionPool(
@@ -300,10 +304,10 @@ class Pusher:
                     maxsize=1 if pinned else self.ctx.settings.push_concurrency,
                     block=False, timeout=self._timeout, retries=self._retries, **self._tls)
                 if pinned:
-                    pool.ConnectionCls = _pinned_connection(pinned[1])
-            self._pools[key] = pool
-            while len(self._pools) > MAX_POOLS:
-                self._pools.popitem(last=False)[1].close()
+                    pool.ConnectionCls = _pinned_connection(str(fingerprint))
+            pools[key] = pool
+            while len(pools) > limit:
+                pools.popitem(last=False)[1].close()
         return pool
 
     def _send(self, ven: VenRecord, taken: rules.Taken) -> bool:
