@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
 import ssl
 import threading
@@ -23,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from datetime import datetime, timedelta
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, ContextManager, TypedDict
+from typing import Any, Callable, ContextManager, NamedTuple
 from urllib.parse import urlsplit
 
 import urllib3
@@ -55,21 +56,22 @@ LATER_INTERVAL = 1.0
 FULL_PASS_INTERVAL = 10.0
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
-#: Pinned connection pools (one per https VEN) kept open by one process; the least recently
-#: used is closed beyond this.
+#: Pinned connection pools (one per https VEN with a bound certificate) kept open by one
+#: process; the least recently used is closed beyond this.
 MAX_PINNED_POOLS = 1000
 
 
-class _PoolSettings(TypedDict):
-    """The connection settings every pool of the sender shares (urllib3 keyword arguments)."""
+#: The headers of every push (urllib3 copies them per request; built once here).
+_HEADERS = {"Content-Type": "application/xml"}
 
-    block: bool
-    timeout: urllib3.Timeout
-    retries: bool
-    cert_reqs: str
-    ca_certs: str | None
-    cert_file: str | None
-    key_file: str | None
+
+class _Target(NamedTuple):
+    """Where one push URL goes, worked out once per URL: the origin's pool key and the path."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str
 
 
 class Pusher:
@@ -106,20 +108,25 @@ class Pusher:
         self._next_later = self._next_full = time.monotonic()
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
-        timeout = settings.push_timeout.total_seconds()
-        self._pool_settings = _PoolSettings(
-            block=False, timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=False, cert_reqs="CERT_REQUIRED", ca_certs=settings.push_ca,
-            cert_file=settings.push_cert, key_file=settings.push_key)
-        # Kept-alive connections per VEN host: as many as pushes can run at once (several VENs
-        # may share a host, such as an aggregator's gateway).
-        self._pool = urllib3.PoolManager(num_pools=max(10, 4 * settings.push_concurrency),
-                                         maxsize=settings.push_concurrency,
-                                         **self._pool_settings)
-        # https VENs with a bound certificate: one pool each, pinned to that certificate.
-        # (venID, fingerprint, host, port) -> the pool pinned to that certificate
-        self._pinned: OrderedDict[tuple[str, str, str, int | None],
-                                  urllib3.HTTPSConnectionPool] = OrderedDict()
+        seconds = settings.push_timeout.total_seconds()
+        # Built once: urllib3 takes these objects as they are (it clones the timeout per
+        # request, and a Retry object is used as given, where False would build one per call).
+        self._timeout = urllib3.Timeout(connect=seconds, read=seconds)
+        self._retries = urllib3.Retry(False, redirect=False)
+        self._tls: dict[str, Any] = {
+            "cert_reqs": "CERT_REQUIRED", "ca_certs": settings.push_ca,
+            "cert_file": settings.push_cert, "key_file": settings.push_key}
+        # Connection pools, the least recently used first. One per origin (scheme, host,
+        # port), with as many kept-alive connections as pushes can run at once (several VENs
+        # may share a host, such as an aggregator's gateway), up to four per push thread; and
+        # one per https VEN with a bound certificate, pinned to that certificate (key: the
+        # origin, the venID and the fingerprint), up to MAX_PINNED_POOLS.
+        self._pools: OrderedDict[tuple[str, ...], urllib3.HTTPConnectionPool] = OrderedDict()
+        self._pinned: OrderedDict[tuple[str, ...], urllib3.HTTPConnectionPool] = OrderedDict()
+        self._max_pools = max(10, 4 * settings.push_concurrency)
+        # Push URL -> where it goes, parsed once (bounded: cleared when it grows past
+        # MAX_PINNED_POOLS entries, which a VTN of that many push VENs refills in a turn each).
+        self._targets: dict[str, _Target | None] = {}
 
     @property
     def lease(self) -> timedelta:
@@ -140,6 +147,7 @@ class Pusher:
         started = 0
         with self._app_context(), ctx.store.session():
             clock = time.monotonic()
+            read_at = ctx.now()
             full = clock >= self._next_full
             later = full or clock >= self._next_later
             if full:
@@ -149,6 +157,9 @@ class Pusher:
                 ven_ids = push_due.hinted(ctx, ctx.now(), later=later)
             if later:
                 self._next_later = clock + LATER_INTERVAL
+            # In an order of this process's own: senders of other processes read the same
+            # hints, and in the same order they would reach each VEN at about the same time.
+            random.shuffle(ven_ids)
             # With every thread busy the pass waits for one to free, up to PASS_BUDGET: one
             # event for many VENs is pushed at the pace the VENs answer, not one thread-pool
             # full per pass.
@@ -163,7 +174,7 @@ class Pusher:
                             return started
                         self._freed.wait(left)
                 now = ctx.now()
-                if rules.waiting(ctx, ven_id, now) or (full and self._nothing_pending(ven_id,
+                if rules.waiting(ctx, ven_id, now, since=read_at) or (full and self._nothing_pending(ven_id,
                                                                                       now)):
                     continue
                 with self._lock:
@@ -199,13 +210,14 @@ class Pusher:
         held = False
         reached: VenRecord | None = None  # the VEN the last push reached: it counts as seen
         undo_taken: rules.Taken | None = None  # the message whose push failed, to put back
+        lease: rules.Held | None = None  # what the last step's claim wrote
         try:
             with self._app_context(), ctx.store.session():
                 for n in range(MESSAGES_PER_CLAIM + 1):
                     step = self._step(ven_id, reached, held=held, undo_taken=undo_taken,
                                       failed=undo_taken is not None,
-                                      more=n < MESSAGES_PER_CLAIM)
-                    reached = None
+                                      more=n < MESSAGES_PER_CLAIM, lease_held=lease)
+                    reached, lease = None, step.held
                     if step.taken is None or step.ven is None:
                         held = False
                         self._after_release(ven_id, step)
@@ -221,7 +233,8 @@ class Pusher:
                 try:
                     with self._app_context(), ctx.store.session():
                         self._after_release(ven_id, self._step(
-                            ven_id, reached, held=True, undo_taken=undo_taken, failed=True))
+                            ven_id, reached, held=True, undo_taken=undo_taken, failed=True,
+                            lease_held=lease))
                 except Exception:  # the lease then runs out by itself
                     logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:
@@ -230,7 +243,8 @@ class Pusher:
                 self._freed.notify()
 
     def _step(self, ven_id: str, reached: VenRecord | None, *, held: bool,
-              undo_taken: rules.Taken | None, failed: bool, more: bool = True) -> rules.Step:
+              undo_taken: rules.Taken | None, failed: bool, more: bool = True,
+              lease_held: rules.Held | None = None) -> rules.Step:
         """:func:`~flask_openadr.services.push.advance`, with the VEN recorded as seen in the
         same transaction when the last push reached it (a push the VEN took counts as a sign
         of life, as a message from it does); the online callback runs after it."""
@@ -238,7 +252,8 @@ class Pusher:
         with ctx.store.atomic(ven_id):
             transition = liveness.seen(ctx, ven_id, reached) if reached is not None else None
             step = rules.advance(ctx, ven_id, self.owner, ctx.now(), self.lease, held=held,
-                                 undo_taken=undo_taken, failed=failed, more=more)
+                                 undo_taken=undo_taken, failed=failed, more=more,
+                                 lease_held=lease_held)
         _run_transition(ctx, transition)
         return step
 
@@ -250,28 +265,50 @@ class Pusher:
             with self._app_context():
                 _run_transition(ctx, liveness.unreachable(ctx, ven_id))
 
-    def _pool_for(self, ven: VenRecord,
-                  url: str) -> tuple[urllib3.PoolManager | urllib3.HTTPSConnectionPool, str]:
-        """The pool to POST ``url`` through, and the target to give it. An https VEN with a
-        bound certificate fingerprint gets a pool of its own whose connections check that the
-        server presents that certificate before anything is sent (protocol notes 1.6)."""
+    def _target(self, url: str) -> _Target | None:
+        """Where ``url`` goes, or None when it has no host (a push to it fails and is logged)."""
+        target = self._targets.get(url)
+        if target is None and url not in self._targets:
+            parts = urlsplit(url)
+            if parts.hostname and parts.scheme in ("http", "https"):
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                target = _Target(parts.scheme, parts.hostname, port, parts.path or "/")
+            if len(self._targets) >= MAX_PINNED_POOLS:
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    def _pool_for(self, ven: VenRecord, target: _Target) -> urllib3.HTTPConnectionPool:
+        """The pool to POST to ``target`` through. An https VEN with a bound certificate
+        fingerprint gets a pool of its own whose connections check that the server presents
+        that certificate before anything is sent (protocol notes 1.6)."""
         fingerprint = ven.get("fingerprint")
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not fingerprint or not parts.hostname:
-            return self._pool, url  # (without a host, the pool's request fails and is logged)
-        key = (ven["ven_id"], fingerprint, parts.hostname, parts.port)
+        pinned = target.scheme == "https" and bool(fingerprint)
+        origin = (target.scheme, target.host, str(target.port))
+        key: tuple[str, ...] = (*origin, ven["ven_id"], str(fingerprint)) if pinned else origin
+        pools, limit = (self._pinned, MAX_PINNED_POOLS) if pinned \
+            else (self._pools, self._max_pools)
         with self._lock:
-            pool = self._pinned.get(key)
-            if pool is None:
-                # One connection: this VEN gets one push at a time.
-                pool = urllib3.HTTPSConnectionPool(parts.hostname, parts.port or 443,
-                                                   maxsize=1, **self._pool_settings)
-                pool.ConnectionCls = _pinned_connection(fingerprint)
-                self._pinned[key] = pool
-                while len(self._pinned) > MAX_PINNED_POOLS:
-                    self._pinned.popitem(last=False)[1].close()
-            self._pinned.move_to_end(key)
-        return pool, parts.path or "/"
+            pool = pools.get(key)
+            if pool is not None:
+                pools.move_to_end(key)
+                return pool
+            if target.scheme == "http":
+                pool = urllib3.HTTPConnectionPool(
+                    target.host, target.port, maxsize=self.ctx.settings.push_concurrency,
+                    block=False, timeout=self._timeout, retries=self._retries)
+            else:
+                # A pinned pool has one connection: its VEN gets one push at a time.
+                pool = urllib3.HTTPSConnectionPool(
+                    target.host, target.port,
+                    maxsize=1 if pinned else self.ctx.settings.push_concurrency,
+                    block=False, timeout=self._timeout, retries=self._retries, **self._tls)
+                if pinned:
+                    pool.ConnectionCls = _pinned_connection(str(fingerprint))
+            pools[key] = pool
+            while len(pools) > limit:
+                pools.popitem(last=False)[1].close()
+        return pool
 
     def _send(self, ven: VenRecord, taken: rules.Taken) -> bool:
         """POST one message; True when the VEN took it (HTTP 200). A message it did not take
@@ -286,10 +323,15 @@ class Pusher:
             body = taken.body or codec.encode(taken.payload_name, taken.payload)
         url = rules.url_for(ctx, ven, taken.payload_name)
         try:
-            pool, target = self._pool_for(ven, url)
-            response = pool.request(
-                "POST", target, body=body, headers={"Content-Type": "application/xml"},
-                preload_content=False, redirect=False)
+            target = self._target(url)
+            if target is None:
+                raise urllib3.exceptions.LocationValueError(f"no host in the URL {url!r}")
+            # urlopen is urllib3's lowest public call: no URL parsing, no redirect handling
+            # (a redirect is a failed push), the timeout and Retry objects given as built.
+            response = self._pool_for(ven, target).urlopen(
+                "POST", target.path, body=body, headers=_HEADERS, retries=self._retries,
+                redirect=False, assert_same_host=False, timeout=self._timeout,
+                preload_content=False)
             try:
                 answer = response.read(ctx.settings.max_message_bytes + 1)
             finally:

@@ -372,6 +372,66 @@ def test_a_step_that_pushes_an_event_reads_each_record_once():
     assert counting.get_delivered("v")["events"]["e"]["sent_at"] == t0
 
 
+def test_a_turn_reads_its_push_state_once_while_its_lease_is_young_and_again_after(any_store):
+    # The claim's write is what the owner's next step takes as the stored push state while
+    # less than half the lease has passed (no other sender writes it then); later it reads.
+    from flask_openadr.services import outbox
+    from tests.support.counting import CountingStore
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    counting = CountingStore(any_store)
+    ctx = Context(Settings(), counting, clock=lambda: t0)
+    lease = timedelta(seconds=10)
+    counting.put_ven({"ven_id": "v", "registration_id": "r", "http_pull_model": False,
+                      "transport_address": "http://ven.example"})
+    outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
+    outbox.push(ctx, "v", "oadrCancelPartyRegistration",
+                {"request_id": "q", "registration_id": "r", "ven_id": "v"})
+
+    def state_reads(step_call):
+        counting.calls.clear()
+        step = step_call()
+        return step, counting.calls.count("get_record")
+
+    first, reads = state_reads(lambda: rules.advance(ctx, "v", "a", t0, lease))
+    assert first.taken is not None and first.held is not None and reads == 1
+    # Renewed and the next message taken, with the held state: no read of it.
+    second, reads = state_reads(lambda: rules.advance(
+        ctx, "v", "a", t0 + timedelta(seconds=1), lease, held=True, lease_held=first.held))
+    assert second.taken is not None and reads == 0
+    assert ctx.store.get_record(rules.PUSH_STATE, "v", "push")["lease_until"] == \
+        t0 + timedelta(seconds=11)
+    # Past half the renewed lease the state is read again, and the release still writes.
+    end, reads = state_reads(lambda: rules.advance(
+        ctx, "v", "a", t0 + timedelta(seconds=7), lease, held=True, more=False,
+        lease_held=second.held))
+    assert end.taken is None and end.state["owner"] is None and reads == 1
+    assert ctx.store.get_record(rules.PUSH_STATE, "v", "push")["owner"] is None
+    # What another owner's claim wrote is never taken as one's own.
+    assert rules.claim(ctx, "v", "b", t0 + timedelta(seconds=8), lease)
+    assert rules.release(ctx, "v", "a", failed=True, now=t0 + timedelta(seconds=8),
+                         held=second.held) is None
+    assert ctx.store.get_record(rules.PUSH_STATE, "v", "push")["owner"] == "b"
+
+
+def test_a_pass_skips_a_ven_whose_turn_ended_after_it_read_the_hints(any_store):
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(), any_store)
+    lease = timedelta(seconds=10)
+    assert not rules.waiting(ctx, "v", t0, since=t0)  # never pushed to
+    assert rules.claim(ctx, "v", "a", t0, lease)
+    assert rules.waiting(ctx, "v", t0 + timedelta(seconds=1))  # leased
+    rules.release(ctx, "v", "a", failed=False, now=t0 + timedelta(seconds=2))
+    # Released after the pass read the hints (since): that turn left a newer hint.
+    assert rules.waiting(ctx, "v", t0 + timedelta(seconds=3), since=t0 + timedelta(seconds=1))
+    # Released before: the hint the pass read is the newer one.
+    assert not rules.waiting(ctx, "v", t0 + timedelta(seconds=3),
+                             since=t0 + timedelta(seconds=2, microseconds=1))
+    assert not rules.waiting(ctx, "v", t0 + timedelta(seconds=3))
+    # A release this process's clock puts in its future is not taken as a newer turn.
+    assert not rules.waiting(ctx, "v", t0 + timedelta(seconds=1), since=t0)
+
+
 def test_a_push_ven_goes_offline_once_when_pushes_keep_failing_not_when_silent():
     from flask_openadr.services import liveness
 

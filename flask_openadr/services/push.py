@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlsplit
 
 from ..errors import InvalidData
@@ -83,32 +83,51 @@ def url_for(ctx: Context, ven: Mapping[str, Any], payload_name: str) -> str:
 # The lease: one sender at a time per VEN, in any process on any host.
 
 
-def claim(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta) -> bool:
+class Held(NamedTuple):
+    """The push state an owner's claim wrote, and until when that owner may take it as the
+    stored one without reading it: while its lease runs no other sender writes it, and half
+    the lease leaves room for the clock of another host that runs ahead of this one's."""
+
+    state: dict[str, Any]
+    trusted_until: datetime
+
+
+def _state(ctx: Context, ven_id: str, owner: str, now: datetime,
+           held: Held | None) -> dict[str, Any]:
+    if held is not None and held.state.get("owner") == owner and now < held.trusted_until:
+        return dict(held.state)
+    return ctx.store.get_record(PUSH_STATE, ven_id, _KEY) or {}
+
+
+def claim(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta, *,
+          held: Held | None = None) -> Held | None:
     """Take (or renew, for the same ``owner``) the VEN's push lease until ``now + lease``,
     unless another owner holds one that has not ended or the VEN's back-off has not ended.
     The read and the write share one per-VEN transaction, which the store serialises: of two
-    senders claiming at once, one wins."""
+    senders claiming at once, one wins. Returns what the claim wrote (pass it as ``held`` to
+    the owner's next claim or release, which then need not read it), or None when refused."""
     with ctx.store.atomic(ven_id):
-        state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY) or {}
+        state = _state(ctx, ven_id, owner, now, held)
         if state.get("owner") not in (None, owner) and state["lease_until"] > now:
-            return False
+            return None
         if state.get("owner") != owner and state.get("next_attempt") \
                 and state["next_attempt"] > now:
-            return False
-        ctx.store.put_record(PUSH_STATE, ven_id, _KEY,
-                             dict(state, owner=owner, lease_until=now + lease))
-        return True
+            return None
+        new = dict(state, owner=owner, lease_until=now + lease)
+        ctx.store.put_record(PUSH_STATE, ven_id, _KEY, new)
+        return Held(new, now + lease / 2)
 
 
-def release(ctx: Context, ven_id: str, owner: str, *, failed: bool,
-            now: datetime) -> dict[str, Any] | None:
+def release(ctx: Context, ven_id: str, owner: str, *, failed: bool, now: datetime,
+            held: Held | None = None) -> dict[str, Any] | None:
     """End ``owner``'s lease. After a failure the next attempt waits a back-off that doubles
     with each failure in a row, from one second up to ``OPENADR_PUSH_RETRY_MAX``; a success
     resets it. Returns the VEN's push state, or None when the lease was no longer ``owner``'s.
+    ``held``: what the owner's last claim returned (see :func:`claim`).
 
     ``failing_since`` is when the failures in a row began (None after a success)."""
     with ctx.store.atomic(ven_id):
-        state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY) or {}
+        state = _state(ctx, ven_id, owner, now, held)
         if state.get("owner") not in (None, owner):
             return None  # the lease ran out and another sender has it now
         failures = state.get("failures", 0) + 1 if failed else 0
@@ -138,13 +157,25 @@ def backoff(ctx: Context, failures: int) -> timedelta:
     return min(cap, timedelta(seconds=2 ** min(failures - 1, 30)))
 
 
-def waiting(ctx: Context, ven_id: str, now: datetime) -> bool:
-    """Whether the VEN is in back-off or leased by a sender (a cheap check before a claim)."""
+def waiting(ctx: Context, ven_id: str, now: datetime, since: datetime | None = None) -> bool:
+    """Whether the VEN is in back-off or leased by a sender (a cheap check before a claim),
+    or, with ``since``, a sender's turn for it ended after ``since`` (and not after ``now``).
+
+    A sender pass gives ``since`` the instant before it read which VENs are due: a turn that
+    ended later left a hint of the VEN's next due time newer than the one the pass read, so
+    another turn now would most likely find nothing (the next pass reads the newer hint).
+    Two senders reading the same hints would otherwise each take a turn at every VEN. (A
+    sender on a host whose clock is ahead can make one seem later for as long as it is ahead.)
+    """
     state = ctx.store.get_record(PUSH_STATE, ven_id, _KEY)
     if not state:
         return False
-    return bool(state.get("owner") and state["lease_until"] > now) or \
-        bool(state.get("next_attempt") and state["next_attempt"] > now)
+    if state.get("owner"):
+        return bool(state["lease_until"] > now)
+    if state.get("next_attempt") and state["next_attempt"] > now:
+        return True
+    # A released lease ends at its release (see release).
+    return since is not None and since <= state["lease_until"] <= now
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,11 +230,13 @@ class Step:
     taken: Taken | None
     state: dict[str, Any] | None
     ven: VenRecord | None
+    #: The lease the sender holds while ``taken`` is not None: pass it to the next step.
+    held: Held | None = None
 
 
 def advance(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedelta, *,
             held: bool = False, undo_taken: Taken | None = None, failed: bool = False,
-            more: bool = True) -> Step:
+            more: bool = True, lease_held: Held | None = None) -> Step:
     """One step of a sender, in one per-VEN transaction: put back the message whose push
     failed (``undo_taken``, see :func:`undo`), then claim (or renew) ``owner``'s lease and
     take the VEN's next message (see :func:`take`); when nothing is due, the last push
@@ -220,6 +253,8 @@ def advance(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedel
         ``more=False`` (a release by another would end a back-off). The caller may add its
         own writes of the VEN's data to the same transaction by opening
         ``ctx.store.atomic(ven_id)`` around it.
+    :param lease_held: the last step's :attr:`Step.held`: the push state it wrote is not read
+        again while the lease is young (see :class:`Held`).
     """
     with ctx.store.atomic(ven_id):
         if undo_taken is not None:
@@ -229,12 +264,14 @@ def advance(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedel
         if more and not failed and ven is not None and is_push(ven):
             at, known = (next_due(ctx, ven, {}, now), True) if held else (now, False)
             if at is not None and at <= now:
-                if not claim(ctx, ven_id, owner, now, lease):
+                claimed = claim(ctx, ven_id, owner, now, lease, held=lease_held)
+                if claimed is None:
                     return Step(None, None, ven)
+                lease_held = claimed
                 taken = take(ctx, ven, now)
                 if taken is not None:
-                    return Step(taken, None, ven)
-        state = release(ctx, ven_id, owner, failed=failed, now=now)
+                    return Step(taken, None, ven, claimed)
+        state = release(ctx, ven_id, owner, failed=failed, now=now, held=lease_held)
         if state is not None:
             if not known or (at is not None and at <= now):
                 # (A release after a success leaves no back-off: an instant read above holds.)

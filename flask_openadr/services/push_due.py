@@ -43,18 +43,15 @@ def mark(ctx: Context, ven: Mapping[str, Any]) -> None:
 def schedule(ctx: Context, ven_id: str, at: datetime | None, now: datetime) -> None:
     """A sender's turn for the VEN ended: hint that it next has something due at ``at`` (at
     once when ``at <= now``), or nothing (None). Inside the transaction of the release, which
-    read what ``at`` is worked out from."""
-    hinted_now = ctx.store.get_record(PUSH_DUE, _NOW, ven_id) is not None
-    later = ctx.store.get_record(PUSH_DUE, _LATER, ven_id)
-    want_now = at is not None and at <= now
-    want_later = at if at is not None and at > now else None
-    if want_now and not hinted_now:
+    read what ``at`` is worked out from. (Written without reading the hints first: a delete
+    of a hint that is not there costs less than the read that would skip it.)"""
+    if at is not None and at <= now:
         ctx.store.put_record(PUSH_DUE, _NOW, ven_id, {"ven_id": ven_id})
-    elif not want_now and hinted_now:
+    else:
         ctx.store.delete_record(PUSH_DUE, _NOW, ven_id)
-    if want_later is not None and (later is None or later["at"] != want_later):
-        ctx.store.put_record(PUSH_DUE, _LATER, ven_id, {"ven_id": ven_id, "at": want_later})
-    elif want_later is None and later is not None:
+    if at is not None and at > now:
+        ctx.store.put_record(PUSH_DUE, _LATER, ven_id, {"ven_id": ven_id, "at": at})
+    else:
         ctx.store.delete_record(PUSH_DUE, _LATER, ven_id)
 
 
