@@ -68,11 +68,12 @@ def _read_body(limit: int) -> bytes | None:
 
 def handle_request(service: str) -> Response:
     state: AppState = current_app.extensions["openadr"]
-    state.first_request(request.environ)
+    environ = request.environ
+    state.first_request(environ)
     ctx = state.context
 
     # Who is calling comes first: a caller the VTN must refuse gets nothing read or parsed.
-    identity = state.identifier.identify(request.environ)
+    identity = state.identifier.identify(environ)
     if identity is None and ctx.settings.require_client_cert:
         # INFO, not WARNING: anyone can cause one. A deployment where every VEN is refused
         # (a proxy that does not pass the certificate) shows it here.
@@ -81,7 +82,9 @@ def handle_request(service: str) -> Response:
         return _forbidden("a verified TLS client certificate is required")
     fingerprint = identity.fingerprint if identity is not None else None
 
-    if request.mimetype and request.mimetype not in XML_TYPES:
+    # The header as VENs send it is taken as it is; any other is parsed (parameters, case).
+    if environ.get("CONTENT_TYPE") not in XML_TYPES and request.mimetype \
+            and request.mimetype not in XML_TYPES:
         return _bad_request(f"Content-Type must be application/xml, not {shown(request.mimetype)}")
     body = _read_body(ctx.settings.max_message_bytes)
     if body is None:

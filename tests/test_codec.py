@@ -855,6 +855,25 @@ def test_an_oadr_response_from_a_prepared_tree_is_the_one_built_afresh(ven_id, c
     assert_valid(fresh)
 
 
+@pytest.mark.parametrize("ven_id", [
+    "0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz", "a_b.c:d-e", "-",
+    "prepared-venID-0", "ven 1", "ven\t1", "ven/1", "ven+1"])
+@pytest.mark.parametrize("description", ["OK", "prepared-venID-0", "a & b"])
+def test_an_oadr_response_joined_from_prepared_bytes_is_the_one_built_afresh(ven_id,
+                                                                              description):
+    # Plain venIDs are put between the prepared bytes of the message; the others, and a
+    # description that holds the placeholder, take the tree. Both give the fresh build's bytes.
+    from lxml import etree
+
+    from flask_openadr.codec.convert import encode_element
+    payload = {"response": {"response_code": 200, "response_description": description,
+                            "request_id": ""}, "ven_id": ven_id}
+    fresh = etree.tostring(encode_element("oadrResponse", payload), xml_declaration=True,
+                           encoding="UTF-8")
+    assert codec.encode("oadrResponse", payload) == fresh
+    assert codec.encode("oadrResponse", payload) == fresh
+
+
 def test_an_oadr_response_with_a_bad_ven_id_is_refused_as_before():
     payload = {"response": {"response_code": 200, "response_description": "OK",
                             "request_id": ""}, "ven_id": "a\x01"}

@@ -4,6 +4,7 @@ The dict shapes of every payload are documented in ``docs/payloads.rst``.
 """
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Mapping
 
@@ -49,18 +50,26 @@ def encode(payload_name: str, payload: Mapping[str, Any]) -> bytes:
     return etree.tostring(encode_element(payload_name, payload), xml_declaration=True, encoding="UTF-8")
 
 
-# One oadrResponse tree per thread and eiResponse (code, description), built by encode_element
-# once; a call only sets its venID. An empty poll is answered with this message, and setting one
-# text is a tenth of the cost of building the tree again. Bounded: a requestID varies per
-# message, so only replies without one (those to oadrPoll) are kept, and a few codes at most.
-_RESPONSES = threading.local()
+# One oadrResponse per eiResponse (code, description), built by encode_element once and kept as
+# the bytes before and after its venID; a call puts its venID between them. An empty poll is
+# answered with this message, and joining three byte strings costs a small part of setting the
+# text of a prepared tree and serialising it (which this replaced, and which stays for venIDs
+# that XML would escape or refuse). Bounded: a requestID varies per message, so only replies
+# without one (those to oadrPoll) are kept, and a few codes at most.
+_PREPARED: dict[tuple[int, str], tuple[bytes, bytes]] = {}
+_PREPARED_LOCK = threading.Lock()
 _MAX_PREPARED = 8
-_PLACEHOLDER = "venID"
+_PLACEHOLDER = "prepared-venID-0"
+# VenIDs written as they are: no character XML escapes in text, none it refuses, all ASCII.
+_PLAIN_VEN_ID = re.compile(r"[A-Za-z0-9_.:-]+")
+# Otherwise a tree per thread (lxml trees are not shared between threads) has its venID set.
+_TREES = threading.local()
 
 
 def _prepared_response(payload: Mapping[str, Any]) -> bytes | None:
-    """``payload`` (an oadrResponse) encoded from a prepared tree, or None when its shape is not
-    the one prepared trees hold (encode builds it the ordinary way, and says what is wrong)."""
+    """``payload`` (an oadrResponse) encoded from a prepared message, or None when its shape is
+    not the one prepared messages have (encode builds it the ordinary way, and says what is
+    wrong)."""
     ven_id = payload.get("ven_id")
     response = payload.get("response")
     if len(payload) != 2 or type(ven_id) is not str or type(response) is not dict \
@@ -69,10 +78,24 @@ def _prepared_response(payload: Mapping[str, Any]) -> bytes | None:
     code, description = response.get("response_code"), response.get("response_description")
     if type(code) is not int or type(description) is not str:
         return None
-    trees = getattr(_RESPONSES, "trees", None)
-    if trees is None:
-        trees = _RESPONSES.trees = {}
     key = (code, description)
+    if _PLAIN_VEN_ID.fullmatch(ven_id):
+        parts = _PREPARED.get(key)
+        if parts is None:
+            with _PREPARED_LOCK:
+                if len(_PREPARED) >= _MAX_PREPARED:
+                    return None
+                root = encode_element("oadrResponse", {"response": dict(response),
+                                                       "ven_id": _PLACEHOLDER})
+                whole = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+                if whole.count(_PLACEHOLDER.encode("ascii")) != 1:
+                    return None  # a description holding the placeholder: build it afresh
+                before, _, after = whole.partition(_PLACEHOLDER.encode("ascii"))
+                parts = _PREPARED[key] = (before, after)
+        return parts[0] + ven_id.encode("ascii") + parts[1]
+    trees = getattr(_TREES, "trees", None)
+    if trees is None:
+        trees = _TREES.trees = {}
     entry = trees.get(key)
     if entry is None:
         if len(trees) >= _MAX_PREPARED:
@@ -87,4 +110,3 @@ def _prepared_response(payload: Mapping[str, Any]) -> bytes | None:
     except ValueError:
         return None  # not XML text (a control character): the ordinary path names the problem
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-
