@@ -495,8 +495,9 @@ def test_a_signed_poll_is_one_write_and_its_replay_changes_nothing(registered, s
         clock.advance(timedelta(seconds=5))
         statements.clear()
         refused(signing_app, ven, "OadrPoll", body, 454, "already used")
+        # The nonce's INSERT finds it held and changes nothing; the block rolls back.
         writes = [s.split()[0] for s in statements if not s.startswith("SELECT")]
-        assert writes == ["BEGIN", "ROLLBACK"], statements
+        assert writes == ["BEGIN", "INSERT", "ROLLBACK"], statements
     finally:
         connection.set_trace_callback(None)
 

@@ -329,20 +329,22 @@ def test_sqlite_maintain_refuses_to_run_inside_a_block(sqlite_store):
 # -- statements of the poll path -----------------------------------------------------------------
 
 
-def test_sqlite_record_seen_of_an_online_ven_is_two_updates_without_begin(sqlite_store):
+def test_sqlite_record_seen_of_an_online_ven_is_two_updates_in_one_transaction(sqlite_store):
     seen(sqlite_store, "007")
     statements = _statements(sqlite_store, lambda: seen(sqlite_store, "007", T0 + SECOND))
-    assert [s.split()[:2] for s in statements] == [["UPDATE", "store_rows"],
-                                                   ["UPDATE", "store_index"]], statements
+    assert [s.split()[:2] for s in statements] == [
+        ["BEGIN", "IMMEDIATE"], ["UPDATE", "store_rows"], ["UPDATE", "store_index"],
+        ["COMMIT"]], statements
     # And both took effect: the row, and the due entry the sweep reads.
     assert sqlite_store.get_liveness("007")["offline_at"] == T0 + SECOND + TTL
     assert sqlite_store.due_offline(T0 + TTL, 10) == []
     assert sqlite_store.due_offline(T0 + SECOND + TTL, 10) == [("007", 1)]
 
 
-def test_sqlite_an_empty_poll_is_four_statements(sqlite_store):
+def test_sqlite_an_empty_poll_is_four_statements_and_one_write_transaction(sqlite_store):
     # The store calls of a poll that finds nothing to send (services/poll.py): the VEN, its
-    # liveness update, its poll state. Five statements before the store was on the rules.
+    # liveness update, its poll state. Before the store was on the rules: five statements
+    # (three poll-state reads, and the liveness UPDATE without BEGIN).
     sqlite_store.put_ven(make_ven("007"))
     seen(sqlite_store, "007")
     sqlite_store.set_delivered("007", {"event-1": 0})
@@ -353,8 +355,9 @@ def test_sqlite_an_empty_poll_is_four_statements(sqlite_store):
         sqlite_store.get_poll_state("007", "report_request")
 
     statements = _statements(sqlite_store, poll)
-    assert len(statements) == 4, statements
-    assert not any(s.startswith(("BEGIN", "COMMIT")) for s in statements), statements
+    work = [s for s in statements if not s.startswith(("BEGIN", "COMMIT"))]
+    assert len(work) == 4 and len(statements) == 6, statements
+    assert [s.split()[0] for s in statements].count("BEGIN") == 1, statements
 
 
 def test_sqlite_record_seen_with_a_nonce_is_one_transaction(sqlite_store):
@@ -362,13 +365,14 @@ def test_sqlite_record_seen_with_a_nonce_is_one_transaction(sqlite_store):
     statements = _statements(sqlite_store, lambda: seen(
         sqlite_store, "007", T0 + SECOND, nonce="n", nonce_expires_at=T0 + TTL))
     verbs = [s.split()[0] for s in statements]
-    assert verbs[0] == "BEGIN" and verbs[-1] == "COMMIT" and verbs.count("BEGIN") == 1, verbs
-    assert any("nonces" in s for s in statements if s.startswith("INSERT")), statements
+    assert verbs == ["BEGIN", "INSERT", "INSERT", "UPDATE", "UPDATE", "COMMIT"], statements
+    assert "'nonces'" in statements[1] and "'nonce_expiry'" in statements[2], statements
+    before = sqlite_store.get_liveness("007")
     statements = _statements(sqlite_store, lambda: pytest.raises(NonceUsed, lambda: seen(
         sqlite_store, "007", T0 + 2 * SECOND, nonce="n", nonce_expires_at=T0 + TTL)))
     verbs = [s.split()[0] for s in statements]
-    assert verbs[0] == "BEGIN" and verbs[-1] == "ROLLBACK", verbs
-    assert set(verbs[1:-1]) == {"SELECT"}, statements  # a replay writes nothing
+    assert verbs == ["BEGIN", "INSERT", "ROLLBACK"], statements  # the INSERT changed no row
+    assert sqlite_store.get_liveness("007") == before
 
 
 # -- query plans ---------------------------------------------------------------------------------

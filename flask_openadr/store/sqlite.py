@@ -40,14 +40,28 @@ from ..errors import ConfigurationError, StoreError
 from . import serialize
 from .base import (
     MANY_CHUNK,
+    NonceUsed,
     OutboxItem,
     PollState,
     Transition,
+    VenRecord,
+    check_delivered,
     check_max_priority,
     check_seen_nonce,
     utc_text,
 )
-from .rules import DELIVERED, DUE_OFFLINE, LIVENESS, OUTBOX, RECORDS, Row, RulesStore
+from .rules import (
+    DELIVERED,
+    DUE_OFFLINE,
+    LIVENESS,
+    NONCE_EXPIRY,
+    NONCES,
+    OUTBOX,
+    RECORDS,
+    VENS,
+    Row,
+    RulesStore,
+)
 from .rules import _key as rules_key
 
 __all__ = ["SQLiteBackend", "SQLiteStore", "from_uri", "SCHEMA_VERSION"]
@@ -171,7 +185,10 @@ class SQLiteBackend:
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.uri} ({self.path}): {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"SQLite store {self.uri} ({self.path}): {exc}")
 
     def _process_lock(self) -> threading.Lock:
         # A child of fork() gets the lock in the state the parent's threads left it, possibly
@@ -382,16 +399,28 @@ class SQLiteBackend:
         """Rows of one SELECT; outside a transaction it sees one consistent snapshot on its
         own, so reads need no BEGIN."""
         conn = self.connection()
-        with self.errors():
+        try:  # not errors(): a try costs nothing, a context manager a call on every read
             return conn.sqlite.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def change(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one writing statement, as its own transaction or as part of the open block; the
         number of rows it changed. A single statement is atomic on its own and takes the write
         lock before it reads, so it needs no BEGIN around it."""
         conn = self.connection()
-        with self.errors():
+        try:
             return conn.sqlite.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def change_many(self, sql: str, params: Iterable[tuple[Any, ...]]) -> None:
+        """:meth:`change` once per parameter tuple, in one call (a fan-out's writes)."""
+        conn = self.connection()
+        try:
+            conn.sqlite.executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     # -- rows ----------------------------------------------------------------------------------
 
@@ -463,13 +492,23 @@ _TOUCH_ONLINE = (
     "value = json_set(value, '$.last_seen', ?1, '$.offline_at', ?2) "
     f"WHERE tbl = '{LIVENESS}' AND key = ?3 AND json_extract(value, '$.state') = 'online'"
 )
-# ... and its entry in the index of due VENs, set to the row's offline_at only while the row
-# still holds the one just written: if another process changed the row in between, that
-# process set the index itself.
-_TOUCH_DUE = (
-    f"UPDATE store_index SET score = ?1 WHERE idx = '{DUE_OFFLINE}' AND member = ?2 "
-    f"AND (SELECT json_extract(value, '$.offline_at') FROM store_rows "
-    f"WHERE tbl = '{LIVENESS}' AND key = ?2) = ?1"
+# ... and its entry in the index of due VENs, in the same transaction.
+_TOUCH_DUE = f"UPDATE store_index SET score = ? WHERE idx = '{DUE_OFFLINE}' AND member = ?"
+# The rules' nonce compare-and-set in one statement: a new nonce is inserted, an expired one
+# taken over (its version goes up, as a put's does), an unexpired one left alone (no row).
+_TAKE_NONCE = (
+    "INSERT INTO store_rows (tbl, key, part, seq, version, value) "
+    f"VALUES ('{NONCES}', ?1, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM store_rows "
+    f"WHERE tbl = '{NONCES}' AND part = ''), 1, ?2) ON CONFLICT (tbl, key) "
+    "DO UPDATE SET version = version + 1, value = excluded.value WHERE value <= ?3"
+)
+_GET_VEN = f"SELECT value FROM store_rows WHERE tbl = '{VENS}' AND key = ?"
+# set_delivered_many: the rules' put of each VEN's delivery record, for executemany.
+_PUT_DELIVERED = (
+    "INSERT INTO store_rows (tbl, key, part, seq, version, value) "
+    f"VALUES ('{DELIVERED}', ?1, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM store_rows "
+    f"WHERE tbl = '{DELIVERED}' AND part = ''), 1, ?2) ON CONFLICT (tbl, key) "
+    "DO UPDATE SET version = version + 1, value = excluded.value"
 )
 # get_poll_state: the VEN's delivery record, its records of a kind and its outbox, each in
 # its partition's order, in one statement.
@@ -537,22 +576,47 @@ class SQLiteStore(RulesStore):
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
                     lease_until: datetime, nonce: str | None = None,
                     nonce_expires_at: datetime | None = None) -> Transition | None:
-        """The rules' :meth:`~RulesStore.record_seen`; a VEN found online without a nonce (all
-        but the first of its unsigned messages) is two statements and no BEGIN: the row, then
-        its due entry. Between the two the entry is earlier than the row's ``offline_at``, which
-        the rules' sweep reads the row for and skips, never later, so no reader ever misses a
-        due VEN; the rest (a nonce, a VEN going online) takes the rules' path."""
+        """The rules' :meth:`~RulesStore.record_seen` (one transaction), with statements of its
+        own for a VEN found online, which is all but the first message of each VEN: its row and
+        its due entry in two ``UPDATE`` statements, and a nonce in one ``INSERT``. A VEN going
+        online takes the rules' path, in the same transaction as the nonce."""
         now_text = utc_text(now, "now")
         offline_text = utc_text(offline_at, "offline_at")
         utc_text(lease_until, "lease_until")  # refused before anything is written
-        if nonce is None and check_seen_nonce(nonce, now, nonce_expires_at) is None \
-                and self._has_json():
-            backend = self.backend
+        nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
+        if not self._has_json():
+            return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
+                                       nonce_expires_at)
+        backend = self.backend
+        with backend.transaction(ven_id):
+            if nonce is not None and nonce_texts is not None:
+                if not backend.change(_TAKE_NONCE, (nonce, nonce_texts[1], nonce_texts[0])):
+                    raise NonceUsed(nonce)  # and the block writes nothing
+                backend.index_set(NONCE_EXPIRY, nonce, nonce_texts[1])
             if backend.change(_TOUCH_ONLINE, (now_text, offline_text, ven_id)):
                 backend.change(_TOUCH_DUE, (offline_text, ven_id))
                 return None
-        return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
-                                   nonce_expires_at)
+            # Offline or never seen: the rules' transition, joining this block.
+            return super().record_seen(ven_id, now, offline_at, lease_until)
+
+    def get_ven(self, ven_id: str) -> VenRecord | None:
+        """The rules' :meth:`~RulesStore.get_ven` in one statement that reads the value only
+        (every VEN message reads its VEN)."""
+        rows = self.backend.read(_GET_VEN, (ven_id,))
+        return cast(VenRecord, serialize.loads(rows[0][0])) if rows else None
+
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        """The rules' :meth:`~RulesStore.set_delivered_many` with the puts in one
+        ``executemany`` (an event for a group of 100,000 VENs writes 100,000 records)."""
+        for value in delivered.values():
+            check_delivered(value)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        lock = next(iter(texts)) if len(texts) == 1 else None
+        with self.backend.transaction(lock):
+            self.backend.delete(DELIVERED, [v for v, text in texts.items() if text is None])
+            self.backend.change_many(_PUT_DELIVERED, [
+                (ven_id, text) for ven_id, text in texts.items() if text is not None])
 
     def _has_json(self) -> bool:
         if self._json is None:
