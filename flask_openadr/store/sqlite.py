@@ -11,9 +11,10 @@ the same host. For several hosts use a server store (``redis://`` or ``postgresq
 It is :class:`~flask_openadr.store.rules.RulesStore`, which holds every rule of the store, on
 :class:`SQLiteBackend`: two tables, ``store_rows`` (the rules' rows, keyed by table and key,
 with a ``seq`` that orders a partition's scan) and ``store_index`` (the index of due items, read
-by score). :class:`SQLiteStore` overrides the two calls of every poll with statements of its own
-(:meth:`SQLiteStore.record_seen` of an online VEN, :meth:`SQLiteStore.get_poll_state`); they
-keep the rules' behaviour exactly, which the conformance suite checks.
+by score). :class:`SQLiteStore` overrides the calls of every poll with statements of its own
+(``record_seen``, ``get_ven``, ``get_poll_state``), and ``pop_outbox`` and
+``set_delivered_many`` (docs/stores.rst gives the figure for each); they keep the rules'
+behaviour exactly, which the conformance suite checks.
 
 SQLite has one writer at a time, so every write block is VTN-wide whatever its ``lock``, and is
 kept short. A compare-and-set (``put(..., expect=)``) runs under the write lock, so it never
