@@ -351,6 +351,18 @@ def store_size(path: str) -> tuple[float, dict[str, int]]:
     try:
         tables = [name for (name,) in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        if "store_rows" in tables:  # the store on the rules: its tables are values of tbl
+            for table, count in connection.execute(
+                    "SELECT tbl, COUNT(*) FROM store_rows GROUP BY tbl"):
+                rows[table] = count
+            for index, count in connection.execute(
+                    "SELECT idx, COUNT(*) FROM store_index GROUP BY idx"):
+                rows[index] = count
+            for kind, count in connection.execute(  # a records partition is [kind, venID]
+                    "SELECT json_extract(part, '$[0]'), COUNT(*) FROM store_rows "
+                    "WHERE tbl = 'records' GROUP BY 1"):
+                rows[f"records:{kind}"] = count
+            tables = []
         for table in tables:
             rows[table] = connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
         if "records" in tables:  # the per-VEN records, by kind: which service keeps what

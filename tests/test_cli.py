@@ -54,7 +54,7 @@ def test_init_db_creates_the_tables(tmp_path):
     with sqlite3.connect(path) as connection:
         tables = {name for (name,) in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"liveness", "vens", "events"} <= tables
+    assert {"store_rows", "store_index"} <= tables  # the rules' rows and their due index
     again = runner.invoke(args=["openadr", "init-db"])  # idempotent
     assert again.exit_code == 0, again.output
 

@@ -8,7 +8,6 @@ import json
 import math
 import multiprocessing
 import os
-import sqlite3
 import threading
 import time
 import warnings
@@ -25,7 +24,7 @@ from flask_openadr.store import BACKENDS as STORE_BACKENDS
 from flask_openadr.store import open_store, serialize
 from flask_openadr.store.base import NonceUsed
 from flask_openadr.store.memory import MemoryStore
-from flask_openadr.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from flask_openadr.store.sqlite import SQLiteStore
 from tests.support.backends import SHARED, URI_FACTORIES
 from tests.support.forking import in_child, wait_for_child
 
@@ -957,161 +956,12 @@ def test_each_nonce_proceeds_in_exactly_one_of_two_processes(shared_uri, method,
     parent.close()
 
 
-# -- SQLite specifics ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_store(tmp_path):
-    opened = open_store(f"sqlite:///{tmp_path / 'vtn.sqlite'}")
-    yield opened
-    opened.close()
-
-
-def test_sqlite_connection_settings_and_schema(sqlite_store):
-    sqlite_store.get_ven("007")
-    connection = sqlite_store._connection().sqlite
-    pragma = lambda name: connection.execute(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
-    assert pragma("journal_mode") == "wal"
-    assert pragma("synchronous") == 1  # NORMAL
-    assert pragma("busy_timeout") == 30000
-    assert pragma("foreign_keys") == 1
-    assert pragma("user_version") == SCHEMA_VERSION
-    names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
-    assert {"vens", "events", "delivered", "event_responses", "outbox"} <= names
-    assert {"vens_fingerprint", "event_responses_by_event", "outbox_next"} <= names
-
-
-def test_sqlite_purges_expired_nonces(sqlite_store, tmp_path):
-    for i in range(5):
-        assert sqlite_store.remember_nonce(f"old-{i}", T0, T0 + timedelta(seconds=10))
-    # The purge runs once in a while (every 100 new nonces of a process), not on every call.
-    new = [f"new-{i}" for i in range(100)]
-    for nonce in new:
-        assert sqlite_store.remember_nonce(nonce, T0 + timedelta(seconds=10),
-                                           T0 + timedelta(seconds=20))
-    with sqlite3.connect(tmp_path / "vtn.sqlite") as raw:
-        rows = [nonce for (nonce,) in raw.execute("SELECT nonce FROM nonces")]
-    assert sorted(rows) == sorted(new)
-
-
 def test_memory_store_forgets_expired_nonces():
     memory = MemoryStore()
     for i in range(5):
         assert memory.remember_nonce(f"old-{i}", T0, T0 + timedelta(seconds=10))
     assert memory.remember_nonce("new", T0 + timedelta(seconds=11), T0 + timedelta(seconds=20))
     assert list(memory._nonces) == ["new"]  # noqa: SLF001 - the purge is not observable else
-
-
-def test_sqlite_refuses_a_database_from_a_newer_version(tmp_path):
-    path = tmp_path / "vtn.sqlite"
-    with sqlite3.connect(path) as raw:
-        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    raw.close()
-    store = open_store(f"sqlite:///{path}")
-    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
-        store.get_ven("007")
-
-
-def test_sqlite_driver_errors_become_store_errors_naming_the_uri(tmp_path):
-    (tmp_path / "a-directory").mkdir()
-    uri = f"sqlite:///{tmp_path / 'a-directory'}"
-    store = open_store(uri)
-    with pytest.raises(StoreError, match="unable to open") as raised:
-        store.get_ven("007")
-    assert uri in str(raised.value)
-    assert isinstance(raised.value.__cause__, sqlite3.Error)
-
-
-def test_sqlite_waiting_too_long_for_another_writer_is_a_store_error(tmp_path):
-    path = tmp_path / "vtn.sqlite"
-    store = SQLiteStore(str(path), timeout=0.2)
-    store.get_ven("007")  # creates the file and the schema
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        with pytest.raises(StoreError, match="locked") as raised:
-            store.put_ven(make_ven("007"))
-        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-    store.put_ven(make_ven("007"))  # and it recovers
-    assert store.get_ven("007") is not None
-    store.close()
-
-
-def test_sqlite_first_use_waits_for_another_connection_to_switch_to_wal(tmp_path):
-    # Several workers opening a new file at once: switching to WAL needs the file to itself and
-    # SQLite does not apply the busy timeout to it, so the store must wait on its own.
-    path = tmp_path / "vtn.sqlite"
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("CREATE TABLE unrelated (x)")
-    other.execute("BEGIN IMMEDIATE")
-    other.execute("INSERT INTO unrelated VALUES (1)")  # holds the write lock of the new file
-    release = threading.Timer(0.3, other.execute, ("COMMIT",))
-    release.start()
-    store = open_store(f"sqlite:///{path}")
-    try:
-        store.put_ven(make_ven("007"))
-        assert store._connection().sqlite.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    finally:
-        release.join()
-        other.close()
-        store.close()
-
-
-def test_sqlite_has_one_connection_per_thread(sqlite_store):
-    mine = sqlite_store._connection()
-    assert sqlite_store._connection() is mine
-    theirs = []
-    thread = threading.Thread(target=lambda: theirs.append(sqlite_store._connection()))
-    thread.start()
-    thread.join()
-    assert theirs[0] is not mine and theirs[0].sqlite is not mine.sqlite
-
-
-def test_sqlite_closes_the_connections_of_ended_threads(sqlite_store):
-    ended = []
-    thread = threading.Thread(target=lambda: ended.append(sqlite_store._connection().sqlite))
-    thread.start()
-    thread.join()
-    ended[0].execute("SELECT 1")  # still open: nothing has pruned it yet
-    thread = threading.Thread(target=sqlite_store._connection)  # a new connection prunes
-    thread.start()
-    thread.join()
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        ended[0].execute("SELECT 1")
-
-
-def test_sqlite_close_closes_this_processes_connections(sqlite_store):
-    connection = sqlite_store._connection().sqlite
-    sqlite_store.close()
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
-        connection.execute("SELECT 1")
-    assert sqlite_store._connection().sqlite is not connection
-
-
-@fork_only
-def test_sqlite_child_of_fork_never_uses_the_parents_connection(sqlite_store):
-    sqlite_store.put_ven(make_ven("parent"))
-    parent_connection = sqlite_store._connection().sqlite
-    used_by = []
-    parent_connection.set_trace_callback(lambda statement: used_by.append(os.getpid()))
-
-    def child():
-        sqlite_store.put_ven(make_ven("child"))
-        assert sqlite_store.get_ven("parent") is not None
-        assert sqlite_store._connection().sqlite is not parent_connection
-        sqlite_store.close()
-        assert os.getpid() not in used_by, "the child ran statements on the parent's connection"
-
-    pid = os.fork()
-    if pid == 0:
-        in_child(child)
-    assert wait_for_child(pid) == 0
-    # The parent's connection is still its own, open, and sees what the child wrote.
-    assert sqlite_store._connection().sqlite is parent_connection
-    assert sqlite_store.get_ven("child") is not None
 
 
 @fork_only
@@ -1940,155 +1790,6 @@ def test_processes_seeing_the_same_offline_vens_make_each_online_once(
         (row["state"], row["epoch"]) == ("online", 3) for row in parent.list_liveness().values()
     )
     parent.close()
-
-
-# -- SQLite: schema version 2 --------------------------------------------------------------------
-
-
-def test_sqlite_migrates_a_version_1_file_and_keeps_its_data(tmp_path):
-    from flask_openadr.store.sqlite import _MIGRATIONS
-
-    path = tmp_path / "vtn.sqlite"
-    raw = sqlite3.connect(path, isolation_level=None)
-    for statement in _MIGRATIONS[0]:  # migrations are append-only: [0] is what version 1 wrote
-        raw.execute(statement)
-    raw.execute("PRAGMA user_version = 1")
-    ven = make_ven("007")
-    raw.execute(
-        "INSERT INTO vens (ven_id, fingerprint, data) VALUES (?, ?, ?)",
-        ("007", FINGERPRINT.replace(":", ""), serialize.dumps(ven)),
-    )
-    raw.execute(
-        "INSERT INTO outbox (ven_id, priority, data) VALUES (?, ?, ?)",
-        ("007", 1, serialize.dumps(make_item(1, name="from v1"))),
-    )
-    raw.close()
-    assert SCHEMA_VERSION == 3
-    store = SQLiteStore(str(path))
-    try:
-        store.create_schema()
-        assert_exact(store.get_ven("007"), ven)
-        assert store.get_ven_by_fingerprint(FINGERPRINT)["ven_id"] == "007"
-        assert store.pop_outbox("007") == make_item(1, name="from v1")
-        store.put_record("opt", "007", "a", make_record())
-        assert seen(store, "007") == online("007", 1)
-        assert store.due_offline(T0 + TTL, 10) == [("007", 1)]
-        assert store.remember_nonce("n", T0, T0 + TTL)
-    finally:
-        store.close()
-    raw = sqlite3.connect(path)
-    try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
-        names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
-        assert {"records", "records_order", "liveness", "liveness_due", "liveness_stale",
-                "nonces", "nonces_expiry"} <= names
-    finally:
-        raw.close()
-
-
-def test_sqlite_create_schema_makes_the_tables_before_any_other_call(tmp_path):
-    path = tmp_path / "vtn.sqlite"
-    store = SQLiteStore(str(path))
-    store.create_schema()
-    store.create_schema()
-    raw = sqlite3.connect(path)
-    try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
-        assert {"vens", "outbox", "records", "liveness", "liveness_due"} <= names
-    finally:
-        raw.close()
-        store.close()
-
-
-def _statements(sqlite_store, call):
-    """The SQL statements (with their values) that call() runs on this thread's connection."""
-    connection = sqlite_store._connection().sqlite
-    statements = []
-    connection.set_trace_callback(statements.append)
-    try:
-        call()
-    finally:
-        connection.set_trace_callback(None)
-    return statements
-
-
-def test_sqlite_record_seen_of_an_online_ven_is_one_statement(sqlite_store):
-    seen(sqlite_store, "007")
-    statements = _statements(sqlite_store, lambda: seen(sqlite_store, "007", T0 + SECOND))
-    assert len(statements) == 1 and statements[0].startswith("UPDATE liveness"), statements
-
-
-def test_sqlite_record_seen_with_a_nonce_is_one_transaction(sqlite_store):
-    seen(sqlite_store, "007")
-    assert sqlite_store.remember_nonce("first", T0, T0 + TTL)  # past the occasional purge
-    statements = _statements(sqlite_store, lambda: sqlite_store.record_seen(
-        "007", T0 + SECOND, T0 + TTL, T0 + LEASE, nonce="n", nonce_expires_at=T0 + TTL))
-    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "UPDATE", "COMMIT"], \
-        statements
-    statements = _statements(sqlite_store, lambda: pytest.raises(NonceUsed, lambda: (
-        sqlite_store.record_seen("007", T0 + 2 * SECOND, T0 + TTL, T0 + LEASE, nonce="n",
-                                 nonce_expires_at=T0 + TTL))))
-    assert [s.split()[0] for s in statements] == ["BEGIN", "INSERT", "ROLLBACK"], statements
-
-
-def test_sqlite_sets_a_journal_size_limit_and_maintain_truncates_the_wal(sqlite_store):
-    from flask_openadr.store.sqlite import JOURNAL_SIZE_LIMIT
-
-    connection = sqlite_store._connection().sqlite
-    assert connection.execute("PRAGMA journal_size_limit").fetchone()[0] == JOURNAL_SIZE_LIMIT
-    # A reader holding a snapshot keeps SQLite's automatic checkpoints from resetting the WAL.
-    reader = sqlite3.connect(sqlite_store.path, isolation_level=None)
-    reader.execute("BEGIN")
-    reader.execute("SELECT count(*) FROM vens").fetchone()
-    for i in range(300):
-        sqlite_store.put_ven(make_ven(f"ven-{i}") | {"ven_name": "x" * 2000})
-    wal = Path(sqlite_store.path + "-wal")
-    assert wal.stat().st_size > 1024 * 1024
-    sqlite_store.maintain()  # the reader is still there: it gives up, quickly
-    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] == 30000  # restored
-    assert wal.stat().st_size > 1024 * 1024
-    reader.execute("COMMIT")
-    reader.close()
-    sqlite_store.maintain()
-    assert wal.stat().st_size == 0
-    assert len(sqlite_store.list_vens()) == 300  # nothing lost
-
-
-def test_sqlite_liveness_sweeps_read_only_the_partial_indexes(sqlite_store):
-    # Many VENs that the sweeps must not touch (online and not due, offline, nothing pending),
-    # and a few they return.
-    with sqlite_store.atomic():
-        for i in range(3000):
-            ven_id = f"quiet-{i:04d}"
-            sqlite_store.record_seen(ven_id, T0, T0 + timedelta(days=1), T0 + LEASE)
-            sqlite_store.complete_transition(ven_id, 1)
-            if i % 2:
-                sqlite_store.claim_offline(ven_id, 1, T0 + timedelta(days=1), T0)
-                sqlite_store.complete_transition(ven_id, 2)
-        for i in range(3):
-            sqlite_store.record_seen(f"due-{i}", T0, T0, T0)
-    connection = sqlite_store._connection().sqlite
-    connection.execute("ANALYZE")  # the plan must hold with statistics as well as without
-    for sweep, index in [
-        (lambda: sqlite_store.due_offline(T0, 10), "liveness_due"),
-        (lambda: sqlite_store.stale_transitions(T0, 10), "liveness_stale"),
-    ]:
-        (statement,) = _statements(sqlite_store, sweep)
-        if "?" in statement:  # pragma: no cover - Pythons that trace statements unexpanded
-            pytest.skip("this sqlite3 module traces statements without their values")
-        plan = [row[3] for row in connection.execute("EXPLAIN QUERY PLAN " + statement)]
-        assert len(plan) == 1 and f"USING INDEX {index} (" in plan[0], plan
-        assert plan[0].startswith("SEARCH"), plan  # a range of the index, no scan, no sorting
-        # And the cost follows the rows returned: count the VM steps of the sweep.
-        steps = []
-        connection.set_progress_handler(lambda: steps.append(1), 1)
-        try:
-            assert len(sweep()) == 3
-        finally:
-            connection.set_progress_handler(None, 1)
-        assert len(steps) < 200, f"{len(steps)} VM steps for 3 rows of 3003"
 
 
 def test_a_session_changes_nothing_a_caller_can_see(store):

@@ -2,152 +2,107 @@
 
 One database file holds the whole VTN, so any number of gunicorn workers (and threads in them)
 act as one VTN. It runs in WAL mode, where readers never block the writer and the writer never
-blocks readers; writers queue on ``BEGIN IMMEDIATE`` with a busy timeout, which is what makes
-:meth:`SQLiteStore.atomic` read-modify-write blocks safe across processes. The file must live on
-a local filesystem (WAL needs shared memory; network filesystems do not provide it), and every
-process must be on the same host. For several hosts use a server store (``redis://`` or
-``postgresql://``, with the ``[redis]`` and ``[sqlalchemy]`` extras).
+blocks readers; writers queue on ``BEGIN IMMEDIATE`` with a busy timeout, which is what makes a
+transaction's read-modify-write safe across processes. The file must live on a local filesystem
+(WAL needs shared memory; network filesystems do not provide it), and every process must be on
+the same host. For several hosts use a server store (``redis://`` or ``postgresql://``, with the
+``[redis]`` and ``[sqlalchemy]`` extras).
+
+It is :class:`~flask_openadr.store.rules.RulesStore`, which holds every rule of the store, on
+:class:`SQLiteBackend`: two tables, ``store_rows`` (the rules' rows, keyed by table and key,
+with a ``seq`` that orders a partition's scan) and ``store_index`` (the index of due items, read
+by score). :class:`SQLiteStore` overrides the calls of every poll with statements of its own
+(``record_seen``, ``get_ven``, ``get_poll_state``), and ``pop_outbox`` and
+``set_delivered_many`` (docs/stores.rst gives the figure for each); they keep the rules'
+behaviour exactly, which the conformance suite checks.
+
+SQLite has one writer at a time, so every write block is VTN-wide whatever its ``lock``, and is
+kept short. A compare-and-set (``put(..., expect=)``) runs under the write lock, so it never
+needs :class:`~flask_openadr.store.rules.Conflict`.
 
 Connections are per process *and* per thread. A connection must never cross ``fork()`` (SQLite
 says so: the child would share the parent's file locks and can corrupt the database), so a
 connection is found by ``(os.getpid(), thread)``: a worker forked from a gunicorn master that
 had already opened the store opens its own connection, and never uses or closes the master's.
-
-Liveness is one row per VEN with its datetimes as sortable UTC text, so SQL compares instants.
-The sweeps read partial indexes that hold only online VENs (by ``offline_at``) and only pending
-transitions (by ``lease_until``), so a sweep costs what it returns, not what the table holds.
-Every liveness compare-and-set is one ``UPDATE ... WHERE <expected state>`` whose row count says
-who won, except the rare going-online path of :meth:`SQLiteStore.record_seen`, which reads and
-writes inside ``BEGIN IMMEDIATE``.
 """
 from __future__ import annotations
 
 import contextlib
-import itertools
+import json
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from datetime import datetime
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, cast
 
 from ..errors import ConfigurationError, StoreError
 from . import serialize
 from .base import (
-    PollState,
-    read_poll_state,
-    OFFLINE,
-    ONLINE,
-    EventResponseRecord,
-    Liveness,
+    MANY_CHUNK,
     NonceUsed,
     OutboxItem,
+    PollState,
     Transition,
     VenRecord,
-    MANY_CHUNK,
     check_delivered,
-    check_int,
-    check_nonce,
     check_max_priority,
-    check_record,
-    check_record_key,
     check_seen_nonce,
-    event_id_of,
-    event_response_key,
-    liveness_from_row,
-    normalize_fingerprint,
-    outbox_priority,
-    received_at_text,
     utc_text,
-    ven_id_of,
+)
+from .rules import (
+    DELIVERED,
+    DUE_OFFLINE,
+    LIVENESS,
+    NONCE_EXPIRY,
+    NONCES,
+    OUTBOX,
+    RECORDS,
+    VENS,
+    Row,
+    RulesStore,
+)
+from .rules import _key as rules_key
+
+__all__ = ["SQLiteBackend", "SQLiteStore", "from_uri", "SCHEMA_VERSION"]
+
+#: The layout this code writes, kept in ``PRAGMA user_version``; 0 means a new, empty file.
+SCHEMA_VERSION = 4
+#: The versions of the layout before the store was built on the rules (a table per kind of
+#: record). 0.1.0 is unreleased, so they are refused, not migrated.
+OLD_LAYOUTS = range(1, 4)
+
+_SCHEMA = (
+    # Every table of the rules in one: WITHOUT ROWID, so a read by key (the VEN, its liveness,
+    # its delivery record) is one B-tree search. seq is the row's place in its partition (its
+    # first put), which a put of the same key keeps; scan reads the partition by it.
+    """CREATE TABLE IF NOT EXISTS store_rows (
+        tbl TEXT NOT NULL,
+        key TEXT NOT NULL,
+        part TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (tbl, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS store_rows_scan ON store_rows (tbl, part, seq)",
+    # The index of due items, read by score (UTC text sorts by time; BINARY collation compares
+    # UTF-8 bytes, which is code point order), so index_range costs what it returns.
+    """CREATE TABLE IF NOT EXISTS store_index (
+        idx TEXT NOT NULL,
+        member TEXT NOT NULL,
+        score TEXT NOT NULL,
+        PRIMARY KEY (idx, member)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS store_index_due ON store_index (idx, score, member)",
 )
 
-__all__ = ["SQLiteStore", "from_uri", "SCHEMA_VERSION"]
-
-#: The schema this code writes, kept in ``PRAGMA user_version``; 0 means a new, empty file.
-SCHEMA_VERSION = 3
-
-# One entry per version; _MIGRATIONS[n] takes a database from version n to n + 1.
-_MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        """CREATE TABLE IF NOT EXISTS vens (
-            ven_id TEXT PRIMARY KEY,
-            fingerprint TEXT,  -- normalize_fingerprint(data.fingerprint), NULL when none
-            data TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS vens_fingerprint ON vens (fingerprint)",
-        # position, not rowid: VACUUM may renumber the rowids of a table with a TEXT key.
-        """CREATE TABLE IF NOT EXISTS events (
-            event_id TEXT PRIMARY KEY,
-            position INTEGER NOT NULL,
-            data TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS events_position ON events (position)",
-        """CREATE TABLE IF NOT EXISTS delivered (
-            ven_id TEXT PRIMARY KEY,
-            data TEXT NOT NULL
-        )""",
-        """CREATE TABLE IF NOT EXISTS event_responses (
-            ven_id TEXT NOT NULL,
-            event_id TEXT NOT NULL,
-            modification_number INTEGER NOT NULL,
-            received_at TEXT,  -- UTC ISO text with microseconds, so it sorts by time
-            data TEXT NOT NULL,
-            PRIMARY KEY (ven_id, event_id, modification_number)
-        )""",
-        """CREATE INDEX IF NOT EXISTS event_responses_by_event
-            ON event_responses (event_id, received_at, ven_id, modification_number)""",
-        # AUTOINCREMENT so an id is never reused, which keeps FIFO order strict.
-        """CREATE TABLE IF NOT EXISTS outbox (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            ven_id TEXT NOT NULL,
-            priority INTEGER NOT NULL,
-            data TEXT NOT NULL
-        )""",
-        "CREATE INDEX IF NOT EXISTS outbox_next ON outbox (ven_id, priority, id)",
-    ),
-    # 1 -> 2: per-VEN records and liveness.
-    (
-        """CREATE TABLE IF NOT EXISTS records (
-            kind TEXT NOT NULL,
-            ven_id TEXT NOT NULL,
-            key TEXT NOT NULL,
-            position INTEGER NOT NULL,  -- list_records() order; a replacement keeps its own
-            data TEXT NOT NULL,
-            PRIMARY KEY (kind, ven_id, key)
-        )""",
-        "CREATE INDEX IF NOT EXISTS records_order ON records (kind, ven_id, position)",
-        # WITHOUT ROWID: the row lives in the ven_id B-tree, so record_seen, which runs on every
-        # message, updates one B-tree (and the due index) rather than a table and its key index.
-        # Datetimes are UTC text with six fractional digits, so they compare as instants.
-        """CREATE TABLE IF NOT EXISTS liveness (
-            ven_id TEXT PRIMARY KEY,
-            state TEXT NOT NULL,
-            epoch INTEGER NOT NULL,
-            last_seen TEXT NOT NULL,
-            offline_at TEXT NOT NULL,
-            pending_kind TEXT,  -- NULL when no transition is pending
-            pending_epoch INTEGER,
-            lease_until TEXT
-        ) WITHOUT ROWID""",
-        # Partial indexes: only online VENs are due, only pending transitions are stale, so
-        # the sweeps read just the rows they return. ven_id makes the order total.
-        """CREATE INDEX IF NOT EXISTS liveness_due ON liveness (offline_at, ven_id)
-            WHERE state = 'online'""",
-        """CREATE INDEX IF NOT EXISTS liveness_stale ON liveness (lease_until, ven_id)
-            WHERE pending_kind IS NOT NULL""",
-    ),
-    # 2 -> 3: replay nonces (remember_nonce).
-    (
-        """CREATE TABLE IF NOT EXISTS nonces (
-            nonce TEXT PRIMARY KEY,
-            expires_at TEXT NOT NULL  -- UTC text with six fractional digits: sorts by time
-        ) WITHOUT ROWID""",
-        "CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (expires_at)",
-    ),
-]
-assert len(_MIGRATIONS) == SCHEMA_VERSION
+#: Bytes the WAL file keeps after a checkpoint reset it (``PRAGMA journal_size_limit``): a
+#: little over what SQLite's automatic checkpoint lets it reach (1,000 pages of 4 KiB).
+JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
+#: Seconds :meth:`SQLiteStore.maintain` waits for readers and writers before it gives up.
+CHECKPOINT_WAIT = 0.2
 
 
 def from_uri(uri: str, *, instance_path: str | None = None) -> SQLiteStore:
@@ -191,7 +146,7 @@ def from_uri(uri: str, *, instance_path: str | None = None) -> SQLiteStore:
 
 
 class _Connection:
-    """One thread's connection in one process, with that thread's ``atomic()`` nesting depth."""
+    """One thread's connection in one process, with that thread's transaction nesting depth."""
 
     __slots__ = ("sqlite", "thread", "depth")
 
@@ -201,16 +156,13 @@ class _Connection:
         self.depth = 0
 
 
-class SQLiteStore:
-    """A :class:`~flask_openadr.store.base.Store` in one SQLite database file.
+class SQLiteBackend:
+    """A :class:`~flask_openadr.store.rules.Backend` in one SQLite database file.
 
-    :param path: the database file; created, with its schema, on first use.
+    :param path: the database file; created, with its tables, on first use.
     :param uri: the URI the store was opened with, for messages (default: built from ``path``).
     :param timeout: seconds a writer waits for another writer before :class:`StoreError`.
     """
-
-    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
-    single_process: ClassVar[bool] = False
 
     def __init__(self, path: str, *, uri: str | None = None, timeout: float = 30.0):
         self.path = path
@@ -219,23 +171,25 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._schema_ready = False
-        self._nonce_calls = itertools.count()  # remember_nonce purges every so many calls
         # (pid, thread ident) -> connection. Entries of other pids were inherited over fork and
         # are kept, unused and open, so that garbage collection never closes them in the child.
         self._connections: dict[tuple[int, int], _Connection] = {}
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({self.uri!r})"
+        return f"SQLiteBackend({self.uri!r})"
 
     # -- connections ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
+    def errors(self) -> Iterator[None]:
         """Turn driver errors into StoreError naming the database."""
         try:
             yield
         except sqlite3.Error as exc:
-            raise StoreError(f"SQLite store {self.uri} ({self.path}): {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"SQLite store {self.uri} ({self.path}): {exc}")
 
     def _process_lock(self) -> threading.Lock:
         # A child of fork() gets the lock in the state the parent's threads left it, possibly
@@ -247,8 +201,8 @@ class SQLiteStore:
             self._pid = pid
         return self._lock
 
-    def _connection(self) -> _Connection:
-        """This thread's connection in this process, opened (and the schema made) on first use."""
+    def connection(self) -> _Connection:
+        """This thread's connection in this process, opened (and the tables made) on first use."""
         key = (os.getpid(), threading.get_ident())
         thread = threading.current_thread()
         conn = self._connections.get(key)
@@ -275,8 +229,8 @@ class SQLiteStore:
             raise StoreError(
                 f"SQLite store {self.uri}: cannot create the directory {directory!r}: {exc}"
             ) from exc
-        with self._errors():
-            # isolation_level=None: no implicit transactions; atomic() issues BEGIN itself.
+        with self.errors():
+            # isolation_level=None: no implicit transactions; transaction() issues BEGIN itself.
             # check_same_thread=False only so close() may close other threads' connections;
             # in use, a connection never leaves its thread.
             connection = sqlite3.connect(
@@ -295,27 +249,38 @@ class SQLiteStore:
         return connection
 
     def _ensure_schema(self, connection: sqlite3.Connection) -> None:
-        with self._errors():
+        with self.errors():
             self._use_wal(connection)
             if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return
-            connection.execute("BEGIN IMMEDIATE")  # another process may be migrating too
+            connection.execute("BEGIN IMMEDIATE")  # another process may be creating it too
             try:
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"SQLite store {self.uri}: {self.path} has schema version {version}, "
-                        f"written by a newer flask-openadr; this one knows up to {SCHEMA_VERSION}"
-                    )
-                for number in range(version, SCHEMA_VERSION):
-                    for statement in _MIGRATIONS[number]:
+                self._refuse(version)
+                if version != SCHEMA_VERSION:
+                    for statement in _SCHEMA:
                         connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 connection.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
                 raise
+
+    def _refuse(self, version: int) -> None:
+        """StoreError for a file this code must not read (and leaves as it is)."""
+        if version in OLD_LAYOUTS:
+            raise StoreError(
+                f"SQLite store {self.uri}: {self.path} has schema version {version}, the layout "
+                "of a development version of flask-openadr before 0.1.0, which this one does not "
+                "read (it left the file untouched); move the file away, let the VTN create a "
+                "new one, and register the VENs again"
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {self.uri}: {self.path} has schema version {version}, written by "
+                f"a newer flask-openadr; this one knows up to {SCHEMA_VERSION}"
+            )
 
     def _use_wal(self, connection: sqlite3.Connection) -> None:
         """Switch the file to WAL (a setting stored in the file, so this happens once)."""
@@ -361,44 +326,48 @@ class SQLiteStore:
         with self._process_lock():
             for key in [key for key in self._connections if key[0] == pid]:
                 conn = self._connections.pop(key)
-                with self._errors():
+                with self.errors():
                     conn.sqlite.close()
 
-    def maintain(self, now: datetime | None = None) -> None:
-        """Checkpoint the WAL and truncate it (see :meth:`Store.maintain`).
-
-        Readers are almost always active under load, so SQLite's automatic checkpoints copy
-        pages back but never find a moment to restart the WAL from its beginning, and the file
-        only grows. A ``TRUNCATE`` checkpoint waits for those readers, and while it waits new
-        writers wait too, so it waits only :data:`CHECKPOINT_WAIT` seconds: on a busy file it
-        gives up and the next pass tries again, rather than hold requests back."""
-        conn = self._connection()
+    def checkpoint(self) -> None:
+        """Checkpoint the WAL and truncate it, waiting at most :data:`CHECKPOINT_WAIT` (see
+        :meth:`SQLiteStore.maintain`)."""
+        conn = self.connection()
         if conn.depth:
             raise RuntimeError("maintain() checkpoints the WAL; call it outside atomic() blocks")
-        with self._errors():
+        with self.errors():
             conn.sqlite.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_WAIT * 1000)}")
             try:
                 conn.sqlite.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             finally:
                 conn.sqlite.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
+    def create_schema(self) -> None:
+        """Create the tables and indexes; idempotent. The first use of the store does the same,
+        so calling this is optional (``flask openadr init-db``)."""
+        conn = self.connection()
+        with self._process_lock():
+            self._ensure_schema(conn.sqlite)
+            self._schema_ready = True
+
     # -- transactions --------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.session`; nothing to hold here."""
+        """Nothing to hold: a thread keeps its connection."""
         yield
 
     @contextlib.contextmanager
-    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic`; every block is VTN-wide (SQLite
-        has one writer at a time, so blocks are kept short instead).
+    def transaction(self, lock: str | None = None) -> Iterator[None]:
+        """Every block is VTN-wide, whatever ``lock`` (SQLite has one writer at a time, so
+        blocks are kept short instead).
 
         The outermost block runs ``BEGIN IMMEDIATE``, which takes the database's write lock at
         once: a second writer (any thread, any process) waits there, before it has read
-        anything, so what a block reads is still true when it writes.
+        anything, so what a block reads is still true when it writes, and a compare-and-set in
+        it never loses at commit.
         """
-        conn = self._connection()
+        conn = self.connection()
         if conn.depth:
             conn.depth += 1
             try:
@@ -406,7 +375,7 @@ class SQLiteStore:
             finally:
                 conn.depth -= 1
             return
-        with self._errors():
+        with self.errors():
             conn.sqlite.execute("BEGIN IMMEDIATE")
         conn.depth = 1
         try:
@@ -419,7 +388,7 @@ class SQLiteStore:
             raise
         conn.depth = 0
         try:
-            with self._errors():
+            with self.errors():
                 conn.sqlite.execute("COMMIT")
         except StoreError:
             with contextlib.suppress(sqlite3.Error):
@@ -427,405 +396,272 @@ class SQLiteStore:
                     conn.sqlite.execute("ROLLBACK")
             raise
 
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of one SELECT; outside atomic() it sees one consistent snapshot on its own."""
-        conn = self._connection()
-        with self._errors():
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of one SELECT; outside a transaction it sees one consistent snapshot on its
+        own, so reads need no BEGIN."""
+        conn = self.connection()
+        try:  # not errors(): a try costs nothing, a context manager a call on every read
             return conn.sqlite.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        """One statement, in its own transaction unless inside atomic()."""
-        with self.atomic():
-            conn = self._connection()
-            with self._errors():
-                conn.sqlite.execute(sql, params)
-
-    def _change(self, sql: str, params: tuple[Any, ...]) -> int:
-        """Run one writing statement as its own transaction, or as part of the open atomic()
-        block; the number of rows it changed. No BEGIN around it: a single statement is atomic
-        on its own and takes the write lock before it reads, and the two round trips that
-        BEGIN and COMMIT cost matter on the paths that run for every message."""
-        conn = self._connection()
-        with self._errors():
+    def change(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one writing statement, as its own transaction or as part of the open block; the
+        number of rows it changed. A single statement is atomic on its own and takes the write
+        lock before it reads, so it needs no BEGIN around it."""
+        conn = self.connection()
+        try:
             return conn.sqlite.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    def create_schema(self) -> None:
-        """Create the tables and indexes, or migrate an older file; idempotent. The first use
-        of the store does the same, so calling this is optional (``flask openadr init-db``)."""
-        conn = self._connection()
-        with self._process_lock():
-            self._ensure_schema(conn.sqlite)
-            self._schema_ready = True
+    def change_many(self, sql: str, params: Iterable[tuple[Any, ...]]) -> None:
+        """:meth:`change` once per parameter tuple, in one call (a fan-out's writes)."""
+        conn = self.connection()
+        try:
+            conn.sqlite.executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
-    # -- VENs ----------------------------------------------------------------------------------
-    # Values are validated and encoded before the statement runs, so a refused value writes
-    # nothing.
+    # -- rows ----------------------------------------------------------------------------------
+
+    def get(self, table: str, keys: Iterable[str]) -> dict[str, Row]:
+        unique = list(dict.fromkeys(keys))
+        if len(unique) == 1:  # the common case, with a statement of its own that stays cached
+            rows = self.read("SELECT key, version, value FROM store_rows "
+                             "WHERE tbl = ? AND key = ?", (table, unique[0]))
+        else:
+            rows = []
+            for start in range(0, len(unique), MANY_CHUNK):
+                chunk = unique[start:start + MANY_CHUNK]
+                rows += self.read("SELECT key, version, value FROM store_rows WHERE tbl = ? "
+                                  f"AND key IN ({', '.join('?' * len(chunk))})",
+                                  (table, *chunk))
+        return {key: Row(version, value) for key, version, value in rows}
+
+    def scan(self, table: str, partition: str) -> list[tuple[str, Row]]:
+        rows = self.read("SELECT key, version, value FROM store_rows "
+                         "WHERE tbl = ? AND part = ? ORDER BY seq", (table, partition))
+        return [(key, Row(version, value)) for key, version, value in rows]
+
+    def put(self, table: str, key: str, value: str, *, partition: str = "",
+            expect: int | None = None) -> bool:
+        if expect is not None and expect > 0:
+            return bool(self.change(
+                "UPDATE store_rows SET version = version + 1, value = ? "
+                "WHERE tbl = ? AND key = ? AND version = ?", (value, table, key, expect)))
+        # A new key goes after its partition's others; a put of an existing one keeps its seq
+        # and its partition (a key never leaves it).
+        conflict = ("DO NOTHING" if expect == 0 else
+                    "DO UPDATE SET version = version + 1, value = excluded.value")
+        return bool(self.change(
+            "INSERT INTO store_rows (tbl, key, part, seq, version, value) VALUES (?1, ?2, ?3, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM store_rows WHERE tbl = ?1 AND part = ?3), "
+            f"1, ?4) ON CONFLICT (tbl, key) {conflict}", (table, key, partition, value)))
+
+    def delete(self, table: str, keys: Iterable[str]) -> None:
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return
+        with self.transaction():  # several statements for many keys: all of them or none
+            for start in range(0, len(unique), MANY_CHUNK):
+                chunk = unique[start:start + MANY_CHUNK]
+                self.change("DELETE FROM store_rows WHERE tbl = ? "
+                            f"AND key IN ({', '.join('?' * len(chunk))})", (table, *chunk))
+
+    # -- the index of due items ----------------------------------------------------------------
+
+    def index_set(self, index: str, member: str, score: str | None) -> None:
+        if score is None:
+            self.change("DELETE FROM store_index WHERE idx = ? AND member = ?", (index, member))
+            return
+        # An unchanged score writes nothing (the liveness rules set both indexes on every save).
+        self.change("INSERT INTO store_index (idx, member, score) VALUES (?, ?, ?) "
+                    "ON CONFLICT (idx, member) DO UPDATE SET score = excluded.score "
+                    "WHERE score != excluded.score", (index, member, score))
+
+    def index_range(self, index: str, upto: str, limit: int) -> list[tuple[str, str]]:
+        rows = self.read("SELECT member, score FROM store_index WHERE idx = ? AND score <= ? "
+                         "ORDER BY score, member LIMIT ?", (index, upto, limit))
+        return [(member, score) for member, score in rows]
+
+
+# record_seen of an online VEN (every unsigned message): the row of the rules' _seen, as SQL.
+# json_set keeps the other fields and their order; the version goes up as with any put.
+_TOUCH_ONLINE = (
+    "UPDATE store_rows SET version = version + 1, "
+    "value = json_set(value, '$.last_seen', ?1, '$.offline_at', ?2) "
+    f"WHERE tbl = '{LIVENESS}' AND key = ?3 AND json_extract(value, '$.state') = 'online'"
+)
+# ... and its entry in the index of due VENs, in the same transaction.
+_TOUCH_DUE = f"UPDATE store_index SET score = ? WHERE idx = '{DUE_OFFLINE}' AND member = ?"
+# The rules' nonce compare-and-set in one statement: a new nonce is inserted, an expired one
+# taken over (its version goes up, as a put's does), an unexpired one left alone (no row).
+_TAKE_NONCE = (
+    "INSERT INTO store_rows (tbl, key, part, seq, version, value) "
+    f"VALUES ('{NONCES}', ?1, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM store_rows "
+    f"WHERE tbl = '{NONCES}' AND part = ''), 1, ?2) ON CONFLICT (tbl, key) "
+    "DO UPDATE SET version = version + 1, value = excluded.value WHERE value <= ?3"
+)
+_GET_VEN = f"SELECT value FROM store_rows WHERE tbl = '{VENS}' AND key = ?"
+# set_delivered_many: the rules' put of each VEN's delivery record, for executemany.
+_PUT_DELIVERED = (
+    "INSERT INTO store_rows (tbl, key, part, seq, version, value) "
+    f"VALUES ('{DELIVERED}', ?1, '', (SELECT COALESCE(MAX(seq), 0) + 1 FROM store_rows "
+    f"WHERE tbl = '{DELIVERED}' AND part = ''), 1, ?2) ON CONFLICT (tbl, key) "
+    "DO UPDATE SET version = version + 1, value = excluded.value"
+)
+# get_poll_state: the VEN's delivery record, its records of a kind and its outbox, each in
+# its partition's order, in one statement.
+_POLL_STATE = (
+    f"SELECT 0, seq, key, value FROM store_rows WHERE tbl = '{DELIVERED}' AND key = ?1 "
+    f"UNION ALL SELECT 1, seq, key, value FROM store_rows WHERE tbl = '{RECORDS}' AND part = ?2 "
+    f"UNION ALL SELECT 2, seq, key, value FROM store_rows WHERE tbl = '{OUTBOX}' AND part = ?1 "
+    "ORDER BY 1, 2"
+)
+
+# pop_outbox: the item the rules pop first (priority, the second part of the key, then first
+# put), found by SQLite.
+_NEXT_OUT = (
+    "SELECT json_extract(key, '$[1]') AS priority, key, value FROM store_rows "
+    f"WHERE tbl = '{OUTBOX}' AND part = ? ORDER BY priority, seq LIMIT 1"
+)
+
+
+class SQLiteStore(RulesStore):
+    """The ``sqlite:///path`` store: :class:`~flask_openadr.store.rules.RulesStore` on a
+    :class:`SQLiteBackend` (same arguments), with the poll's two calls as tuned statements.
+    """
+
+    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
+    single_process: ClassVar[bool] = False
+    backend: SQLiteBackend
+
+    def __init__(self, path: str, *, uri: str | None = None, timeout: float = 30.0):
+        super().__init__(SQLiteBackend(path, uri=uri, timeout=timeout))
+        # Whether SQLite has its JSON functions (built in since 3.38, and in nearly every
+        # build before): without them record_seen takes the rules' path. None: not asked yet.
+        self._json: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.uri!r})"
+
+    @property
+    def path(self) -> str:
+        return self.backend.path
+
+    @property
+    def uri(self) -> str:
+        return self.backend.uri
+
+    @property
+    def timeout(self) -> float:
+        return self.backend.timeout
+
+    def maintain(self, now: datetime | None = None) -> None:
+        """Remove the expired nonces (see :meth:`RulesStore.maintain`), then checkpoint the WAL
+        and truncate it.
+
+        Readers are almost always active under load, so SQLite's automatic checkpoints copy
+        pages back but never find a moment to restart the WAL from its beginning, and the file
+        only grows. A ``TRUNCATE`` checkpoint waits for those readers, and while it waits new
+        writers wait too, so it waits only :data:`CHECKPOINT_WAIT` seconds: on a busy file it
+        gives up and the next pass tries again, rather than hold requests back."""
+        if self.backend.connection().depth:
+            raise RuntimeError("maintain() checkpoints the WAL; call it outside atomic() blocks")
+        super().maintain(now)
+        self.backend.checkpoint()
+
+    # -- fast paths: the calls of every poll ---------------------------------------------------
+
+    def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
+                    lease_until: datetime, nonce: str | None = None,
+                    nonce_expires_at: datetime | None = None) -> Transition | None:
+        """The rules' :meth:`~RulesStore.record_seen` (one transaction), with statements of its
+        own for a VEN found online, which is all but the first message of each VEN: its row and
+        its due entry in two ``UPDATE`` statements, and a nonce in one ``INSERT``. A VEN going
+        online takes the rules' path, in the same transaction as the nonce."""
+        now_text = utc_text(now, "now")
+        offline_text = utc_text(offline_at, "offline_at")
+        utc_text(lease_until, "lease_until")  # refused before anything is written
+        nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
+        if not self._has_json():
+            return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
+                                       nonce_expires_at)
+        backend = self.backend
+        with backend.transaction(ven_id):
+            if nonce is not None and nonce_texts is not None:
+                if not backend.change(_TAKE_NONCE, (nonce, nonce_texts[1], nonce_texts[0])):
+                    raise NonceUsed(nonce)  # and the block writes nothing
+                backend.index_set(NONCE_EXPIRY, nonce, nonce_texts[1])
+            if backend.change(_TOUCH_ONLINE, (now_text, offline_text, ven_id)):
+                backend.change(_TOUCH_DUE, (offline_text, ven_id))
+                return None
+            # Offline or never seen: the rules' transition, joining this block.
+            return super().record_seen(ven_id, now, offline_at, lease_until)
 
     def get_ven(self, ven_id: str) -> VenRecord | None:
-        rows = self._read("SELECT data FROM vens WHERE ven_id = ?", (ven_id,))
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def get_ven_by_fingerprint(self, fingerprint: str) -> VenRecord | None:
-        wanted = normalize_fingerprint(fingerprint)
-        if wanted is None:
-            return None
-        rows = self._read(
-            "SELECT data FROM vens WHERE fingerprint = ? ORDER BY ven_id LIMIT 1", (wanted,)
-        )
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def put_ven(self, ven: VenRecord) -> None:
-        ven_id = ven_id_of(ven)
-        key = normalize_fingerprint(ven.get("fingerprint"))
-        text = serialize.dumps(ven)
-        self._write(
-            "INSERT INTO vens (ven_id, fingerprint, data) VALUES (?, ?, ?) "
-            "ON CONFLICT (ven_id) DO UPDATE SET fingerprint = excluded.fingerprint, "
-            "data = excluded.data",
-            (ven_id, key, text),
-        )
-
-    def list_vens(self) -> list[VenRecord]:
-        rows = self._read("SELECT data FROM vens ORDER BY ven_id")
-        return [serialize.loads(data) for (data,) in rows]
-
-    # -- events --------------------------------------------------------------------------------
-
-    def put_event(self, event: dict[str, Any]) -> None:
-        event_id = event_id_of(event)
-        text = serialize.dumps(event)
-        # A replaced event keeps its position; a new one goes after every other.
-        self._write(
-            "INSERT INTO events (event_id, position, data) "
-            "VALUES (?, (SELECT COALESCE(MAX(position), 0) + 1 FROM events), ?) "
-            "ON CONFLICT (event_id) DO UPDATE SET data = excluded.data",
-            (event_id, text),
-        )
-
-    def get_event(self, event_id: str) -> dict[str, Any] | None:
-        rows = self._read("SELECT data FROM events WHERE event_id = ?", (event_id,))
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
-        return self._load_many("events", "event_id", event_ids)
-
-    def _load_many(self, table: str, key: str, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The decoded ``data`` of the rows of ``table`` whose ``key`` is one of ``keys``
-        (missing ones left out), read MANY_CHUNK keys a statement. Table and column names
-        are this module's own constants, never input."""
-        found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), MANY_CHUNK):
-            chunk = unique[start:start + MANY_CHUNK]
-            rows = self._read(f"SELECT {key}, data FROM {table} WHERE {key} IN "
-                              f"({', '.join('?' * len(chunk))})", tuple(chunk))
-            for found_key, data in rows:
-                found[found_key] = serialize.loads(data)
-        return found
-
-    def list_events(self) -> list[dict[str, Any]]:
-        rows = self._read("SELECT data FROM events ORDER BY position")
-        return [serialize.loads(data) for (data,) in rows]
-
-    def delete_event(self, event_id: str) -> None:
-        self._write("DELETE FROM events WHERE event_id = ?", (event_id,))
-
-    # -- delivery state ------------------------------------------------------------------------
-
-    def get_delivered(self, ven_id: str) -> dict[str, int]:
-        rows = self._read("SELECT data FROM delivered WHERE ven_id = ?", (ven_id,))
-        return serialize.loads(rows[0][0]) if rows else {}
-
-    def set_delivered(self, ven_id: str, delivered: dict[str, int]) -> None:
-        if not isinstance(delivered, dict):
-            raise TypeError(f"delivered must be a dict of event_id -> int, got {delivered!r}")
-        if not delivered:
-            self._write("DELETE FROM delivered WHERE ven_id = ?", (ven_id,))
-            return
-        self._write(
-            "INSERT INTO delivered (ven_id, data) VALUES (?, ?) "
-            "ON CONFLICT (ven_id) DO UPDATE SET data = excluded.data",
-            (ven_id, serialize.dumps(delivered)),
-        )
-
-    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
-        found.update(self._load_many("delivered", "ven_id", ven_ids))
-        return found
+        """The rules' :meth:`~RulesStore.get_ven` in one statement that reads the value only
+        (every VEN message reads its VEN)."""
+        rows = self.backend.read(_GET_VEN, (ven_id,))
+        return cast(VenRecord, serialize.loads(rows[0][0])) if rows else None
 
     def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        """The rules' :meth:`~RulesStore.set_delivered_many` with the puts in one
+        ``executemany`` (an event for a group of 100,000 VENs writes 100,000 records)."""
         for value in delivered.values():
             check_delivered(value)
-        gone = [(ven_id,) for ven_id, value in delivered.items() if not value]
-        kept = [(ven_id, serialize.dumps(value)) for ven_id, value in delivered.items() if value]
-        with self.atomic():
-            conn = self._connection()
-            with self._errors():
-                conn.sqlite.executemany("DELETE FROM delivered WHERE ven_id = ?", gone)
-                conn.sqlite.executemany(
-                    "INSERT INTO delivered (ven_id, data) VALUES (?, ?) "
-                    "ON CONFLICT (ven_id) DO UPDATE SET data = excluded.data", kept)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        lock = next(iter(texts)) if len(texts) == 1 else None
+        with self.backend.transaction(lock):
+            self.backend.delete(DELIVERED, [v for v, text in texts.items() if text is None])
+            self.backend.change_many(_PUT_DELIVERED, [
+                (ven_id, text) for ven_id, text in texts.items() if text is not None])
 
-    # -- event responses -----------------------------------------------------------------------
-
-    def put_event_response(self, response: EventResponseRecord) -> None:
-        ven_id, event_id, modification_number = event_response_key(response)
-        received_at = received_at_text(response)
-        text = serialize.dumps(response)
-        self._write(
-            "INSERT INTO event_responses "
-            "(ven_id, event_id, modification_number, received_at, data) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (ven_id, event_id, modification_number) DO UPDATE SET "
-            "received_at = excluded.received_at, data = excluded.data",
-            (ven_id, event_id, modification_number, received_at, text),
-        )
-
-    def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
-        # NULL received_at sorts first in SQLite, as it does in the memory store.
-        rows = self._read(
-            "SELECT data FROM event_responses WHERE event_id = ? "
-            "ORDER BY received_at, ven_id, modification_number",
-            (event_id,),
-        )
-        return [serialize.loads(data) for (data,) in rows]
-
-    def delete_event_responses(self, event_id: str) -> None:
-        self._write("DELETE FROM event_responses WHERE event_id = ?", (event_id,))
-
-    # -- outbox --------------------------------------------------------------------------------
-
-    def push_outbox(self, ven_id: str, item: OutboxItem) -> None:
-        priority = outbox_priority(item)
-        self._write(
-            "INSERT INTO outbox (ven_id, priority, data) VALUES (?, ?, ?)",
-            (ven_id, priority, serialize.dumps(item)),
-        )
+    def _has_json(self) -> bool:
+        if self._json is None:
+            probe = sqlite3.connect(":memory:")  # the same library as the file's connections
+            try:
+                probe.execute("SELECT json_set('{}', '$.a', 1)")
+                self._json = True
+            except sqlite3.OperationalError:  # no such function
+                self._json = False
+            finally:
+                probe.close()
+        return self._json
 
     def pop_outbox(self, ven_id: str, max_priority: int | None = None) -> OutboxItem | None:
+        """The rules' :meth:`~RulesStore.pop_outbox` with SQLite choosing the item: the rules
+        read and sort the VEN's whole outbox in Python while they hold the write lock, which
+        every other writer waits for."""
+        if not self._has_json():
+            return super().pop_outbox(ven_id, max_priority)
         check_max_priority(max_priority)
-        # Select and delete inside one BEGIN IMMEDIATE transaction: no other process can pop
-        # between the two, so an item is handed out once. (DELETE ... RETURNING would need
-        # SQLite 3.35, newer than some supported systems ship.)
-        with self.atomic():
-            if max_priority is None:
-                rows = self._read(
-                    "SELECT id, data FROM outbox WHERE ven_id = ? ORDER BY priority, id LIMIT 1",
-                    (ven_id,),
-                )
-            else:
-                rows = self._read(
-                    "SELECT id, data FROM outbox WHERE ven_id = ? AND priority <= ? "
-                    "ORDER BY priority, id LIMIT 1",
-                    (ven_id, max_priority),
-                )
-            if not rows:
+        with self.backend.transaction(ven_id):
+            rows = self.backend.read(_NEXT_OUT, (ven_id,))
+            if not rows or (max_priority is not None and rows[0][0] > max_priority):
                 return None
-            item_id, data = rows[0]
-            self._write("DELETE FROM outbox WHERE id = ?", (item_id,))
-        item: OutboxItem = serialize.loads(data)
-        return item
-
-    def list_outbox(self, ven_id: str) -> list[OutboxItem]:
-        rows = self._read(
-            "SELECT data FROM outbox WHERE ven_id = ? ORDER BY priority, id", (ven_id,)
-        )
-        return [serialize.loads(data) for (data,) in rows]
-
-    def clear_outbox(self, ven_id: str) -> None:
-        self._write("DELETE FROM outbox WHERE ven_id = ?", (ven_id,))
+            self.backend.delete(OUTBOX, [rows[0][1]])
+        return cast(OutboxItem, serialize.loads(rows[0][2]))
 
     def get_poll_state(self, ven_id: str, kind: str) -> PollState:
-        """See :meth:`flask_openadr.store.base.Store.get_poll_state`."""
-        return read_poll_state(self, ven_id, kind)
-
-    # -- records -------------------------------------------------------------------------------
-
-    def put_record(self, kind: str, ven_id: str, key: str, record: dict[str, Any]) -> None:
-        check_record_key(kind, ven_id, key)
-        check_record(record)
-        text = serialize.dumps(record)
-        # A replaced record keeps its position; a new one goes after the VEN's others of its kind.
-        self._write(
-            "INSERT INTO records (kind, ven_id, key, position, data) VALUES (?, ?, ?, "
-            "(SELECT COALESCE(MAX(position), 0) + 1 FROM records WHERE kind = ? AND ven_id = ?), "
-            "?) ON CONFLICT (kind, ven_id, key) DO UPDATE SET data = excluded.data",
-            (kind, ven_id, key, kind, ven_id, text),
-        )
-
-    def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None:
-        rows = self._read(
-            "SELECT data FROM records WHERE kind = ? AND ven_id = ? AND key = ?",
-            (kind, ven_id, key),
-        )
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
-        rows = self._read(
-            "SELECT data FROM records WHERE kind = ? AND ven_id = ? ORDER BY position",
-            (kind, ven_id),
-        )
-        return [serialize.loads(data) for (data,) in rows]
-
-    def delete_record(self, kind: str, ven_id: str, key: str) -> None:
-        self._write(
-            "DELETE FROM records WHERE kind = ? AND ven_id = ? AND key = ?", (kind, ven_id, key)
-        )
-
-    def clear_records(self, kind: str, ven_id: str) -> None:
-        self._write("DELETE FROM records WHERE kind = ? AND ven_id = ?", (kind, ven_id))
-
-    # -- liveness ------------------------------------------------------------------------------
-    # The WHERE clause of each UPDATE is the compare of the compare-and-set: with any number of
-    # processes, exactly one statement finds the row as expected and changes it (rowcount 1).
-    # The SQL spells the states out ('online', 'offline', the values of base.ONLINE and
-    # base.OFFLINE) because the sweeps' WHERE clauses must repeat the partial indexes'
-    # conditions word for word for SQLite to use those indexes.
-
-    def record_seen(
-        self, ven_id: str, now: datetime, offline_at: datetime, lease_until: datetime,
-        nonce: str | None = None, nonce_expires_at: datetime | None = None,
-    ) -> Transition | None:
-        seen = (utc_text(now, "now"), utc_text(offline_at, "offline_at"), ven_id)
-        lease_text = utc_text(lease_until, "lease_until")
-        nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
-        if nonce is None or nonce_texts is None:
-            # Nearly every call finds the VEN online: one statement, no transaction around it.
-            if self._change(_TOUCH_ONLINE, seen):
-                return None
-            return self._go_online(ven_id, seen, lease_text)
-        # A signed message: the nonce and the liveness update commit together, or neither.
-        with self.atomic():
-            if not self._take_nonce(nonce, *nonce_texts):
-                raise NonceUsed(nonce)  # atomic() rolls back: nothing was written
-            if self._change(_TOUCH_ONLINE, seen):
-                return None
-            return self._go_online(ven_id, seen, lease_text)
-
-    def _go_online(self, ven_id: str, seen: tuple[str, str, str],
-                   lease_text: str) -> Transition | None:
-        """record_seen for a VEN that was not found online."""
-        # Offline or never seen: decide the transition with the write lock held, so that of all
-        # the processes that got here for this VEN, one makes it online and the others touch it.
-        with self.atomic():
-            rows = self._read("SELECT state, epoch FROM liveness WHERE ven_id = ?", (ven_id,))
-            if rows and rows[0][0] == ONLINE:
-                self._change(_TOUCH_ONLINE, seen)
-                return None
-            epoch = rows[0][1] + 1 if rows else 1
-            self._change(
-                "INSERT INTO liveness (ven_id, state, epoch, last_seen, offline_at, "
-                "pending_kind, pending_epoch, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (ven_id) DO UPDATE SET state = excluded.state, "
-                "epoch = excluded.epoch, last_seen = excluded.last_seen, "
-                "offline_at = excluded.offline_at, pending_kind = excluded.pending_kind, "
-                "pending_epoch = excluded.pending_epoch, lease_until = excluded.lease_until",
-                (ven_id, ONLINE, epoch, seen[0], seen[1], ONLINE, epoch, lease_text),
-            )
-        return {"ven_id": ven_id, "kind": ONLINE, "epoch": epoch}
-
-    def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
-        now_text = utc_text(now, "now")
-        check_int(limit, "limit", minimum=0)
-        rows = self._read(
-            "SELECT ven_id, epoch FROM liveness WHERE state = 'online' AND offline_at <= ? "
-            "ORDER BY offline_at, ven_id LIMIT ?",
-            (now_text, limit),
-        )
-        return [(ven_id, epoch) for ven_id, epoch in rows]
-
-    def claim_offline(
-        self, ven_id: str, epoch: int, now: datetime, lease_until: datetime
-    ) -> Transition | None:
-        check_int(epoch, "epoch")
-        now_text = utc_text(now, "now")
-        lease_text = utc_text(lease_until, "lease_until")
-        claimed = self._change(
-            "UPDATE liveness SET state = 'offline', epoch = epoch + 1, "
-            "pending_kind = 'offline', pending_epoch = epoch + 1, lease_until = ? "
-            "WHERE ven_id = ? AND state = 'online' AND epoch = ? AND offline_at <= ?",
-            (lease_text, ven_id, epoch, now_text),
-        )
-        return {"ven_id": ven_id, "kind": OFFLINE, "epoch": epoch + 1} if claimed else None
-
-    def complete_transition(self, ven_id: str, epoch: int) -> None:
-        check_int(epoch, "epoch")
-        self._change(
-            "UPDATE liveness SET pending_kind = NULL, pending_epoch = NULL, lease_until = NULL "
-            "WHERE ven_id = ? AND pending_kind IS NOT NULL AND pending_epoch = ?",
-            (ven_id, epoch),
-        )
-
-    def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
-        now_text = utc_text(now, "now")
-        check_int(limit, "limit", minimum=0)
-        rows = self._read(
-            "SELECT ven_id, pending_kind, pending_epoch FROM liveness "
-            "WHERE pending_kind IS NOT NULL AND lease_until <= ? "
-            "ORDER BY lease_until, ven_id LIMIT ?",
-            (now_text, limit),
-        )
-        return [{"ven_id": ven_id, "kind": kind, "epoch": epoch} for ven_id, kind, epoch in rows]
-
-    def reclaim_transition(
-        self, ven_id: str, epoch: int, now: datetime, lease_until: datetime
-    ) -> bool:
-        check_int(epoch, "epoch")
-        now_text = utc_text(now, "now")
-        lease_text = utc_text(lease_until, "lease_until")
-        return bool(
-            self._change(
-                "UPDATE liveness SET lease_until = ? WHERE ven_id = ? "
-                "AND pending_kind IS NOT NULL AND pending_epoch = ? AND lease_until <= ?",
-                (lease_text, ven_id, epoch, now_text),
-            )
-        )
-
-    def get_liveness(self, ven_id: str) -> Liveness | None:
-        rows = self._read(f"SELECT {_LIVENESS_COLUMNS} FROM liveness WHERE ven_id = ?", (ven_id,))
-        return liveness_from_row(*rows[0]) if rows else None
-
-    def list_liveness(self) -> dict[str, Liveness]:
-        rows = self._read(f"SELECT {_LIVENESS_COLUMNS} FROM liveness ORDER BY ven_id")
-        return {row[0]: liveness_from_row(*row) for row in rows}
-
-
-    # -- replay nonces ---------------------------------------------------------------------------
-
-    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
-        return self._take_nonce(nonce, *check_nonce(nonce, now, expires_at))
-
-    def _take_nonce(self, nonce: str, now_text: str, expires_text: str) -> bool:
-        """remember_nonce on its own or inside an atomic() block (record_seen's)."""
-        # One statement: a new nonce is inserted, an expired one taken over, and an unexpired
-        # one left alone (no row changes), under SQLite's write lock, so one caller wins.
-        won = self._change(
-            "INSERT INTO nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT (nonce) "
-            "DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at <= ?",
-            (nonce, expires_text, now_text),
-        )
-        if won and next(self._nonce_calls) % _NONCE_PURGE_EVERY == 0:
-            # The lazy purge, once in a while (one write less on most signed messages); the
-            # index makes it cost what it deletes.
-            self._change("DELETE FROM nonces WHERE expires_at <= ?", (now_text,))
-        return bool(won)
-
-#: Bytes the WAL file keeps after a checkpoint reset it (``PRAGMA journal_size_limit``): a
-#: little over what SQLite's automatic checkpoint lets it reach (1,000 pages of 4 KiB).
-JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
-#: Seconds :meth:`SQLiteStore.maintain` waits for readers and writers before it gives up.
-CHECKPOINT_WAIT = 0.2
-
-# How often (in new nonces per process) remember_nonce deletes the expired ones.
-_NONCE_PURGE_EVERY = 100
-
-# The hot statement of record_seen: last_seen and offline_at move only if the VEN is online.
-_TOUCH_ONLINE = (
-    "UPDATE liveness SET last_seen = ?, offline_at = ? WHERE ven_id = ? AND state = 'online'"
-)
-# In the order of liveness_from_row's arguments.
-_LIVENESS_COLUMNS = (
-    "ven_id, state, epoch, last_seen, offline_at, pending_kind, pending_epoch, lease_until"
-)
+        """See :meth:`flask_openadr.store.base.Store.get_poll_state`: the rules' three reads in
+        one statement, with the rules' outbox order (by priority, first put first)."""
+        rows = self.backend.read(_POLL_STATE, (ven_id, rules_key(kind, ven_id)))
+        delivered: dict[str, Any] = {}
+        records: list[dict[str, Any]] = []
+        outbox: list[tuple[int, str]] = []
+        for which, _, key, value in rows:
+            if which == 0:
+                delivered = serialize.loads(value)
+            elif which == 1:
+                records.append(serialize.loads(value))
+            else:
+                outbox.append((json.loads(key)[1], value))
+        outbox.sort(key=lambda entry: entry[0])  # stable: FIFO within a priority
+        return {"delivered": delivered, "records": records,
+                "outbox": [serialize.loads(value) for _, value in outbox]}
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
