@@ -203,13 +203,18 @@ local function unfile(P, tbl, key)
   redis.call('ZREM', P .. 'p:' .. tbl .. ':' .. part, key)
 end
 -- Put a row ``puts`` versions on; ``fresh``: it was deleted first, so it starts again at
--- version 0 and goes last in its partition.
+-- version 0 and goes last in its partition. ``value`` is "PUTS:VALUE" when ``puts`` is nil.
 local function put(P, tbl, key, partition, value, puts, fresh)
   local hash = P .. 't:' .. tbl
   local old = redis.call('HGET', hash, key)
   if old and fresh then
     unfile(P, tbl, key)
     old = false
+  end
+  if not puts then
+    local at = string.find(value, ':', 1, true)
+    puts = tonumber(string.sub(value, 1, at - 1))
+    value = string.sub(value, at + 1)
   end
   redis.call('HSET', hash, key, string.format('%d', version_of(old) + puts) .. ':' .. value)
   if not old then
@@ -245,7 +250,9 @@ _COMMIT = _ROWS + """
 -- the VTN-wide one), KEYS[3] the open per-VEN blocks, KEYS[4] the flag of a waiting VTN-wide
 -- block. ARGV[1] the prefix, ARGV[2] the block's token ('' when it took no lock), ARGV[3]
 -- 'ven' or 'vtn', ARGV[4] the lease (ms), ARGV[5] how many checks follow, then the checks
--- (table, key, version Redis must hold), then the writes.
+-- (table, key, version Redis must hold), then the writes in groups: 'put', table, partition,
+-- fresh ('1' or '0'), n, then n (key, "PUTS:VALUE"); 'del', table, n, then n keys; 'idx',
+-- index, n, then n (member, score or '' to remove it).
 -- Returns 1 when applied, 0 when a block it must wait for is open, -1 when the block's lock no
 -- longer holds its token, -2 when a check failed (nothing written either way).
 local P, token, kind = ARGV[1], ARGV[2], ARGV[3]
@@ -284,15 +291,26 @@ local n = #ARGV
 while i <= n do
   local op = ARGV[i]
   if op == 'put' then
-    put(P, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5]),
-        ARGV[i + 6] == '1')
-    i = i + 7
+    local tbl, partition, fresh = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3] == '1'
+    i = i + 5
+    for _ = 1, tonumber(ARGV[i - 1]) do
+      put(P, tbl, ARGV[i], partition, ARGV[i + 1], nil, fresh)
+      i = i + 2
+    end
   elseif op == 'del' then
-    delete(P, ARGV[i + 1], ARGV[i + 2])
+    local tbl = ARGV[i + 1]
     i = i + 3
+    for _ = 1, tonumber(ARGV[i - 1]) do
+      delete(P, tbl, ARGV[i])
+      i = i + 1
+    end
   elseif op == 'idx' then
-    index_set(P, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
-    i = i + 4
+    local index = ARGV[i + 1]
+    i = i + 3
+    for _ = 1, tonumber(ARGV[i - 1]) do
+      index_set(P, index, ARGV[i], ARGV[i + 1])
+      i = i + 2
+    end
   else
     return redis.error_reply('unknown store operation ' .. tostring(op))
   end
@@ -378,29 +396,27 @@ return scan(ARGV[1], ARGV[2], ARGV[3])
 """
 
 _POLL_STATE = _SCAN_BODY + """
--- get_poll_state's three reads: ARGV the prefix, the delivery table, the VEN, the records
--- table, the records' partition, the outbox table.
+-- get_poll_state's three reads: ARGV the prefix, the VEN, the records' partition.
 local P = ARGV[1]
-return {redis.call('HGET', P .. 't:' .. ARGV[2], ARGV[3]) or '', scan(P, ARGV[4], ARGV[5]),
-        scan(P, ARGV[6], ARGV[3])}
-"""
+return {redis.call('HGET', P .. 't:%s', ARGV[2]) or '', scan(P, '%s', ARGV[3]),
+        scan(P, '%s', ARGV[2])}
+""" % (DELIVERED, RECORDS, OUTBOX)
 
 _RECORD_SEEN = _ROWS + """
 -- RulesStore.record_seen's block in one script: the VEN's block (KEYS[1] the VTN-wide lock,
 -- KEYS[2] the VEN's lock, KEYS[3] the flag of a waiting VTN-wide block: {0} while one is
--- open). ARGV: the prefix, the tables and indexes (liveness, liveness_due, liveness_stale,
--- nonces, nonce_expiry), the VEN, now, offline_at, lease_until, then the nonce and its expiry
--- if any. Returns {2} for a nonce held and unexpired (nothing written), {1} when the VEN was
--- online, {1, epoch} for its transition online.
+-- open). ARGV: the prefix, the VEN, now, offline_at, lease_until, then the nonce and its
+-- expiry if any. Returns {2} for a nonce held and unexpired (nothing written), {1} when the
+-- VEN was online, {1, epoch} for its transition online.
 if redis.call('EXISTS', KEYS[1], KEYS[2], KEYS[3]) > 0 then return {0} end
-local P, LIVE, DUE, STALE, NONCES, EXPIRY = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local id, now, offline, lease = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
-if ARGV[11] then
-  local held = redis.call('HGET', P .. 't:' .. NONCES, ARGV[11])
+local LIVE, DUE, STALE, NONCES, EXPIRY = '%s', '%s', '%s', '%s', '%s'
+local P, id, now, offline, lease = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if ARGV[6] then
+  local held = redis.call('HGET', P .. 't:' .. NONCES, ARGV[6])
   -- Texts of one fixed width and pattern (utc_text), so they compare as instants.
   if held and value_of(held) > now then return {2} end
-  put(P, NONCES, ARGV[11], '', ARGV[12], 1, false)
-  index_set(P, EXPIRY, ARGV[11], ARGV[12])
+  put(P, NONCES, ARGV[6], '', ARGV[7], 1, false)
+  index_set(P, EXPIRY, ARGV[6], ARGV[7])
 end
 local raw = redis.call('HGET', P .. 't:' .. LIVE, id)
 local live = raw and cjson.decode(value_of(raw))
@@ -419,7 +435,7 @@ put(P, LIVE, id, '', cjson.encode({state = 'online', epoch = epoch, last_seen = 
 index_set(P, DUE, id, offline)
 index_set(P, STALE, id, lease)
 return {1, epoch}
-"""
+""" % (LIVENESS, DUE_OFFLINE, STALE, NONCES, NONCE_EXPIRY)
 
 _LAYOUT = """
 -- KEYS[1] the layout key, then the keys only the layout before it wrote; ARGV[1] this layout.
@@ -799,16 +815,27 @@ class RedisBackend:
                                len(block.checks)]
             for (table, key), version in block.checks.items():
                 args += (table, key, version)
-            # In the order the rows appeared, so new ones go into their partitions in it.
+            # In the order the rows appeared, so new ones go into their partitions in it; runs
+            # of one kind of write share a header (redis-py's cost is per argument).
+            group: tuple[str, ...] = ()
+            count_at = 0  # where the group's count goes in args
             for (table, key), row in sorted(block.rows.items(), key=lambda item: item[1].order):
+                header = ("del", table) if row.value is None else (
+                    "put", table, row.partition, "1" if row.fresh else "0")
+                if header != group:
+                    group = header
+                    args += header
+                    count_at = len(args)
+                    args.append(0)
+                args[count_at] += 1
                 if row.value is None:
-                    args += ("del", table, key)
+                    args.append(key)
                 else:
-                    args += ("put", table, key, row.partition, row.value, row.puts,
-                             "1" if row.fresh else "0")
+                    args += (key, f"{row.puts}:{row.value}")
             for index, members in block.index.items():
+                args += ("idx", index, len(members))
                 for member, score in members.items():
-                    args += ("idx", index, member, score or "")
+                    args += (member, score or "")
             lock = block.lock or (self.vtn_lock if block.ven_id is None
                                   else self.ven_lock(block.ven_id))
             keys = [self.vtn_lock, lock, self.ven_blocks, self.vtn_waiting]
@@ -916,35 +943,35 @@ class RedisBackend:
 
     def put(self, table: str, key: str, value: str, *, partition: str = "",
             expect: int | None = None) -> bool:
-        with self.transaction():  # joins the open block, or is a block of one write
-            block = self.block()
-            assert block is not None
-            self._renew(block)
-            pending = block.rows.get((table, key))
-            if expect is not None:
-                current = None if pending is None else block.version(table, key, pending)
-                if current is None:
-                    base = self._version(block, table, key)
-                    if pending is not None:
-                        pending.base = base
-                    current = base + (0 if pending is None else pending.puts)
-                    # Another process may write this key whatever lock this block holds (a
-                    # nonce): the commit checks Redis still holds the version this put built on.
-                    block.checks.setdefault((table, key), base)
-                if current != expect:
-                    return False
-            if pending is None:
-                block.rows[table, key] = pending = _Pending(
-                    value, partition, False, 1, next(block.order),
-                    block.versions.get((table, key)))
-            elif pending.value is None:
-                pending.value, pending.partition, pending.puts = value, partition, 1
-                pending.order = next(block.order)
-            else:
-                pending.value = value
-                pending.puts += 1
-            block.partitions.setdefault((table, pending.partition), {})[key] = None
-            return True
+        block = self.block()
+        if block is None:
+            with self.transaction():  # a block of one write
+                return self.put(table, key, value, partition=partition, expect=expect)
+        self._renew(block)
+        pending = block.rows.get((table, key))
+        if expect is not None:
+            if pending is None or (pending.value is not None and not pending.fresh):
+                base = self._version(block, table, key)
+                if pending is not None:
+                    pending.base = base
+                # Another process may write this key whatever lock this block holds (a
+                # nonce): the commit checks Redis still holds the version this put built on.
+                block.checks.setdefault((table, key), base)
+            current = block.version(table, key, pending) if pending is not None else base
+            if current != expect:
+                return False
+        if pending is None:
+            block.rows[table, key] = pending = _Pending(
+                value, partition, False, 1, next(block.order),
+                block.versions.get((table, key)))
+        elif pending.value is None:
+            pending.value, pending.partition, pending.puts = value, partition, 1
+            pending.order = next(block.order)
+        else:
+            pending.value = value
+            pending.puts += 1
+        block.partitions.setdefault((table, pending.partition), {})[key] = None
+        return True
 
     def _version(self, block: _Block, table: str, key: str) -> int:
         """The row's version in Redis (0: absent), read once per block."""
@@ -959,28 +986,29 @@ class RedisBackend:
         keys = list(keys)
         if not keys:
             return
-        with self.transaction():
-            block = self.block()
-            assert block is not None
-            self._renew(block)
-            for key in keys:
-                pending = block.rows.get((table, key))
-                if pending is None:
-                    block.rows[table, key] = _Pending(None, "", True, 0, next(block.order),
-                                                      None)
-                else:
-                    pending.value, pending.fresh, pending.puts = None, True, 0
+        block = self.block()
+        if block is None:
+            with self.transaction():  # a block of one write
+                return self.delete(table, keys)
+        self._renew(block)
+        for key in keys:
+            pending = block.rows.get((table, key))
+            if pending is None:
+                block.rows[table, key] = _Pending(None, "", True, 0, next(block.order), None)
+            else:
+                pending.value, pending.fresh, pending.puts = None, True, 0
 
     # -- the index of due items ----------------------------------------------------------------
 
     def index_set(self, index: str, member: str, score: str | None) -> None:
         if score is not None and (not isinstance(score, str) or not score or "\0" in score):
             raise ValueError(f"an index score must be a non-empty str without NUL, got {score!r}")
-        with self.transaction():
-            block = self.block()
-            assert block is not None
-            self._renew(block)
-            block.index.setdefault(index, {})[member] = score
+        block = self.block()
+        if block is None:
+            with self.transaction():  # a block of one write
+                return self.index_set(index, member, score)
+        self._renew(block)
+        block.index.setdefault(index, {})[member] = score
 
     def index_range(self, index: str, upto: str, limit: int) -> list[tuple[str, str]]:
         block = self.block()
@@ -1041,8 +1069,7 @@ class RedisStore(RulesStore):
         if backend.block() is not None:
             return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
                                        nonce_expires_at)
-        args = [backend.prefix, LIVENESS, DUE_OFFLINE, STALE, NONCES, NONCE_EXPIRY, ven_id,
-                utc_text(now, "now"), utc_text(offline_at, "offline_at"),
+        args = [backend.prefix, ven_id, utc_text(now, "now"), utc_text(offline_at, "offline_at"),
                 utc_text(lease_until, "lease_until")]
         nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
         if nonce is not None and nonce_texts is not None:
@@ -1061,7 +1088,7 @@ class RedisStore(RulesStore):
         if backend.block() is not None:
             return super().get_poll_state(ven_id, kind)
         delivered, records, outbox = backend.run(POLL_STATE, [], [
-            backend.prefix, DELIVERED, ven_id, RECORDS, _key(kind, ven_id), OUTBOX])
+            backend.prefix, ven_id, _key(kind, ven_id)])
         # The outbox's order: priority, then first put (a stable sort of the partition's order).
         items = sorted(((json.loads(outbox[i])[1], _value(outbox[i + 1]))
                         for i in range(0, len(outbox), 2)), key=lambda item: item[0])
