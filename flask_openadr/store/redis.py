@@ -841,6 +841,7 @@ class RedisBackend:
             keys = [self.vtn_lock, lock, self.ven_blocks, self.vtn_waiting]
             try:
                 if block.token:
+                    self._renew(block)  # building a large block's writes took a while
                     result = self.run(COMMIT, keys, args)
                 else:  # a block that read nothing took no lock: it waits here, if it must
                     result = self.until_unlocked(COMMIT, keys, args)
