@@ -927,3 +927,19 @@ def test_several_vens_through_a_redis_outage_lose_nothing(persistent_redis, tmp_
 
     app = outage_app(tmp_path, persistent_redis.uri(socket_timeout=1, socket_connect_timeout=1))
     several_vens_through_an_outage(app, persistent_redis.stop, persistent_redis.start)
+
+
+def test_an_empty_poll_is_three_round_trips(store, monkeypatch):
+    # The VEN (authentication), record_seen and get_poll_state: one command each.
+    from flask_openadr.config import Settings
+    from flask_openadr.services import handle
+    from flask_openadr.services.context import Context
+
+    store.put_ven({"ven_id": "007", "registration_id": "reg-007", "report_only": False,
+                   "group_ids": [], "resource_ids": [], "party_ids": []})
+    ctx = Context(settings=Settings(), store=store, clock=lambda: T0)
+    handle(ctx, "OadrPoll", "oadrPoll", {"ven_id": "007"})  # loads the scripts
+    sent = count_commands(store, monkeypatch)
+    outcome = handle(ctx, "OadrPoll", "oadrPoll", {"ven_id": "007"})
+    assert outcome.payload_name == "oadrResponse"
+    assert sent == ["HMGET", "EVALSHA", "EVALSHA"]
