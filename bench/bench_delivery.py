@@ -229,7 +229,7 @@ def main() -> None:
             row = {}
             if not args.skip_polls:
                 row.update(bench_polls(name, tmp, args))
-            if not args.skip_group and name in ("sqlite", "postgresql"):
+            if not args.skip_group and name in ("sqlite", "postgresql", "redis"):
                 row.update(bench_group(name, tmp, args.group_vens))
             results[name] = row
             print(name, json.dumps({k: round(v, 4) if isinstance(v, float) else v

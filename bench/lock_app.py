@@ -4,8 +4,8 @@ how long the request waited for the store's locks (``X-Lock-Wait``) and how long
 
 The waits are timed by wrapping, in this benchmark process only, the store's lock acquisition:
 the PostgreSQL store's ``_lock_writers`` (the advisory-lock statement, which blocks while another
-transaction holds a conflicting lock) and the Redis store's ``_pause`` (the sleep between two
-attempts to take a lock that another block holds).
+transaction holds a conflicting lock) and the Redis backend's ``_pause`` (the sleep between two
+attempts to take a lock, or to commit, while another block holds the lock).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def _instrument() -> None:
     try:
         from flask_openadr.store import redis as redis_store
 
-        redis_store.RedisStore._pause = _timed(redis_store.RedisStore._pause)
+        redis_store.RedisBackend._pause = _timed(redis_store.RedisBackend._pause)
     except ImportError:
         pass
 

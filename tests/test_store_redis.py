@@ -35,7 +35,8 @@ from tests.support.forking import in_child, wait_for_child
 
 redis = pytest.importorskip("redis")
 
-from flask_openadr.store.redis import RedisStore  # noqa: E402
+from flask_openadr.store.redis import LAYOUT, RedisStore  # noqa: E402
+from flask_openadr.store.rules import DELIVERED, NONCES, Conflict  # noqa: E402
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -91,7 +92,7 @@ def test_uri_defaults():
     assert isinstance(store, RedisStore)
     assert store.prefix == "openadr:"
     assert (store.lock_lease, store.lock_wait) == (10.0, 30.0)
-    kwargs = store._client().connection_pool.connection_kwargs
+    kwargs = store.redis._client().connection_pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6379, 0)
     # Short timeouts by default: a request fails with 503 instead of hanging on a dead server.
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (5.0, 5.0)
@@ -106,7 +107,7 @@ def test_uri_options_of_the_store_and_of_redis_py():
     )
     assert store.prefix == "my vtn:"
     assert (store.lock_lease, store.lock_wait) == (2.5, 7.0)
-    pool = store._client().connection_pool
+    pool = store.redis._client().connection_pool
     kwargs = pool.connection_kwargs
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("db.example", 6380, 3)
     assert kwargs["socket_timeout"] == 0.5 and kwargs["socket_connect_timeout"] == 5.0
@@ -115,7 +116,7 @@ def test_uri_options_of_the_store_and_of_redis_py():
 
 def test_rediss_uses_tls():
     store = open_store("rediss://db.example:6380/0?ssl_cert_reqs=none")
-    assert store._client().connection_pool.connection_class is redis.SSLConnection
+    assert store.redis._client().connection_pool.connection_class is redis.SSLConnection
 
 
 @pytest.mark.parametrize(
@@ -171,8 +172,61 @@ def test_the_backend_module_imports_without_redis_py():
     assert 'pip install "flask-openadr[redis]"' in result.stdout
 
 
-def test_create_schema_needs_no_server():
-    open_store("redis://127.0.0.1:1/0").create_schema()  # nothing to create, nothing sent
+def test_opening_the_store_needs_no_server():
+    store = open_store("redis://127.0.0.1:1/0")  # nothing is sent until the first call
+    with pytest.raises(StoreError, match="ConnectionError"):
+        store.create_schema()
+
+
+# -- the layout of the keys ----------------------------------------------------------------------
+
+
+def test_create_schema_marks_an_empty_keyspace_with_its_layout(store):
+    store.create_schema()
+    client = raw_client()
+    try:
+        assert client.get(store.prefix + "layout") == LAYOUT
+    finally:
+        client.close()
+    store.create_schema()  # idempotent
+    store.put_ven(make_ven("007"))
+    assert store.get_ven("007")["ven_id"] == "007"
+
+
+def test_keys_of_the_old_layout_are_refused_and_left_alone(uri):
+    # What the store before the rules wrote: no layout key, rows in hashes such as P vens.
+    store = open_store(uri)
+    client = raw_client()
+    try:
+        client.hset(store.prefix + "vens", "007", '{"ven_id":"007"}')
+        client.set(store.prefix + "seq", "41")
+        for call in (store.create_schema, lambda: store.get_ven("007"),
+                     lambda: store.put_ven(make_ven("008"))):
+            with pytest.raises(StoreError) as raised:
+                call()
+            message = str(raised.value)
+            assert f"found '{store.prefix}vens'" in message or f"found '{store.prefix}seq'" \
+                in message
+            assert "older development version" in message and "another prefix" in message
+        # Nothing was read as this layout's, and nothing was written or destroyed.
+        assert keys_under(store.prefix) == [store.prefix + "seq", store.prefix + "vens"]
+        assert client.hget(store.prefix + "vens", "007") == '{"ven_id":"007"}'
+    finally:
+        client.close()
+    store.close()
+
+
+def test_a_layout_of_another_version_is_refused(uri):
+    store = open_store(uri)
+    client = raw_client()
+    try:
+        client.set(store.prefix + "layout", "99")
+        with pytest.raises(StoreError, match="layout '99'.*reads layout '1' only"):
+            store.list_vens()
+        assert keys_under(store.prefix) == [store.prefix + "layout"]
+    finally:
+        client.close()
+    store.close()
 
 
 # -- prefixes ------------------------------------------------------------------------------------
@@ -199,14 +253,16 @@ def test_two_prefixes_on_one_server_are_two_stores(tmp_path):
     assert second.list_records("opt", "007") == [] and second.list_liveness() == {}
     assert second.due_offline(T0, 10) == [] and second.stale_transitions(T0, 10) == []
     assert first.list_vens() != [] and first.due_offline(T0, 10) == [("007", 1)]
-    # Every key the first store wrote is under its prefix; the second wrote none.
+    # Every key the first store wrote is under its prefix; the second wrote none but the mark
+    # of its layout (its reads checked there was no other).
     written = keys_under(first.prefix)
-    assert {first.prefix + name for name in ("vens", "events", "seq", "liveness")} <= set(written)
-    assert keys_under(second.prefix) == []
+    assert {first.prefix + name for name in ("layout", "t:vens", "t:events", "rows:seq",
+                                             "t:liveness", "i:liveness_due")} <= set(written)
+    assert keys_under(second.prefix) == [second.prefix + "layout"]
     # Each prefix has its own write lock: a block open on one does not hold up the other.
     second = open_store(redis_uri(tmp_path / "second") + "&lock_wait=0.5")
     with first.atomic():
-        first.put_ven(make_ven("in-block"))
+        first.put_ven(make_ven("in-block"))  # reads the VEN first: the block takes its lock
         second.put_ven(make_ven("not-waiting"))
     assert [v["ven_id"] for v in second.list_vens()] == ["not-waiting"]
     first.close()
@@ -238,14 +294,17 @@ def test_an_id_redis_py_cannot_send_is_a_type_error_not_an_outage(store):
         store.get_delivered(None)
 
 
-def test_outbox_priorities_must_fit_a_sorted_set_score(store):
-    with pytest.raises(ValueError, match="2\\*\\*53"):
-        store.push_outbox("007", make_item(2**53 + 1))
-    store.push_outbox("007", make_item(-(2**53), name="lowest"))
-    store.push_outbox("007", make_item(2**53, name="highest"))
-    assert store.pop_outbox("007", max_priority=-(2**53) - 1) is None
+def test_outbox_priorities_beyond_a_double_keep_their_order(store):
+    # Priorities are in the items' keys, not in sorted-set scores (doubles, exact to 2**53).
+    store.push_outbox("007", make_item(2**53 + 1, name="highest"))
+    store.push_outbox("007", make_item(2**53, name="high"))
+    store.push_outbox("007", make_item(-(2**60), name="lowest"))
+    assert [i["payload"]["name"] for i in store.get_poll_state("007", "awaiting")["outbox"]] \
+        == ["lowest", "high", "highest"]
+    assert store.pop_outbox("007", max_priority=-(2**60) - 1) is None
     assert store.pop_outbox("007", max_priority=2**60)["payload"]["name"] == "lowest"
     assert store.pop_outbox("007", max_priority=2**53 - 1) is None
+    assert store.pop_outbox("007", max_priority=2**53)["payload"]["name"] == "high"
     assert store.pop_outbox("007")["payload"]["name"] == "highest"
 
 
@@ -253,7 +312,7 @@ def test_outbox_priorities_must_fit_a_sorted_set_score(store):
 
 
 def count_commands(store, monkeypatch):
-    client = store._client()
+    client = store.redis._client()
     sent = []
     execute = client.execute_command
 
@@ -273,13 +332,33 @@ def test_record_seen_is_one_evalsha(store, monkeypatch):
     assert sent == ["EVALSHA", "EVALSHA"]
 
 
-def test_single_writes_and_pops_are_one_evalsha(store, monkeypatch):
-    store.put_ven(make_ven("warm-up"))
-    store.pop_outbox("warm-up")
+def test_a_signed_record_seen_is_one_evalsha(store, monkeypatch):
+    store.record_seen("warm-up", T0, T0, T0, nonce="warm-up", nonce_expires_at=T0 + SECOND)
+    sent = count_commands(store, monkeypatch)
+    store.record_seen("007", T0, T0 + SECOND, T0, nonce="n", nonce_expires_at=T0 + SECOND)
+    assert sent == ["EVALSHA"]
+
+
+def test_the_reads_of_a_poll_are_one_round_trip_each(store, monkeypatch):
+    store.put_ven(make_ven("007"))
+    store.get_poll_state("007", "awaiting")  # loads the script
+    sent = count_commands(store, monkeypatch)
+    assert store.get_ven("007")["ven_id"] == "007"
+    store.get_poll_state("007", "awaiting")
+    assert sent == ["HMGET", "EVALSHA"]
+
+
+def test_a_block_that_reads_nothing_is_one_evalsha_and_takes_no_lock(store, monkeypatch):
+    store.push_outbox("warm-up", make_item(1))
+    store.pop_outbox("warm-up")  # loads the scripts into the server once
     sent = count_commands(store, monkeypatch)
     store.push_outbox("007", make_item(1))
-    assert store.pop_outbox("007") is not None
     store.put_event(make_event("event-1"))
+    store.set_delivered("007", {"event-1": 0})
+    assert sent == ["EVALSHA"] * 3  # the commit script, which checks no lock is held
+    # A pop reads the outbox in its VEN's block: the VEN's lock, the read, the commit.
+    del sent[:]
+    assert store.pop_outbox("007") is not None
     assert sent == ["EVALSHA"] * 3
 
 
@@ -307,6 +386,7 @@ def test_a_write_from_another_handle_waits_for_an_open_block(uri):
         done.append(time.monotonic())
 
     with block_store.atomic():
+        assert block_store.list_outbox("007") == []  # a read: the block takes its lock
         block_store.push_outbox("007", make_item(0, name="block"))
         writer = threading.Thread(target=write)
         writer.start()
@@ -364,6 +444,7 @@ def test_per_ven_blocks_of_two_vens_run_side_by_side_and_single_writes_wait(uri)
     writer = threading.Thread(
         target=lambda: (other.put_ven(make_ven("single")), done.append(time.monotonic())))
     with first.atomic("007"):
+        assert first.get_delivered("007") == {}  # a read: the block takes the VEN's lock
         first.set_delivered("007", {"e": 1})
         started = time.monotonic()
         with second.atomic("008"):  # another VEN: no wait
@@ -386,6 +467,7 @@ def test_a_per_ven_block_that_outlives_its_lease_writes_nothing(uri):
     other = open_store(uri)
     with pytest.raises(StoreError, match="lost its lock"):
         with slow.atomic("007"):
+            slow.get_delivered("007")  # a read: the block takes the VEN's lock
             slow.set_delivered("007", {"from": "the slow block"})
             time.sleep(0.6)  # no store call: neither its lock nor its place is renewed
             with other.atomic("007"):  # the VEN's lock expired, so this one goes ahead
@@ -418,29 +500,70 @@ def test_waiting_longer_than_lock_wait_is_a_store_error(uri):
         client.set(store.prefix + "lock", "held", px=60000)
         for attempt in (lambda: store.put_ven(make_ven("007")),
                         lambda: store.pop_outbox("007"),
-                        lambda: store.atomic().__enter__()):
+                        lambda: store.push_outbox("007", make_item(1)),
+                        lambda: store.record_seen("007", T0, T0, T0),
+                        lambda: read_in_a_block(store)):
             started = time.monotonic()
             with pytest.raises(StoreError, match="waited 0.3 s"):
                 attempt()
             assert time.monotonic() - started < 3
-        # Liveness has its own lock, which no block holds: it does not wait.
-        assert store.record_seen("007", T0, T0, T0) is not None
         client.delete(store.prefix + "lock")
         store.put_ven(make_ven("007"))
     finally:
         client.close()
 
 
-def test_record_seen_waits_only_for_blocks_that_touch_liveness(uri):
+def read_in_a_block(store):
+    with store.atomic():
+        store.list_vens()
+
+
+def test_record_seen_waits_only_for_its_own_vens_block(uri):
     blocking = open_store(uri)
     other = open_store(uri + "&lock_wait=0.3")
-    with blocking.atomic():
-        blocking.put_ven(make_ven("007"))
-        assert other.record_seen("a", T0, T0, T0) is not None  # no wait: no liveness here
-        blocking.get_liveness("b")  # now the block holds liveness too
+    with blocking.atomic("a"):
+        blocking.get_liveness("a")  # the block holds a's lock
+        assert other.record_seen("b", T0, T0, T0) is not None  # another VEN: no wait
         with pytest.raises(StoreError, match="waited"):
-            other.record_seen("b", T0, T0, T0)
-    assert other.record_seen("b", T0, T0, T0) is not None
+            other.record_seen("a", T0, T0, T0)
+    assert other.record_seen("a", T0, T0, T0) is not None
+
+
+def test_a_block_that_lost_a_compare_and_set_raises_conflict_and_writes_nothing(uri):
+    # A nonce is put in its VEN's block; another VEN's block may take it at the same time.
+    first, second = open_store(uri), open_store(uri)
+    with pytest.raises(Conflict):
+        with first.redis.transaction("a"):
+            assert first.redis.put(NONCES, "n", "x", expect=0)  # Redis has no such row yet
+            first.redis.put(DELIVERED, "a", "{}")
+            with second.redis.transaction("b"):  # another VEN: no wait
+                assert second.redis.put(NONCES, "n", "y", expect=0)
+    assert first.redis.get(NONCES, ["n", "m"]) == {"n": (1, "y")}
+    assert first.get_delivered("a") == {}
+    # The lock was released with the block: a's next block does not wait.
+    with first.redis.transaction("a"):
+        assert first.redis.put(NONCES, "n", "z", expect=1)
+    assert first.redis.get(NONCES, ["n"]) == {"n": (2, "z")}
+
+
+def test_keys_of_removed_rows_partitions_and_index_entries_disappear(store):
+    store.push_outbox("007", make_item(1))
+    store.put_record("opt", "007", "a", {"n": 1})
+    store.put_event_response({"ven_id": "007", "event_id": "event-1", "modification_number": 0,
+                              "received_at": T0})
+    store.set_delivered("007", {"event-1": 0})
+    store.put_event(make_event("event-1"))
+    store.record_seen("007", T0, T0, T0, nonce="n", nonce_expires_at=T0 + SECOND)
+    store.pop_outbox("007")
+    store.delete_record("opt", "007", "a")
+    store.delete_event_responses("event-1")
+    store.set_delivered("007", {})
+    store.delete_event("event-1")
+    store.maintain(T0 + 2 * SECOND)  # the nonce expired
+    # What is left: the layout, the counter and the VEN's liveness row and its index entries.
+    assert [key[len(store.prefix):] for key in keys_under(store.prefix)] == [
+        "i:liveness_due", "i:liveness_due:at", "i:liveness_stale", "i:liveness_stale:at",
+        "layout", "p:liveness:", "rows:seq", "t:liveness"]
 
 
 def test_fresh_and_replaced_items_inside_a_block_keep_their_places(store):
@@ -565,12 +688,12 @@ fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @fork_only
 def test_a_forked_child_never_uses_the_parents_connections(store):
     store.put_ven(make_ven("parent"))
-    parent_client = store._client()
+    parent_client = store.redis._client()
     parent_pool = parent_client.connection_pool
     connection_id = parent_client.client_id()
 
     def child():
-        assert store._client() is not parent_client
+        assert store.redis._client() is not parent_client
         store.put_ven(make_ven("child"))
         with store.atomic():
             store.put_ven(make_ven("child-block"))
@@ -585,7 +708,7 @@ def test_a_forked_child_never_uses_the_parents_connections(store):
     assert wait_for_child(pid) == 0
     # The parent's connection is the one it had: the child neither used nor closed it.
     assert parent_client.client_id() == connection_id
-    assert store._client() is parent_client
+    assert store.redis._client() is parent_client
     assert [v["ven_id"] for v in store.list_vens()] == ["child", "child-block", "parent"]
 
 
@@ -593,7 +716,7 @@ def test_a_forked_child_never_uses_the_parents_connections(store):
 def test_a_child_forked_inside_a_block_is_not_in_it(store):
     def child():
         assert store.get_ven("in-parent-block") is None  # not the parent's block
-        assert store._block() is None
+        assert store.redis.block() is None
 
     with store.atomic():
         store.put_ven(make_ven("in-parent-block"))
@@ -716,7 +839,7 @@ def test_a_stopped_server_fails_fast_and_the_store_recovers_by_itself(private_re
                  lambda: store.get_ven("007"),
                  lambda: store.pop_outbox("007"),
                  lambda: store.record_seen("007", T0, T0, T0),
-                 lambda: store.atomic().__enter__()):
+                 lambda: read_in_a_block(store)):
         with quick(), pytest.raises(StoreError) as raised:
             call()
         message = str(raised.value)
@@ -745,8 +868,8 @@ def test_the_server_dying_inside_a_block_fails_the_block_and_nothing_sticks(priv
             private_redis.stop()
             store.get_ven("008")
     with quick(), pytest.raises(StoreError):
-        with store.atomic():  # the commit is the first thing to reach the dead server
-            store.put_ven(make_ven("007"))
+        with store.atomic():  # a block that only writes: its commit reaches the dead server
+            store.push_outbox("007", make_item(1))
     private_redis.start()
     with store.atomic():
         store.put_ven(make_ven("after"))
@@ -804,3 +927,19 @@ def test_several_vens_through_a_redis_outage_lose_nothing(persistent_redis, tmp_
 
     app = outage_app(tmp_path, persistent_redis.uri(socket_timeout=1, socket_connect_timeout=1))
     several_vens_through_an_outage(app, persistent_redis.stop, persistent_redis.start)
+
+
+def test_an_empty_poll_is_three_round_trips(store, monkeypatch):
+    # The VEN (authentication), record_seen and get_poll_state: one command each.
+    from flask_openadr.config import Settings
+    from flask_openadr.services import handle
+    from flask_openadr.services.context import Context
+
+    store.put_ven({"ven_id": "007", "registration_id": "reg-007", "report_only": False,
+                   "group_ids": [], "resource_ids": [], "party_ids": []})
+    ctx = Context(settings=Settings(), store=store, clock=lambda: T0)
+    handle(ctx, "OadrPoll", "oadrPoll", {"ven_id": "007"})  # loads the scripts
+    sent = count_commands(store, monkeypatch)
+    outcome = handle(ctx, "OadrPoll", "oadrPoll", {"ven_id": "007"})
+    assert outcome.payload_name == "oadrResponse"
+    assert sent == ["HMGET", "EVALSHA", "EVALSHA"]
