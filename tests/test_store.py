@@ -907,6 +907,36 @@ def test_maintain_keeps_the_nonces_unexpired_at_the_clock_it_is_given(store):
         _signed_seen(store, "007", "n", T0 + 2 * SECOND)
 
 
+def test_maintain_with_no_nonce_expired_does_not_wait_for_a_vens_block(shared_uri):
+    # A VTN-wide block would wait for the open block of VEN 007 (and hold every VEN back while
+    # it waits): with nothing to purge, maintain takes none.
+    store, other = open_store(shared_uri), open_store(shared_uri)
+    try:
+        _signed_seen(store, "007", "n", T0)
+        inside, release = threading.Event(), threading.Event()
+
+        def hold():
+            with other.atomic("008"):
+                other.put_record("report", "008", "k", {"v": 1})
+                inside.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert inside.wait(10)
+            done = threading.Thread(target=store.maintain, args=(T0 + SECOND,))
+            done.start()
+            done.join(5)
+            assert not done.is_alive(), "maintain waited for another VEN's block"
+        finally:
+            release.set()
+            holder.join(10)
+    finally:
+        store.close()
+        other.close()
+
+
 def test_memory_maintain_forgets_the_nonces_record_seen_took_once_expired():
     memory = MemoryStore()
     window = timedelta(seconds=60)

@@ -167,9 +167,13 @@ class RulesStore:
         cannot safely delete other nonces: a block of another VEN may be putting the same
         expired nonce back at that moment. A VTN-wide block excludes every other block.
         """
+        now_text = utc_text(now or datetime.now(timezone.utc), "now")
+        # Looked at first without a block: most passes find nothing expired, and a VTN-wide
+        # block would hold every VEN's block back for nothing.
+        if not self.backend.index_range(NONCE_EXPIRY, now_text, 1):
+            return
         while True:
             with self.backend.transaction():
-                now_text = utc_text(now or datetime.now(timezone.utc), "now")
                 expired = self.backend.index_range(NONCE_EXPIRY, now_text, _NONCE_BATCH)
                 for old, _ in expired:
                     self.backend.index_set(NONCE_EXPIRY, old, None)
