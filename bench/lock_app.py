@@ -36,7 +36,7 @@ def _instrument() -> None:
     try:
         from flask_openadr.store import sqlalchemy as sql_store
 
-        sql_store.SQLStore._lock_writers = _timed(sql_store.SQLStore._lock_writers)
+        sql_store.SQLBackend._lock_writers = _timed(sql_store.SQLBackend._lock_writers)
     except ImportError:
         pass
     try:

@@ -1,4 +1,5 @@
-"""The SQL store's own behaviour: URI forms, schema, query plans, locking, fork and outages.
+"""The SQL store's own behaviour: URI forms, layout, statements, query plans, locking, fork and
+outages.
 
 The conformance suite (tests/test_store.py) runs against PostgreSQL too; this file covers what
 only the SQL backend has. Tests that need the PostgreSQL at 127.0.0.1:5432 skip without it
@@ -29,7 +30,8 @@ from flask_openadr.store import open_store
 from tests.support.backends import postgresql_uri, require_server
 
 sa = pytest.importorskip("sqlalchemy")
-from flask_openadr.store.sqlalchemy import SCHEMA_VERSION, SQLStore, _Features  # noqa: E402
+from flask_openadr.store import rules  # noqa: E402
+from flask_openadr.store.sqlalchemy import SCHEMA_VERSION, SQLStore  # noqa: E402
 
 UTC = timezone.utc
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -67,7 +69,7 @@ def pg_store(pg_uri):
 
 def statements_of(store, call):
     """The SQL statements call() sends through this process's engine."""
-    engine = store._engine()
+    engine = store.backend._engine()
     sent = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
@@ -99,9 +101,9 @@ def test_postgresql_uri_forms_open_a_psycopg_store_without_connecting(uri):
     assert store.url.drivername == "postgresql+psycopg"
     assert (store.url.host, store.url.port, store.url.database) == ("db.example", 5432, "openadr")
     assert store.table_prefix == "openadr_"
-    assert store.tables.vens.name == "openadr_vens"
+    assert store.backend.tables.rows.name == "openadr_rows"
     assert "s3cret" not in repr(store) and "s3cret" not in store.uri
-    assert not store._engines  # nothing connects before the first call
+    assert not store.backend._engines  # nothing connects before the first call
 
 
 def test_table_prefix_is_taken_out_of_the_url_and_other_options_reach_the_driver():
@@ -110,9 +112,8 @@ def test_table_prefix_is_taken_out_of_the_url_and_other_options_reach_the_driver
     )
     assert store.table_prefix == "vtn2_"
     assert dict(store.url.query) == {"connect_timeout": "3", "sslmode": "require"}
-    assert {table.name for table in store.tables.metadata.sorted_tables} == {
-        f"vtn2_{name}" for name in ("meta", "vens", "events", "delivered", "event_responses",
-                                    "outbox", "records", "liveness", "nonces")
+    assert {table.name for table in store.backend.tables.metadata.sorted_tables} == {
+        f"vtn2_{name}" for name in ("meta", "rows", "due")
     }
 
 
@@ -128,7 +129,7 @@ def test_a_bad_table_prefix_is_refused(prefix):
 def test_pool_options_size_the_pool_of_each_process():
     store = open_store("postgresql://h/db?pool_size=20&max_overflow=0&pool_timeout=2.5&x=1")
     assert dict(store.url.query) == {"x": "1"}
-    pool = store._engine().pool
+    pool = store.backend._engine().pool
     assert (pool.size(), pool._max_overflow, pool._timeout) == (20, 0, 2.5)
     for bad in ("pool_size=big", "max_overflow=-1", "pool_timeout=soon", "pool_size=1&pool_size=2"):
         with pytest.raises(ConfigurationError, match=bad.partition("=")[0]):
@@ -144,7 +145,7 @@ def test_any_sqlalchemy_url_opens_the_sql_store(tmp_path):
     # SQLite through SQLAlchemy (not the native sqlite:// store): the generic registry entry.
     store = open_store(f"sqlite+pysqlite:///{tmp_path / 'sqla.sqlite'}")
     try:
-        assert isinstance(store, SQLStore) and store.backend == "sqlite"
+        assert isinstance(store, SQLStore) and store.backend.dialect_name == "sqlite"
         store.put_ven(make_ven("007"))
         assert store.get_ven("007") == make_ven("007")
     finally:
@@ -240,11 +241,11 @@ def test_an_unreachable_server_is_a_store_error_naming_the_uri_without_the_passw
     store.close()
 
 
-# -- schema --------------------------------------------------------------------------------------
+# -- layout --------------------------------------------------------------------------------------
 
 
 def _table_names(store):
-    with store._engine().connect() as connection:
+    with store.backend._engine().connect() as connection:
         return set(sa.inspect(connection).get_table_names())
 
 
@@ -253,30 +254,25 @@ def test_create_schema_is_idempotent_and_makes_every_table_and_index(pg_store):
     assert not any(name.startswith(prefix) for name in _table_names(pg_store))
     pg_store.create_schema()
     pg_store.create_schema()
-    with pg_store._engine().connect() as connection:
+    with pg_store.backend._engine().connect() as connection:
         inspector = sa.inspect(connection)
         names = {name for name in inspector.get_table_names() if name.startswith(prefix)}
-        indexes = {
-            index["name"]: index
-            for table in names
-            for index in inspector.get_indexes(table)
-        }
+        indexes = {index["name"]: index["column_names"]
+                   for table in names for index in inspector.get_indexes(table)}
         version = connection.execute(
             sa.text(f"SELECT value FROM {prefix}meta WHERE name = 'schema_version'")
         ).scalar()
-    assert names == {table.name for table in pg_store.tables.metadata.sorted_tables}
-    assert {f"{prefix}liveness_due", f"{prefix}liveness_stale", f"{prefix}outbox_next",
-            f"{prefix}vens_fingerprint", f"{prefix}event_responses_event"} <= set(indexes)
-    where = indexes[f"{prefix}liveness_due"]["dialect_options"]["postgresql_where"]
-    assert "online" in str(where)
-    assert version == SCHEMA_VERSION
+    assert names == {f"{prefix}meta", f"{prefix}rows", f"{prefix}due"}
+    assert indexes[f"{prefix}rows_scan"] == ["tbl", "part", "seq"]
+    assert indexes[f"{prefix}due_score"] == ["name", "score", "member"]
+    assert version == SCHEMA_VERSION == 3
 
 
 def test_first_use_creates_the_schema(pg_uri):
     store = open_store(pg_uri)
     try:
         assert store.get_ven("007") is None
-        assert f"{store.table_prefix}liveness" in _table_names(store)
+        assert f"{store.table_prefix}rows" in _table_names(store)
     finally:
         store.close()
 
@@ -306,41 +302,47 @@ def test_stores_created_at_once_in_threads_all_find_one_schema(pg_uri):
             store.close()
 
 
-def test_version_1_tables_get_the_nonces_table_and_keep_their_data(pg_uri):
-    first = open_store(pg_uri)
-    first.put_ven(make_ven("007"))
-    with first._engine().begin() as connection:  # back to what version 1 wrote
-        connection.execute(sa.text(f"DROP TABLE {first.table_prefix}nonces"))
-        connection.execute(sa.text(
-            f"UPDATE {first.table_prefix}meta SET value = 1 WHERE name = 'schema_version'"
-        ))
-    first.close()
-    second = open_store(pg_uri)
+@pytest.mark.parametrize("old_version", [1, 2])
+def test_tables_of_the_old_layout_are_refused_and_left_as_they_are(pg_uri, old_version):
+    # What flask-openadr wrote before the store was built on store.rules: a table per kind.
+    store = open_store(pg_uri)
+    prefix = store.table_prefix
+    with store.backend._engine().begin() as connection:
+        connection.execute(sa.text(f"CREATE TABLE {prefix}meta (name varchar(64) PRIMARY KEY, "
+                                   "value bigint NOT NULL)"))
+        connection.execute(sa.text(f"INSERT INTO {prefix}meta VALUES ('schema_version', "
+                                   f"{old_version}), ('writer_lock', 0)"))
+        connection.execute(sa.text(f"CREATE TABLE {prefix}vens (ven_id text PRIMARY KEY, "
+                                   "data text NOT NULL)"))
+        connection.execute(sa.text(f"INSERT INTO {prefix}vens VALUES ('007', '{{}}')"))
     try:
-        now = datetime.now(timezone.utc)
-        assert second.remember_nonce("n", now, now + timedelta(seconds=60))
-        assert not second.remember_nonce("n", now, now + timedelta(seconds=60))
-        assert second.get_ven("007")["ven_id"] == "007"
-        with second._engine().connect() as connection:
-            version = connection.execute(sa.text(
-                f"SELECT value FROM {second.table_prefix}meta WHERE name = 'schema_version'"
-            )).scalar()
-        assert version == SCHEMA_VERSION == 2
+        for call in (lambda: store.get_ven("007"), store.create_schema,
+                     lambda: store.put_ven(make_ven("008"))):
+            with pytest.raises(StoreError) as raised:
+                call()
+            message = str(raised.value)
+            assert f"the tables {prefix}* hold layout version {old_version}" in message
+            assert f"Drop the tables {prefix}*" in message and "table_prefix" in message
+        assert _table_names(store) >= {f"{prefix}meta", f"{prefix}vens"}
+        assert f"{prefix}rows" not in _table_names(store)  # nothing created beside them
+        with store.backend._engine().connect() as connection:
+            assert connection.execute(sa.text(f"SELECT ven_id FROM {prefix}vens")).all() == [
+                ("007",)]
     finally:
-        second.close()
+        store.close()
 
 
-def test_a_schema_from_a_newer_version_is_refused(pg_uri):
+def test_a_layout_from_a_newer_version_is_refused(pg_uri):
     first = open_store(pg_uri)
     first.create_schema()
-    with first._engine().begin() as connection:
+    with first.backend._engine().begin() as connection:
         connection.execute(sa.text(
             f"UPDATE {first.table_prefix}meta SET value = 99 WHERE name = 'schema_version'"
         ))
     first.close()
     second = open_store(pg_uri)
     try:
-        with pytest.raises(StoreError, match="schema version 99"):
+        with pytest.raises(StoreError, match="layout version 99, written by a newer"):
             second.get_ven("007")
     finally:
         second.close()
@@ -349,99 +351,88 @@ def test_a_schema_from_a_newer_version_is_refused(pg_uri):
 # -- statements and query plans ------------------------------------------------------------------
 
 
-def test_record_seen_is_one_statement_without_a_transaction(pg_store):
-    pg_store.record_seen("007", T0, T0 + TTL, T0 + LEASE)
-    for _ in range(2):  # going online, then staying online: the same single statement
-        sent = statements_of(
-            pg_store, lambda: pg_store.record_seen("007", T0, T0 + TTL, T0 + LEASE)
-        )
-        assert len(sent) == 1, sent
-        assert sent[0].startswith("INSERT INTO") and "ON CONFLICT" in sent[0]
-        assert "RETURNING" in sent[0]
-        pg_store.claim_offline("007", pg_store.get_liveness("007")["epoch"], T0 + TTL, T0)
+def test_an_empty_poll_is_three_statements(pg_store):
+    """The VEN's record, record_seen and get_poll_state: one statement each (the fast paths),
+    going online and staying online alike."""
+    pg_store.put_ven(make_ven("007"))
+    for _ in range(2):
+        sent = statements_of(pg_store, lambda: (
+            pg_store.get_ven("007"),
+            pg_store.record_seen("007", T0, T0 + TTL, T0 + LEASE),
+            pg_store.get_poll_state("007", "report"),
+        ))
+        assert len(sent) == 3, sent
+        assert "FOR UPDATE" in sent[1] and "ON CONFLICT" in sent[1]
+        assert "UNION ALL" in sent[2]
 
 
-def test_pop_and_the_liveness_compare_and_sets_are_one_statement_each(pg_store):
-    pg_store.push_outbox("007", make_item(1, "a"))
-    pg_store.record_seen("007", T0, T0, T0)
-    (pop,) = statements_of(pg_store, lambda: pg_store.pop_outbox("007"))
-    assert pop.startswith("DELETE") and "FOR UPDATE SKIP LOCKED" in pop and "RETURNING" in pop
-    for call in (
-        lambda: pg_store.claim_offline("007", 1, T0, T0),
-        lambda: pg_store.reclaim_transition("007", 2, T0, T0 + LEASE),
-        lambda: pg_store.complete_transition("007", 2),
-    ):
-        (statement,) = statements_of(pg_store, call)
-        assert statement.startswith("UPDATE"), statement
+def test_the_fan_out_of_an_event_is_a_few_statements(pg_store):
+    vens = {f"ven-{i:05d}": {"e1": i} for i in range(25_000)}
+    vens["gone"] = {}
+    pg_store.create_schema()
+    sent = statements_of(pg_store, lambda: pg_store.set_delivered_many(vens))
+    # The lock, the deletion, and three multi-row upserts of 10,000 rows at most.
+    assert len(sent) == 5, [statement[:60] for statement in sent]
+    (many,) = statements_of(pg_store, lambda: pg_store.get_delivered_many(list(vens)))
+    assert "ANY" in many
+    found = pg_store.get_delivered_many(list(vens))
+    assert found["ven-00007"] == {"e1": 7} and found["gone"] == {} and len(found) == len(vens)
 
 
-def _fill_liveness(store, count):
-    """``count`` VENs the sweeps must not return (online but not due, offline, nothing
-    pending), and three that they return."""
-    store.create_schema()
-    table = store.tables.liveness.name
-    far = T0 + timedelta(days=1)
-    with store._engine().begin() as connection:
-        connection.execute(
-            sa.text(
-                f"INSERT INTO {table} (ven_id, state, epoch, last_seen, offline_at, "
-                "went_online) SELECT 'quiet-' || i, CASE WHEN i % 2 = 0 THEN 'online' "
-                "ELSE 'offline' END, 2, :t0, :far, false FROM generate_series(1, :count) AS i"
-            ),
-            {"t0": T0, "far": far, "count": count},
-        )
-        connection.execute(sa.text(f"ANALYZE {table}"))
-    for i in range(3):
-        store.record_seen(f"due-{i}", T0, T0, T0)
-
-
-def _explain(store, query, generic=False):
-    """EXPLAIN (ANALYZE) of a query as the store would send it; with ``generic``, the generic
-    plan a prepared statement falls back to, which cannot see the parameter values."""
-    dialect = store._engine().dialect
-    compiled = query.compile(dialect=dialect)
-    with store._engine().connect() as connection:
-        if not generic:
-            rows = connection.exec_driver_sql(
-                "EXPLAIN (ANALYZE, COSTS OFF) " + compiled.string, compiled.params
-            ).all()
-            return "\n".join(row[0] for row in rows)
-        names = list(compiled.params)
-        text = compiled.string
-        for number, name in enumerate(names, 1):
-            text = text.replace(f"%({name})s", f"${number}")
+def _explain(store, name, parameters):
+    """EXPLAIN of one of the backend's statements as the generic plan a prepared statement
+    falls back to, which cannot see the parameter values."""
+    statement = store.backend._statements[name]
+    compiled = statement.compile(dialect=store.backend._engine().dialect)
+    names = list(compiled.params)
+    text = compiled.string
+    for number, bound in enumerate(names, 1):
+        text = text.replace(f"%({bound})s", f"${number}")
+    with store.backend._engine().connect() as connection:
         connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-        connection.exec_driver_sql(f"PREPARE sweep AS {text}")
+        connection.exec_driver_sql(f"PREPARE probe AS {text}")
         values = ", ".join(
-            f"'{value.isoformat()}'::timestamptz" if isinstance(value, datetime) else str(value)
-            for value in compiled.params.values()
+            "ARRAY[" + ", ".join(f"'{v}'" for v in parameters[bound]) + "]"
+            if isinstance(parameters[bound], list) else
+            str(parameters[bound]) if isinstance(parameters[bound], int)
+            else f"'{parameters[bound]}'"
+            for bound in names
         )
-        rows = connection.exec_driver_sql(f"EXPLAIN (COSTS OFF) EXECUTE sweep({values})").all()
-        connection.exec_driver_sql("DEALLOCATE sweep")
-        connection.exec_driver_sql("RESET plan_cache_mode")
-        return "\n".join(row[0] for row in rows)
+        rows = connection.exec_driver_sql(f"EXPLAIN (COSTS OFF) EXECUTE probe({values})").all()
+        connection.exec_driver_sql("DEALLOCATE probe")
+    return "\n".join(row[0] for row in rows)
 
 
-@pytest.mark.parametrize("generic", [False, True], ids=["custom-plan", "generic-plan"])
-def test_liveness_sweeps_read_only_their_partial_index(pg_store, generic):
-    _fill_liveness(pg_store, 20000)
+def test_the_index_the_scans_and_the_gets_read_only_what_they_return(pg_store):
+    """index_range costs what it returns, scan the partition, get its keys: 20,000 rows of
+    other partitions and indexes around, never a sequential scan or a sort."""
+    pg_store.create_schema()
     prefix = pg_store.table_prefix
-    for query, index in [
-        (pg_store._due_offline_query(T0, 10), f"{prefix}liveness_due"),
-        (pg_store._stale_query(T0, 10), f"{prefix}liveness_stale"),
+    with pg_store.backend._engine().begin() as connection:
+        connection.execute(sa.text(
+            f"INSERT INTO {prefix}rows (tbl, key, part, version, value) SELECT 'outbox', "
+            "'k' || i, 'ven-' || (i % 1000), 1, '{}' FROM generate_series(1, 20000) AS i"))
+        connection.execute(sa.text(
+            f"INSERT INTO {prefix}due (name, member, score) SELECT "
+            "CASE WHEN i % 2 = 0 THEN 'liveness_due' ELSE 'liveness_stale' END, 'ven-' || i, "
+            "'2024-05-0' || (i % 9 + 1) FROM generate_series(1, 20000) AS i"))
+        connection.execute(sa.text(f"ANALYZE {prefix}rows"))
+        connection.execute(sa.text(f"ANALYZE {prefix}due"))
+    for name, parameters, index in [
+        ("index_range", {"n": "liveness_due", "upto": "2024-05-01", "limit": 10}, "due_score"),
+        ("scan", {"t": "outbox", "p": "ven-7"}, "rows_scan"),
+        ("get", {"t": "outbox", "keys": ["k1", "k2"]}, "rows_pkey"),
+        ("get_one", {"t": "outbox", "k": "k1"}, "rows_pkey"),
     ]:
-        plan = _explain(pg_store, query, generic)
-        assert f"Index Scan using {index}" in plan, plan
+        plan = _explain(pg_store, name, parameters)
+        assert f"Scan using {prefix}{index} " in plan, plan  # an Index (Only) Scan
         assert "Seq Scan" not in plan and "Sort" not in plan, plan
-        if not generic:
-            assert "Rows Removed by Filter" not in plan, plan  # the index holds only candidates
-    assert [v for v, _ in pg_store.due_offline(T0, 10)] == ["due-0", "due-1", "due-2"]
-    assert [t["ven_id"] for t in pg_store.stale_transitions(T0, 10)] == [
-        "due-0", "due-1", "due-2"
-    ]
+    due = sorted(f"ven-{i}" for i in range(1, 20001) if i % 18 == 0)  # code point order
+    assert pg_store.backend.index_range("liveness_due", "2024-05-01", 3) == [
+        (member, "2024-05-01") for member in due[:3]]
 
 
-# -- writers, locks and the fallbacks for other databases ---------------------------------------
+# -- locks and compare-and-set across processes --------------------------------------------------
 
 
 def _in_thread(call):
@@ -461,46 +452,78 @@ def _in_thread(call):
     return thread, done, result
 
 
-def test_writers_wait_for_a_block_but_liveness_and_pop_do_not(pg_uri):
+def _finished(thread, done, result):
+    assert done.wait(10), "the call did not finish"
+    thread.join()
+    assert "error" not in result, result
+    return result.get("value")
+
+
+def test_writers_wait_for_a_vtn_wide_block_but_the_poll_path_does_not(pg_uri):
     holder, other = open_store(pg_uri), open_store(pg_uri)  # two stores: as two processes
     other.push_outbox("007", make_item(1, "a"))
     other.record_seen("007", T0, T0, T0)
     try:
         with holder.atomic():
             holder.put_ven(make_ven("in-block"))
-            # The compare-and-set calls are single statements that take no lock.
+            # record_seen is one statement that takes no lock, and reads take none.
             for call in (
                 lambda: other.record_seen("008", T0, T0, T0),
-                lambda: other.claim_offline("007", 1, T0, T0),
-                lambda: other.pop_outbox("007"),
+                lambda: other.record_seen("007", T0, T0, T0),
                 lambda: other.get_ven("in-block"),
+                lambda: other.get_poll_state("007", "report"),
             ):
-                thread, done, result = _in_thread(call)
-                assert done.wait(10), "a lock-free call waited for the block"
-                thread.join()
-                assert "error" not in result, result
-            # A write outside a block is a block of its own: it waits.
-            thread, done, result = _in_thread(lambda: other.put_ven(make_ven("after")))
-            assert not done.wait(0.5), "a writer did not wait for the open block"
-        assert done.wait(10)
-        thread.join()
-        assert "error" not in result, result
+                _finished(*_in_thread(call))
+            # A VEN's block (a pop, a liveness transition) waits for a VTN-wide one.
+            waiting = [_in_thread(lambda: other.put_ven(make_ven("after"))),
+                       _in_thread(lambda: other.pop_outbox("007")),
+                       _in_thread(lambda: other.claim_offline("007", 1, T0, T0))]
+            time.sleep(0.5)
+            assert not any(done.is_set() for _, done, _ in waiting), \
+                "a writer did not wait for the open block"
+        assert _finished(*waiting[1])["payload"]["n"] == "a"
+        _finished(*waiting[0])
+        _finished(*waiting[2])
         assert [v["ven_id"] for v in other.list_vens()] == ["after", "in-block"]
     finally:
         holder.close()
         other.close()
 
 
+def test_a_put_of_a_key_another_block_inserted_waits_for_it_and_then_loses(pg_uri):
+    """The compare-and-set contract across processes whatever lock a block holds: two VENs'
+    blocks take the same nonce; the second waits for the first and does not take it."""
+    first, second = open_store(pg_uri), open_store(pg_uri)
+    try:
+        with first.backend.transaction("ven-a"):
+            assert first.backend.put(rules.NONCES, "n", "later", expect=0)
+            thread, done, result = _in_thread(lambda: _put_in_block(second, "ven-b", 0))
+            assert not done.wait(0.5), "the second insert did not wait for the first"
+        assert _finished(thread, done, result) is False
+        with first.backend.transaction("ven-a"):
+            assert first.backend.put(rules.NONCES, "n", "again", expect=1)
+            thread, done, result = _in_thread(lambda: _put_in_block(second, "ven-b", 1))
+            assert not done.wait(0.5), "the second update did not wait for the first"
+        assert _finished(thread, done, result) is False
+        assert second.backend.get(rules.NONCES, ["n"]) == {"n": rules.Row(2, "again")}
+    finally:
+        first.close()
+        second.close()
+
+
+def _put_in_block(store, ven_id, expect):
+    with store.backend.transaction(ven_id):
+        return store.backend.put(rules.NONCES, "n", "lost", expect=expect)
+
+
 def test_blocks_of_different_table_prefixes_do_not_wait_for_each_other(pg_uri):
     one = open_store(pg_uri)
     two = open_store(pg_uri.replace("table_prefix=", "table_prefix=x"))
     try:
-        assert one._advisory_key != two._advisory_key
+        assert one.backend._advisory_key != two.backend._advisory_key
         with one.atomic():
             one.put_ven(make_ven("a"))
-            thread, done, result = _in_thread(lambda: two.put_ven(make_ven("b")))
-            assert done.wait(10), "a VTN with other tables waited for this one's block"
-            thread.join()
+            _finished(*_in_thread(lambda: two.put_ven(make_ven("b"))))
     finally:
         from tests.support.backends import drop_postgresql_tables
 
@@ -509,46 +532,49 @@ def test_blocks_of_different_table_prefixes_do_not_wait_for_each_other(pg_uri):
         drop_postgresql_tables({two.table_prefix})
 
 
-FALLBACKS = {
-    "no-upsert": _Features(upsert=None, seen_in_one_statement=True, pop_in_one_statement=True),
-    "no-returning": _Features(upsert="on_conflict", seen_in_one_statement=False,
-                              pop_in_one_statement=False),
-    "none": _Features(upsert=None, seen_in_one_statement=False, pop_in_one_statement=False),
-}
+def _portable(store):
+    """What the other databases run (plain statements under the writer lock, no fast path),
+    here on PostgreSQL."""
+    store.backend.postgresql = False
+    return store
 
 
-@pytest.mark.parametrize("features", list(FALLBACKS.values()), ids=list(FALLBACKS))
-def test_the_fallbacks_for_other_databases_behave_the_same(pg_store, features):
-    # What a database without ON CONFLICT or RETURNING runs, here on PostgreSQL.
-    pg_store._features = features
+def test_the_portable_statements_behave_the_same(pg_store):
+    store = _portable(pg_store)
     for event_id in ["e2", "e1", "e3"]:
-        pg_store.put_event(make_event(event_id))
-    pg_store.put_event(make_event("e1", note="replaced"))
-    assert [e["event_descriptor"]["event_id"] for e in pg_store.list_events()] == ["e2", "e1", "e3"]
-    assert pg_store.get_event("e1")["note"] == "replaced"
-    pg_store.put_ven(make_ven("007"))
-    pg_store.put_ven(make_ven("007", registration_id=None))
-    assert pg_store.get_ven("007")["registration_id"] is None
+        store.put_event(make_event(event_id))
+    store.put_event(make_event("e1", note="replaced"))
+    assert [e["event_descriptor"]["event_id"] for e in store.list_events()] == ["e2", "e1", "e3"]
+    assert store.get_event("e1")["note"] == "replaced"
+    store.put_ven(make_ven("007"))
+    store.put_ven(make_ven("007", registration_id=None))
+    assert store.get_ven("007")["registration_id"] is None
     for priority, name in [(2, "a"), (1, "b"), (1, "c")]:
-        pg_store.push_outbox("007", make_item(priority, name))
-    popped = [pg_store.pop_outbox("007", max_priority=1) for _ in range(3)]
+        store.push_outbox("007", make_item(priority, name))
+    popped = [store.pop_outbox("007", max_priority=1) for _ in range(3)]
     assert [item and item["payload"]["n"] for item in popped] == ["b", "c", None]
-    assert pg_store.record_seen("007", T0, T0, T0 + LEASE)["epoch"] == 1
-    assert pg_store.record_seen("007", T0 + SECOND, T0 + TTL, T0 + LEASE) is None
-    assert pg_store.get_liveness("007")["offline_at"] == T0 + TTL
-    assert pg_store.claim_offline("007", 1, T0 + TTL, T0 + LEASE)["epoch"] == 2
-    assert pg_store.record_seen("007", T0 + TTL, T0 + 2 * TTL, T0 + 2 * LEASE) == {
+    assert store.record_seen("007", T0, T0, T0 + LEASE)["epoch"] == 1
+    assert store.record_seen("007", T0 + SECOND, T0 + TTL, T0 + LEASE) is None
+    assert store.get_liveness("007")["offline_at"] == T0 + TTL
+    assert store.claim_offline("007", 1, T0 + TTL, T0 + LEASE)["epoch"] == 2
+    assert store.record_seen("007", T0 + TTL, T0 + 2 * TTL, T0 + 2 * LEASE) == {
         "ven_id": "007", "kind": "online", "epoch": 3,
     }
-    assert pg_store.get_liveness("007")["pending"] == {
+    assert store.get_liveness("007")["pending"] == {
         "kind": "online", "epoch": 3, "lease_until": T0 + 2 * LEASE,
     }
+    store.set_delivered_many({"007": {"e1": 1}, "008": {"e1": 2}})
+    assert store.get_poll_state("007", "report")["delivered"] == {"e1": 1}
+    statements = statements_of(store, lambda: store.put_ven(make_ven("009")))
+    assert statements[0].startswith(f"UPDATE {store.table_prefix}meta SET value")  # the lock
 
 
-def test_the_record_seen_fallback_makes_each_online_once_across_threads(pg_uri):
+@pytest.mark.parametrize("portable", [False, True], ids=["postgresql", "portable"])
+def test_record_seen_makes_each_online_once_across_threads(pg_uri, portable):
     stores = [open_store(pg_uri) for _ in range(4)]
     for store in stores:
-        store._features = FALLBACKS["none"]
+        if portable:
+            _portable(store)
     ven_ids = [f"ven-{i:02d}" for i in range(40)]
     for ven_id in ven_ids:
         stores[0].record_seen(ven_id, T0, T0, T0)
@@ -559,7 +585,7 @@ def test_the_record_seen_fallback_makes_each_online_once_across_threads(pg_uri):
     def see(store):
         try:
             barrier.wait(10)
-            for ven_id in ven_ids:
+            for ven_id in ven_ids + ["new-" + ven_id for ven_id in ven_ids]:
                 if store.record_seen(ven_id, T0 + TTL, T0 + 2 * TTL, T0 + LEASE):
                     won.append(ven_id)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -572,15 +598,21 @@ def test_the_record_seen_fallback_makes_each_online_once_across_threads(pg_uri):
         thread.join(60)
     try:
         assert not errors, errors
-        assert sorted(won) == ven_ids
+        assert sorted(won) == sorted(ven_ids + ["new-" + ven_id for ven_id in ven_ids])
+        liveness = stores[0].list_liveness()
+        assert {liveness[v]["epoch"] for v in ven_ids} == {3}
+        assert {liveness["new-" + v]["epoch"] for v in ven_ids} == {1}
+        assert stores[0].due_offline(T0 + 2 * TTL, 1000) == sorted(
+            (ven_id, liveness[ven_id]["epoch"]) for ven_id in liveness)
     finally:
         for store in stores:
             store.close()
 
 
-def test_sqlite_through_sqlalchemy_runs_the_liveness_and_outbox_statements(tmp_path):
+def test_sqlite_through_sqlalchemy_runs_the_rules(tmp_path):
     store = open_store(f"sqlite+pysqlite:///{tmp_path / 'sqla.sqlite'}")
     try:
+        assert not store.backend.postgresql
         assert store.record_seen("007", T0, T0, T0 + LEASE) == {
             "ven_id": "007", "kind": "online", "epoch": 1,
         }
@@ -594,6 +626,9 @@ def test_sqlite_through_sqlalchemy_runs_the_liveness_and_outbox_statements(tmp_p
                 assert store.pop_outbox("007")["payload"]["n"] == "a"
                 raise RuntimeError("roll back")
         assert store.pop_outbox("007")["payload"]["n"] == "a"
+        now = datetime.now(timezone.utc)
+        assert store.remember_nonce("n", now, now + TTL)
+        assert not store.remember_nonce("n", now, now + TTL)
     finally:
         store.close()
 
@@ -604,14 +639,14 @@ fork_only = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
 
 def _backend_pid(store):
-    with store._engine().connect() as connection:
+    with store.backend._engine().connect() as connection:
         return connection.execute(sa.text("SELECT pg_backend_pid()")).scalar()
 
 
 @fork_only
 def test_a_forked_child_never_uses_or_closes_the_parents_connections(pg_store):
     pg_store.put_ven(make_ven("parent"))
-    parent_engine = pg_store._engine()
+    parent_engine = pg_store.backend._engine()
     parent_backend = _backend_pid(pg_store)
     used_by = []
     sa.event.listen(parent_engine, "before_cursor_execute",
@@ -624,7 +659,7 @@ def test_a_forked_child_never_uses_or_closes_the_parents_connections(pg_store):
             os.close(read)
             pg_store.put_ven(make_ven("child"))
             assert pg_store.get_ven("parent") is not None
-            assert pg_store._engine() is not parent_engine
+            assert pg_store.backend._engine() is not parent_engine
             assert _backend_pid(pg_store) != parent_backend
             pg_store.close()
             gc.collect()  # nothing inherited may be finalised (and so closed) here
@@ -640,7 +675,7 @@ def test_a_forked_child_never_uses_or_closes_the_parents_connections(pg_store):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0, report
     # The parent's engine and its connection are as they were: same server process, alive.
-    assert pg_store._engine() is parent_engine
+    assert pg_store.backend._engine() is parent_engine
     assert _backend_pid(pg_store) == parent_backend
     assert pg_store.get_ven("child") is not None
 
@@ -846,7 +881,7 @@ def test_one_connection_checkout_per_request(tmp_path):
     ven.registered_report(ven.poll()[1])
     store = app.extensions["openadr"].context.store
     checkouts = []
-    sa.event.listen(store._engine(), "checkout", lambda *args: checkouts.append(1))
+    sa.event.listen(store.backend._engine(), "checkout", lambda *args: checkouts.append(1))
     for _ in range(3):
         assert ven.poll()[0] == "oadrResponse"
     assert len(checkouts) == 3

@@ -1,72 +1,69 @@
 """The SQL store (``postgresql://`` and other SQLAlchemy URLs): one VTN's workers on many hosts.
 
-Built on SQLAlchemy Core (the ``[sqlalchemy]`` extra, which brings psycopg 3). PostgreSQL is the
-database this store is tested on and tuned for; the code is written so that other databases
-SQLAlchemy knows (MySQL/MariaDB, SQLite through SQLAlchemy, ...) work too, with the differences
-noted where they are made.
+Built on SQLAlchemy Core (the ``[sqlalchemy]`` extra, which brings psycopg 3). It is
+:class:`~flask_openadr.store.rules.RulesStore`, which holds every rule of the store, on
+:class:`SQLBackend`: rows of text in one table, an index of due items in another, transactions
+and locks. PostgreSQL is the database this store is tested on and tuned for; other databases
+SQLAlchemy knows (SQLite through SQLAlchemy is tested; MySQL/MariaDB and others are not) run the
+same rules with portable statements, every block holding one writer lock.
 
 **Tables.** Every table is named ``<table_prefix><name>`` (default prefix ``openadr_``, chosen with
-``?table_prefix=`` in the URI), so several VTNs, or a VTN and its tests, can share one database.
-:meth:`SQLStore.create_schema` (``flask openadr init-db``) creates them; the store also creates
-them the first time a process uses it. Records are kept as the JSON text of
-:mod:`flask_openadr.store.serialize` (text, not JSONB: JSONB refuses the ``\\u0000`` a record may
-hold, and nothing queries inside a record).
+``?table_prefix=`` in the URI), so several VTNs, or a VTN and its tests, can share one database:
+``rows`` (a row per key of each logical table of :mod:`~flask_openadr.store.rules`: its
+partition, its place in the partition ``seq``, its ``version`` and its text ``value``, the JSON of
+:mod:`flask_openadr.store.serialize`; text, not JSONB, which refuses the ``\\u0000`` a record may
+hold), ``due`` (the index of due items, by score) and ``meta`` (the layout version).
+:meth:`SQLBackend.create_schema` (``flask openadr init-db``) creates them; the store also creates
+them the first time a process uses it.
 
-**Transactions.** :meth:`SQLStore.atomic` runs its block in one transaction on one connection,
-held by the thread for the outermost block. On PostgreSQL the block first takes a transaction-level
-advisory lock whose key is derived from the table prefix, so every writer of this VTN, in any
-process on any host, waits for the block: what it read is still true when it writes. On other
-databases it takes the same role by updating one row of the ``meta`` table. The calls the protocol
-runs at every message or poll are single compare-and-set statements that need no lock:
-``record_seen`` (one ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), the other liveness
-transitions (one conditional ``UPDATE`` each) and ``pop_outbox`` (one ``DELETE ... RETURNING`` of
-the row a ``FOR UPDATE SKIP LOCKED`` subquery chose). Every other write outside a block is a short
-block of its own.
+**Transactions.** A block runs as one transaction on one connection, held by the thread for the
+outermost block. On PostgreSQL its first statement takes transaction-level advisory locks whose
+keys are derived from the table prefix (and the venID): a VTN-wide block takes the VTN's lock
+exclusively, a VEN's block takes it shared and the VEN's own lock exclusively, so blocks of
+different VENs run side by side on any number of hosts. A compare-and-set ``put`` is one
+statement whose row lock decides between processes (``INSERT ... ON CONFLICT DO NOTHING``,
+``UPDATE ... WHERE version = :expect``): the second of two waits for the first and then loses.
+On other databases every block first updates one row of ``meta``, which makes it VTN-wide.
+
+**Fast paths** (PostgreSQL; the rules' own code elsewhere): ``record_seen`` is one statement,
+``get_poll_state`` one ``UNION ALL``, ``set_delivered_many`` one multi-row statement per chunk
+(docs/stores.rst gives the figures that justify each).
 
 **Processes.** The engine (and its connection pool) belongs to the process that created it: after
 ``fork()`` the child creates its own, and only detaches the inherited one
 (``engine.dispose(close=False)``, SQLAlchemy's documented pattern), keeping it referenced so that
 its connections, which the parent still uses, are never closed or finalised in the child.
 
-**Outages.** Connections are checked with a ping when taken from the pool, so after a restart of
-the database server the store reconnects by itself; while the server is down every call raises
-:class:`~flask_openadr.errors.StoreError` (requests answer HTTP 503) within the connect timeout.
+**Outages.** Connections idle for a moment are checked with a ping when taken from the pool, so
+after a restart of the database server the store reconnects by itself; while the server is down
+every call raises :class:`~flask_openadr.errors.StoreError` (requests answer HTTP 503) within the
+connect timeout.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
+import json
 import os
 import re
 import threading
 import time
-from datetime import datetime, timezone
-from typing import (
-    TYPE_CHECKING, Any, Callable, ClassVar, Iterator, NamedTuple, Sequence, TypeVar, overload,
-)
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, NamedTuple, TypeVar
 
 from ..errors import ConfigurationError, StoreError
-from ..protocol import is_aware
 from . import serialize
 from .base import (
-    PollState,
-    EventResponseRecord,
-    Liveness,
-    NonceUsed,
-    OutboxItem,
-    Transition,
-    VenRecord,
     MANY_CHUNK,
+    NonceUsed,
+    PollState,
+    Transition,
     check_delivered,
-    check_max_priority,
     check_seen_nonce,
-    event_id_of,
-    event_response_key,
-    normalize_fingerprint,
-    outbox_priority,
-    received_at_text,
-    ven_id_of,
+    utc_text,
+)
+from .rules import (
+    DELIVERED, DUE_OFFLINE, LIVENESS, STALE, Row, RulesStore, _key,
 )
 
 if TYPE_CHECKING:
@@ -80,12 +77,12 @@ except ImportError as exc:  # the [sqlalchemy] extra is not installed; from_uri 
 else:
     _IMPORT_ERROR = None
 
-__all__ = ["SQLStore", "from_uri", "SCHEMA_VERSION", "DEFAULT_TABLE_PREFIX"]
+__all__ = ["SQLBackend", "SQLStore", "from_uri", "SCHEMA_VERSION", "DEFAULT_TABLE_PREFIX"]
 
-#: The schema this code writes, kept in the ``meta`` table; a newer one is refused.
-SCHEMA_VERSION = 2
-# How often (in new nonces per process) remember_nonce deletes the expired ones.
-_NONCE_PURGE_EVERY = 100
+#: The layout this code writes, kept in the ``meta`` table. Versions 1 and 2 were the tables
+#: of each Store method (before the store was built on store.rules); they and newer ones are
+#: refused, never read or changed.
+SCHEMA_VERSION = 3
 
 #: What table names start with unless the URI says ``?table_prefix=...``.
 DEFAULT_TABLE_PREFIX = "openadr_"
@@ -107,10 +104,6 @@ _POOL_OPTIONS: dict[str, Callable[[str], float]] = {
     "max_overflow": int,
     "pool_timeout": float,
 }
-
-UTC = timezone.utc
-_ONLINE = "online"
-_OFFLINE = "offline"
 
 T = TypeVar("T")
 
@@ -198,36 +191,18 @@ def from_uri(uri: str, *, instance_path: str | None = None) -> SQLStore:
     return SQLStore(url, table_prefix=prefix, uri=shown, engine_options=engine_options)
 
 
-class _Reads(NamedTuple):
-    """The prebuilt reads of :attr:`SQLStore._reads`."""
-
-    ven: Any
-    ven_by_fingerprint: Any
-    delivered: Any
-    record: Any
-    records: Any
-    outbox: Any
-    poll_state: Any
-
-
 class _Tables(NamedTuple):
     metadata: sa.MetaData
     meta: sa.Table
-    vens: sa.Table
-    events: sa.Table
-    delivered: sa.Table
-    event_responses: sa.Table
-    outbox: sa.Table
-    records: sa.Table
-    liveness: sa.Table
-    nonces: sa.Table
+    rows: sa.Table
+    due: sa.Table
 
 
 def _define_tables(prefix: str) -> _Tables:
     """The store's tables, named ``prefix + name``, with types that work on every dialect."""
     from sqlalchemy.dialects import mysql
 
-    # Keys sort in code point order (list_vens, ties in the sweeps): collation "C" on
+    # Keys sort in code point order (the index's ties, list_vens): collation "C" on
     # PostgreSQL, utf8mb4_bin on MySQL; SQLite compares bytes already. MySQL cannot index TEXT.
     def key() -> sa.types.TypeEngine[str]:
         return (
@@ -236,119 +211,36 @@ def _define_tables(prefix: str) -> _Tables:
             .with_variant(sa.String(255, collation="utf8mb4_bin"), "mysql", "mariadb")
         )
 
-    def data() -> sa.types.TypeEngine[str]:
-        return sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-
-    def time() -> sa.types.TypeEngine[datetime]:
-        # timestamptz on PostgreSQL; microseconds on MySQL. Values are bound in UTC.
-        return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-    def column(name: str, type_: sa.types.TypeEngine[T], **kwargs: Any) -> sa.Column[T]:
+    def column(name: str, type_: sa.types.TypeEngine[T], *args: Any, **kwargs: Any) -> sa.Column[T]:
         kwargs.setdefault("nullable", False)
-        return sa.Column(name, type_, **kwargs)
+        return sa.Column(name, type_, *args, **kwargs)
 
     metadata = sa.MetaData()
-
-    def name(table: str) -> str:
-        return prefix + table
-
     meta = sa.Table(
-        name("meta"), metadata,
+        prefix + "meta", metadata,
         column("name", sa.String(64), primary_key=True),
         column("value", sa.BigInteger()),
     )
-    vens = sa.Table(
-        name("vens"), metadata,
-        column("ven_id", key(), primary_key=True),
-        column("fingerprint", key(), nullable=True),  # normalize_fingerprint(data.fingerprint)
-        column("data", data()),
-    )
-    sa.Index(name("vens_fingerprint"), vens.c.fingerprint, vens.c.ven_id)
-    events = sa.Table(
-        name("events"), metadata,
-        column("event_id", key(), primary_key=True),
-        column("position", sa.BigInteger()),
-        column("data", data()),
-    )
-    sa.Index(name("events_position"), events.c.position)
-    delivered = sa.Table(
-        name("delivered"), metadata,
-        column("ven_id", key(), primary_key=True),
-        column("data", data()),
-    )
-    event_responses = sa.Table(
-        name("event_responses"), metadata,
-        column("ven_id", key(), primary_key=True),
-        column("event_id", key(), primary_key=True),
-        column("modification_number", sa.BigInteger(), primary_key=True, autoincrement=False),
-        column("received_at", key(), nullable=True),  # UTC ISO text that sorts by time
-        column("data", data()),
-    )
-    sa.Index(name("event_responses_event"), event_responses.c.event_id)
-    outbox = sa.Table(
-        name("outbox"), metadata,
-        # bigserial on PostgreSQL; SQLite only numbers an INTEGER key by itself.
-        column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
-               autoincrement=True),
-        column("ven_id", key()),
-        column("priority", sa.Integer()),
-        column("data", data()),
-        sqlite_autoincrement=True,
-    )
-    sa.Index(name("outbox_next"), outbox.c.ven_id, outbox.c.priority, outbox.c.id)
-    records = sa.Table(
-        name("records"), metadata,
-        column("kind", key(), primary_key=True),
-        column("ven_id", key(), primary_key=True),
+    rows = sa.Table(
+        prefix + "rows", metadata,
+        column("tbl", sa.String(32), primary_key=True),
         column("key", key(), primary_key=True),
-        column("position", sa.BigInteger()),
-        column("data", data()),
+        column("part", key()),
+        # A row's place in its partition, never changed by a put of the same key: an identity
+        # column on PostgreSQL (dropped with the table); elsewhere the put numbers it.
+        column("seq", sa.BigInteger(), sa.Identity()),
+        column("version", sa.BigInteger()),
+        column("value", sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")),
     )
-    sa.Index(name("records_order"), records.c.kind, records.c.ven_id, records.c.position)
-    liveness = sa.Table(
-        name("liveness"), metadata,
-        column("ven_id", key(), primary_key=True),
-        column("state", sa.String(16), nullable=True),
-        column("epoch", sa.BigInteger()),
-        column("last_seen", time(), nullable=True),
-        column("offline_at", time(), nullable=True),
-        column("pending_kind", sa.String(16), nullable=True),
-        column("pending_epoch", sa.BigInteger(), nullable=True),
-        column("lease_until", time(), nullable=True),
-        # Whether the latest record_seen made the VEN online: RETURNING shows only new values,
-        # and this is how one INSERT ... ON CONFLICT statement tells its caller it won.
-        column("went_online", sa.Boolean(), default=False),
+    sa.Index(prefix + "rows_scan", rows.c.tbl, rows.c.part, rows.c.seq)
+    due = sa.Table(
+        prefix + "due", metadata,
+        column("name", sa.String(32), primary_key=True),
+        column("member", key(), primary_key=True),
+        column("score", key()),
     )
-    # Partial indexes (PostgreSQL, SQLite; a plain index elsewhere): a sweep reads only the
-    # rows it returns. The predicates use literals, as the sweep queries do, so that a generic
-    # plan of a prepared statement can still prove it may use them.
-    online = liveness.c.state == _literal(_ONLINE)
-    pending = liveness.c.pending_kind.is_not(None)
-    sa.Index(name("liveness_due"), liveness.c.offline_at, liveness.c.ven_id,
-             postgresql_where=online, sqlite_where=online)
-    sa.Index(name("liveness_stale"), liveness.c.lease_until, liveness.c.ven_id,
-             postgresql_where=pending, sqlite_where=pending)
-    # Version 2: replay nonces (remember_nonce).
-    nonces = sa.Table(
-        name("nonces"), metadata,
-        column("nonce", key(), primary_key=True),
-        column("expires_at", time()),
-    )
-    sa.Index(name("nonces_expiry"), nonces.c.expires_at)
-    return _Tables(metadata, meta, vens, events, delivered, event_responses, outbox, records,
-                   liveness, nonces)
-
-
-def _literal(text: str) -> Any:
-    """A string as an SQL literal rather than a bound parameter (``text`` is a constant)."""
-    assert "'" not in text
-    return sa.literal_column(f"'{text}'", sa.String())
-
-
-_SCOPED_LOCK = None if sa is None else sa.text(
-    "WITH vtn AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(:vtn) AS held) "
-    "SELECT pg_advisory_xact_lock(:ven) FROM vtn"
-)
+    sa.Index(prefix + "due_score", due.c.name, due.c.score, due.c.member)
+    return _Tables(metadata, meta, rows, due)
 
 
 def _advisory_key(prefix: str) -> int:
@@ -357,35 +249,8 @@ def _advisory_key(prefix: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _aware(name: str, value: datetime) -> datetime:
-    if not is_aware(value):
-        raise ValueError(f"{name} must be an aware datetime, got {value!r}")
-    return value.astimezone(UTC)
-
-
-def _epoch(epoch: int) -> int:
-    if not isinstance(epoch, int) or isinstance(epoch, bool):
-        raise ValueError(f"epoch must be an int, got {epoch!r}")
-    return epoch
-
-
-def _limit(limit: int) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-        raise ValueError(f"limit must be an int >= 0, got {limit!r}")
-    return limit
-
-
-class _Features(NamedTuple):
-    """What the dialect can do in one statement; the store falls back to steps under the
-    writer lock for what it cannot."""
-
-    upsert: str | None  # "on_conflict" (PostgreSQL, SQLite), "duplicate_key" (MySQL) or None
-    seen_in_one_statement: bool  # INSERT ... ON CONFLICT DO UPDATE ... RETURNING
-    pop_in_one_statement: bool  # DELETE ... RETURNING (FOR UPDATE SKIP LOCKED on PostgreSQL)
-
-
 class _Block(threading.local):
-    """This thread's open atomic() block: its connection and nesting depth, in process ``pid``."""
+    """This thread's open block: its connection and nesting depth, in process ``pid``."""
 
     pid = 0
     connection: sa.Connection | None = None
@@ -394,11 +259,159 @@ class _Block(threading.local):
     session: sa.Connection | None = None
 
 
-class SQLStore:
-    """A :class:`~flask_openadr.store.base.Store` in a SQL database, through SQLAlchemy Core.
+def _postgresql_statements(prefix: str) -> dict[str, Any]:
+    """The PostgreSQL statements, built once per backend with bound parameters (building a
+    construct per call cost 108 us of CPU against 43 us for executing a prebuilt one)."""
+    rows, due = f"{prefix}rows", f"{prefix}due"
+    keys = "ANY(CAST(:keys AS text[]))"
+    upsert = (f"ON CONFLICT (tbl, key) DO UPDATE SET version = {rows}.version + 1, "
+              "value = excluded.value")
+    text = {
+        "get": f"SELECT key, version, value FROM {rows} WHERE tbl = :t AND key = {keys}",
+        "get_one": f"SELECT key, version, value FROM {rows} WHERE tbl = :t AND key = :k",
+        "scan": f"SELECT key, version, value FROM {rows} WHERE tbl = :t AND part = :p "
+                "ORDER BY seq",
+        "put": f"INSERT INTO {rows} (tbl, key, part, version, value) "
+               f"VALUES (:t, :k, :p, 1, :v) {upsert}",
+        # A concurrent uncommitted insert of the key makes this wait, then do nothing.
+        "put_new": f"INSERT INTO {rows} (tbl, key, part, version, value) "
+                   "VALUES (:t, :k, :p, 1, :v) ON CONFLICT (tbl, key) DO NOTHING RETURNING 1",
+        # A concurrent update of the row makes this wait, then compare with the new version.
+        "put_if": f"UPDATE {rows} SET version = version + 1, value = :v "
+                  "WHERE tbl = :t AND key = :k AND version = :e RETURNING 1",
+        "put_many": f"INSERT INTO {rows} (tbl, key, part, version, value) "
+                    "SELECT :t, k, :p, 1, v FROM unnest(CAST(:keys AS text[]), "
+                    f"CAST(:values AS text[])) AS u(k, v) {upsert}",
+        "delete": f"DELETE FROM {rows} WHERE tbl = :t AND key = {keys}",
+        "index_set": f"INSERT INTO {due} (name, member, score) VALUES (:n, :m, :s) "
+                     "ON CONFLICT (name, member) DO UPDATE SET score = excluded.score",
+        "index_unset": f"DELETE FROM {due} WHERE name = :n AND member = :m",
+        "index_range": f"SELECT member, score FROM {due} WHERE name = :n AND score <= :upto "
+                       "ORDER BY score, member LIMIT :limit",
+        # One round trip for both locks: the VTN's shared, then the VEN's exclusively. The
+        # order matters (PostgreSQL queues a shared request behind a waiting exclusive one, so
+        # taking the VEN's lock first could close a cycle); the materialised CTE is evaluated
+        # before the outer SELECT, which fixes it.
+        "lock_ven": "WITH vtn AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(:vtn) AS "
+                    "held) SELECT pg_advisory_xact_lock(:ven) FROM vtn",
+        "lock_vtn": "SELECT pg_advisory_xact_lock(:vtn)",
+        "poll_state": _POLL_STATE.format(rows=rows),
+        "seen": _SEEN.format(rows=rows, due=due, liveness=LIVENESS, due_offline=DUE_OFFLINE,
+                             stale=STALE),
+    }
+    return {name: sa.text(sql) for name, sql in text.items()}
 
-    Open it with :func:`flask_openadr.store.open_store`; see the module documentation for the
-    tables, transactions and behaviour across processes and outages.
+
+# get_poll_state in one statement: the VEN's delivery row, its records of one kind and its
+# outbox, each in its partition's order (the rules' three reads).
+_POLL_STATE = (
+    "SELECT 0 AS part, seq, key, value FROM {rows} WHERE tbl = 'delivered' AND key = :ven "
+    "UNION ALL SELECT 1, seq, key, value FROM {rows} WHERE tbl = 'records' AND part = :records "
+    "UNION ALL SELECT 2, seq, key, value FROM {rows} WHERE tbl = 'outbox' AND part = :ven "
+    "ORDER BY part, seq"
+)
+
+# record_seen's compare-and-set in one statement, the rules' RulesStore._seen: the VEN's
+# liveness row is read and locked (FOR UPDATE waits for a concurrent writer and then reads its
+# row), written back with its version checked, and the index entries follow it. The new row,
+# when there was none, is inserted unless a concurrent insert won (written is then false and
+# the caller runs the statement again, which sees that row).
+_SEEN = """
+WITH old AS (
+  SELECT version, CAST(value AS jsonb) AS j FROM {rows}
+  WHERE tbl = '{liveness}' AND key = :ven FOR UPDATE
+), new AS (
+  SELECT version, j->>'state' = 'online' AS stays, CASE WHEN j->>'state' = 'online'
+    THEN j || jsonb_build_object('last_seen', CAST(:now AS text),
+                                 'offline_at', CAST(:offline_at AS text))
+    ELSE jsonb_build_object(
+      'state', 'online', 'epoch', CAST(j->>'epoch' AS bigint) + 1,
+      'last_seen', CAST(:now AS text), 'offline_at', CAST(:offline_at AS text),
+      'pending_kind', 'online', 'pending_epoch', CAST(j->>'epoch' AS bigint) + 1,
+      'lease_until', CAST(:lease_until AS text)) END AS j
+  FROM old
+  UNION ALL
+  SELECT 0, false, jsonb_build_object(
+      'state', 'online', 'epoch', 1, 'last_seen', CAST(:now AS text),
+      'offline_at', CAST(:offline_at AS text), 'pending_kind', 'online', 'pending_epoch', 1,
+      'lease_until', CAST(:lease_until AS text))
+  WHERE NOT EXISTS (SELECT FROM old)
+), updated AS (
+  UPDATE {rows} AS r SET version = r.version + 1, value = CAST(new.j AS text) FROM new
+  WHERE new.version > 0 AND r.tbl = '{liveness}' AND r.key = :ven AND r.version = new.version
+  RETURNING 1
+), inserted AS (
+  INSERT INTO {rows} (tbl, key, part, version, value)
+  SELECT '{liveness}', :ven, '', 1, CAST(new.j AS text) FROM new WHERE new.version = 0
+  ON CONFLICT (tbl, key) DO NOTHING RETURNING 1
+), written AS (
+  SELECT 1 FROM updated UNION ALL SELECT 1 FROM inserted
+), offline AS (
+  INSERT INTO {due} (name, member, score)
+  SELECT '{due_offline}', :ven, CAST(:offline_at AS text) FROM written
+  ON CONFLICT (name, member) DO UPDATE SET score = excluded.score
+), stale AS (
+  INSERT INTO {due} (name, member, score)
+  SELECT '{stale}', :ven, CAST(:lease_until AS text) FROM written, new WHERE NOT new.stays
+  ON CONFLICT (name, member) DO UPDATE SET score = excluded.score
+)
+SELECT new.stays, CAST(new.j->>'epoch' AS bigint) AS epoch,
+       EXISTS (SELECT FROM written) AS written
+FROM new
+"""
+
+
+class _Portable(NamedTuple):
+    """The statements of the other databases: plain SQL, run while the block holds the
+    writer lock (a row of ``meta``), which makes each read-then-write a compare-and-set."""
+
+    get: Any
+    scan: Any
+    version: Any
+    next_seq: Any
+    insert: Any
+    update: Any
+    delete: Any
+    index_insert: Any
+    index_unset: Any
+    index_range: Any
+    lock: Any
+
+
+def _portable_statements(tables: _Tables) -> _Portable:
+    rows, due, meta = tables.rows, tables.due, tables.meta
+    table, key = rows.c.tbl == sa.bindparam("t"), rows.c.key == sa.bindparam("k")
+    return _Portable(
+        get=sa.select(rows.c.key, rows.c.version, rows.c.value)
+        .where(table, rows.c.key.in_(sa.bindparam("keys", expanding=True))),
+        scan=sa.select(rows.c.key, rows.c.version, rows.c.value)
+        .where(table, rows.c.part == sa.bindparam("p")).order_by(rows.c.seq),
+        version=sa.select(rows.c.version).where(table, key),
+        next_seq=sa.select(sa.func.coalesce(sa.func.max(rows.c.seq), 0) + 1)
+        .where(table, rows.c.part == sa.bindparam("p")),
+        insert=sa.insert(rows).values(
+            tbl=sa.bindparam("t"), key=sa.bindparam("k"), part=sa.bindparam("p"),
+            seq=sa.bindparam("seq"), version=1, value=sa.bindparam("v")),
+        update=sa.update(rows).where(table, key)
+        .values(version=rows.c.version + 1, value=sa.bindparam("v")),
+        delete=sa.delete(rows).where(table, rows.c.key.in_(sa.bindparam("keys", expanding=True))),
+        index_insert=sa.insert(due).values(name=sa.bindparam("n"), member=sa.bindparam("m"),
+                                           score=sa.bindparam("s")),
+        index_unset=sa.delete(due).where(due.c.name == sa.bindparam("n"),
+                                         due.c.member == sa.bindparam("m")),
+        index_range=sa.select(due.c.member, due.c.score)
+        .where(due.c.name == sa.bindparam("n"), due.c.score <= sa.bindparam("upto"))
+        .order_by(due.c.score, due.c.member).limit(sa.bindparam("limit")),
+        lock=sa.update(meta).where(meta.c.name == "writer_lock")
+        .values(value=meta.c.value + 1),
+    )
+
+
+class SQLBackend:
+    """A :class:`~flask_openadr.store.rules.Backend` in a SQL database, through SQLAlchemy Core.
+
+    See the module documentation for the tables, transactions and behaviour across processes
+    and outages.
 
     :param url: the database URL (a :class:`sqlalchemy.engine.URL` or str), without
         ``table_prefix``.
@@ -408,9 +421,6 @@ class SQLStore:
         (``pool_size``, ``max_overflow``, ``pool_timeout``, ...).
     """
 
-    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
-    single_process: ClassVar[bool] = False
-
     def __init__(self, url: str | sa.URL, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
                  uri: str | None = None, engine_options: dict[str, Any] | None = None):
         if sa is None:
@@ -419,9 +429,12 @@ class SQLStore:
         self.uri = uri or self.url.render_as_string(hide_password=True)
         self.table_prefix = table_prefix
         self.tables = _define_tables(table_prefix)
-        self.backend = self.url.get_backend_name()
+        self.dialect_name = self.url.get_backend_name()
+        #: Whether the PostgreSQL statements (per-VEN locks, ON CONFLICT, fast paths) are used.
+        self.postgresql = self.dialect_name == "postgresql"
+        self._statements = _postgresql_statements(table_prefix) if self.postgresql else {}
+        self._portable = _portable_statements(self.tables)
         self._engine_options = dict(engine_options or {})
-        self._postgresql = self.backend == "postgresql"
         self._advisory_key = _advisory_key(table_prefix)
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -431,11 +444,9 @@ class SQLStore:
         self._inherited: list[sa.pool.Pool] = []
         self._block = _Block()
         self._schema_ready = False
-        self._nonce_calls = 0  # remember_nonce purges expired nonces every so many calls
-        self._features: _Features | None = None
 
     def __repr__(self) -> str:
-        return f"SQLStore({self.uri!r}, table_prefix={self.table_prefix!r})"
+        return f"SQLBackend({self.uri!r}, table_prefix={self.table_prefix!r})"
 
     # -- engine, per process -------------------------------------------------------------------
 
@@ -465,7 +476,7 @@ class SQLStore:
 
     def _create_engine(self) -> sa.Engine:
         options: dict[str, Any] = {}
-        if self._postgresql and self.url.get_driver_name() in ("psycopg", "psycopg2"):
+        if self.postgresql and self.url.get_driver_name() in ("psycopg", "psycopg2"):
             # Fail fast while the server is unreachable (the default is to wait forever).
             connect_args: dict[str, str | int] = {}
             if "connect_timeout" not in self.url.query:
@@ -477,7 +488,7 @@ class SQLStore:
             if "application_name" not in self.url.query:
                 connect_args["application_name"] = "flask-openadr"
             options["connect_args"] = connect_args
-        elif self.backend in ("mysql", "mariadb"):
+        elif self.dialect_name in ("mysql", "mariadb"):
             # Reads inside a block see what the writers before it committed.
             options["isolation_level"] = "READ COMMITTED"
         options.update(self._engine_options)
@@ -485,20 +496,6 @@ class SQLStore:
             engine = sa.create_engine(self.url, **options)
         _ping_when_idle(engine)
         return engine
-
-    def features(self) -> _Features:
-        """What this database does in one statement (known once the first engine exists)."""
-        if self._features is None:
-            dialect = self._engine().dialect
-            on_conflict = self.backend in ("postgresql", "sqlite")
-            self._features = _Features(
-                upsert="on_conflict" if on_conflict else (
-                    "duplicate_key" if self.backend in ("mysql", "mariadb") else None
-                ),
-                seen_in_one_statement=on_conflict and bool(dialect.insert_returning),
-                pop_in_one_statement=on_conflict and bool(dialect.delete_returning),
-            )
-        return self._features
 
     def close(self) -> None:
         """Close this process's pooled connections (the store reconnects when used again).
@@ -545,61 +542,72 @@ class SQLStore:
 
     # -- schema --------------------------------------------------------------------------------
 
-    def maintain(self, now: datetime | None = None) -> None:
-        """Nothing to do (see :meth:`~flask_openadr.store.base.Store.maintain`)."""
-
     def create_schema(self) -> None:
-        """Create the tables and indexes that do not exist yet (idempotent); see
-        :meth:`flask_openadr.store.base.Store.create_schema`. Safe to run from several
-        processes at once.
+        """Create the tables and indexes that do not exist yet (idempotent); safe to run from
+        several processes at once.
 
-        :raises StoreError: when the database holds a schema written by a newer flask-openadr.
+        :raises StoreError: when the tables hold another layout (an older or newer version).
         """
         if self._block.pid == os.getpid() and self._block.connection is not None:
             with self._errors():
                 self._create_schema(self._block.connection)
         else:
             engine = self._engine()
-            attempts = 1 if self._postgresql else 3
+            attempts = 1 if self.postgresql else 3
             for attempt in range(attempts):
                 try:
                     with self._errors(), engine.begin() as connection:
-                        if self._postgresql:
-                            self._lock_writers(connection)
+                        if self.postgresql:
+                            connection.execute(self._statements["lock_vtn"],
+                                               {"vtn": self._advisory_key})
                         self._create_schema(connection)
                     break
-                except StoreError:
+                except StoreError as exc:
                     # Without transactional DDL two processes may both create a table; the
-                    # loser's next look finds it there.
-                    if attempt == attempts - 1:
+                    # loser's next look finds it there. Another layout is final.
+                    if attempt == attempts - 1 or isinstance(exc.__cause__, _OtherLayout):
                         raise
         self._schema_ready = True
 
+    def _version(self, connection: sa.Connection) -> int | None:
+        meta = self.tables.meta
+        if not sa.inspect(connection).has_table(meta.name):
+            return None
+        version: int | None = connection.execute(
+            sa.select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
+        return version
+
+    def _check_version(self, version: int | None) -> None:
+        """Refuse tables of another layout, naming what was found and what to do: they are
+        never read, converted or dropped."""
+        if version is None or version == SCHEMA_VERSION:
+            return
+        prefix = self.table_prefix
+        if version < SCHEMA_VERSION:
+            message = (
+                f"SQL store {self.uri}: the tables {prefix}* hold layout version {version}, "
+                f"the one-table-per-kind layout of an earlier development version of "
+                f"flask-openadr 0.1.0; this version stores everything in {prefix}rows and "
+                f"{prefix}due (layout {SCHEMA_VERSION}) and does not read or convert the old "
+                f"tables. Drop the tables {prefix}* (the VENs then register again), or keep "
+                "them and point this VTN at another ?table_prefix="
+            )
+        else:
+            message = (
+                f"SQL store {self.uri}: the tables {prefix}* have layout version {version}, "
+                f"written by a newer flask-openadr; this one knows up to {SCHEMA_VERSION}"
+            )
+        raise StoreError(message) from _OtherLayout(version)
+
     def _create_schema(self, connection: sa.Connection) -> None:
-        tables = self.tables
-        tables.metadata.create_all(connection, checkfirst=True)
-        meta = tables.meta
-        version = connection.execute(
-            sa.select(meta.c.value).where(meta.c.name == "schema_version")
-        ).scalar()
+        version = self._version(connection)
+        self._check_version(version)  # before anything is created beside another layout
+        self.tables.metadata.create_all(connection, checkfirst=True)
         if version is None:
             connection.execute(
-                sa.insert(meta),
+                sa.insert(self.tables.meta),
                 [{"name": "schema_version", "value": SCHEMA_VERSION},
                  {"name": "writer_lock", "value": 0}],
-            )
-        elif version < SCHEMA_VERSION:
-            # create_all above added the tables of the newer versions (each version so far
-            # only adds tables).
-            connection.execute(
-                sa.update(meta).where(meta.c.name == "schema_version")
-                .values(value=SCHEMA_VERSION)
-            )
-        elif version > SCHEMA_VERSION:
-            raise StoreError(
-                f"SQL store {self.uri}: the tables {self.table_prefix}* have schema version "
-                f"{version}, written by a newer flask-openadr; this one knows up to "
-                f"{SCHEMA_VERSION}"
             )
 
     def _ensure_schema(self) -> None:
@@ -607,14 +615,10 @@ class SQLStore:
         takes no lock, so it never waits for (or on) a block open in this or another thread."""
         if self._schema_ready:
             return
-        meta = self.tables.meta
         with self._errors(), self._engine().connect() as connection:
             connection.execution_options(isolation_level="AUTOCOMMIT")
-            version = None
-            if sa.inspect(connection).has_table(meta.name):
-                version = connection.execute(
-                    sa.select(meta.c.value).where(meta.c.name == "schema_version")
-                ).scalar()
+            version = self._version(connection)
+        self._check_version(version)
         if version == SCHEMA_VERSION:
             self._schema_ready = True
         else:
@@ -634,35 +638,27 @@ class SQLStore:
         return block
 
     def _lock_writers(self, connection: sa.Connection, ven_id: str | None = None) -> None:
-        """Make every other writer of these tables (of this VEN, with ``ven_id``) wait until
-        this transaction ends."""
-        if self._postgresql and ven_id is not None:
-            # One round trip for both: the VTN's lock shared, then the VEN's exclusively. The
-            # order matters (PostgreSQL queues a shared request behind a waiting exclusive one,
-            # so taking the VEN's lock first could close a cycle); the materialised CTE is
-            # evaluated before the outer SELECT, which fixes it.
-            connection.execute(_SCOPED_LOCK, {
+        """Make every other block of these tables that conflicts with this one (of this VEN,
+        or VTN-wide ones, with ``ven_id``; every other without) wait until this transaction
+        ends."""
+        if not self.postgresql:
+            connection.execute(self._portable.lock)
+        elif ven_id is not None:
+            connection.execute(self._statements["lock_ven"], {
                 "vtn": self._advisory_key,
                 "ven": _advisory_key(f"{self.table_prefix}\0{ven_id}"),
             })
-        elif self._postgresql:
-            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(self._advisory_key)))
         else:
-            meta = self.tables.meta
-            connection.execute(
-                sa.update(meta).where(meta.c.name == "writer_lock").values(value=meta.c.value + 1)
-            )
+            connection.execute(self._statements["lock_vtn"], {"vtn": self._advisory_key})
 
     @contextlib.contextmanager
-    def atomic(self, ven_id: str | None = None) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.atomic`.
+    def transaction(self, lock: str | None = None) -> Iterator[None]:
+        """See :class:`~flask_openadr.store.rules.Backend`.
 
-        The outermost block takes a connection from the pool, begins a transaction and takes
-        the writer lock (see the module documentation) before anything else, so a second
-        writer, in any thread of any process, waits there before it has read anything. On
-        PostgreSQL a block with ``ven_id`` takes the VTN's advisory lock shared and the VEN's
-        own advisory lock exclusively, so blocks of different VENs run side by side while
-        VTN-wide blocks (which take the VTN's lock exclusively) still exclude them all.
+        The outermost block takes a connection (the session's, or one from the pool), begins a
+        transaction and takes the locks (see the module documentation) before anything else,
+        so a conflicting block, in any thread of any process, waits there before it has read
+        anything. A nested block joins it, whatever its ``lock``.
         """
         block = self._current()
         if block.connection is not None:
@@ -685,7 +681,7 @@ class SQLStore:
                 connection.execution_options(isolation_level=connection.default_isolation_level)
             try:
                 transaction = connection.begin()
-                self._lock_writers(connection, ven_id)
+                self._lock_writers(connection, lock)
             except BaseException:
                 self._end_block_connection(connection, owned)
                 raise
@@ -720,9 +716,9 @@ class SQLStore:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
-        """See :meth:`flask_openadr.store.base.Store.session`: one connection from the pool
-        for everything this thread does until the end, in autocommit outside atomic() blocks
-        (whose transactions run on it too). Re-entrant; inside a block, nothing changes."""
+        """One connection from the pool for everything this thread does until the end, in
+        autocommit outside blocks (whose transactions run on it too). Re-entrant; inside a
+        block, nothing changes."""
         block = self._current()
         if block.session is not None or block.connection is not None:
             yield
@@ -765,657 +761,231 @@ class SQLStore:
                 connection.execution_options(isolation_level="AUTOCOMMIT")
                 return work(connection)
 
-    def _write(self, work: Callable[[sa.Connection], T]) -> T:
-        """``work(connection)`` while holding the writer lock: in this thread's block, or in a
-        short block of its own."""
-        with self.atomic():
-            return self._run(work)
+    def _execute(self, statement: Any, parameters: dict[str, Any]) -> list[Any]:
+        """The rows of one statement (none for a write without RETURNING)."""
+        def work(connection: sa.Connection) -> list[Any]:
+            result = connection.execute(statement, parameters)
+            return list(result.all()) if result.returns_rows else []
 
-    def _rows(self, statement: Any) -> Sequence[Any]:
-        return self._run(lambda connection: connection.execute(statement).all())
+        return self._run(work)
 
-    def _upsert(self, connection: sa.Connection, table: sa.Table, values: dict[str, Any],
-                update: list[str]) -> None:
-        """Insert ``values``, or update the ``update`` columns of the row with the same primary
-        key. The caller holds the writer lock (the fallback is an UPDATE, then an INSERT)."""
-        keys = [column.name for column in table.primary_key.columns]
-        upsert = self.features().upsert
-        if upsert == "on_conflict":
-            dialect = _dialect_module(self.backend)
-            statement = dialect.insert(table).values(values)
-            statement = statement.on_conflict_do_update(
-                index_elements=keys, set_={name: statement.excluded[name] for name in update}
-            )
-            connection.execute(statement)
-        elif upsert == "duplicate_key":
-            from sqlalchemy.dialects import mysql
+    # -- rows ----------------------------------------------------------------------------------
 
-            statement = mysql.insert(table).values(values)
-            statement = statement.on_duplicate_key_update(
-                {name: statement.inserted[name] for name in update}
-            )
-            connection.execute(statement)
+    def get(self, table: str, keys: Iterable[str]) -> dict[str, Row]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        if self.postgresql:
+            # Any number of keys in one round trip: one array parameter.
+            if len(wanted) == 1:
+                found = self._execute(self._statements["get_one"], {"t": table, "k": wanted[0]})
+            else:
+                found = self._execute(self._statements["get"], {"t": table, "keys": wanted})
         else:
-            where = [table.c[name] == values[name] for name in keys]
-            changed = connection.execute(
-                sa.update(table).where(*where).values({name: values[name] for name in update})
-            )
-            if changed.rowcount == 0:
-                connection.execute(sa.insert(table).values(values))
+            found = []
+            for start in range(0, len(wanted), MANY_CHUNK):
+                found += self._execute(self._portable.get, {
+                    "t": table, "keys": wanted[start:start + MANY_CHUNK]})
+        return {key: Row(version, value) for key, version, value in found}
 
-    def _next_position(self, connection: sa.Connection, table: sa.Table,
-                       *where: sa.ColumnElement[bool]) -> int:
-        """One more than the highest ``position`` (a subquery in the INSERT would be one round
-        trip less, but MySQL refuses to read the table it inserts into)."""
-        highest = connection.execute(
-            sa.select(sa.func.max(table.c.position)).where(*where)
-        ).scalar()
-        return (highest or 0) + 1
+    def scan(self, table: str, partition: str) -> list[tuple[str, Row]]:
+        statement = self._statements["scan"] if self.postgresql else self._portable.scan
+        return [(key, Row(version, value))
+                for key, version, value in self._execute(statement, {"t": table, "p": partition})]
 
-    # -- VENs ----------------------------------------------------------------------------------
-    # Values are validated and encoded before any statement runs, so a refused value writes
-    # nothing.
+    def put(self, table: str, key: str, value: str, *, partition: str = "",
+            expect: int | None = None) -> bool:
+        if not self.postgresql:
+            return self._put_portable(table, key, value, partition, expect)
+        parameters = {"t": table, "k": key, "p": partition, "v": value}
+        if expect is None:
+            self._execute(self._statements["put"], parameters)
+            return True
+        if expect == 0:
+            return bool(self._execute(self._statements["put_new"], parameters))
+        return bool(self._execute(self._statements["put_if"], dict(parameters, e=expect)))
 
-    @functools.cached_property
-    def _reads(self) -> _Reads:
-        """The reads every VEN message makes, built once with bound parameters: building a
-        construct costs more CPU than executing it (on PostgreSQL 108 us against 43 us per
-        read, bench figures in docs/benchmarks.rst), and a poll makes several."""
-        tables = self.tables
-        vens, delivered, records, outbox = tables.vens, tables.delivered, tables.records, \
-            tables.outbox
-        ven_id: sa.BindParameter[str] = sa.bindparam("ven_id")
-        return _Reads(
-            ven=sa.select(vens.c.data).where(vens.c.ven_id == ven_id),
-            ven_by_fingerprint=sa.select(vens.c.data)
-            .where(vens.c.fingerprint == sa.bindparam("fingerprint"))
-            .order_by(vens.c.ven_id).limit(1),
-            delivered=sa.select(delivered.c.data).where(delivered.c.ven_id == ven_id),
-            record=sa.select(records.c.data).where(
-                records.c.kind == sa.bindparam("kind"), records.c.ven_id == ven_id,
-                records.c.key == sa.bindparam("key")),
-            records=sa.select(records.c.data).where(
-                records.c.kind == sa.bindparam("kind"), records.c.ven_id == ven_id)
-            .order_by(records.c.position),
-            outbox=sa.select(outbox.c.data).where(outbox.c.ven_id == ven_id)
-            .order_by(outbox.c.priority, outbox.c.id),
-            poll_state=self._poll_state_statement(),
-        )
+    def _put_portable(self, table: str, key: str, value: str, partition: str,
+                      expect: int | None) -> bool:
+        statements = self._portable
+        with self.transaction():  # the writer lock, so the read still holds at the write
+            found = self._execute(statements.version, {"t": table, "k": key})
+            version = found[0][0] if found else 0
+            if expect is not None and version != expect:
+                return False
+            if found:
+                self._execute(statements.update, {"t": table, "k": key, "v": value})
+                return True
+            seq = self._execute(statements.next_seq, {"t": table, "p": partition})[0][0]
+            self._execute(statements.insert, {"t": table, "k": key, "p": partition, "seq": seq,
+                                              "v": value})
+            return True
 
-    def _poll_state_statement(self) -> Any:
-        """get_delivered, list_records and list_outbox of one VEN as one UNION ALL: each row
-        says which of the three it belongs to (``part``) and its place there (``o1``, ``o2``).
-        With the prebuilt reads it took an empty PostgreSQL poll from 2.15 to about 1.5 ms of
-        worker CPU (docs/benchmarks.rst, "Delivery at scale")."""
-        tables = self.tables
-        delivered, records, outbox = tables.delivered, tables.records, tables.outbox
-        ven_id: sa.BindParameter[str] = sa.bindparam("ven_id")
-
-        def number(value: int) -> Any:
-            return sa.literal_column(str(value), sa.BigInteger())
-
-        return sa.union_all(
-            sa.select(number(0).label("part"), number(0).label("o1"), number(0).label("o2"),
-                      delivered.c.data).where(delivered.c.ven_id == ven_id),
-            sa.select(number(1), records.c.position, number(0), records.c.data)
-            .where(records.c.kind == sa.bindparam("kind"), records.c.ven_id == ven_id),
-            sa.select(number(2), outbox.c.priority, outbox.c.id, outbox.c.data)
-            .where(outbox.c.ven_id == ven_id),
-        ).order_by(sa.text("part"), sa.text("o1"), sa.text("o2"))
-
-    def _read(self, statement: Any, **parameters: Any) -> Sequence[Any]:
-        return self._run(lambda connection: connection.execute(statement, parameters).all())
-
-    def get_ven(self, ven_id: str) -> VenRecord | None:
-        rows = self._read(self._reads.ven, ven_id=ven_id)
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def get_ven_by_fingerprint(self, fingerprint: str) -> VenRecord | None:
-        wanted = normalize_fingerprint(fingerprint)
-        if wanted is None:
-            return None
-        rows = self._read(self._reads.ven_by_fingerprint, fingerprint=wanted)
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def put_ven(self, ven: VenRecord) -> None:
-        values = {
-            "ven_id": ven_id_of(ven),
-            "fingerprint": normalize_fingerprint(ven.get("fingerprint")),
-            "data": serialize.dumps(ven),
-        }
-        self._write(lambda c: self._upsert(c, self.tables.vens, values, ["fingerprint", "data"]))
-
-    def list_vens(self) -> list[VenRecord]:
-        vens = self.tables.vens
-        rows = self._rows(sa.select(vens.c.data).order_by(vens.c.ven_id))
-        return [serialize.loads(data) for (data,) in rows]
-
-    def delete_event_responses(self, event_id: str) -> None:
-        table = self.tables.event_responses
-        self._write(lambda c: c.execute(sa.delete(table).where(table.c.event_id == event_id)))
-
-    # -- events --------------------------------------------------------------------------------
-
-    def put_event(self, event: dict[str, Any]) -> None:
-        event_id = event_id_of(event)
-        text = serialize.dumps(event)
-        events = self.tables.events
-
-        def work(connection: sa.Connection) -> None:
-            # A replaced event keeps its position; a new one goes after every other.
-            position = self._next_position(connection, events)
-            values = {"event_id": event_id, "position": position, "data": text}
-            self._upsert(connection, events, values, ["data"])
-
-        self._write(work)
-
-    def get_event(self, event_id: str) -> dict[str, Any] | None:
-        events = self.tables.events
-        rows = self._rows(sa.select(events.c.data).where(events.c.event_id == event_id))
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def get_events(self, event_ids: list[str]) -> dict[str, dict[str, Any]]:
-        events = self.tables.events
-        return self._load_many(events, events.c.event_id, event_ids)
-
-    def _load_many(self, table: sa.Table, key: sa.Column[Any],
-                   keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The decoded ``data`` of the rows of ``table`` whose ``key`` column is one of ``keys``
-        (missing ones left out), read MANY_CHUNK keys a statement."""
-        found: dict[str, dict[str, Any]] = {}
-        unique = list(dict.fromkeys(keys))
-        for start in range(0, len(unique), MANY_CHUNK):
-            chunk = unique[start:start + MANY_CHUNK]
-            for found_key, data in self._rows(sa.select(key, table.c.data).where(key.in_(chunk))):
-                found[found_key] = serialize.loads(data)
-        return found
-
-    def list_events(self) -> list[dict[str, Any]]:
-        events = self.tables.events
-        rows = self._rows(sa.select(events.c.data).order_by(events.c.position))
-        return [serialize.loads(data) for (data,) in rows]
-
-    def delete_event(self, event_id: str) -> None:
-        events = self.tables.events
-        self._write(lambda c: c.execute(sa.delete(events).where(events.c.event_id == event_id)))
-
-    # -- delivery state ------------------------------------------------------------------------
-
-    def get_delivered(self, ven_id: str) -> dict[str, int]:
-        rows = self._read(self._reads.delivered, ven_id=ven_id)
-        return serialize.loads(rows[0][0]) if rows else {}
-
-    def set_delivered(self, ven_id: str, delivered: dict[str, int]) -> None:
-        if not isinstance(delivered, dict):
-            raise TypeError(f"delivered must be a dict of event_id -> int, got {delivered!r}")
-        table = self.tables.delivered
-        if not delivered:
-            self._write(lambda c: c.execute(sa.delete(table).where(table.c.ven_id == ven_id)))
+    def put_many(self, table: str, values: dict[str, str], partition: str = "") -> None:
+        """``put`` of every key to its value (no compare-and-set) in a few statements: one per
+        thousands of rows on PostgreSQL. Not part of the Backend protocol; the store's
+        set_delivered_many fast path uses it."""
+        if not self.postgresql:
+            with self.transaction():
+                for key, value in values.items():
+                    self.put(table, key, value, partition=partition)
             return
-        values = {"ven_id": ven_id, "data": serialize.dumps(delivered)}
-        self._write(lambda c: self._upsert(c, table, values, ["data"]))
+        items = list(values.items())
+        for start in range(0, len(items), _PUT_MANY_CHUNK):
+            chunk = items[start:start + _PUT_MANY_CHUNK]
+            self._execute(self._statements["put_many"], {
+                "t": table, "p": partition, "keys": [key for key, _ in chunk],
+                "values": [value for _, value in chunk]})
 
-    def get_delivered_many(self, ven_ids: list[str]) -> dict[str, dict[str, Any]]:
-        table = self.tables.delivered
-        found: dict[str, dict[str, Any]] = {ven_id: {} for ven_id in ven_ids}
-        found.update(self._load_many(table, table.c.ven_id, ven_ids))
-        return found
+    def delete(self, table: str, keys: Iterable[str]) -> None:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return
+        if self.postgresql:
+            self._execute(self._statements["delete"], {"t": table, "keys": wanted})
+            return
+        with self.transaction():
+            for start in range(0, len(wanted), MANY_CHUNK):
+                self._execute(self._portable.delete,
+                              {"t": table, "keys": wanted[start:start + MANY_CHUNK]})
 
-    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
-        for value in delivered.values():
-            check_delivered(value)
-        table = self.tables.delivered
-        gone = [ven_id for ven_id, value in delivered.items() if not value]
-        kept = [{"ven_id": ven_id, "data": serialize.dumps(value)}
-                for ven_id, value in delivered.items() if value]
+    # -- the index of due items ----------------------------------------------------------------
 
-        def write(connection: sa.Connection) -> None:
-            for start in range(0, len(gone), MANY_CHUNK):
-                connection.execute(sa.delete(table).where(
-                    table.c.ven_id.in_(gone[start:start + MANY_CHUNK])))
-            if not kept:
-                return
-            if self.features().upsert == "on_conflict":
-                # One statement, many rows: a few round trips for thousands of VENs.
-                statement = _dialect_module(self.backend).insert(table)
-                statement = statement.on_conflict_do_update(
-                    index_elements=["ven_id"], set_={"data": statement.excluded["data"]})
-                for start in range(0, len(kept), MANY_CHUNK):
-                    connection.execute(statement, kept[start:start + MANY_CHUNK])
-            else:
-                for values in kept:
-                    self._upsert(connection, table, values, ["data"])
+    def index_set(self, index: str, member: str, score: str | None) -> None:
+        parameters = {"n": index, "m": member, "s": score}
+        if self.postgresql:
+            name = "index_unset" if score is None else "index_set"
+            self._execute(self._statements[name], parameters)
+            return
+        with self.transaction():
+            self._execute(self._portable.index_unset, parameters)
+            if score is not None:
+                self._execute(self._portable.index_insert, parameters)
 
-        self._write(write)
+    def index_range(self, index: str, upto: str, limit: int) -> list[tuple[str, str]]:
+        statement = self._statements["index_range"] if self.postgresql \
+            else self._portable.index_range
+        rows = self._execute(statement, {"n": index, "upto": upto, "limit": limit})
+        return [(member, score) for member, score in rows]
 
-    # -- event responses -----------------------------------------------------------------------
+    # -- fast paths' statements (PostgreSQL) ---------------------------------------------------
 
-    def put_event_response(self, response: EventResponseRecord) -> None:
-        ven_id, event_id, modification_number = event_response_key(response)
-        values = {
-            "ven_id": ven_id,
-            "event_id": event_id,
-            "modification_number": modification_number,
-            "received_at": received_at_text(response),
-            "data": serialize.dumps(response),
-        }
-        table = self.tables.event_responses
-        self._write(lambda c: self._upsert(c, table, values, ["received_at", "data"]))
+    def seen(self, ven_id: str, now: str, offline_at: str,
+             lease_until: str) -> tuple[bool, int]:
+        """record_seen's liveness compare-and-set as one statement: whether the VEN was online
+        already, and its epoch now."""
+        parameters = {"ven": ven_id, "now": now, "offline_at": offline_at,
+                      "lease_until": lease_until}
+        while True:
+            stays, epoch, written = self._execute(self._statements["seen"], parameters)[0]
+            if written:
+                return stays, epoch
+            # Another process inserted the VEN's first row first: read it and go again.
 
-    def list_event_responses(self, event_id: str) -> list[EventResponseRecord]:
-        table = self.tables.event_responses
-        # A missing received_at sorts first, as in the other stores; PostgreSQL would put NULL
-        # last and MySQL does not know NULLS FIRST, so say it with a CASE.
-        rows = self._rows(
-            sa.select(table.c.data)
-            .where(table.c.event_id == event_id)
-            .order_by(
-                sa.case((table.c.received_at.is_(None), 0), else_=1),
-                table.c.received_at,
-                table.c.ven_id,
-                table.c.modification_number,
-            )
-        )
-        return [serialize.loads(data) for (data,) in rows]
+    def poll_rows(self, ven_id: str, records: str) -> list[Any]:
+        """The rows of get_poll_state as ``(part, seq, key, value)``, by part then seq."""
+        return self._execute(self._statements["poll_state"], {"ven": ven_id,
+                                                              "records": records})
 
-    # -- outbox --------------------------------------------------------------------------------
 
-    def push_outbox(self, ven_id: str, item: OutboxItem) -> None:
-        values = {"ven_id": ven_id, "priority": outbox_priority(item),
-                  "data": serialize.dumps(item)}
-        outbox = self.tables.outbox
-        self._write(lambda c: c.execute(sa.insert(outbox).values(values)))
+class _OtherLayout(Exception):
+    """The cause of the StoreError refusing tables of another layout version."""
 
-    def _next_item(self, ven_id: str, max_priority: int | None) -> Any:
-        outbox = self.tables.outbox
-        query = sa.select(outbox.c.id).where(outbox.c.ven_id == ven_id)
-        if max_priority is not None:
-            query = query.where(outbox.c.priority <= max_priority)
-        return query.order_by(outbox.c.priority, outbox.c.id).limit(1)
 
-    def pop_outbox(self, ven_id: str, max_priority: int | None = None) -> OutboxItem | None:
-        check_max_priority(max_priority)
-        outbox = self.tables.outbox
-        if self.features().pop_in_one_statement:
-            # One statement: the subquery locks the next row that no other transaction has
-            # locked (SQLite has one writer at a time and no FOR UPDATE), the DELETE takes it.
-            chosen = self._next_item(ven_id, max_priority).with_for_update(skip_locked=True)
-            statement = (
-                sa.delete(outbox)
-                .where(outbox.c.id == chosen.scalar_subquery())
-                .returning(outbox.c.data)
-            )
-            rows = self._run(lambda c: c.execute(statement).all())
-            return serialize.loads(rows[0][0]) if rows else None
+# Rows per statement of put_many: big enough that 100,000 VENs take a few round trips, small
+# enough that one statement's parameters stay a few megabytes.
+_PUT_MANY_CHUNK = 10_000
 
-        # Under the writer lock: nobody pops between the read and the delete.
-        def work(connection: sa.Connection) -> str | None:
-            chosen = self._next_item(ven_id, max_priority).add_columns(outbox.c.data)
-            row = connection.execute(chosen).first()
-            if row is None:
-                return None
-            connection.execute(sa.delete(outbox).where(outbox.c.id == row.id))
-            data: str = row.data  # the column's declared type is Text
-            return data
 
-        text = self._write(work)
-        return None if text is None else serialize.loads(text)
+class SQLStore(RulesStore):
+    """The SQL store: :class:`~flask_openadr.store.rules.RulesStore` on a :class:`SQLBackend`,
+    with fast paths on PostgreSQL (see the module documentation).
 
-    def list_outbox(self, ven_id: str) -> list[OutboxItem]:
-        rows = self._read(self._reads.outbox, ven_id=ven_id)
-        return [serialize.loads(data) for (data,) in rows]
+    Open it with :func:`flask_openadr.store.open_store`; the arguments are
+    :class:`SQLBackend`'s.
+    """
 
-    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
-        """See :meth:`flask_openadr.store.base.Store.get_poll_state`: one statement."""
-        self._record_key(kind, ven_id, "")
-        state: PollState = {"delivered": {}, "records": [], "outbox": []}
-        for part, _, _, data in self._read(self._reads.poll_state, ven_id=ven_id, kind=kind):
-            if part == 0:
-                state["delivered"] = serialize.loads(data)
-            else:
-                state["records" if part == 1 else "outbox"].append(serialize.loads(data))
-        return state
+    #: Shared by every process that opens the same URI (see :attr:`Store.single_process`).
+    single_process: ClassVar[bool] = False
 
-    def clear_outbox(self, ven_id: str) -> None:
-        outbox = self.tables.outbox
-        self._write(lambda c: c.execute(sa.delete(outbox).where(outbox.c.ven_id == ven_id)))
+    backend: SQLBackend
 
-    # -- records -------------------------------------------------------------------------------
+    def __init__(self, url: str | sa.URL, *, table_prefix: str = DEFAULT_TABLE_PREFIX,
+                 uri: str | None = None, engine_options: dict[str, Any] | None = None):
+        super().__init__(SQLBackend(url, table_prefix=table_prefix, uri=uri,
+                                    engine_options=engine_options))
 
-    @staticmethod
-    def _record_key(kind: str, ven_id: str, key: str) -> None:
-        for name, value in (("kind", kind), ("ven_id", ven_id), ("key", key)):
-            if not isinstance(value, str):
-                raise ValueError(f"a record's {name} must be a str, got {value!r}")
+    def __repr__(self) -> str:
+        return f"SQLStore({self.uri!r}, table_prefix={self.table_prefix!r})"
 
-    def put_record(self, kind: str, ven_id: str, key: str, record: dict[str, Any]) -> None:
-        self._record_key(kind, ven_id, key)
-        if not isinstance(record, dict):
-            raise TypeError(f"a record must be a dict, got {record!r}")
-        text = serialize.dumps(record)
-        records = self.tables.records
+    @property
+    def url(self) -> sa.URL:
+        return self.backend.url
 
-        def work(connection: sa.Connection) -> None:
-            position = self._next_position(
-                connection, records, records.c.kind == kind, records.c.ven_id == ven_id
-            )
-            values = {"kind": kind, "ven_id": ven_id, "key": key, "position": position,
-                      "data": text}
-            self._upsert(connection, records, values, ["data"])
+    @property
+    def uri(self) -> str:
+        return self.backend.uri
 
-        self._write(work)
+    @property
+    def table_prefix(self) -> str:
+        return self.backend.table_prefix
 
-    def _record_where(self, kind: str, ven_id: str, key: str | None = None) -> list[Any]:
-        records = self.tables.records
-        where = [records.c.kind == kind, records.c.ven_id == ven_id]
-        if key is not None:
-            where.append(records.c.key == key)
-        return where
-
-    def get_record(self, kind: str, ven_id: str, key: str) -> dict[str, Any] | None:
-        self._record_key(kind, ven_id, key)
-        rows = self._read(self._reads.record, kind=kind, ven_id=ven_id, key=key)
-        return serialize.loads(rows[0][0]) if rows else None
-
-    def list_records(self, kind: str, ven_id: str) -> list[dict[str, Any]]:
-        self._record_key(kind, ven_id, "")
-        rows = self._read(self._reads.records, kind=kind, ven_id=ven_id)
-        return [serialize.loads(data) for (data,) in rows]
-
-    def delete_record(self, kind: str, ven_id: str, key: str) -> None:
-        where = self._record_where(kind, ven_id, key)
-        self._write(lambda c: c.execute(sa.delete(self.tables.records).where(*where)))
-
-    def clear_records(self, kind: str, ven_id: str) -> None:
-        where = self._record_where(kind, ven_id)
-        self._write(lambda c: c.execute(sa.delete(self.tables.records).where(*where)))
-
-    # -- liveness ------------------------------------------------------------------------------
-    # Every transition is one compare-and-set statement keyed on the VEN's epoch (which names
-    # its state: it goes up by one per transition), so no lock is needed and exactly one caller
-    # wins.
-
-    def _bind_time(self, value: datetime) -> datetime:
-        """A UTC datetime as the column takes it: aware for timestamptz, naive UTC for the
-        dialects whose DATETIME has no zone."""
-        return value if self.backend in ("postgresql", "oracle", "mssql") else value.replace(
-            tzinfo=None
-        )
-
-    @overload
-    @staticmethod
-    def _read_time(value: datetime) -> datetime: ...
-
-    @overload
-    @staticmethod
-    def _read_time(value: None) -> None: ...
-
-    @staticmethod
-    def _read_time(value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # -- fast paths (PostgreSQL): each does exactly what the rules' method does ----------------
 
     def record_seen(self, ven_id: str, now: datetime, offline_at: datetime,
                     lease_until: datetime, nonce: str | None = None,
                     nonce_expires_at: datetime | None = None) -> Transition | None:
-        if not isinstance(ven_id, str):
-            raise ValueError(f"ven_id must be a str, got {ven_id!r}")
-        check_seen_nonce(nonce, now, nonce_expires_at)
-        seen_at = now
-        now = self._bind_time(_aware("now", now))
-        offline_at = self._bind_time(_aware("offline_at", offline_at))
-        lease_until = self._bind_time(_aware("lease_until", lease_until))
-        one_statement = self.features().seen_in_one_statement
-        if nonce is not None and nonce_expires_at is not None:
-            expires_at = self._bind_time(_aware("nonce_expires_at", nonce_expires_at))
+        """One statement instead of a block of six (docs/stores.rst); with a nonce, the
+        rules' nonce compare-and-set and that statement in the VEN's block."""
+        if not self.backend.postgresql or not isinstance(ven_id, str):
+            return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
+                                       nonce_expires_at)
+        texts = (utc_text(now, "now"), utc_text(offline_at, "offline_at"),
+                 utc_text(lease_until, "lease_until"))
+        nonce_texts = check_seen_nonce(nonce, now, nonce_expires_at)
+        if nonce is None or nonce_texts is None:
+            return self._seen_now(ven_id, *texts)
+        with self.backend.transaction(ven_id):
+            if not self._take_nonce(nonce, *nonce_texts):
+                raise NonceUsed(nonce)  # and the block writes nothing
+            return self._seen_now(ven_id, *texts)
 
-            def signed(connection: sa.Connection) -> Transition | None:
-                if not self._take_nonce(connection, nonce, now, expires_at):
-                    raise NonceUsed(nonce)  # the block rolls back: nothing was written
-                return self._seen(connection, ven_id, now, offline_at, lease_until)
+    def _seen_now(self, ven_id: str, now: str, offline_at: str,
+                  lease_until: str) -> Transition | None:
+        stays, epoch = self.backend.seen(ven_id, now, offline_at, lease_until)
+        return None if stays else {"ven_id": ven_id, "kind": "online", "epoch": epoch}
 
-            # One transaction for both. With ON CONFLICT the row locks decide (a VEN's own
-            # block is enough); without, the nonce's read-then-write needs the writer lock.
-            with self.atomic(ven_id if one_statement else None):
-                transition = self._run(signed)
-            self._purge_nonces(seen_at)
-            return transition
-        if one_statement:
-            return self._run(lambda c: self._seen(c, ven_id, now, offline_at, lease_until))
-        return self._write(lambda c: self._seen_in_steps(c, ven_id, now, offline_at, lease_until))
+    def get_poll_state(self, ven_id: str, kind: str) -> PollState:
+        """One statement instead of three reads (docs/stores.rst)."""
+        if not self.backend.postgresql or not isinstance(ven_id, str):
+            return super().get_poll_state(ven_id, kind)
+        state: PollState = {"delivered": {}, "records": [], "outbox": []}
+        outbox: list[tuple[int, str]] = []
+        for part, _, key, value in self.backend.poll_rows(ven_id, _key(kind, ven_id)):
+            if part == 0:
+                state["delivered"] = serialize.loads(value) or {}
+            elif part == 1:
+                state["records"].append(serialize.loads(value))
+            else:
+                outbox.append((json.loads(key)[1], value))
+        # The rules' outbox order: by priority, first put first within one (a stable sort).
+        outbox.sort(key=lambda entry: entry[0])
+        state["outbox"] = [serialize.loads(value) for _, value in outbox]
+        return state
 
-    def _seen(self, connection: sa.Connection, ven_id: str, now: datetime, offline_at: datetime,
-              lease_until: datetime) -> Transition | None:
-        """record_seen's liveness update on ``connection``, in one statement when it can."""
-        if not self.features().seen_in_one_statement:
-            return self._seen_in_steps(connection, ven_id, now, offline_at, lease_until)
-        parameters = {"ven_id": ven_id, "now": now, "offline_at": offline_at,
-                      "lease_until": lease_until}
-        row = connection.execute(self._seen_statement, parameters).one()
-        if not row.went_online:
-            return None
-        return {"ven_id": ven_id, "kind": _ONLINE, "epoch": row.epoch}
-
-    @functools.cached_property
-    def _seen_statement(self) -> Any:
-        """INSERT ... ON CONFLICT DO UPDATE ... RETURNING: one round trip per VEN message.
-
-        The SET expressions read the conflicting row as it is when the statement locks it, so
-        two processes seeing the same VEN at once make one transition between them. Built once
-        with bound parameters: it runs on every VEN message, and building the construct costs
-        more than executing it."""
-        table = self.tables.liveness
-        statement = _dialect_module(self.backend).insert(table).values(
-            ven_id=sa.bindparam("ven_id"), state=_ONLINE, epoch=1,
-            last_seen=sa.bindparam("now"), offline_at=sa.bindparam("offline_at"),
-            pending_kind=_ONLINE, pending_epoch=1, lease_until=sa.bindparam("lease_until"),
-            went_online=True,
-        )
-        stays = sa.func.coalesce(table.c.state, "") == _literal(_ONLINE)
-
-        def unless_online(new: Any, kept: Any) -> Any:
-            return sa.case((stays, kept), else_=new)
-
-        return statement.on_conflict_do_update(
-            index_elements=["ven_id"],
-            set_={
-                "last_seen": statement.excluded.last_seen,
-                "offline_at": statement.excluded.offline_at,
-                "state": _ONLINE,
-                "epoch": unless_online(table.c.epoch + 1, table.c.epoch),
-                "pending_kind": unless_online(_literal(_ONLINE), table.c.pending_kind),
-                "pending_epoch": unless_online(table.c.epoch + 1, table.c.pending_epoch),
-                "lease_until": unless_online(statement.excluded.lease_until, table.c.lease_until),
-                "went_online": unless_online(sa.true(), sa.false()),
-            },
-        ).returning(table.c.epoch, table.c.went_online)
-
-    def _seen_in_steps(self, connection: sa.Connection, ven_id: str, now: datetime,
-                       offline_at: datetime, lease_until: datetime) -> Transition | None:
-        """record_seen where one statement cannot do it: read, then compare-and-set on the
-        epoch (the liveness CAS calls do not take the writer lock, so they may come between)."""
-        table = self.tables.liveness
-        while True:
-            row = connection.execute(
-                sa.select(table.c.state, table.c.epoch).where(table.c.ven_id == ven_id)
-            ).first()
-            if row is None:
-                connection.execute(sa.insert(table).values(
-                    ven_id=ven_id, state=_ONLINE, epoch=1, last_seen=now, offline_at=offline_at,
-                    pending_kind=_ONLINE, pending_epoch=1, lease_until=lease_until,
-                    went_online=True,
-                ))
-                return {"ven_id": ven_id, "kind": _ONLINE, "epoch": 1}
-            where = [table.c.ven_id == ven_id, table.c.epoch == row.epoch]
-            values: dict[str, Any] = {"last_seen": now, "offline_at": offline_at}
-            went_online = row.state != _ONLINE
-            if went_online:
-                values.update(state=_ONLINE, epoch=row.epoch + 1, pending_kind=_ONLINE,
-                              pending_epoch=row.epoch + 1, lease_until=lease_until)
-            values["went_online"] = went_online
-            if connection.execute(sa.update(table).where(*where).values(values)).rowcount:
-                if not went_online:
-                    return None
-                return {"ven_id": ven_id, "kind": _ONLINE, "epoch": row.epoch + 1}
-
-    def due_offline(self, now: datetime, limit: int) -> list[tuple[str, int]]:
-        rows = self._rows(self._due_offline_query(now, limit))
-        return [(ven_id, epoch) for ven_id, epoch in rows]
-
-    def _due_offline_query(self, now: datetime, limit: int) -> Any:
-        # The same predicate as the partial index liveness_due, with the same literal.
-        table = self.tables.liveness
-        now = self._bind_time(_aware("now", now))
-        return (
-            sa.select(table.c.ven_id, table.c.epoch)
-            .where(table.c.state == _literal(_ONLINE), table.c.offline_at <= now)
-            .order_by(table.c.offline_at, table.c.ven_id)
-            .limit(_limit(limit))
-        )
-
-    def _changed(self, statement: Any) -> bool:
-        return self._run(lambda c: c.execute(statement).rowcount) == 1
-
-    def claim_offline(self, ven_id: str, epoch: int, now: datetime,
-                      lease_until: datetime) -> Transition | None:
-        table = self.tables.liveness
-        epoch = _epoch(epoch)
-        now = self._bind_time(_aware("now", now))
-        lease_until = self._bind_time(_aware("lease_until", lease_until))
-        # Bound values, not epoch + 1 in SQL: MySQL evaluates SET left to right.
-        statement = (
-            sa.update(table)
-            .where(table.c.ven_id == ven_id, table.c.state == _literal(_ONLINE),
-                   table.c.epoch == epoch, table.c.offline_at <= now)
-            .values(state=_OFFLINE, epoch=epoch + 1, pending_kind=_OFFLINE,
-                    pending_epoch=epoch + 1, lease_until=lease_until)
-        )
-        if not self._changed(statement):
-            return None
-        return {"ven_id": ven_id, "kind": _OFFLINE, "epoch": epoch + 1}
-
-    def complete_transition(self, ven_id: str, epoch: int) -> None:
-        table = self.tables.liveness
-        epoch = _epoch(epoch)
-        self._changed(
-            sa.update(table)
-            .where(table.c.ven_id == ven_id, table.c.pending_kind.is_not(None),
-                   table.c.pending_epoch == epoch)
-            .values(pending_kind=None, pending_epoch=None, lease_until=None)
-        )
-
-    # -- replay nonces ---------------------------------------------------------------------------
-
-    def remember_nonce(self, nonce: str, now: datetime, expires_at: datetime) -> bool:
-        if not isinstance(nonce, str) or not nonce:
-            raise ValueError(f"nonce must be a non-empty str, got {nonce!r}")
-        seen_at = now
-        now = self._bind_time(_aware("now", now))
-        expires_at = self._bind_time(_aware("expires_at", expires_at))
-        if self.features().seen_in_one_statement:  # ON CONFLICT and RETURNING
-            won = self._run(lambda c: self._take_nonce(c, nonce, now, expires_at))
-        else:
-            won = self._write(lambda c: self._take_nonce(c, nonce, now, expires_at))
-        if won:
-            self._purge_nonces(seen_at)
-        return won
-
-    def _take_nonce(self, connection: sa.Connection, nonce: str, now: datetime,
-                    expires_at: datetime) -> bool:
-        """remember_nonce's write on ``connection`` (under the writer lock without ON
-        CONFLICT); the times are bound already."""
-        if not self.features().seen_in_one_statement:
-            return self._remember_in_steps(connection, nonce, now, expires_at)
-        table = self.tables.nonces
-        # One statement: insert a new nonce, take over an expired one, leave an unexpired
-        # one alone; the row lock of the conflict makes exactly one caller change a row,
-        # and RETURNING (rowcount is not reliable here) says whether this one did.
-        statement = _dialect_module(self.backend).insert(table).values(
-            nonce=nonce, expires_at=expires_at)
-        statement = statement.on_conflict_do_update(
-            index_elements=["nonce"], set_={"expires_at": statement.excluded.expires_at},
-            where=table.c.expires_at <= now,
-        ).returning(table.c.nonce)
-        return connection.execute(statement).first() is not None
-
-    def _purge_nonces(self, now: datetime) -> None:
-        """The lazy purge of expired nonces, once every so many new ones: a round trip less
-        on most messages."""
-        self._nonce_calls += 1
-        if self._nonce_calls % _NONCE_PURGE_EVERY == 1:
-            table = self.tables.nonces
-            now = self._bind_time(now)
-            self._run(lambda c: c.execute(sa.delete(table).where(table.c.expires_at <= now)))
-
-    def _remember_in_steps(self, connection: sa.Connection, nonce: str, now: datetime,
-                           expires_at: datetime) -> bool:
-        """remember_nonce without ON CONFLICT, under the writer lock."""
-        table = self.tables.nonces
-        current = connection.execute(
-            sa.select(table.c.expires_at).where(table.c.nonce == nonce)).first()
-        if current is None:
-            connection.execute(sa.insert(table).values(nonce=nonce, expires_at=expires_at))
-            return True
-        if self._read_time(current.expires_at) > self._read_time(now):
-            return False
-        connection.execute(sa.update(table).where(table.c.nonce == nonce)
-                           .values(expires_at=expires_at))
-        return True
-
-    def stale_transitions(self, now: datetime, limit: int) -> list[Transition]:
-        rows = self._rows(self._stale_query(now, limit))
-        return [{"ven_id": ven_id, "kind": kind, "epoch": epoch} for ven_id, kind, epoch in rows]
-
-    def _stale_query(self, now: datetime, limit: int) -> Any:
-        # The same predicate as the partial index liveness_stale.
-        table = self.tables.liveness
-        now = self._bind_time(_aware("now", now))
-        return (
-            sa.select(table.c.ven_id, table.c.pending_kind, table.c.pending_epoch)
-            .where(table.c.pending_kind.is_not(None), table.c.lease_until <= now)
-            .order_by(table.c.lease_until, table.c.ven_id)
-            .limit(_limit(limit))
-        )
-
-    def reclaim_transition(self, ven_id: str, epoch: int, now: datetime,
-                           lease_until: datetime) -> bool:
-        table = self.tables.liveness
-        epoch = _epoch(epoch)
-        now = self._bind_time(_aware("now", now))
-        lease_until = self._bind_time(_aware("lease_until", lease_until))
-        return self._changed(
-            sa.update(table)
-            .where(table.c.ven_id == ven_id, table.c.pending_kind.is_not(None),
-                   table.c.pending_epoch == epoch, table.c.lease_until <= now)
-            .values(lease_until=lease_until)
-        )
-
-    def _liveness(self, row: Any) -> Liveness:
-        pending = None
-        if row.pending_kind is not None:
-            pending = {"kind": row.pending_kind, "epoch": row.pending_epoch,
-                       "lease_until": self._read_time(row.lease_until)}
-        return {"ven_id": row.ven_id, "state": row.state, "epoch": row.epoch,
-                "last_seen": self._read_time(row.last_seen),
-                "offline_at": self._read_time(row.offline_at), "pending": pending}
-
-    def _liveness_query(self) -> Any:
-        table = self.tables.liveness
-        return sa.select(table.c.ven_id, table.c.state, table.c.epoch, table.c.last_seen,
-                         table.c.offline_at, table.c.pending_kind, table.c.pending_epoch,
-                         table.c.lease_until)
-
-    def get_liveness(self, ven_id: str) -> Liveness | None:
-        table = self.tables.liveness
-        rows = self._rows(self._liveness_query().where(table.c.ven_id == ven_id))
-        return self._liveness(rows[0]) if rows else None
-
-    def list_liveness(self) -> dict[str, Liveness]:
-        table = self.tables.liveness
-        rows = self._rows(self._liveness_query().order_by(table.c.ven_id))
-        return {row.ven_id: self._liveness(row) for row in rows}
-
+    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
+        """A few multi-row statements instead of one put per VEN (docs/stores.rst)."""
+        if not self.backend.postgresql:
+            return super().set_delivered_many(delivered)
+        for value in delivered.values():
+            check_delivered(value)
+        texts = {ven_id: serialize.dumps(value) if value else None
+                 for ven_id, value in delivered.items()}
+        lock = next(iter(texts)) if len(texts) == 1 else None
+        with self.backend.transaction(lock):
+            self.backend.delete(DELIVERED, [v for v, text in texts.items() if text is None])
+            self.backend.put_many(DELIVERED, {v: text for v, text in texts.items()
+                                              if text is not None})
 
 
 #: A pooled connection unused for longer than this is pinged before it is handed out.
@@ -1449,12 +1019,3 @@ def _ping_when_idle(engine: sa.Engine) -> None:
             raise sa.exc.DisconnectionError(f"pooled connection is dead: {exc}") from exc
 
 
-def _dialect_module(backend: str) -> Any:
-    """The dialect whose ``insert()`` knows ON CONFLICT: postgresql or sqlite."""
-    if backend == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite
