@@ -180,12 +180,8 @@ def _encode(state: AppState, outcome: services.Outcome) -> bytes:
 
     A service that records a delivery builds the reply inside that transaction
     (``outcome.body``), so a reply that cannot be encoded is never counted as sent. A signed
-    reply is that body parsed back into the tree to sign: libxml2 parses it in a third of the
-    time the codec takes to build it again from the payload."""
+    reply is signed from those bytes (or the codec's), with no tree built again."""
+    body = outcome.body or codec.encode(outcome.payload_name, outcome.payload)
     if outcome.signed and state.signer is not None:
-        if outcome.body is not None:
-            tree = codec.parse(outcome.body)
-        else:
-            tree = codec.encode_element(outcome.payload_name, outcome.payload)
-        return signature.sign(tree, state.signer, now=state.context.now())
-    return outcome.body or codec.encode(outcome.payload_name, outcome.payload)
+        return signature.sign_message(body, state.signer, now=state.context.now())
+    return body

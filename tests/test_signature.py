@@ -12,6 +12,8 @@ import hmac
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -870,3 +872,85 @@ def test_a_signed_message_with_an_unsupported_duration_gets_a_signed_454(registe
     body = signature.sign(root, ven.signer, now=clock())
     name = refused(signing_app, ven, "EiOpt", body, 454, match="'P1M'")
     assert name == "oadrCreatedOpt"
+
+
+# -- signing the codec's bytes ------------------------------------------------------------------
+
+
+def _fallbacks(monkeypatch):
+    """Count the messages sign_message() hands to sign() (the tree path)."""
+    calls = []
+    real = signature.sign
+    monkeypatch.setattr(signature, "sign", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def test_sign_message_gives_the_bytes_sign_gives_for_every_payload(identities, monkeypatch):
+    from tests.test_codec_roundtrip import EXAMPLES
+
+    signer = load_signer(*identities["vtn-rsa"])  # RSA PKCS#1 v1.5 is deterministic
+    fallbacks = _fallbacks(monkeypatch)
+    for name, payload in EXAMPLES.items():
+        expected = sign(encode_element(name, payload), signer, now=T0, nonce="n-1")
+        got = signature.sign_message(codec.encode(name, payload), signer, now=T0, nonce="n-1")
+        assert got == expected, name
+        assert codec.decode_element(verify(codec.parse(got)).payload) == (name, payload)
+    assert fallbacks == []  # every example took the byte path, which is what is compared
+
+
+@pytest.mark.parametrize("kind", ["vtn-rsa", "vtn-ec"])
+def test_sign_message_digests_equal_lxml_c14n(identities, kind):
+    """The digests and the signed SignedInfo are lxml's inclusive C14N of the final message."""
+    from tests.test_codec_roundtrip import EXAMPLES
+
+    signer = load_signer(*identities[kind])
+    for name in ("oadrResponse", "oadrDistributeEvent", "oadrRegisterReport"):
+        body = signature.sign_message(codec.encode(name, EXAMPLES[name]), signer, now=T0)
+        root = etree.fromstring(body)
+        info = root.find(ds("Signature")).find(ds("SignedInfo"))
+        for reference in info.iter(ds("Reference")):
+            (target,) = root.xpath("//*[@Id=$i or @oadr:Id=$i]", i=reference.get("URI")[1:],
+                                   namespaces={"oadr": OADR})
+            digest = hashlib.sha256(etree.tostring(target, method="c14n")).digest()
+            assert base64.b64decode(reference.find(ds("DigestValue")).text) == digest
+        verify(codec.parse(body))
+
+
+@given(data=st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_sign_message_equals_sign_on_generated_payloads(identities, data):
+    """Texts with every XML character (\\r, <, &, quotes, non-ASCII): the byte path gives the
+    bytes of the tree path, or hands the message to it; either way it verifies."""
+    from tests.support.strategies import PAYLOAD_STRATEGIES
+
+    name = data.draw(st.sampled_from(sorted(PAYLOAD_STRATEGIES)))
+    payload = data.draw(PAYLOAD_STRATEGIES[name])
+    signer = _RSA_SIGNER.setdefault("s", load_signer(*identities["vtn-rsa"]))
+    document = codec.encode(name, payload)
+    fallbacks = []
+    real = signature.sign
+    signature.sign = lambda *a, **k: fallbacks.append(a) or real(*a, **k)
+    try:
+        got = signature.sign_message(document, signer, now=T0, nonce="n-2")
+    finally:
+        signature.sign = real
+    if not fallbacks:
+        assert got == sign(encode_element(name, payload), signer, now=T0, nonce="n-2")
+    else:  # the codec's bytes parsed back: "<x/>" where the built tree wrote "<x></x>"
+        assert got == sign(codec.parse(document), signer, now=T0, nonce="n-2")
+    assert codec.decode_element(verify(codec.parse(got)).payload) == codec.decode(document)
+
+
+_RSA_SIGNER: dict = {}
+
+
+def test_sign_message_hands_other_bytes_to_sign(identities, monkeypatch):
+    signer = load_signer(*identities["vtn-ec"])
+    fallbacks = _fallbacks(monkeypatch)
+    response = {"response": {"response_code": 200, "response_description": "a\rb",
+                             "request_id": ""}, "ven_id": "v"}
+    for document in (codec.encode("oadrResponse", response),  # "&#13;": C14N writes "&#xD;"
+                     codec.encode("oadrPoll", {"ven_id": "v"}).replace(b"UTF-8", b"utf-8")):
+        body = signature.sign_message(document, signer, now=T0)
+        assert codec.decode_element(verify(codec.parse(body)).payload)[1]["ven_id"] == "v"
+    assert len(fallbacks) == 2

@@ -36,6 +36,7 @@ import functools
 import hmac
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -53,12 +54,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from lxml import etree
 
 from ..codec.fields import DS, DSP, NSMAP, OADR
+from ..codec.parser import parse as _parse
 from ..codec.values import ValueProblem, format_datetime, parse_datetime, shown
 from ..errors import ComplianceError, ConfigurationError, InvalidData, NotRegistered
 from ..protocol import is_aware
 from .fingerprint import fingerprint_from_der
 
-__all__ = ["Signer", "Verified", "is_signed", "load_signer", "sign", "verify"]
+__all__ = ["Signer", "Verified", "is_signed", "load_signer", "sign", "sign_message", "verify"]
 
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
@@ -299,6 +301,157 @@ def sign(root: etree._Element, signer: Signer, *, now: datetime, nonce: str | No
     references[1][2].text = _b64(_digest(obj))
     value.text = _b64(_sign_bytes(signer, _c14n(info)))
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+# ---------------------------------------------------------------- signing encoded bytes
+#
+# The VTN signs every reply to a signing VEN, and its replies are already bytes (codec.encode,
+# or a body built in the service's transaction). sign() would parse them back, canonicalize
+# three subtrees with libxml2 and serialize again; sign_message() writes the same message from
+# templates instead. Everything the signature covers is either written here (ds:SignedInfo,
+# the ds:Object with ReplayProtect) or the codec's bytes of oadrSignedObject. libxml2's
+# serializer writes those in canonical form but for what C14N 1.0 does differently: it writes
+# the namespace declarations in scope on the apex element and empty elements as start-end
+# pairs (both done here), orders several attributes of one element, and writes a few characters
+# as other references ("&#13;" for "&#xD;", "&gt;" in an attribute value where C14N writes ">").
+# A message with any of the last two goes to sign(): the codec writes one attribute per element
+# at most, and such characters (a carriage return in a text) are rare. The tests hold the two
+# paths to the same bytes over generated payloads of every type.
+
+_DECLARATION = b"<?xml version='1.0' encoding='UTF-8'?>\n"
+# What codec.encode writes before oadrSignedObject: the declaration, then the root start tag
+# declaring every conventional prefix.
+_ENCODED_HEAD = etree.tostring(etree.Element(_PAYLOAD_ROOT, nsmap=NSMAP), xml_declaration=True,
+                               encoding="UTF-8")[:-2] + b">"
+_ROOT_OPEN = b"<oadr:oadrPayload"
+_ROOT_CLOSE = b"</oadr:oadrPayload>"
+_SIGNED_OPEN = b'<oadr:oadrSignedObject oadr:Id="'
+_SIGNED_CLOSE = b"</oadr:oadrSignedObject>"
+#: (prefix, URI) of the root's declarations, in the order the codec writes them.
+_ROOT_NAMESPACES = tuple(re.findall(rb' xmlns:([^=]+)="([^"]*)"', _ENCODED_HEAD))
+_SIGNATURE_PREFIXES = frozenset({b"oadr", b"ds", b"dsp"})  # the root's and ds:Signature's
+_ELEMENT_PREFIXES = tuple((prefix, b"<" + prefix + b":") for prefix, _uri in _ROOT_NAMESPACES)
+# Never in what the codec writes; sign() takes a message with any: a character reference,
+# a comment, CDATA, a processing instruction, a namespace declaration below the root.
+_UNUSUAL = (b"&#", b"<!", b"<?", b" xmlns")
+# A nonce written as it is (sign() takes any other one).
+_PLAIN_NONCE = re.compile(r"[A-Za-z0-9._:+/=-]{1,200}")
+
+
+def _canonical(signed_object: bytes) -> tuple[bytes, frozenset[bytes]] | None:
+    """The codec's bytes of oadrSignedObject as C14N 1.0 writes them but for the namespace
+    declarations of the apex element, and the prefixes its element and attribute names use;
+    None when the bytes hold anything the serializer and C14N write differently."""
+    if any(unusual in signed_object for unusual in _UNUSUAL):
+        return None
+    # In the serializer's output "<" and ">" only open and close tags ("&lt;" and "&gt;" in
+    # texts and attribute values), so a '="' after the last "<" and before the next ">" starts
+    # an attribute value.
+    used = {prefix for prefix, needle in _ELEMENT_PREFIXES if needle in signed_object}
+    at = signed_object.find(b'="')
+    while at != -1:
+        tag = signed_object.rfind(b"<", 0, at)
+        if tag > signed_object.rfind(b">", 0, at):
+            end = signed_object.index(b'"', at + 2)
+            # One attribute per element (C14N would order several), no entity in its value.
+            if (signed_object[end + 1:end + 2] not in (b">", b"/")
+                    or b"&" in signed_object[at + 2:end]):
+                return None
+            prefix, colon, _local = signed_object[signed_object.rindex(b" ", tag, at) + 1:at] \
+                .partition(b":")
+            if colon:
+                used.add(prefix)
+            at = end
+        at = signed_object.find(b'="', at + 2)
+    if b"/>" in signed_object:  # empty elements as start-end pairs
+        parts = signed_object.split(b"/>")
+        for index, part in enumerate(parts[:-1]):
+            name = part[part.rindex(b"<") + 1:].split(b" ", 1)[0]
+            parts[index] = part + b"></" + name + b">"
+        signed_object = b"".join(parts)
+    return signed_object, frozenset(used)
+
+
+@functools.lru_cache(maxsize=64)
+def _namespaces(used: frozenset[bytes]) -> tuple[bytes, bytes]:
+    """The declarations of the prefixes ``used`` (and of those ds:Signature uses): in the
+    codec's order for the root start tag, and sorted by prefix as C14N writes them on each
+    signed apex element."""
+    declared = [(prefix, uri) for prefix, uri in _ROOT_NAMESPACES
+                if prefix in used or prefix in _SIGNATURE_PREFIXES]
+    return (b"".join(b' xmlns:%s="%s"' % pair for pair in declared),
+            b"".join(b' xmlns:%s="%s"' % pair for pair in sorted(declared)))
+
+
+def sign_message(document: bytes, signer: Signer, *, now: datetime,
+                 nonce: str | None = None) -> bytes:
+    """Sign a message as :func:`flask_openadr.codec.encode` wrote it: the bytes
+    :func:`sign` gives for the tree the codec built, without building and canonicalizing
+    trees. Bytes of another form are parsed and signed by :func:`sign`.
+
+    :param nonce: for tests only; by default 128 random bits in hex.
+    :returns: UTF-8 bytes with an XML declaration.
+    """
+    nonce = nonce or os.urandom(16).hex()
+    signed_object = document[len(_ENCODED_HEAD):-len(_ROOT_CLOSE)]
+    # One oadrSignedObject (it never nests) under the codec's root.
+    found = (document.startswith(_ENCODED_HEAD) and document.endswith(_ROOT_CLOSE)
+             and signed_object.startswith(_SIGNED_OPEN) and signed_object.endswith(_SIGNED_CLOSE)
+             and signed_object.count(b"<oadr:oadrSignedObject") == 1
+             and _PLAIN_NONCE.fullmatch(nonce) is not None)
+    canonical = _canonical(signed_object) if found else None
+    if canonical is None:
+        return sign(_parse(document), signer, now=now, nonce=nonce)
+    object_id = signed_object[len(_SIGNED_OPEN):signed_object.index(b'"', len(_SIGNED_OPEN))]
+    root_declarations, declarations = _namespaces(canonical[1])
+    apex = len(b"<oadr:oadrSignedObject")
+    object_digest = hashlib.sha256(canonical[0][:apex] + declarations
+                                   + canonical[0][apex:]).digest()
+    replay = (b'<ds:SignatureProperties><ds:SignatureProperty Target="#' + _SIGNATURE_ID
+              + b'"><dsp:ReplayProtect><dsp:timestamp>' + format_datetime(now).encode("ascii")
+              + b"</dsp:timestamp><dsp:nonce>" + nonce.encode("ascii")
+              + b"</dsp:nonce></dsp:ReplayProtect></ds:SignatureProperty>"
+              b"</ds:SignatureProperties></ds:Object>")
+    replay_digest = hashlib.sha256(b"<ds:Object" + declarations + b' Id="' + _OBJECT_ID
+                                   + b'">' + replay).digest()
+    digests = base64.b64encode(object_digest), base64.b64encode(replay_digest)
+    method = signer.algorithm.encode("ascii")
+    value = _sign_bytes(signer, b"".join((
+        b"<ds:SignedInfo", declarations, b'><ds:CanonicalizationMethod Algorithm="', _C14N,
+        b'"></ds:CanonicalizationMethod><ds:SignatureMethod Algorithm="', method,
+        b'"></ds:SignatureMethod>', _references(object_id, digests, _DIGEST_METHOD_C14N),
+        b"</ds:SignedInfo>")))
+    return b"".join((
+        _DECLARATION, _ROOT_OPEN, root_declarations, b'><ds:Signature Id="', _SIGNATURE_ID,
+        b'"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="', _C14N,
+        b'"/><ds:SignatureMethod Algorithm="', method, b'"/>',
+        _references(object_id, digests, _DIGEST_METHOD_XML),
+        b"</ds:SignedInfo><ds:SignatureValue>", base64.b64encode(value),
+        b"</ds:SignatureValue><ds:KeyInfo><ds:X509Data><ds:X509Certificate>",
+        signer.certificate_b64.encode("ascii"),
+        b'</ds:X509Certificate></ds:X509Data></ds:KeyInfo><ds:Object Id="', _OBJECT_ID, b'">',
+        replay, b"</ds:Signature>", signed_object, _ROOT_CLOSE))
+
+
+_C14N = C14N.encode("ascii")
+_SIGNATURE_ID = SIGNATURE_ID.encode("ascii")
+_OBJECT_ID = OBJECT_ID.encode("ascii")
+# A Reference between its URI and its digest value (the same in both references), as C14N and
+# as the serializer write it (empty elements).
+_DIGEST_METHOD_C14N = (b'<ds:Transforms><ds:Transform Algorithm="' + _C14N
+                       + b'"></ds:Transform></ds:Transforms><ds:DigestMethod Algorithm="'
+                       + SHA256.encode("ascii") + b'"></ds:DigestMethod><ds:DigestValue>')
+_DIGEST_METHOD_XML = (b'<ds:Transforms><ds:Transform Algorithm="' + _C14N
+                      + b'"/></ds:Transforms><ds:DigestMethod Algorithm="'
+                      + SHA256.encode("ascii") + b'"/><ds:DigestValue>')
+
+
+def _references(object_id: bytes, digests: tuple[bytes, bytes], digest_method: bytes) -> bytes:
+    """The two ds:Reference elements: the oadrSignedObject's and the ReplayProtect object's."""
+    return b"".join((
+        b'<ds:Reference URI="#', object_id, b'">', digest_method, digests[0],
+        b'</ds:DigestValue></ds:Reference><ds:Reference URI="#', _OBJECT_ID, b'">',
+        digest_method, digests[1], b"</ds:DigestValue></ds:Reference>"))
 
 
 def _sign_bytes(signer: Signer, data: bytes) -> bytes:
