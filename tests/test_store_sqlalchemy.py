@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -421,7 +422,7 @@ def test_the_index_the_scans_and_the_gets_read_only_what_they_return(pg_store):
     for name, parameters, index in [
         ("index_range", {"n": "liveness_due", "upto": "2024-05-01", "limit": 10}, "due_score"),
         ("scan", {"t": "outbox", "p": "ven-7"}, "rows_scan"),
-        ("get", {"t": "outbox", "keys": ["k1", "k2"]}, "rows_pkey"),
+        ("get", {"t": "outbox", "keys": json.dumps(["k1", "k2"])}, "rows_pkey"),
         ("get_one", {"t": "outbox", "k": "k1"}, "rows_pkey"),
     ]:
         plan = _explain(pg_store, name, parameters)

@@ -43,8 +43,37 @@ def dumps(value: Any) -> str:
         datetime that has no UTC equivalent.
     :raises TypeError: for any other type, or a dict key that is not a ``str``.
     """
+    try:
+        encoded = _encode_plain(value)
+    except (TypeError, ValueError):
+        # The same checks again, with the path of the offending value for the message.
+        encoded = _encode(value, "value")
     # ensure_ascii keeps lone surrogates representable; the text goes into UTF-8 columns.
-    return json.dumps(_encode(value, "value"), separators=(",", ":"), allow_nan=False)
+    return json.dumps(encoded, separators=(",", ":"), allow_nan=False)
+
+
+def _encode_plain(value: Any) -> Any:
+    """:func:`_encode` without the path of each value, which it builds as text at every
+    level (most of the cost of encoding a large fan-out's records); raises what _encode
+    raises, whose message dumps gets by running _encode."""
+    if value is None or isinstance(value, (bool, str, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return {_FLOAT: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, dict):
+        encoded = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(key)
+            encoded[key] = _encode_plain(item)
+        return {_MAP: encoded} if _is_tag_shaped(encoded) else encoded
+    if isinstance(value, list):
+        return [_encode_plain(item) for item in value]
+    if isinstance(value, (datetime, timedelta)):
+        return _encode(value, "value")
+    raise TypeError(value)
 
 
 def loads(text: str) -> Any:
