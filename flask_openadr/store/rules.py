@@ -43,9 +43,10 @@ A backend whose data only the process holding it sees says so on a subclass of
 
 Wrap it with ``RulesStore(backend)`` and plug it in with
 :func:`flask_openadr.store.register_backend`. The memory store is built this way
-(:mod:`flask_openadr.store.memory`); the SQLite, SQL and Redis stores implement the
-:class:`~flask_openadr.store.base.Store` methods directly, with statements and scripts tuned
-per method (docs/stores.rst says which and why).
+(:mod:`flask_openadr.store.memory`), and so are the SQLite, SQL and Redis stores, each of
+which overrides a few methods on the path of every VEN message (``record_seen``,
+``get_poll_state``, ...) with a statement or script of its own where a benchmark showed it
+pays; an override keeps exactly the method's rules (docs/stores.rst says which and why).
 """
 from __future__ import annotations
 
