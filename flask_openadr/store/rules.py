@@ -68,6 +68,7 @@ from .base import (
     Transition,
     VenRecord,
     check_delivered,
+    check_due_names,
     check_int,
     check_max_priority,
     check_nonce,
@@ -76,6 +77,7 @@ from .base import (
     check_record_key,
     event_id_of,
     event_response_key,
+    from_utc_text,
     liveness_from_row,
     normalize_fingerprint,
     outbox_priority,
@@ -130,6 +132,9 @@ DUE_OFFLINE, STALE, NONCE_EXPIRY = "liveness_due", "liveness_stale", "nonce_expi
 # block of maintain() removes.
 _NONCE_PURGE = 10
 _NONCE_BATCH = 1000
+#: The backend index of a service's due index (Store.set_due) is its name after this prefix,
+#: which none of the rules' own index names above starts with.
+_DUE = "due:"
 
 
 def _key(*parts: Any) -> str:
@@ -363,6 +368,26 @@ class RulesStore:
         with self.backend.transaction(ven_id):
             rows = self.backend.scan(RECORDS, _key(kind, ven_id))
             self.backend.delete(RECORDS, [key for key, _ in rows])
+
+    # -- due items -----------------------------------------------------------------------------
+    # A service's index is a backend index of its own (see _DUE); a member has one score, so a
+    # set replaces the instant it had.
+
+    def set_due(self, index: str, member: str, at: datetime | None) -> None:
+        """See :meth:`flask_openadr.store.base.Store.set_due`. Outside a block, a VTN-wide
+        block of its own (nested in a block, it joins it)."""
+        check_due_names(index, member)
+        score = None if at is None else utc_text(at, "at")
+        with self.backend.transaction():
+            self.backend.index_set(_DUE + index, member, score)
+
+    def list_due(self, index: str, upto: datetime, limit: int) -> list[tuple[str, datetime]]:
+        """See :meth:`flask_openadr.store.base.Store.list_due`."""
+        check_due_names(index)
+        upto_text = utc_text(upto, "upto")
+        check_int(limit, "limit", minimum=0)
+        due = self.backend.index_range(_DUE + index, upto_text, limit) if limit else []
+        return [(member, cast(datetime, from_utc_text(score))) for member, score in due]
 
     # -- liveness ------------------------------------------------------------------------------
     # A row is the JSON of _LIVENESS_FIELDS, datetimes as utc_text. Each transition reads the
