@@ -34,7 +34,10 @@ compare-and-set transitions and the expiry of replay nonces. A backend only keep
 - An index of due items: ``index_set(index, member, score)`` files a member under a text score
   (None removes it); ``index_range(index, upto, limit)`` returns up to ``limit``
   ``(member, score)`` with ``score <= upto``, by score, then member (code point order). Scores
-  here are UTC instants as :func:`~flask_openadr.store.base.utc_text`, which sort by time.
+  here are UTC instants as :func:`~flask_openadr.store.base.utc_text`, which sort by time. The
+  rules keep their own indexes there (liveness, nonces) and the services' indexes of
+  :meth:`~flask_openadr.store.base.Store.set_due`, each of those under the prefix ``due:``,
+  which no name of the rules' own starts with.
 
 A backend whose data only the process holding it sees says so on a subclass of
 :class:`RulesStore` with ``single_process = True`` (see
