@@ -47,9 +47,8 @@ logger = logging.getLogger("flask_openadr")
 PASS_INTERVAL = 0.2
 #: The longest a pass waits for free threads before it ends (the next pass goes on).
 PASS_BUDGET = 1.0
-#: Seconds between two reads of the "later" hints (messages due again, back-offs that end):
-#: what is due at an instant is pushed within about this after it.
-LATER_INTERVAL = 1.0
+#: The most hinted VENs one pass reads (the earliest due first); more wait for the next pass.
+HINTS_PER_PASS = 10_000
 #: Seconds between two full passes, which look at every push VEN instead of the hinted ones:
 #: they find what no hint announced (a message a poll of a push VEN left for redelivery, state
 #: from before the hints) and bound how late a lost hint makes a push.
@@ -103,9 +102,9 @@ class Pusher:
         # free instead of waking every few milliseconds to look (CPU the pushes would use).
         self._freed = threading.Condition(self._lock)
         self._busy: set[str] = set()
-        # When this process next reads the "later" hints and next makes a full pass (the
-        # first pass is one: it finds what was due before this process started).
-        self._next_later = self._next_full = time.monotonic()
+        # When this process next makes a full pass (the first pass is one: it finds what was
+        # due before this process started).
+        self._next_full = time.monotonic()
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
         seconds = settings.push_timeout.total_seconds()
@@ -139,9 +138,10 @@ class Pusher:
         process claimed first costs that thread one transaction); returns how many were
         started.
 
-        A pass looks at the VENs hinted as due (see :mod:`~flask_openadr.services.push_due`),
-        one read for all of them and one per hinted VEN; every ``FULL_PASS_INTERVAL`` seconds
-        it looks at every push VEN instead, reading what each has pending."""
+        A pass looks at the VENs hinted as due at its instant (see
+        :mod:`~flask_openadr.services.push_due`), one read of the store's due index for all
+        of them and one per hinted VEN; every ``FULL_PASS_INTERVAL`` seconds it looks at every
+        push VEN instead, reading what each has pending."""
         self._resources()
         ctx = self.ctx
         started = 0
@@ -149,14 +149,11 @@ class Pusher:
             clock = time.monotonic()
             read_at = ctx.now()
             full = clock >= self._next_full
-            later = full or clock >= self._next_later
             if full:
                 self._next_full = clock + FULL_PASS_INTERVAL
                 ven_ids = rules.push_ven_ids(ctx)
             else:
-                ven_ids = push_due.hinted(ctx, ctx.now(), later=later)
-            if later:
-                self._next_later = clock + LATER_INTERVAL
+                ven_ids = push_due.hinted(ctx, read_at, HINTS_PER_PASS)
             # In an order of this process's own: senders of other processes read the same
             # hints, and in the same order they would reach each VEN at about the same time.
             random.shuffle(ven_ids)

@@ -316,34 +316,52 @@ def test_changes_hint_the_senders_and_a_turn_leaves_the_hint_of_what_is_next_due
     for ven_id, pull in (("v", False), ("p", True)):
         ctx.store.put_ven({"ven_id": ven_id, "registration_id": f"r-{ven_id}",
                            "http_pull_model": pull, "transport_address": "http://ven.example"})
-    assert push_due.hinted(ctx, t0, later=True) == []
+    assert push_due.hinted(ctx, t0, 10) == []
     events.add_event(ctx, events.build_event(
         event_id="e", targets={"ven_ids": ["v", "p"]}, signal_name="SIMPLE",
         signal_type="level", market_context="http://mc.example", intervals=[
             {"dtstart": t0 + timedelta(hours=1), "duration": timedelta(hours=1),
              "signal_payload": 1.0}]))
-    assert push_due.hinted(ctx, t0, later=False) == ["v"]  # the pull VEN polls: no hint
+    assert push_due.hinted(ctx, t0, 10) == ["v"]  # the pull VEN polls: no hint
     step = rules.advance(ctx, "v", "a", t0, lease)
     assert step.taken.payload_name == "oadrDistributeEvent"
     assert rules.advance(ctx, "v", "a", t0, lease).taken is None
-    # Unanswered, the event is due again after the redelivery time: a "later" hint for then.
-    assert push_due.hinted(ctx, t0, later=True) == []
-    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), later=False) == []
-    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), later=True) == ["v"]
+    # Unanswered, the event is due again after the redelivery time: the hint is for then.
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2) - timedelta(microseconds=1), 10) == []
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), 10) == ["v"]
     outbox.push(ctx, "p", "oadrRequestReregistration", {"ven_id": "p"})
     outbox.push(ctx, "v", "oadrRequestReregistration", {"ven_id": "v"})
-    assert push_due.hinted(ctx, t0, later=False) == ["v"]
-    # A failed push leaves a "later" hint for the end of the back-off, and no "now" hint.
+    assert push_due.hinted(ctx, t0, 10) == ["v"]
+    # A failed push leaves the hint at the end of the back-off, none before it.
     taken = rules.advance(ctx, "v", "a", t0, lease).taken
     assert taken.payload_name == "oadrRequestReregistration"
     failed = rules.advance(ctx, "v", "a", t0, lease, undo_taken=taken, failed=True)
-    assert push_due.hinted(ctx, t0, later=True) == []
-    assert push_due.hinted(ctx, failed.state["next_attempt"], later=True) == ["v"]
-    # A VEN that no longer registers for push loses its hints at its next turn.
+    assert push_due.hinted(ctx, failed.state["next_attempt"] - timedelta(microseconds=1),
+                           10) == []
+    assert push_due.hinted(ctx, failed.state["next_attempt"], 10) == ["v"]
+    # A VEN that no longer registers for push loses its hint at its next turn.
     ctx.store.put_ven({"ven_id": "v", "registration_id": None, "http_pull_model": False,
                        "transport_address": "http://ven.example"})
     rules.advance(ctx, "v", "b", failed.state["next_attempt"], lease)
-    assert push_due.hinted(ctx, t0 + timedelta(days=1), later=True) == []
+    assert push_due.hinted(ctx, t0 + timedelta(days=1), 10) == []
+
+
+def test_a_pass_reads_the_hints_due_earliest_first_up_to_its_limit(any_store):
+    # A hint filed later (a redelivery) is not read before its instant; of the due hints, the
+    # earliest come first, so a backlog beyond the limit waits, in order, for the next pass.
+    from flask_openadr.services import push_due
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(), any_store, clock=lambda: t0)
+    for n, ven_id in enumerate(["c", "a", "b"]):
+        push_due.schedule(ctx, ven_id, t0 + timedelta(seconds=n))
+    push_due.schedule(ctx, "d", t0 - timedelta(seconds=1))
+    assert push_due.hinted(ctx, t0 + timedelta(seconds=2), 10) == ["d", "c", "a", "b"]
+    assert push_due.hinted(ctx, t0 + timedelta(seconds=2), 2) == ["d", "c"]
+    assert push_due.hinted(ctx, t0, 10) == ["d", "c"]
+    push_due.schedule(ctx, "d", None)
+    push_due.schedule(ctx, "b", t0)  # moved earlier: one hint per VEN
+    assert push_due.hinted(ctx, t0 + timedelta(seconds=2), 10) == ["b", "c", "a"]
 
 
 def test_a_step_that_pushes_an_event_reads_each_record_once():

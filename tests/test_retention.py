@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
@@ -18,6 +18,8 @@ H = timedelta(hours=1)
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
 US = timedelta(microseconds=1)
+#: An instant every entry of the index of due removals is filed before.
+FOREVER = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
 
 def one_hour(start, ven_id=None, **fields):
@@ -212,7 +214,7 @@ def test_a_fulfilled_final_report_request_leaves_no_work_for_the_sweep(app, vtn,
     clock.advance(WEEK)
     with app.app_context():
         assert vtn.remove_expired_events() == 0  # its entry is dropped, nothing removed
-        assert vtn.store.list_records(removals.HOURS, "*") == []
+        assert vtn.store.list_due(removals.INDEX, FOREVER, 10) == []
 
 
 def test_an_event_modified_to_end_later_is_kept_until_its_new_end_plus_retention(app, vtn,
@@ -229,7 +231,7 @@ def test_an_event_modified_to_end_later_is_kept_until_its_new_end_plus_retention
     with app.app_context():
         assert vtn.remove_expired_events() == 1
         assert vtn.events() == []
-        assert vtn.store.list_records(removals.HOURS, "*") == []
+        assert vtn.store.list_due(removals.INDEX, FOREVER, 10) == []
 
 
 @pytest.mark.parametrize("waiting", [5, 60])
@@ -250,7 +252,7 @@ def test_a_pass_reads_what_is_due_not_every_event(app, vtn, clock, waiting):
         ctx.store = store
     assert "list_events" not in calls
     reads = [name for name in calls if name.startswith(("get_", "list_"))]
-    # The hours, the due hour's entries, each event (and its targets), the emptied hour.
+    # The due entries, each event (and its targets), the read that finds nothing more due.
     assert len(reads) <= 10, reads
 
 
@@ -277,14 +279,13 @@ def test_the_store_and_its_index_stay_bounded_with_final_report_requests(tmp_pat
         with app.app_context():
             vtn.remove_expired_events()
             store = vtn.store
-            hours = store.list_records(removals.HOURS, "*")
-            entries = sum(len(store.list_records(removals.DUE, h["hour"])) for h in hours)
+            entries = len(store.list_due(removals.INDEX, FOREVER, 1000))
             sizes.append((len(store.list_events()), len(vtn.vtn_report_requests(ven.ven_id)),
-                          len(hours), entries))
+                          entries))
     assert len(set(sizes[3:])) == 1, sizes
-    events_kept, requests_kept, hours_kept, entries_kept = sizes[-1]
+    events_kept, requests_kept, entries_kept = sizes[-1]
     assert 0 < events_kept <= 3 and 0 < requests_kept <= 3
-    assert hours_kept <= 2 * 3 and entries_kept <= 2 * 3
+    assert entries_kept <= 2 * 3
 
 
 def test_the_retention_pass_truncates_the_sqlite_wal(app, store_uri):

@@ -1396,6 +1396,153 @@ def test_put_record_refuses_bad_values_and_writes_nothing(store):
     assert_exact(store.get_record("opt", "007", "k"), make_record("kept"))
 
 
+# -- due items ----------------------------------------------------------------------------------
+
+
+def test_list_due_is_earliest_first_then_by_member_and_limited(store):
+    # c at +1s; a and b at +2s (a tie, by member); d at +3s; e much later.
+    for member, seconds in [("d", 3), ("b", 2), ("c", 1), ("a", 2), ("e", 100)]:
+        store.set_due("push", member, T0 + seconds * SECOND)
+    now = T0 + 3 * SECOND
+    assert store.list_due("push", now, 10) == [
+        ("c", T0 + SECOND), ("a", T0 + 2 * SECOND), ("b", T0 + 2 * SECOND), ("d", now)]
+    assert store.list_due("push", now, 2) == [("c", T0 + SECOND), ("a", T0 + 2 * SECOND)]
+    assert store.list_due("push", now, 0) == []
+    assert [m for m, _ in store.list_due("push", now - MICROSECOND, 10)] == ["c", "a", "b"]
+    assert store.list_due("push", T0 + SECOND, 10) == [("c", T0 + SECOND)]  # at == upto is due
+    assert store.list_due("push", T0, 10) == []
+    assert store.list_due("other", now, 10) == []  # never written: empty, no error
+
+
+def test_due_instants_compare_whatever_their_offsets_and_come_back_in_utc(store):
+    plus_two, minus_five = timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))
+    store.set_due("push", "later", (T0 + SECOND).astimezone(minus_five))
+    store.set_due("push", "sooner", T0.astimezone(plus_two))
+    due = store.list_due("push", (T0 + SECOND).astimezone(plus_two), 10)
+    assert due == [("sooner", T0), ("later", T0 + SECOND)]
+    assert [at.utcoffset() for _, at in due] == [timedelta(0), timedelta(0)]
+    assert store.list_due("push", (T0 + SECOND - MICROSECOND).astimezone(minus_five), 10) == [
+        ("sooner", T0)]
+
+
+def test_set_due_replaces_the_instant_and_none_removes_the_member(store):
+    store.set_due("push", "a", T0 + 5 * SECOND)
+    store.set_due("push", "b", T0 + 2 * SECOND)
+    store.set_due("push", "a", T0 + SECOND)  # earlier: one instant per member
+    assert store.list_due("push", T0 + 9 * SECOND, 10) == [("a", T0 + SECOND),
+                                                           ("b", T0 + 2 * SECOND)]
+    store.set_due("push", "a", T0 + 9 * SECOND)  # later: not due before it any more
+    assert store.list_due("push", T0 + 8 * SECOND, 10) == [("b", T0 + 2 * SECOND)]
+    store.set_due("push", "a", T0 + 9 * SECOND)  # the same again changes nothing
+    store.set_due("push", "b", None)
+    store.set_due("push", "b", None)  # removing what is not there is not an error
+    store.set_due("push", "never-filed", None)
+    assert store.list_due("push", T0 + 9 * SECOND, 10) == [("a", T0 + 9 * SECOND)]
+
+
+def test_due_members_are_any_text_in_code_point_order(store):
+    members = ['["event","","e-1"]', "B", "a", "a b", "\u00e9t\u00e9", "\U0001f50c", "x" * 1000,
+               "\\u0000", "'; DROP TABLE x; --", "\x01", "\t"]
+    for member in members:
+        store.set_due("removal", member, T0)
+    assert store.list_due("removal", T0, 100) == [(m, T0) for m in sorted(members)]
+    assert store.list_due("removal", T0, 3) == [(m, T0) for m in sorted(members)[:3]]
+
+
+def test_due_indexes_are_apart_from_each_other_and_from_the_stores_own(store):
+    store.set_due("push", "007", T0)
+    store.set_due("removal", "007", T0 + SECOND)
+    assert store.list_due("push", T0 + SECOND, 10) == [("007", T0)]
+    assert store.list_due("removal", T0 + SECOND, 10) == [("007", T0 + SECOND)]
+    # The store's own indexes (liveness, nonces) are not services' indexes, whatever their
+    # names: neither sees the other's members.
+    seen(store, "008")
+    assert store.remember_nonce("n-1", T0, T0 + SECOND)
+    for name in ("liveness_due", "liveness_stale", "nonce_expiry", "due:push", "push:"):
+        assert store.list_due(name, T0 + timedelta(days=1), 10) == []
+        store.set_due(name, "009", T0)
+    assert store.due_offline(T0 + timedelta(days=1), 10) == [("008", 1)]
+    assert store.stale_transitions(T0 + timedelta(days=1), 10) == [online("008", 1)]
+    assert store.list_due("push", T0 + SECOND, 10) == [("007", T0)]
+    assert store.remember_nonce("n-1", T0, T0 + SECOND) is False
+
+
+def test_set_due_and_list_due_refuse_bad_arguments_and_write_nothing(store):
+    store.set_due("push", "kept", T0)
+    naive = datetime(2024, 5, 1, 12, 0)
+    for args, named in [
+        (("push", "a", naive), "at"),
+        (("push", "a", "2024-05-01T12:00:00+00:00"), "at"),
+        (("push", "kept", naive), "at"),
+        (("", "a", T0), "index"),
+        ((None, "a", T0), "index"),
+        (("pu\0sh", "a", T0), "index"),
+        (("x" * 25, "a", T0), "index"),
+        (("push", "", T0), "member"),
+        (("push", 7, T0), "member"),
+        (("push", "a\0b", T0), "member"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{named} "):
+            store.set_due(*args)
+    store.set_due("x" * 24, "a", T0)  # the longest index name
+    assert store.list_due("x" * 24, T0, 10) == [("a", T0)]
+    for args, named in [
+        (("push", naive, 10), "upto"),
+        (("push", "2024-05-01", 10), "upto"),
+        (("", T0, 10), "index"),
+        (("x" * 25, T0, 10), "index"),
+        (("push", T0, -1), "limit"),
+        (("push", T0, "10"), "limit"),
+        (("push", T0, 1.0), "limit"),
+        (("push", T0, True), "limit"),
+        (("push", T0, None), "limit"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{named} "):
+            store.list_due(*args)
+    assert store.list_due("push", T0 + timedelta(days=1), 10) == [("kept", T0)]
+
+
+def test_set_due_takes_effect_with_its_block(store):
+    with pytest.raises(RuntimeError):
+        with store.atomic("007"):
+            store.set_due("push", "007", T0)
+            store.put_record("opt", "007", "k", make_record())
+            raise RuntimeError("roll back")
+    assert store.list_due("push", T0, 10) == []
+    assert store.get_record("opt", "007", "k") is None
+    with store.atomic("007"):
+        store.set_due("push", "007", T0)
+        store.set_due("push", "007", T0 + SECOND)  # the block sees, and keeps, its last set
+        assert store.list_due("push", T0 + SECOND, 10) == [("007", T0 + SECOND)]
+    with store.atomic():
+        store.set_due("push", "007", None)
+        store.set_due("push", "008", T0)
+    assert store.list_due("push", T0 + SECOND, 10) == [("008", T0)]
+
+
+def test_blocks_of_different_vens_set_their_own_members_side_by_side(store):
+    # The locking contract: a VEN's block sets that VEN's members; blocks of many VENs at once
+    # (threads here) lose none of them.
+    errors = []
+
+    def file(n):
+        try:
+            for round_ in range(5):
+                with store.atomic(f"ven-{n}"):
+                    store.set_due("push", f"ven-{n}", T0 + round_ * SECOND + n * MICROSECOND)
+        except Exception as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=file, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.list_due("push", T0 + timedelta(days=1), 100) == [
+        (f"ven-{n}", T0 + 4 * SECOND + n * MICROSECOND) for n in range(8)]
+
+
 # -- liveness ------------------------------------------------------------------------------------
 
 

@@ -276,7 +276,7 @@ def advance(ctx: Context, ven_id: str, owner: str, now: datetime, lease: timedel
             if not known or (at is not None and at <= now):
                 # (A release after a success leaves no back-off: an instant read above holds.)
                 at = next_due(ctx, ven, state, now)
-            push_due.schedule(ctx, ven_id, at, now)
+            push_due.schedule(ctx, ven_id, at)
         return Step(None, state, ven)
 
 

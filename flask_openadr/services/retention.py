@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from . import delivery, removals
 from .context import Context
@@ -24,7 +23,7 @@ def sweep(ctx: Context, limit: int = BATCH) -> int:
     (with their VENs' responses), counted from :func:`finished_at`, and report requests that
     waited in ``final_report`` for a last report that never came, counted from when they began
     to wait. Until then ``vtn.events()``, ``vtn.event_responses()`` and oadrRequestEvent still
-    show the events. They are found through :mod:`.removals`, so a pass reads only the hours
+    show the events. They are found through :mod:`.removals`, so a pass reads only the entries
     that are due, not every event.
 
     The VENs' delivery records drop their entries for removed events at their next
@@ -36,44 +35,41 @@ def sweep(ctx: Context, limit: int = BATCH) -> int:
     now = ctx.now()
     keep = ctx.settings.event_retention
     removed = 0
-    for hour in removals.due_hours(ctx, now, keep):
-        for entry in removals.entries(ctx, hour):
-            if removed >= limit:
-                return removed
-            removed += _take(ctx, hour, entry, now, keep)
-        removals.drop_empty_hour(ctx, hour)
+    while removed < limit:
+        wanted = limit - removed
+        entries = removals.due(ctx, now - keep, wanted)
+        for entry in entries:
+            removed += _take(ctx, entry, now, keep)
+        # Every entry taken left the due part of the index (dropped, removed, or filed again
+        # at a later instant): a short read means nothing more is due.
+        if len(entries) < wanted:
+            break
     return removed
 
 
-def _take(ctx: Context, hour: str, entry: dict[str, Any], now: datetime,
-          keep: timedelta) -> int:
+def _take(ctx: Context, entry: removals.Entry, now: datetime, keep: timedelta) -> int:
     """Remove what one entry names if it is due, checked again inside the transaction (an
     operator or the VEN may have changed it meanwhile); 1 when something was removed. A stale
-    entry is dropped, or filed again under the hour its thing now finishes in."""
-    what, key = entry["what"], entry["key"]
+    entry is dropped, or filed again at the instant its thing now finishes."""
     with ctx.store.atomic():
-        if what == removals.EVENT:
-            current = ctx.store.get_event(key)
+        if entry.what == removals.EVENT:
+            current = ctx.store.get_event(entry.key)
             finished = finished_at(current) if current is not None else None
             if finished is not None and finished + keep > now:
-                if removals.hour_of(finished) != hour:
-                    removals.drop(ctx, hour, entry)
-                    removals.add(ctx, removals.EVENT, "", key, finished)
-                return 0  # not yet: the entry stays where it belongs
-            removals.drop(ctx, hour, entry)
+                removals.add(ctx, removals.EVENT, "", entry.key, finished)
+                return 0  # not yet: filed at its new instant
+            removals.drop(ctx, entry)
             if current is None or finished is None:
                 return 0  # gone already, or open-ended again: filed anew when it finishes
-            ctx.store.delete_event(key)
-            ctx.store.delete_event_responses(key)
+            ctx.store.delete_event(entry.key)
+            ctx.store.delete_event_responses(entry.key)
             delivery.unindex_event(ctx, current)
             return 1
-        request = ctx.store.get_record(what, entry["ven_id"], key) \
-            if what in _REQUEST_KINDS else None
-        if request is not None and request.get("state") == "final_report" \
-                and entry["finished"] + keep > now:
-            return 0
-        removals.drop(ctx, hour, entry)
+        # A request's entry is due as read (it began to wait at least ``keep`` ago).
+        request = ctx.store.get_record(entry.what, entry.ven_id, entry.key) \
+            if entry.what in _REQUEST_KINDS else None
+        removals.drop(ctx, entry)
         if request is None or request.get("state") != "final_report":
             return 0  # fulfilled (and removed), or never a request this sweep expires
-        ctx.store.delete_record(what, entry["ven_id"], key)
+        ctx.store.delete_record(entry.what, entry.ven_id, entry.key)
         return 1

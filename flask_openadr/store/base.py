@@ -269,6 +269,34 @@ class Store(Protocol):
         """Remove every record of this kind for the VEN."""
         ...
 
+    # Due items: VTN-wide indexes of what is due when (the push senders' hints, the retention
+    # sweep's due removals), so that a pass reads what is due, not everything that will be.
+    # ``index`` names the index (a service's own name, such as "push"); a member is in it at
+    # most once, with one instant. Like a record, an index is a plain string, so a new service
+    # needs no new store method; the store keeps these indexes apart from its own.
+    #
+    # Locking: each call is atomic on its own; outside :meth:`atomic` a ``set_due`` is a
+    # VTN-wide block of its own. Inside ``atomic(ven_id)`` it may set only members that are that
+    # VEN's data (its own hint, the entry of one of its records): blocks of other VENs run at
+    # the same time, so two blocks of different VENs must never set one member. ``list_due``
+    # takes no lock: what it returns may have changed by the time the caller acts on it, so a
+    # caller checks each member again, inside the block that acts on it.
+    def set_due(self, index: str, member: str, at: datetime | None) -> None:
+        """File ``member`` in ``index`` as due at ``at``, replacing the instant it had; None
+        removes it (removing a member that is not there is not an error). ``index`` and
+        ``member`` are non-empty str without NUL, the index of at most :data:`DUE_INDEX_MAX`
+        characters, and ``at`` an aware datetime or None (``ValueError`` otherwise, naming the
+        argument, and nothing is written). Instants are kept to the microsecond."""
+        ...
+
+    def list_due(self, index: str, upto: datetime, limit: int) -> list[tuple[str, datetime]]:
+        """``(member, at)`` of the members of ``index`` due at ``upto`` (``at <= upto``),
+        earliest first, then by member (code point order), at most ``limit`` of them; ``at``
+        in UTC. Its cost follows what it returns, not the size of the index. ``index`` is
+        checked as by :meth:`set_due`, ``upto`` must be aware and ``limit`` an int >= 0
+        (``ValueError`` otherwise)."""
+        ...
+
     # Liveness (see flask_openadr.services.liveness). Each transition is one compare-and-set
     # here, so with any number of processes exactly one wins it. The sweep's cost grows with the number of VENs
     # it returns, not with all VENs: backends keep online VENs indexed by offline_at and pending
@@ -455,6 +483,22 @@ def check_nonce(nonce: str, now: datetime, expires_at: datetime,
     if not isinstance(nonce, str) or not nonce:
         raise ValueError(f"nonce must be a non-empty str, got {nonce!r}")
     return utc_text(now, "now"), utc_text(expires_at, expires_name)
+
+
+#: The longest index name of :meth:`Store.set_due` (a backend keeps it in a short column).
+DUE_INDEX_MAX = 24
+
+
+def check_due_names(index: str, member: str | None = None) -> None:
+    """``ValueError`` unless the index (and the member, when given) of :meth:`Store.set_due`
+    are non-empty str without NUL (which PostgreSQL's text refuses, so no backend takes it),
+    the index of at most :data:`DUE_INDEX_MAX` characters."""
+    named = [("index", index)] if member is None else [("index", index), ("member", member)]
+    for name, value in named:
+        if not isinstance(value, str) or not value or "\0" in value:
+            raise ValueError(f"{name} must be a non-empty str without NUL, got {value!r}")
+    if len(index) > DUE_INDEX_MAX:
+        raise ValueError(f"index must be at most {DUE_INDEX_MAX} characters, got {index!r}")
 
 
 def check_int(value: int, name: str, *, minimum: int | None = None) -> None:

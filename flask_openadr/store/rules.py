@@ -34,7 +34,10 @@ compare-and-set transitions and the expiry of replay nonces. A backend only keep
 - An index of due items: ``index_set(index, member, score)`` files a member under a text score
   (None removes it); ``index_range(index, upto, limit)`` returns up to ``limit``
   ``(member, score)`` with ``score <= upto``, by score, then member (code point order). Scores
-  here are UTC instants as :func:`~flask_openadr.store.base.utc_text`, which sort by time.
+  here are UTC instants as :func:`~flask_openadr.store.base.utc_text`, which sort by time. The
+  rules keep their own indexes there (liveness, nonces) and the services' indexes of
+  :meth:`~flask_openadr.store.base.Store.set_due`, each of those under the prefix ``due:``,
+  which no name of the rules' own starts with.
 
 A backend whose data only the process holding it sees says so on a subclass of
 :class:`RulesStore` with ``single_process = True`` (see
@@ -69,6 +72,7 @@ from .base import (
     Transition,
     VenRecord,
     check_delivered,
+    check_due_names,
     check_int,
     check_max_priority,
     check_nonce,
@@ -77,6 +81,7 @@ from .base import (
     check_record_key,
     event_id_of,
     event_response_key,
+    from_utc_text,
     liveness_from_row,
     normalize_fingerprint,
     outbox_priority,
@@ -131,6 +136,9 @@ DUE_OFFLINE, STALE, NONCE_EXPIRY = "liveness_due", "liveness_stale", "nonce_expi
 # block of maintain() removes.
 _NONCE_PURGE = 10
 _NONCE_BATCH = 1000
+#: The backend index of a service's due index (Store.set_due) is its name after this prefix,
+#: which none of the rules' own index names above starts with.
+_DUE = "due:"
 
 
 def _key(*parts: Any) -> str:
@@ -364,6 +372,26 @@ class RulesStore:
         with self.backend.transaction(ven_id):
             rows = self.backend.scan(RECORDS, _key(kind, ven_id))
             self.backend.delete(RECORDS, [key for key, _ in rows])
+
+    # -- due items -----------------------------------------------------------------------------
+    # A service's index is a backend index of its own (see _DUE); a member has one score, so a
+    # set replaces the instant it had.
+
+    def set_due(self, index: str, member: str, at: datetime | None) -> None:
+        """See :meth:`flask_openadr.store.base.Store.set_due`. Outside a block, a VTN-wide
+        block of its own (nested in a block, it joins it)."""
+        check_due_names(index, member)
+        score = None if at is None else utc_text(at, "at")
+        with self.backend.transaction():
+            self.backend.index_set(_DUE + index, member, score)
+
+    def list_due(self, index: str, upto: datetime, limit: int) -> list[tuple[str, datetime]]:
+        """See :meth:`flask_openadr.store.base.Store.list_due`."""
+        check_due_names(index)
+        upto_text = utc_text(upto, "upto")
+        check_int(limit, "limit", minimum=0)
+        due = self.backend.index_range(_DUE + index, upto_text, limit) if limit else []
+        return [(member, cast(datetime, from_utc_text(score))) for member, score in due]
 
     # -- liveness ------------------------------------------------------------------------------
     # A row is the JSON of _LIVENESS_FIELDS, datetimes as utc_text. Each transition reads the
