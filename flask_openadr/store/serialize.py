@@ -59,9 +59,7 @@ def _encode_plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return {_FLOAT: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        return _encode_float(value)
     if isinstance(value, dict):
         encoded = {}
         for key, item in value.items():
@@ -110,9 +108,7 @@ def _encode(value: Any, where: str) -> Any:
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
-        if math.isfinite(value):
-            return value
-        return {_FLOAT: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+        return _encode_float(value)
     if isinstance(value, datetime):
         return {_DATETIME: _encode_datetime(value, where)}
     if isinstance(value, timedelta):
@@ -133,6 +129,12 @@ def _encode(value: Any, where: str) -> Any:
         f"{where} is a {type(value).__name__} ({value!r}); store records hold only str, int, "
         "float, bool, None, list, dict with str keys, aware datetime and timedelta"
     )
+
+
+def _encode_float(value: float) -> Any:
+    if math.isfinite(value):
+        return value
+    return {_FLOAT: "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
 
 
 def _encode_datetime(value: datetime, where: str) -> str:

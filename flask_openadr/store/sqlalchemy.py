@@ -58,7 +58,6 @@ from .base import (
     NonceUsed,
     PollState,
     Transition,
-    check_delivered,
     check_seen_nonce,
     utc_text,
 )
@@ -976,19 +975,13 @@ class SQLStore(RulesStore):
         state["outbox"] = [serialize.loads(value) for _, value in outbox]
         return state
 
-    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
-        """A few multi-row statements instead of one put per VEN (docs/stores.rst)."""
+    def _put_delivered(self, texts: dict[str, str]) -> None:
+        """The puts of :meth:`~RulesStore.set_delivered_many` in a few multi-row statements
+        instead of one per VEN (docs/stores.rst)."""
         if not self.backend.postgresql:
-            return super().set_delivered_many(delivered)
-        for value in delivered.values():
-            check_delivered(value)
-        texts = {ven_id: serialize.dumps(value) if value else None
-                 for ven_id, value in delivered.items()}
-        lock = next(iter(texts)) if len(texts) == 1 else None
-        with self.backend.transaction(lock):
-            self.backend.delete(DELIVERED, [v for v, text in texts.items() if text is None])
-            self.backend.put_many(DELIVERED, {v: text for v, text in texts.items()
-                                              if text is not None})
+            super()._put_delivered(texts)
+            return
+        self.backend.put_many(DELIVERED, texts)
 
 
 #: A pooled connection unused for longer than this is pinged before it is handed out.

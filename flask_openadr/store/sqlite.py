@@ -46,7 +46,6 @@ from .base import (
     PollState,
     Transition,
     VenRecord,
-    check_delivered,
     check_max_priority,
     check_seen_nonce,
     utc_text,
@@ -606,18 +605,10 @@ class SQLiteStore(RulesStore):
         rows = self.backend.read(_GET_VEN, (ven_id,))
         return cast(VenRecord, serialize.loads(rows[0][0])) if rows else None
 
-    def set_delivered_many(self, delivered: dict[str, dict[str, Any]]) -> None:
-        """The rules' :meth:`~RulesStore.set_delivered_many` with the puts in one
-        ``executemany`` (an event for a group of 100,000 VENs writes 100,000 records)."""
-        for value in delivered.values():
-            check_delivered(value)
-        texts = {ven_id: serialize.dumps(value) if value else None
-                 for ven_id, value in delivered.items()}
-        lock = next(iter(texts)) if len(texts) == 1 else None
-        with self.backend.transaction(lock):
-            self.backend.delete(DELIVERED, [v for v, text in texts.items() if text is None])
-            self.backend.change_many(_PUT_DELIVERED, [
-                (ven_id, text) for ven_id, text in texts.items() if text is not None])
+    def _put_delivered(self, texts: dict[str, str]) -> None:
+        """The puts of :meth:`~RulesStore.set_delivered_many` in one ``executemany`` (an event
+        for a group of 100,000 VENs writes 100,000 records)."""
+        self.backend.change_many(_PUT_DELIVERED, list(texts.items()))
 
     def _has_json(self) -> bool:
         if self._json is None:
