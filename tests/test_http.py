@@ -1,7 +1,11 @@
 """The request pipeline: HTTP-level refusals, protocol errors as paired replies, crash safety."""
 from __future__ import annotations
 
+import io
+
 import pytest
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Response
 
 from flask_openadr import codec
 from tests.support.vens import make_ven
@@ -45,6 +49,57 @@ def test_body_over_the_limit_is_400(app):
     response = make_ven(app).post("EiRegisterParty", body)
     assert response.status_code == 400
     assert "larger than 200 bytes" in response.get_data(as_text=True)
+
+
+def _raw_post(app, service, body, **headers):
+    """POST through the WSGI app with the headers given as they are (the test client would
+    compute a Content-Length of its own)."""
+    ven = make_ven(app)
+    environ = {"CONTENT_TYPE": "application/xml", "SSL_CLIENT_CERT": ven.certificate.pem,
+               **headers}
+    return app.test_client().post(f"{PREFIX}/{service}", input_stream=io.BytesIO(body),
+                                  environ_overrides=environ)
+
+
+def test_body_is_read_by_its_declared_length(app):
+    body = codec.encode("oadrQueryRegistration", {"request_id": "by-length"})
+    # Bytes after the declared length are not the message's (a pipelined next request).
+    response = _raw_post(app, "EiRegisterParty", body + b"<trailing/>",
+                         CONTENT_LENGTH=str(len(body)))
+    assert response.status_code == 200
+    assert codec.decode(response.get_data())[1]["response"]["request_id"] == "by-length"
+
+
+@pytest.mark.parametrize("declared", ["9" * 40, "1" * 4400, "201"])
+def test_declared_length_over_the_limit_is_400_not_an_error(app, vtn, declared):
+    # 4,400 digits are more than int() converts by default (a ValueError if parsed as it is).
+    app.extensions["openadr"].context.settings.max_message_bytes = 200
+    body = codec.encode("oadrQueryRegistration", {"request_id": "1"})
+    response = _raw_post(app, "EiRegisterParty", body, CONTENT_LENGTH=declared)
+    assert response.status_code == 400
+    with app.app_context():
+        assert vtn.vens() == []
+
+
+def test_body_without_a_declared_length_is_read_to_its_end(app):
+    # A chunked request as gunicorn passes it on: no CONTENT_LENGTH, and the server ends the
+    # stream where the body ends (wsgi.input_terminated).
+    body = codec.encode("oadrQueryRegistration", {"request_id": "chunked"})
+    environ = EnvironBuilder(path=f"{PREFIX}/EiRegisterParty", method="POST",
+                             input_stream=io.BytesIO(body), content_type="application/xml",
+                             environ_base={"SSL_CLIENT_CERT": make_ven(app).certificate.pem}
+                             ).get_environ()
+    del environ["CONTENT_LENGTH"]
+    environ["wsgi.input_terminated"] = True
+    response = Response.from_app(app, environ)
+    assert response.status_code == 200
+    assert codec.decode(response.get_data())[1]["response"]["request_id"] == "chunked"
+
+
+def test_body_shorter_than_declared_is_400(app, vtn):
+    body = codec.encode("oadrQueryRegistration", {"request_id": "short"})
+    response = _raw_post(app, "EiRegisterParty", body[:-10], CONTENT_LENGTH=str(len(body)))
+    assert response.status_code == 400
 
 
 def test_wrong_content_type_is_400(app):
