@@ -174,19 +174,26 @@ def test_sqlite_waiting_too_long_for_another_writer_is_a_store_error(tmp_path):
     path = tmp_path / "vtn.sqlite"
     store = SQLiteStore(str(path), timeout=0.2)
     store.get_ven("007")  # creates the file and the schema
+    store.put_ven(make_ven("008"))
+    seen(store, "008")  # online: its next record_seen takes the one-transaction fast path
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
-        for write in (lambda: store.put_ven(make_ven("007")), lambda: seen(store, "007")):
+        for write in (lambda: store.put_ven(make_ven("007")), lambda: seen(store, "007"),
+                      lambda: seen(store, "008", T0 + SECOND)):
             with pytest.raises(StoreError, match="locked") as raised:
                 write()
             assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+            assert not connection_of(store).in_transaction  # nothing left open
         assert store.get_ven("007") is None  # readers do not wait (WAL)
+        assert store.get_liveness("008")["last_seen"] == T0
     finally:
         other.execute("ROLLBACK")
         other.close()
     store.put_ven(make_ven("007"))  # and it recovers
     assert store.get_ven("007") is not None
+    seen(store, "008", T0 + 2 * SECOND)
+    assert store.get_liveness("008")["last_seen"] == T0 + 2 * SECOND
     store.close()
 
 
