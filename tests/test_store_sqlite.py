@@ -450,3 +450,20 @@ def test_sqlite_poll_reads_use_the_keys_and_partitions(sqlite_store):
     assert steps < 200, f"{steps} VM steps for one VEN's poll state among 3003"
     item, steps = _vm_steps(connection, lambda: sqlite_store.pop_outbox("quiet-0007"))
     assert item is not None and steps < 200, steps
+
+
+def test_sqlite_replayed_nonce_of_an_online_ven_writes_nothing(sqlite_store):
+    sqlite_store.put_ven(make_ven("007"))
+    seen(sqlite_store, "007", T0)  # online: later calls take the one-transaction path
+    seen(sqlite_store, "007", T0 + SECOND, nonce="n-1", nonce_expires_at=T0 + 60 * SECOND)
+    before = sqlite_store.get_liveness("007")
+    with pytest.raises(NonceUsed):
+        seen(sqlite_store, "007", T0 + 2 * SECOND, nonce="n-1",
+             nonce_expires_at=T0 + 62 * SECOND)
+    assert sqlite_store.get_liveness("007") == before  # the liveness update rolled back
+    assert _nonces(sqlite_store) == ["n-1"]
+    assert not connection_of(sqlite_store).in_transaction
+    # A fresh nonce goes through, with its expiry entry.
+    seen(sqlite_store, "007", T0 + 3 * SECOND, nonce="n-2", nonce_expires_at=T0 + 63 * SECOND)
+    assert sqlite_store.get_liveness("007")["last_seen"] == T0 + 3 * SECOND
+    assert _nonces(sqlite_store) == ["n-1", "n-2"]

@@ -428,16 +428,25 @@ class SQLiteBackend:
                     conn.sqlite.execute("ROLLBACK")
             raise
 
-    def touch_online(self, now_text: str, offline_text: str, ven_id: str) -> bool:
+    def touch_online(self, now_text: str, offline_text: str, ven_id: str,
+                     nonce: tuple[str, str, str] | None = None) -> bool:
         """The liveness update of a VEN found online, outside any block: its row and its due
-        entry in one transaction; False (nothing written) when it is not online. What
-        :meth:`transaction` does, written out: this runs once per message, and the context
-        manager, the connection lookups and the error wrapping per statement cost more than
-        the four statements themselves."""
+        entry, and a signed message's nonce ``(nonce, now, expires_at)`` with its expiry
+        entry, in one transaction. False, with nothing written, when the VEN is not online.
+        Raises :class:`NonceUsed`, with nothing written, when the nonce was taken before.
+
+        What :meth:`transaction` does, written out: this runs once per message, and the
+        context manager, the connection lookups and the error wrapping per statement cost
+        more than the statements themselves."""
         connection = self.connection().sqlite
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
+                if nonce is not None:
+                    if not connection.execute(_TAKE_NONCE, (nonce[0], nonce[2],
+                                                            nonce[1])).rowcount:
+                        raise NonceUsed(nonce[0])  # rolled back below: nothing written
+                    connection.execute(_SET_EXPIRY, (nonce[0], nonce[2]))
                 if connection.execute(_TOUCH_ONLINE, (now_text, offline_text, ven_id)).rowcount:
                     connection.execute(_TOUCH_DUE, (offline_text, ven_id))
                     connection.execute("COMMIT")
@@ -559,6 +568,12 @@ _TAKE_NONCE = (
     f"WHERE tbl = '{NONCES}' AND part = ''), 1, ?2) ON CONFLICT (tbl, key) "
     "DO UPDATE SET version = version + 1, value = excluded.value WHERE value <= ?3"
 )
+# ... and its entry in the index of nonces by expiry (index_set, for that index).
+_SET_EXPIRY = (
+    f"INSERT INTO store_index (idx, member, score) VALUES ('{NONCE_EXPIRY}', ?, ?) "
+    "ON CONFLICT (idx, member) DO UPDATE SET score = excluded.score "
+    "WHERE score != excluded.score"
+)
 _GET_VEN = f"SELECT value FROM store_rows WHERE tbl = '{VENS}' AND key = ?"
 # set_delivered_many: the rules' put of each VEN's delivery record, for executemany.
 _PUT_DELIVERED = (
@@ -635,8 +650,9 @@ class SQLiteStore(RulesStore):
                     nonce_expires_at: datetime | None = None) -> Transition | None:
         """The rules' :meth:`~RulesStore.record_seen` (one transaction), with statements of its
         own for a VEN found online, which is all but the first message of each VEN: its row and
-        its due entry in two ``UPDATE`` statements, and a nonce in one ``INSERT``. A VEN going
-        online takes the rules' path, in the same transaction as the nonce."""
+        its due entry in two ``UPDATE`` statements, and a nonce in one ``INSERT`` (outside a
+        block, :meth:`SQLiteBackend.touch_online`). A VEN going online takes the rules' path,
+        in the same transaction as the nonce."""
         now_text = utc_text(now, "now")
         offline_text = utc_text(offline_at, "offline_at")
         utc_text(lease_until, "lease_until")  # refused before anything is written
@@ -645,9 +661,10 @@ class SQLiteStore(RulesStore):
             return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
                                        nonce_expires_at)
         backend = self.backend
-        if nonce is None and not backend.connection().depth:
-            # The call of most messages: see touch_online.
-            if backend.touch_online(now_text, offline_text, ven_id):
+        if not backend.connection().depth:
+            # The call of most messages, outside any block: see touch_online.
+            taken = None if nonce is None or nonce_texts is None else (nonce, *nonce_texts)
+            if backend.touch_online(now_text, offline_text, ven_id, taken):
                 return None
         with backend.transaction(ven_id):
             if nonce is not None and nonce_texts is not None:
