@@ -70,6 +70,8 @@ def _prepared_response(payload: Mapping[str, Any]) -> bytes | None:
     """``payload`` (an oadrResponse) encoded from a prepared message, or None when its shape is
     not the one prepared messages have (encode builds it the ordinary way, and says what is
     wrong)."""
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # (a dict: no ABC check)
+        return None  # the generic engine says what is wrong
     ven_id = payload.get("ven_id")
     response = payload.get("response")
     if len(payload) != 2 or type(ven_id) is not str or type(response) is not dict \
