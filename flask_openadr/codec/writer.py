@@ -115,7 +115,9 @@ def _closing(steps: tuple[str, ...]) -> str:
 _COMPILED: dict[tuple[int, frozenset[str]], tuple[ComplexType, Writer]] = {}
 # The types being generated, to refuse a type that contains itself (2.0b has none).
 _PENDING: set[int] = set()
+# Generation reads and writes the tables; writing afterwards reads only the generated functions.
 _LOCK = threading.RLock()
+# payload name -> its function (see message()).
 _MESSAGES: dict[str, Message] = {}
 
 
