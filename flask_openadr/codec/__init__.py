@@ -14,6 +14,7 @@ from .convert import decode_element, encode_element
 from .fields import q
 from .parser import parse
 from .schema import PAYLOAD_TYPES
+from .writer import message
 
 __all__ = ["PAYLOADS", "decode", "decode_element", "encode", "encode_element", "parse"]
 
@@ -38,7 +39,8 @@ def decode(body: bytes, *, max_bytes: int | None = None) -> tuple[str, dict[str,
 def encode(payload_name: str, payload: Mapping[str, Any]) -> bytes:
     """Build a complete message: UTF-8 with an XML declaration,
     ``oadr:oadrPayload/oadr:oadrSignedObject(oadr:Id="oadrSignedObject")/<payload ei:schemaVersion="2.0b">``,
-    children in XSD order, all conventional prefixes declared on the root.
+    children in XSD order, all conventional prefixes declared on the root: the bytes of
+    :func:`encode_element`'s tree, written without building it (see :mod:`.writer`).
 
     :raises ValueError: naming the key path, for a missing required key, an unknown key or a value
         of the wrong type (a programming error on the caller's side).
@@ -47,6 +49,13 @@ def encode(payload_name: str, payload: Mapping[str, Any]) -> bytes:
         prepared = _prepared_response(payload)
         if prepared is not None:
             return prepared
+    write = message(payload_name)
+    if write is not None:
+        body = write(payload)
+        if body is not None:
+            return body
+    # What the compiled writer does not take: the generic engine encodes it (the same bytes) or
+    # raises the error that names what is wrong.
     return etree.tostring(encode_element(payload_name, payload), xml_declaration=True, encoding="UTF-8")
 
 
@@ -70,6 +79,8 @@ def _prepared_response(payload: Mapping[str, Any]) -> bytes | None:
     """``payload`` (an oadrResponse) encoded from a prepared message, or None when its shape is
     not the one prepared messages have (encode builds it the ordinary way, and says what is
     wrong)."""
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # (a dict: no ABC check)
+        return None  # the generic engine says what is wrong
     ven_id = payload.get("ven_id")
     response = payload.get("response")
     if len(payload) != 2 or type(ven_id) is not str or type(response) is not dict \

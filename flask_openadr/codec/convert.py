@@ -1,10 +1,15 @@
 """Messages <-> dicts by the model of :mod:`.schema`: the compiled decoder first, then the generic
-walk to say what is wrong with what it refused; the encoder.
+walk to say what is wrong with what it refused; the generic encoder.
 
 The generic walk interprets the model member by member. The compiled decoder
 (:mod:`.compiled`) decodes every acceptable message by itself; the walk runs only on input the
 compiled decoder refused, to name the element and the value that is wrong (or, for a value the
 VTN cannot honour, to decode the rest of the message so that the paired reply can be addressed).
+
+The generic encoder builds the lxml tree of a message (:func:`encode_element`, which signing
+needs). :func:`flask_openadr.codec.encode` writes a message's bytes with the compiled writer
+(:mod:`.writer`) and runs the generic encoder only on what the writer refused, to encode it or
+to say what is wrong with it.
 """
 from __future__ import annotations
 
@@ -352,11 +357,19 @@ def encode_element(payload_name: str, payload: Mapping[str, Any]) -> etree._Elem
     ctype = PAYLOAD_TYPES.get(payload_name)
     if ctype is None:
         raise ValueError(f"unknown payload name {payload_name!r} (expected one of {sorted(PAYLOAD_TYPES)})")
+    root, element = payload_tree(payload_name)
+    _encode_complex(element, payload, ctype, payload_name)
+    return root
+
+
+def payload_tree(payload_name: str) -> tuple[etree._Element, etree._Element]:
+    """The ``oadr:oadrPayload`` root of a message and its (empty) payload element below
+    ``oadr:oadrSignedObject``: what every message the codec writes is built in (the compiled
+    encoder of :mod:`.writer` takes its text from this tree too)."""
     root = etree.Element(_PAYLOAD_ROOT, nsmap=NSMAP)
     signed = etree.SubElement(root, _SIGNED_OBJECT, {q("oadr", "Id"): "oadrSignedObject"})
     element = etree.SubElement(signed, q("oadr", payload_name), {q("ei", "schemaVersion"): "2.0b"})
-    _encode_complex(element, payload, ctype, payload_name)
-    return root
+    return root, element
 
 
 def _encode_complex(element: etree._Element, data: object, ctype: ComplexType, where: str, *,

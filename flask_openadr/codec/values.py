@@ -342,17 +342,20 @@ def parse_datetime(text: str) -> datetime:
 
 def format_datetime(value: object) -> str:
     """Format an aware datetime as UTC (see the module docstring for the fraction rule)."""
-    if not isinstance(value, datetime):
+    if value.__class__ is datetime and value.tzinfo is timezone.utc:
+        utc = value  # nearly every one: no conversion
+    elif not isinstance(value, datetime):
         raise ValueError(f"expected an aware datetime, got {type(value).__name__} {value!r}")
-    if not is_aware(value):
+    elif not is_aware(value):
         raise ValueError(f"naive datetime {value!r}: attach a timezone (UTC)")
-    utc = value.astimezone(timezone.utc)
-    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
-            f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
-    if utc.microsecond:
-        text += (f".{utc.microsecond // 1000:03d}" if utc.microsecond % 1000 == 0
-                 else f".{utc.microsecond:06d}")
-    return text + "Z"
+    else:
+        utc = value.astimezone(timezone.utc)
+    # datetime's own isoformat (a subclass's is not called): YYYY-MM-DDThh:mm:ss[.ffffff]+00:00.
+    text = datetime.isoformat(utc)
+    micro = utc.microsecond
+    if micro and micro % 1000 == 0:
+        return text[:23] + "Z"  # whole milliseconds: .fff
+    return text[:-6] + "Z"
 
 
 class _DateTime(ValueType[datetime]):
