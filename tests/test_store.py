@@ -707,6 +707,10 @@ def _push_then_pop_worker(target, tag, count, barrier, result_path):
     popped = []
     while (item := store.pop_outbox("007")) is not None:
         popped.append(item["payload"]["id"])
+        # A pause between pops, as a sender's push makes: with none, a pop that takes
+        # microseconds (SQLite) lets one process take the write lock again and again while the
+        # other sleeps in its busy handler, and the pops never overlap.
+        time.sleep(0.001)
     Path(result_path).write_text(json.dumps(popped))
     store.close()
 

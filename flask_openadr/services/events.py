@@ -317,7 +317,8 @@ class Pending:
 
 
 def pending_distribution(ctx: Context, ven: VenRecord, now: datetime, *,
-                         ven_is_current: bool = False) -> Pending | None:
+                         ven_is_current: bool = False,
+                         delivered: Mapping[str, Any] | None = None) -> Pending | None:
     """The oadrDistributeEvent ``ven`` should be sent now, worked out but not recorded, or
     None when none is due: one of its events has a version it does not hold (new, changed,
     cancelled or withdrawn), or one it must answer and has not, and was last sent at least
@@ -333,8 +334,11 @@ def pending_distribution(ctx: Context, ven: VenRecord, now: datetime, *,
     :param now: the instant of the check.
     :param ven_is_current: ``ven`` was read inside the caller's transaction, so it is not
         read again.
+    :param delivered: the VEN's stored delivery map when the caller read it inside its
+        transaction, so it is not read again.
     """
-    record = delivery.load(ctx, ven["ven_id"])
+    record = delivery.load(ctx, ven["ven_id"]) if delivered is None \
+        else delivery.from_stored(delivered)
     if not delivery.is_due(record, now):
         return None
     ven = ven if ven_is_current else _current_ven(ctx, ven)

@@ -87,6 +87,7 @@ def take(
     max_priority: int | None = None,
     superseded: Callable[[Context, str, Mapping[str, Any]], bool] = lambda *args: False,
     awaiting: list[dict[str, Any]] | None = None,
+    queued: list[OutboxItem] | None = None,
 ) -> OutboxItem | None:
     """The VEN's next message, recorded as sent at ``now``; call it inside ``ctx.store.atomic()``
     with the encoding of the reply.
@@ -101,6 +102,8 @@ def take(
     :param awaiting: the VEN's AWAITING records when the caller has read them already (a poll
         takes twice and reads them once: a take that returns nothing changes none of those it
         considered).
+    :param queued: the VEN's outbox when the caller has read it already in this transaction:
+        an empty one is not popped (a pop is a read of its own).
     """
     due = None
     if awaiting is None:
@@ -116,7 +119,8 @@ def take(
                 due is None or item["priority"] < due["priority"]):
             due = item
     limit = max_priority if due is None else due["priority"] - 1
-    item = ctx.store.pop_outbox(ven_id, max_priority=limit)
+    item = ctx.store.pop_outbox(ven_id, max_priority=limit) if queued is None or queued \
+        else None
     while item is not None and superseded(ctx, ven_id, item):
         item = ctx.store.pop_outbox(ven_id, max_priority=limit)
     chosen = item or due
