@@ -45,8 +45,6 @@ logger = logging.getLogger("flask_openadr")
 
 #: Seconds between two passes of the sender: a message queued is pushed within about this.
 PASS_INTERVAL = 0.2
-#: The longest a pass waits for free threads before it ends (the next pass goes on).
-PASS_BUDGET = 1.0
 #: The most hinted VENs one pass reads (the earliest due first); more wait for the next pass.
 HINTS_PER_PASS = 10_000
 #: Seconds between two full passes, which look at every push VEN instead of the hinted ones:
@@ -71,6 +69,13 @@ class _Target(NamedTuple):
     host: str
     port: int
     path: str
+
+
+class _Queued(NamedTuple):
+    """A VEN a pass queued for the push threads, and when the pass read that it was due."""
+
+    ven_id: str
+    read_at: datetime
 
 
 class Pusher:
@@ -98,10 +103,11 @@ class Pusher:
         self._pid = os.getpid()
         self.owner = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        # Notified when a delivery ends: a pass with every thread busy sleeps until one is
-        # free instead of waking every few milliseconds to look (CPU the pushes would use).
-        self._freed = threading.Condition(self._lock)
+        # The VENs being pushed to, those queued for the push threads (in the order queued),
+        # and how many push threads are taking the queue.
         self._busy: set[str] = set()
+        self._queued: OrderedDict[str, _Queued] = OrderedDict()
+        self._runners = 0
         # When this process next makes a full pass (the first pass is one: it finds what was
         # due before this process started).
         self._next_full = time.monotonic()
@@ -133,18 +139,19 @@ class Pusher:
         return 2 * self.ctx.settings.push_timeout + self.ctx.settings.callback_lease
 
     def run_pass(self) -> int:
-        """Hand each push VEN that has something due and is not leased or backing off to a
-        free thread, which claims its lease as it takes the first message (so a VEN another
-        process claimed first costs that thread one transaction); returns how many were
-        started.
+        """Queue each push VEN that has something due for the push threads, which take the
+        queued VENs one after another: each checks that the VEN is not leased or backing off
+        and claims its lease as it takes the first message (so a VEN another process claimed
+        first costs that thread one transaction). Returns how many VENs were queued.
 
         A pass looks at the VENs hinted as due at its instant (see
         :mod:`~flask_openadr.services.push_due`), one read of the store's due index for all
-        of them and one per hinted VEN; every ``FULL_PASS_INTERVAL`` seconds it looks at every
-        push VEN instead, reading what each has pending."""
+        of them; every ``FULL_PASS_INTERVAL`` seconds it looks at every push VEN instead,
+        reading what each has pending. A VEN already queued or being pushed to is not queued
+        again."""
         self._resources()
         ctx = self.ctx
-        started = 0
+        queued: list[_Queued] = []
         with self._app_context(), ctx.store.session():
             clock = time.monotonic()
             read_at = ctx.now()
@@ -157,28 +164,62 @@ class Pusher:
             # In an order of this process's own: senders of other processes read the same
             # hints, and in the same order they would reach each VEN at about the same time.
             random.shuffle(ven_ids)
-            # With every thread busy the pass waits for one to free, up to PASS_BUDGET: one
-            # event for many VENs is pushed at the pace the VENs answer, not one thread-pool
-            # full per pass.
-            deadline = time.monotonic() + PASS_BUDGET
             for ven_id in ven_ids:
-                if ven_id in self._busy:
+                if ven_id in self._busy or ven_id in self._queued:
                     continue
-                with self._freed:
-                    while len(self._busy) >= ctx.settings.push_concurrency:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            return started
-                        self._freed.wait(left)
-                now = ctx.now()
-                if rules.waiting(ctx, ven_id, now, since=read_at) or (full and self._nothing_pending(ven_id,
-                                                                                      now)):
+                if full and self._nothing_pending(ven_id, ctx.now()):
                     continue
+                queued.append(_Queued(ven_id, read_at))
+        with self._lock:
+            # (Checked again under the lock: one thread at a time pushes to a VEN.)
+            queued = [entry for entry in queued
+                      if entry.ven_id not in self._busy and entry.ven_id not in self._queued]
+            for entry in queued:
+                self._queued[entry.ven_id] = entry
+            # The threads that run take the queue in turn; more start only while there are
+            # more queued VENs than running threads, up to OPENADR_PUSH_CONCURRENCY.
+            start = min(ctx.settings.push_concurrency - self._runners,
+                        len(self._queued) - self._runners)
+            self._runners += max(0, start)
+        for _ in range(start):
+            self._executor.submit(self._run)
+        return len(queued)
+
+    def _run(self) -> None:
+        """One push thread's work: take the queued VENs, oldest first, one at a time, until
+        the queue is empty. A thread that has pushed to one VEN goes on to the next itself, so
+        a push costs no hand-over between threads."""
+        ctx = self.ctx
+        ended = False
+        try:
+            while True:
                 with self._lock:
+                    # (Under the lock with the check: a pass that queues after it starts a
+                    # thread of its own.)
+                    if not self._queued:
+                        self._runners -= 1
+                        ended = True
+                        return
+                    ven_id, entry = self._queued.popitem(last=False)
                     self._busy.add(ven_id)
-                self._executor.submit(self._deliver, ven_id)
-                started += 1
-        return started
+                try:
+                    with self._app_context(), ctx.store.session():
+                        # The pass read the VEN's hint at ``read_at``: a turn of another
+                        # sender that ended since left a newer one (services.push.waiting).
+                        skip = rules.waiting(ctx, ven_id, ctx.now(), since=entry.read_at)
+                except Exception:
+                    logger.exception("could not read the push state of VEN %r; the next "
+                                     "pass tries again", ven_id)
+                    skip = True
+                if skip:
+                    with self._lock:
+                        self._busy.discard(ven_id)
+                    continue
+                self._deliver(ven_id)
+        finally:
+            if not ended:  # (a thread that dies leaves its place to a new one)
+                with self._lock:
+                    self._runners -= 1
 
     def _nothing_pending(self, ven_id: str, now: datetime) -> bool:
         # What a full pass reads of a VEN no hint names.
@@ -188,11 +229,11 @@ class Pusher:
             ctx, ven_id, now, outbox.redelivery_after(ctx, ven))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Wait until this process pushes to no VEN (``flask openadr push --once``); True when
-        it is idle, False when ``timeout`` seconds passed first."""
+        """Wait until this process pushes to no VEN and has none queued (``flask openadr push
+        --once``); True when it is idle, False when ``timeout`` seconds passed first."""
         self._resources()
         deadline = time.monotonic() + timeout
-        while self._busy:
+        while self._runners:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)
@@ -235,9 +276,8 @@ class Pusher:
                 except Exception:  # the lease then runs out by itself
                     logger.exception("could not release the push lease of VEN %r", ven_id)
         finally:
-            with self._freed:
+            with self._lock:
                 self._busy.discard(ven_id)
-                self._freed.notify()
 
     def _step(self, ven_id: str, reached: VenRecord | None, *, held: bool,
               undo_taken: rules.Taken | None, failed: bool, more: bool = True,

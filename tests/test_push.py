@@ -604,6 +604,36 @@ def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again
         peer.stop()
 
 
+def test_one_push_thread_takes_the_queued_vens_one_after_another(tmp_path):
+    # With one push thread, a pass queues every VEN due and the thread pushes to each in turn
+    # (it goes on to the next VEN itself), one push at a time; a VEN queued is not queued
+    # again, and the next pass finds nothing due.
+    from tests.support.vens import make_ven
+
+    app = Flask("one_thread_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
+                      OPENADR_PUSH_CONCURRENCY=1)
+    VTN(app)
+    peers = [PushVEN("http://127.0.0.1:9", name=f"queued-{n}") for n in range(3)]
+    for peer in peers:
+        peer.start()
+    pusher = app.extensions["openadr"].pusher
+    try:
+        for peer in peers:
+            _, reply = make_ven(app, ven_name=peer.name).register(
+                http_pull_model=False, transport_address=peer.address)
+            assert reply["response"]["response_code"] == 200
+        assert pusher.run_pass() == 3 and pusher.wait_idle()
+        assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 3
+        assert [peer.most_in_flight for peer in peers] == [1, 1, 1]
+        assert pusher.run_pass() == 0 and pusher.wait_idle()
+        assert [len(peer.bodies) for peer in peers] == [1, 1, 1]
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
 @pytest.mark.parametrize("trusted, pinned", [(True, True), (False, True), (True, False)])
 def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pinned, caplog):
     import ssl
