@@ -221,6 +221,17 @@ class Pusher:
                 with self._lock:
                     self._runners -= 1
 
+    def drop_queue(self) -> int:
+        """Forget the VENs queued and not yet taken; returns how many. The push threads end
+        after the VEN each is pushing to, instead of going through the queue: the sender is
+        stopping (at exit, a thread that goes on would hold the process up). Nothing is lost:
+        a queued VEN's hint stays in the store, and the next pass of any sender reads it."""
+        self._resources()
+        with self._lock:
+            dropped = len(self._queued)
+            self._queued.clear()
+        return dropped
+
     def _nothing_pending(self, ven_id: str, now: datetime) -> bool:
         # What a full pass reads of a VEN no hint names.
         ctx = self.ctx

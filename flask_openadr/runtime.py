@@ -91,11 +91,15 @@ class Sweeper:
     """
 
     def __init__(self, run_pass: Callable[[], Any], interval: float,
-                 name: str = "flask-openadr-sweeper", what: str = "liveness sweeper"):
+                 name: str = "flask-openadr-sweeper", what: str = "liveness sweeper",
+                 on_stop: Callable[[], Any] | None = None):
         """:param what: what the thread is, in its log lines ("liveness sweeper", "push
             sender"): one class runs both, and an operator reading the log must tell them
-            apart."""
+            apart.
+        :param on_stop: called when :meth:`stop` asks the thread to stop, and again once it
+            has ended (the push sender drops the VENs it queued for its push threads)."""
         self._run_pass = run_pass
+        self._on_stop = on_stop
         self.interval = float(interval)
         self.name = name
         self.what = what
@@ -138,12 +142,22 @@ class Sweeper:
             if thread is None or self._pid != os.getpid():
                 return True
             stop.set()
+        self._stopping()
         if thread is not threading.current_thread():
             thread.join(timeout)
+            self._stopping()  # and what the pass that was running when asked left
         stopped = not thread.is_alive()
         if stopped:
             logger.info("%s stopped in process %d", self.what, os.getpid())
         return stopped
+
+    def _stopping(self) -> None:
+        if self._on_stop is None:
+            return
+        try:
+            self._on_stop()
+        except Exception:  # stopping goes on: the thread is asked to stop all the same
+            logger.exception("%s: could not prepare to stop", self.what)
 
     def _loop(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -194,9 +208,15 @@ class AppState:
                 raise SweeperDone
             alive.pusher.run_pass()
 
+        def drop_push_queue() -> None:
+            alive = state()
+            if alive is not None:
+                alive.pusher.drop_queue()
+
         # The push sender's own thread: a liveness pass must not delay a push, nor the reverse.
         self.push_sender = Sweeper(run_push_pass, push.PASS_INTERVAL,
-                                   name=f"flask-openadr-push[{app.name}]", what="push sender")
+                                   name=f"flask-openadr-push[{app.name}]", what="push sender",
+                                   on_stop=drop_push_queue)
         _STATES.add(self)
 
     @property

@@ -634,6 +634,67 @@ def test_one_push_thread_takes_the_queued_vens_one_after_another(tmp_path):
         app.extensions["openadr"].context.store.close()
 
 
+def test_a_stopping_sender_drops_its_queue_and_a_later_pass_finds_it_again(tmp_path):
+    # The push threads go through the queue one VEN after another; a sender that stops (at
+    # exit, say) must not keep them going through the rest. The VENs dropped keep their hints
+    # in the store: the next pass (of any sender) queues them again.
+    from tests.support.vens import make_ven
+
+    app = Flask("dropping_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
+                      OPENADR_PUSH_CONCURRENCY=1, OPENADR_PUSH_TIMEOUT=5)
+    vtn = VTN(app)
+    peers = [PushVEN("http://127.0.0.1:9", name=f"dropped-{n}") for n in range(3)]
+    for peer in peers:
+        peer.mode, peer.hang_seconds = "hang", 0.5  # each push takes half a second, then 500
+        peer.start()
+    state = app.extensions["openadr"]
+    pusher = state.pusher
+    try:
+        ven_ids = []
+        for peer in peers:
+            _, reply = make_ven(app, ven_name=peer.name).register(
+                http_pull_model=False, transport_address=peer.address)
+            assert reply["response"]["response_code"] == 200
+            ven_ids.append(reply["ven_id"])
+        assert pusher.run_pass() == 3
+        time.sleep(0.2)  # the one push thread is at its first VEN
+        assert pusher.drop_queue() == 2
+        assert pusher.wait_idle(timeout=5)
+        assert sum(peer.in_flight for peer in peers) == 0
+        reached = [peer for peer in peers if peer.most_in_flight]
+        assert len(reached) == 1  # the other two were dropped before their push
+        for peer in peers:
+            peer.mode = "ok"
+        assert pusher.run_pass() == 2  # the dropped ones, found again by their hints
+        assert pusher.wait_idle(timeout=10)
+        assert all(peer.names() == ["oadrRegisterReport"] for peer in peers if peer not in reached)
+        # Stopping the sender's thread drops the queue too: an event for each VEN, the first
+        # push hanging while the sender is stopped; the other two VENs get nothing.
+        for peer in peers:
+            peer.mode = "hang"
+        with app.app_context():
+            for ven_id in ven_ids:
+                vtn.add_event(ven_id, signal_name="SIMPLE", signal_type="level", intervals=[{
+                    "dtstart": datetime.now(timezone.utc) + timedelta(hours=1),
+                    "duration": timedelta(minutes=30), "signal_payload": 1.0}])
+        before = [len(peer.paths) for peer in peers]
+        for peer in peers:
+            peer.most_in_flight = 0
+        assert state.push_sender.start()
+        deadline = time.monotonic() + 5
+        while not any(peer.in_flight for peer in peers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state.push_sender.stop(5)
+        assert pusher.wait_idle(timeout=5)
+        assert sum(len(peer.paths) for peer in peers) == sum(before)  # hangs are not recorded
+        assert sum(peer.most_in_flight for peer in peers) == 1  # one push thread, one VEN
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
 @pytest.mark.parametrize("trusted, pinned", [(True, True), (False, True), (True, False)])
 def test_push_over_tls_with_client_certificates_both_ways(tmp_path, trusted, pinned, caplog):
     import ssl
