@@ -120,29 +120,39 @@ def only_child(element: etree._Element, step: str) -> object:
     return None
 
 
-class _Source:
-    """The generated source of one decoder and the constants it refers to by name."""
+class GeneratedSource:
+    """What the generated code of one function refers to by name: the constants of
+    ``namespace``, and local names made unique with :meth:`fresh` (the compiled decoder's
+    source and the compiled writer's, :mod:`.writer`, both build on it)."""
 
-    def __init__(self, ctype: ComplexType) -> None:
-        self.ctype = ctype
-        self.lines: list[str] = []
-        self.namespace: dict[str, Any] = {"ValueProblem": ValueProblem, "Entity": etree.Entity,
-                                "simple_text": simple_text, "only_child": only_child,
-                                "ABSENT": ABSENT, "MAX_REPEATED": MAX_REPEATED}
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
         self.names = 0
 
-    def add(self, depth: int, block: str) -> None:
-        self.lines.append(_indent(block, depth))
-
     def fresh(self, prefix: str) -> str:
-        """A local variable name not used before in this decoder."""
+        """A local variable name not used before in this function."""
         self.names += 1
         return f"{prefix}_{self.names}"
 
     def const(self, prefix: str, value: object) -> str:
+        """The name of ``value`` in the generated code."""
         name = self.fresh(prefix)
         self.namespace[name] = value
         return name
+
+
+class _Source(GeneratedSource):
+    """The generated source of one decoder and the constants it refers to by name."""
+
+    def __init__(self, ctype: ComplexType) -> None:
+        super().__init__({"ValueProblem": ValueProblem, "Entity": etree.Entity,
+                          "simple_text": simple_text, "only_child": only_child,
+                          "ABSENT": ABSENT, "MAX_REPEATED": MAX_REPEATED})
+        self.ctype = ctype
+        self.lines: list[str] = []
+
+    def add(self, depth: int, block: str) -> None:
+        self.lines.append(_indent(block, depth))
 
     def starts(self, tag: str, member: Member) -> str:
         """The test that ``tag`` starts ``member``. A tag read from lxml is a new string, so

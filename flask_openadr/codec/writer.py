@@ -34,6 +34,7 @@ from typing import Any, Callable, Union, cast
 from lxml import etree
 
 from . import values as v
+from .compiled import GeneratedSource
 from .convert import payload_tree
 from .fields import (
     XSI, Choice, ComplexType, Field, Flatten, Member, Nil, Substitution, local_name, pretty,
@@ -188,7 +189,7 @@ class _Write:
         return f"w(f{template!r})"
 
 
-class _Source:
+class _Source(GeneratedSource):
     """The generated source of one writer and the constants it refers to by name.
 
     Writes are joined: a write goes into the previous one when only code that writes nothing
@@ -196,15 +197,14 @@ class _Source:
     False the output is thrown away anyway."""
 
     def __init__(self, ctype: ComplexType) -> None:
-        self.ctype = ctype
-        self.items: list[tuple[int, str] | _Write] = []
-        self.pending: _Write | None = None  # the last write, while a write may join it
-        self.namespace: dict[str, Any] = {
+        super().__init__({
             "formatted": formatted, "duration": duration, "DURATIONS": _DURATIONS,
             "plain": _PLAIN, "timedelta": timedelta, "datetime": datetime, "UTC": timezone.utc,
             "format_datetime": format_datetime,
-        }
-        self.names = 0
+        })
+        self.ctype = ctype
+        self.items: list[tuple[int, str] | _Write] = []
+        self.pending: _Write | None = None  # the last write, while a write may join it
 
     def add(self, depth: int, block: str, *, writes: bool = False) -> None:
         """Lines of code; ``writes`` when they append to ``out``."""
@@ -233,15 +233,6 @@ class _Source:
     def barrier(self) -> None:
         """The next write starts a new item of ``out``."""
         self.pending = None
-
-    def fresh(self, prefix: str) -> str:
-        self.names += 1
-        return f"{prefix}_{self.names}"
-
-    def const(self, prefix: str, value: object) -> str:
-        name = self.fresh(prefix)
-        self.namespace[name] = value
-        return name
 
     def writer_of(self, ctype: ComplexType, extra_keys: frozenset[str] = frozenset()) -> str:
         """The name under which this writer calls the writer of ``ctype``."""
