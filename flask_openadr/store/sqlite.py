@@ -446,7 +446,7 @@ class SQLiteBackend:
                     if not connection.execute(_TAKE_NONCE, (nonce[0], nonce[2],
                                                             nonce[1])).rowcount:
                         raise NonceUsed(nonce[0])  # rolled back below: nothing written
-                    connection.execute(_SET_EXPIRY, (nonce[0], nonce[2]))
+                    connection.execute(_INDEX_SET, (NONCE_EXPIRY, nonce[0], nonce[2]))
                 if connection.execute(_TOUCH_ONLINE, (now_text, offline_text, ven_id)).rowcount:
                     connection.execute(_TOUCH_DUE, (offline_text, ven_id))
                     connection.execute("COMMIT")
@@ -540,10 +540,7 @@ class SQLiteBackend:
         if score is None:
             self.change("DELETE FROM store_index WHERE idx = ? AND member = ?", (index, member))
             return
-        # An unchanged score writes nothing (the liveness rules set both indexes on every save).
-        self.change("INSERT INTO store_index (idx, member, score) VALUES (?, ?, ?) "
-                    "ON CONFLICT (idx, member) DO UPDATE SET score = excluded.score "
-                    "WHERE score != excluded.score", (index, member, score))
+        self.change(_INDEX_SET, (index, member, score))
 
     def index_range(self, index: str, upto: str, limit: int) -> list[tuple[str, str]]:
         rows = self.read("SELECT member, score FROM store_index WHERE idx = ? AND score <= ? "
@@ -568,9 +565,10 @@ _TAKE_NONCE = (
     f"WHERE tbl = '{NONCES}' AND part = ''), 1, ?2) ON CONFLICT (tbl, key) "
     "DO UPDATE SET version = version + 1, value = excluded.value WHERE value <= ?3"
 )
-# ... and its entry in the index of nonces by expiry (index_set, for that index).
-_SET_EXPIRY = (
-    f"INSERT INTO store_index (idx, member, score) VALUES ('{NONCE_EXPIRY}', ?, ?) "
+# index_set of a score: an unchanged score writes nothing (the liveness rules set both
+# indexes on every save).
+_INDEX_SET = (
+    "INSERT INTO store_index (idx, member, score) VALUES (?, ?, ?) "
     "ON CONFLICT (idx, member) DO UPDATE SET score = excluded.score "
     "WHERE score != excluded.score"
 )
