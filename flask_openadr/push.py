@@ -363,12 +363,11 @@ class Pusher:
         is put back by the caller's next step."""
         ctx = self.ctx
         ven_id = ven["ven_id"]
+        body = taken.body or codec.encode(taken.payload_name, taken.payload)
         if ven.get("xml_signature") and self.signer is not None:
             # A VEN that registered with signatures rejects unsigned messages (notes 2.3).
-            body = signature.sign(codec.encode_element(taken.payload_name, taken.payload),
-                                  self.signer, now=ctx.now())
-        else:
-            body = taken.body or codec.encode(taken.payload_name, taken.payload)
+            # Signed from the codec's bytes, as the views sign their replies.
+            body = signature.sign_message(body, self.signer, now=ctx.now())
         url = rules.url_for(ctx, ven, taken.payload_name)
         try:
             target = self._target(url)
