@@ -20,6 +20,7 @@ import pytest
 from flask import Flask
 
 from flask_openadr import VTN, EventError, codec
+from tests.support.e2e import stop_client
 from tests.support.servers import Gunicorn
 
 PREFIX = "/OpenADR2/Simple/2.0b"
@@ -316,7 +317,7 @@ def with_openleadr_ven(base, scenario, answer="optIn"):
         try:
             return await scenario(client, received)
         finally:
-            await client.stop()
+            await stop_client(client)
 
     return asyncio.run(main())
 

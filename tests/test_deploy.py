@@ -26,7 +26,7 @@ import pytest
 from lxml import etree
 
 from flask_openadr import codec
-from tests.support.e2e import E2EGunicorn, operator_app, read_log, wait_for
+from tests.support.e2e import E2EGunicorn, operator_app, read_log, stop_client, wait_for
 from tests.support.nginx import DEPLOY, Nginx
 from tests.support.pki import KEY_TYPES, openadr_fingerprint
 
@@ -278,7 +278,7 @@ def run_full_scenario(deployment, pki, ven_key_type):
             await wait_for(lambda: len(updates()) >= 2)
             return event_id
         finally:
-            await client.stop()
+            await stop_client(client)
 
     event_id = asyncio.run(scenario())
     assert [e["event_descriptor"]["event_id"] for e in events] == [event_id]

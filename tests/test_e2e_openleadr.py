@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from flask_openadr import codec
-from tests.support.e2e import E2EGunicorn, operator_app, read_log, serving, wait_for
+from tests.support.e2e import E2EGunicorn, operator_app, read_log, serving, stop_client, wait_for
 
 openleadr = pytest.importorskip("openleadr")
 
@@ -79,7 +79,7 @@ def test_openleadr_client_registers_receives_events_and_opts_in(served, tmp_path
             assert updated[1]["event_descriptor"]["modification_number"] == 2
             return client.ven_id, event_id
         finally:
-            await client.stop()
+            await stop_client(client)
 
     ven_id, event_id = asyncio.run(scenario())
     log = read_log(log_path)
@@ -203,7 +203,7 @@ def test_openleadr_client_hears_of_every_change_that_affects_it(served, tmp_path
             await wait_for(answered_withdrawal)
             return ven_id, past, grouped, moved
         finally:
-            await client.stop()
+            await stop_client(client)
 
     ven_id, past, grouped, moved = asyncio.run(scenario())
     assert received[past][:2] == [{"status": "far", "number": 0},

@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 
 from example_app.app import create_app
 from tests.support.backends import require_server
+from tests.support.e2e import stop_client
 
 openleadr = pytest.importorskip("openleadr")
 
@@ -132,7 +133,7 @@ class Ven:
 
     def stop(self):
         try:
-            self._call(self.client.stop())
+            self._call(stop_client(self.client))
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.support.e2e import operator_app, read_log, serving, wait_for
+from tests.support.e2e import operator_app, read_log, serving, stop_client, wait_for
 
 openleadr = pytest.importorskip("openleadr")
 
@@ -62,7 +62,7 @@ def test_openleadr_client_reports_telemetry_until_the_vtn_cancels(served, tmp_pa
                 assert vtn.report_requests(client.ven_id) == []
             return client.ven_id, requests[0]["report_request_id"]
         finally:
-            await client.stop()
+            await stop_client(client)
 
     ven_id, report_request_id = asyncio.run(scenario())
     updates = kinds(log_path, "update_report")

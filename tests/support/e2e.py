@@ -65,3 +65,25 @@ async def wait_for(predicate, timeout=20.0):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.1)
+
+
+async def stop_client(client) -> None:
+    """Stop a real openleadr VEN so that it leaves no open connection behind.
+
+    ``OpenADRClient.stop`` shuts its scheduler down and closes its HTTP session, but a job that
+    was running (a poll, a report) goes on: it may open a new session, and ``asyncio.run`` only
+    cancels it afterwards, so its connection's transport is closed on a turn of the loop that
+    never comes. Garbage collection then warns about the unclosed transport during whatever test
+    runs next in the same process, where ``filterwarnings = error`` makes it that test's error.
+    So: stop, cancel the client's other tasks and wait for them, close a session opened
+    meanwhile, and let the loop run the transports' closing."""
+    await client.stop()
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    session = getattr(client, "client_session", None)
+    if session is not None and not session.closed:
+        await session.close()
+    await asyncio.sleep(0.05)  # connection_lost callbacks run on the next turns of the loop
