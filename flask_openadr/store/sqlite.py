@@ -430,36 +430,45 @@ class SQLiteBackend:
 
     def touch_online(self, now_text: str, offline_text: str, ven_id: str,
                      nonce: tuple[str, str, str] | None = None) -> bool:
-        """The liveness update of a VEN found online, outside any block: its row and its due
-        entry, and a signed message's nonce ``(nonce, now, expires_at)`` with its expiry
-        entry, in one transaction. False, with nothing written, when the VEN is not online.
-        Raises :class:`NonceUsed`, with nothing written, when the nonce was taken before.
+        """The liveness update of a VEN found online: its row and its due entry, and a signed
+        message's nonce ``(nonce, now, expires_at)`` with its expiry entry. Outside a block
+        they are one transaction, which writes nothing when the VEN is not online (False);
+        inside one they join it (the nonce stays taken when the VEN is not online). Raises
+        :class:`NonceUsed` when the nonce was taken before (outside a block nothing is
+        written; inside, the block's rollback undoes it).
 
-        What :meth:`transaction` does, written out: this runs once per message, and the
-        context manager, the connection lookups and the error wrapping per statement cost
-        more than the statements themselves."""
-        connection = self.connection().sqlite
+        The statements are run on the connection directly: this runs once per message, and
+        the context manager, the connection lookups and the error wrapping per statement of
+        :meth:`transaction` and :meth:`change` cost more than the statements themselves."""
+        conn = self.connection()
+        connection = conn.sqlite
         try:
+            if conn.depth:
+                return self._touch(connection, now_text, offline_text, ven_id, nonce)
             connection.execute("BEGIN IMMEDIATE")
             try:
-                if nonce is not None:
-                    if not connection.execute(_TAKE_NONCE, (nonce[0], nonce[2],
-                                                            nonce[1])).rowcount:
-                        raise NonceUsed(nonce[0])  # rolled back below: nothing written
-                    connection.execute(_INDEX_SET, (NONCE_EXPIRY, nonce[0], nonce[2]))
-                if connection.execute(_TOUCH_ONLINE, (now_text, offline_text, ven_id)).rowcount:
-                    connection.execute(_TOUCH_DUE, (offline_text, ven_id))
-                    connection.execute("COMMIT")
-                    return True
+                touched = self._touch(connection, now_text, offline_text, ven_id, nonce)
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     if connection.in_transaction:
                         connection.execute("ROLLBACK")
                 raise
-            connection.execute("ROLLBACK")  # nothing was written
-            return False
+            connection.execute("COMMIT" if touched else "ROLLBACK")
+            return touched
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+
+    @staticmethod
+    def _touch(connection: sqlite3.Connection, now_text: str, offline_text: str, ven_id: str,
+               nonce: tuple[str, str, str] | None) -> bool:
+        if nonce is not None:
+            if not connection.execute(_TAKE_NONCE, (nonce[0], nonce[2], nonce[1])).rowcount:
+                raise NonceUsed(nonce[0])
+            connection.execute(_INDEX_SET, (NONCE_EXPIRY, nonce[0], nonce[2]))
+        if not connection.execute(_TOUCH_ONLINE, (now_text, offline_text, ven_id)).rowcount:
+            return False
+        connection.execute(_TOUCH_DUE, (offline_text, ven_id))
+        return True
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of one SELECT; outside a transaction it sees one consistent snapshot on its
@@ -653,9 +662,9 @@ class SQLiteStore(RulesStore):
                     nonce_expires_at: datetime | None = None) -> Transition | None:
         """The rules' :meth:`~RulesStore.record_seen` (one transaction), with statements of its
         own for a VEN found online, which is all but the first message of each VEN: its row and
-        its due entry in two ``UPDATE`` statements, and a nonce in one ``INSERT`` (outside a
-        block, :meth:`SQLiteBackend.touch_online`). A VEN going online takes the rules' path,
-        in the same transaction as the nonce."""
+        its due entry in two ``UPDATE`` statements, and a nonce in one ``INSERT``
+        (:meth:`SQLiteBackend.touch_online`). A VEN going online takes the rules' path, in the
+        same transaction as the nonce."""
         now_text = utc_text(now, "now")
         offline_text = utc_text(offline_at, "offline_at")
         utc_text(lease_until, "lease_until")  # refused before anything is written
@@ -664,21 +673,16 @@ class SQLiteStore(RulesStore):
             return super().record_seen(ven_id, now, offline_at, lease_until, nonce,
                                        nonce_expires_at)
         backend = self.backend
-        if not backend.connection().depth:
-            # The call of most messages, outside any block: see touch_online.
-            taken = None if nonce is None or nonce_texts is None else (nonce, *nonce_texts)
-            if backend.touch_online(now_text, offline_text, ven_id, taken):
-                return None
-        with backend.transaction(ven_id):
-            if nonce is not None and nonce_texts is not None:
-                if not backend.change(_TAKE_NONCE, (nonce, nonce_texts[1], nonce_texts[0])):
-                    raise NonceUsed(nonce)  # and the block writes nothing
-                backend.index_set(NONCE_EXPIRY, nonce, nonce_texts[1])
-            if backend.change(_TOUCH_ONLINE, (now_text, offline_text, ven_id)):
-                backend.change(_TOUCH_DUE, (offline_text, ven_id))
-                return None
-            # Offline or never seen: the rules' transition, joining this block.
+        in_block = bool(backend.connection().depth)
+        taken = None if nonce is None or nonce_texts is None else (nonce, *nonce_texts)
+        if backend.touch_online(now_text, offline_text, ven_id, taken):
+            return None
+        # Offline or never seen: the rules' transition. Inside a block it joins the block,
+        # which holds the nonce already; outside, nothing was written and the rules take the
+        # nonce in the transition's transaction.
+        if in_block:
             return super().record_seen(ven_id, now, offline_at, lease_until)
+        return super().record_seen(ven_id, now, offline_at, lease_until, nonce, nonce_expires_at)
 
     def get_ven(self, ven_id: str) -> VenRecord | None:
         """The rules' :meth:`~RulesStore.get_ven` in one statement that reads the value only
