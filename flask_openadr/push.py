@@ -5,7 +5,7 @@ It runs on a background thread of each serving process, started after fork as th
 sweeper is (see :mod:`flask_openadr.runtime`). Every pass looks for push VENs with something due,
 claims each with a lease in the shared store (see :mod:`flask_openadr.services.push`), so that
 one sender in any process on any host pushes to a VEN at a time (which keeps its order), and
-hands it to a small pool of threads: a slow VEN holds one thread, never the others.
+queues it for a small pool of threads: a slow VEN holds one thread, never the others.
 
 The HTTP client is urllib3: a well-kept synchronous client with a pool of keep-alive
 connections per host, separate connect and read timeouts, and client certificates; the
@@ -56,6 +56,12 @@ MESSAGES_PER_CLAIM = 50
 #: Pinned connection pools (one per https VEN with a bound certificate) kept open by one
 #: process; the least recently used is closed beyond this.
 MAX_PINNED_POOLS = 1000
+#: Seconds a push may wait for its VEN (connect, send, answer) before its thread counts as held
+#: up by the network: while every push thread is held up, a pass starts more (up to
+#: OPENADR_PUSH_CONCURRENCY) for the VENs queued. Until then one thread takes the queue: threads
+#: that all run Python (VENs that answer at once) share one GIL and one SQLite writer, and more
+#: of them only add switches and lock waits (bench/bench_push.py: a quarter more CPU per push).
+HELD_UP_AFTER = 0.05
 
 
 #: The headers of every push (urllib3 copies them per request; built once here).
@@ -108,6 +114,8 @@ class Pusher:
         self._busy: set[str] = set()
         self._queued: OrderedDict[str, _Queued] = OrderedDict()
         self._runners = 0
+        # Push thread -> when the push it waits for began (monotonic), while it waits.
+        self._posting: dict[int, float] = {}
         # When this process next makes a full pass (the first pass is one: it finds what was
         # due before this process started).
         self._next_full = time.monotonic()
@@ -176,14 +184,27 @@ class Pusher:
                       if entry.ven_id not in self._busy and entry.ven_id not in self._queued]
             for entry in queued:
                 self._queued[entry.ven_id] = entry
-            # The threads that run take the queue in turn; more start only while there are
-            # more queued VENs than running threads, up to OPENADR_PUSH_CONCURRENCY.
-            start = min(ctx.settings.push_concurrency - self._runners,
-                        len(self._queued) - self._runners)
-            self._runners += max(0, start)
+            start = self._threads_to_start()
+            self._runners += start
         for _ in range(start):
             self._executor.submit(self._run)
         return len(queued)
+
+    def _threads_to_start(self) -> int:
+        """How many push threads to start for the queue, under the lock: one when none runs;
+        more, up to ``OPENADR_PUSH_CONCURRENCY``, only while every running thread has waited
+        on its VEN for ``HELD_UP_AFTER`` seconds (a slow or hanging VEN): the threads that run
+        take the queue in turn, and one that is not held up goes on to the next VEN itself."""
+        if not self._queued:
+            return 0
+        if not self._runners:
+            return 1
+        held_since = time.monotonic() - HELD_UP_AFTER
+        held_up = sum(1 for began in self._posting.values() if began <= held_since)
+        if held_up < self._runners:
+            return 0
+        return max(0, min(self.ctx.settings.push_concurrency - self._runners,
+                          len(self._queued)))
 
     def _run(self) -> None:
         """One push thread's work: take the queued VENs, oldest first, one at a time, until
@@ -373,16 +394,25 @@ class Pusher:
             target = self._target(url)
             if target is None:
                 raise urllib3.exceptions.LocationValueError(f"no host in the URL {url!r}")
-            # urlopen is urllib3's lowest public call: no URL parsing, no redirect handling
-            # (a redirect is a failed push), the timeout and Retry objects given as built.
-            response = self._pool_for(ven, target).urlopen(
-                "POST", target.path, body=body, headers=_HEADERS, retries=self._retries,
-                redirect=False, assert_same_host=False, timeout=self._timeout,
-                preload_content=False)
+            pool = self._pool_for(ven, target)
+            thread = threading.get_ident()
+            with self._lock:  # (a pass counts the threads held up by their VEN)
+                self._posting[thread] = time.monotonic()
             try:
-                answer = response.read(ctx.settings.max_message_bytes + 1)
+                # urlopen is urllib3's lowest public call: no URL parsing, no redirect
+                # handling (a redirect is a failed push), the timeout and Retry objects given
+                # as built.
+                response = pool.urlopen(
+                    "POST", target.path, body=body, headers=_HEADERS, retries=self._retries,
+                    redirect=False, assert_same_host=False, timeout=self._timeout,
+                    preload_content=False)
+                try:
+                    answer = response.read(ctx.settings.max_message_bytes + 1)
+                finally:
+                    response.release_conn()
             finally:
-                response.release_conn()
+                with self._lock:
+                    del self._posting[thread]
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             logger.warning("could not push %s to VEN %r at %s: %s", taken.payload_name, ven_id,
                            url, exc)

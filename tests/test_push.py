@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
 
-from flask_openadr import VTN
+from flask_openadr import VTN, push, signals
 from flask_openadr.config import Settings
 from flask_openadr.errors import InvalidData
 from flask_openadr.services import push as rules
@@ -512,8 +513,6 @@ def test_flask_openadr_push_once_pushes_what_is_due_and_processes_the_answer(app
 
 @pytest.mark.parametrize("backend", SHARED)
 def test_of_senders_claiming_at_once_through_separate_handles_one_wins(backend, tmp_path):
-    import threading
-
     uri = URI_FACTORIES[backend](tmp_path)
     stores = [open_store(uri) for _ in range(6)]
     try:
@@ -689,6 +688,75 @@ def test_a_stopping_sender_drops_its_queue_and_a_later_pass_finds_it_again(tmp_p
         assert pusher.wait_idle(timeout=5)
         assert sum(len(peer.paths) for peer in peers) == sum(before)  # hangs are not recorded
         assert sum(peer.most_in_flight for peer in peers) == 1  # one push thread, one VEN
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
+def test_one_push_thread_takes_the_queue_while_vens_answer_at_once(tmp_path):
+    # Threads that all run Python share one GIL and one SQLite writer: while the VENs answer at
+    # once, one push thread takes the whole queue, whatever OPENADR_PUSH_CONCURRENCY allows.
+    from tests.support.vens import make_ven
+
+    app = Flask("prompt_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
+                      OPENADR_PUSH_CONCURRENCY=8)
+    VTN(app)
+    peers = [PushVEN("http://127.0.0.1:9", name=f"prompt-{n}") for n in range(6)]
+    for peer in peers:
+        peer.start()
+    pusher = app.extensions["openadr"].pusher
+    threads: list[int] = []
+
+    def sent(sender, **extra):
+        threads.append(threading.get_ident())
+
+    try:
+        for peer in peers:
+            _, reply = make_ven(app, ven_name=peer.name).register(
+                http_pull_model=False, transport_address=peer.address)
+            assert reply["response"]["response_code"] == 200
+        with signals.message_sent.connected_to(sent, app):
+            assert pusher.run_pass() == 6 and pusher.wait_idle()
+        assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 6
+        assert len(threads) == 6 and len(set(threads)) == 1
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
+def test_a_pass_starts_more_push_threads_while_every_one_waits_on_a_slow_ven(tmp_path):
+    # One push thread waiting on a VEN that hangs: the next pass starts more (up to
+    # OPENADR_PUSH_CONCURRENCY) for the VENs queued behind it, so they are pushed at once.
+    from tests.support.vens import make_ven
+
+    app = Flask("held_up_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
+                      OPENADR_PUSH_CONCURRENCY=3, OPENADR_PUSH_TIMEOUT=5)
+    VTN(app)
+    peers = [PushVEN("http://127.0.0.1:9", name=f"slow-{n}") for n in range(4)]
+    for peer in peers:
+        peer.mode, peer.hang_seconds = "hang", 2.0
+        peer.start()
+    pusher = app.extensions["openadr"].pusher
+    try:
+        for peer in peers:
+            _, reply = make_ven(app, ven_name=peer.name).register(
+                http_pull_model=False, transport_address=peer.address)
+            assert reply["response"]["response_code"] == 200
+        assert pusher.run_pass() == 4
+        wait_for(lambda: sum(peer.in_flight for peer in peers) == 1, timeout=5,
+                 what="the first push")
+        time.sleep(2 * push.HELD_UP_AFTER)
+        assert sum(peer.in_flight for peer in peers) == 1  # one thread while nothing else ran
+        assert pusher.run_pass() == 0  # nothing new to queue; two more threads start
+        wait_for(lambda: sum(peer.in_flight for peer in peers) == 3, timeout=1.5,
+                 what="three pushes at once")
+        assert pusher.wait_idle(timeout=15)
+        # Each VEN reached (the fourth when a thread was free again), one push at a time.
+        assert [peer.most_in_flight for peer in peers] == [1, 1, 1, 1]
     finally:
         for peer in peers:
             peer.stop()
