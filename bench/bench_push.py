@@ -16,8 +16,16 @@ METADATA oadrRegisterReport). It counts what arrives and reports its own CPU tim
    second, and the workers' CPU (every thread, read from /proc) per push, without the CPU of the
    requests that added the events (which the endpoint measures on its own thread).
 
+``--floor`` measures instead what any VTN must do per push with urllib3 and SQLite, against the
+same peer: two processes (as the two workers) each take a due message in one write
+transaction of a SQLite file (WAL, ``synchronous = NORMAL``, as the SQLite store opens it),
+POST its body (an oadrDistributeEvent encoded beforehand) through a urllib3 connection pool as
+the sender does, and record the push in a second write transaction. No lease rules, no
+store layer, no services, no encoding, no liveness: a floor, not a sender.
+
     python bench/bench_push.py
     python bench/bench_push.py --vens 200 --profile     # where one worker's sender spends time
+    python bench/bench_push.py --floor                  # the floor, on the same machine
 
 Targets (issue 11): under 1 ms of VTN CPU per push, at least 500 pushes/s on a 2-core machine.
 """
@@ -295,6 +303,103 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
             peer.wait(timeout=10)
 
 
+# -- the floor: what any VTN must do per push -----------------------------------------------------
+
+def floor_sender(path: str, peer_port: int) -> None:
+    """One floor process: until no message is due, take one (a write transaction), POST it,
+    record it as pushed (a second write transaction). Prints its pushes and CPU seconds."""
+    import sqlite3
+
+    import urllib3
+
+    connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+    connection.execute("PRAGMA synchronous = NORMAL")
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", peer_port, maxsize=1, block=False,
+                                      timeout=urllib3.Timeout(connect=5, read=5),
+                                      retries=urllib3.Retry(False, redirect=False))
+    headers = {"Content-Type": "application/xml"}
+    pushes, owner = 0, str(os.getpid())
+    cpu0 = time.process_time()
+    while True:
+        connection.execute("BEGIN IMMEDIATE")
+        row = connection.execute("SELECT ven, body FROM due WHERE owner IS NULL "
+                                 "LIMIT 1").fetchone()
+        if row is None:
+            connection.execute("COMMIT")
+            break
+        connection.execute("UPDATE due SET owner = ? WHERE ven = ?", (owner, row[0]))
+        connection.execute("COMMIT")
+        response = pool.urlopen("POST", f"/ven/{row[0]}/OpenADR2/Simple/2.0b/EiEvent",
+                                body=row[1], headers=headers, retries=pool.retries,
+                                redirect=False, assert_same_host=False, timeout=pool.timeout,
+                                preload_content=False)
+        response.read()
+        response.release_conn()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("UPDATE due SET pushed_at = ? WHERE ven = ?",
+                           (time.time(), row[0]))
+        connection.execute("COMMIT")
+        assert response.status == 200
+        pushes += 1
+    print(json.dumps({"pushes": pushes, "cpu": time.process_time() - cpu0}))
+
+
+def run_floor(vens: int, senders: int = 2) -> dict:
+    import sqlite3
+    from datetime import datetime, timedelta, timezone
+
+    with tempfile.TemporaryDirectory() as tmp:
+        peer_port = free_port()
+        peer = subprocess.Popen([sys.executable, __file__, "--serve-peer", str(peer_port)],
+                                env=dict(os.environ, PYTHONPATH=ROOT))
+        try:
+            wait_for(lambda: reachable(peer_port), 30, "the peer to start")
+            path = os.path.join(tmp, "floor.sqlite3")
+            connection = sqlite3.connect(path, isolation_level=None)
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("CREATE TABLE due (ven TEXT PRIMARY KEY, body BLOB NOT NULL, "
+                               "owner TEXT, pushed_at REAL) WITHOUT ROWID")
+            start = datetime.now(timezone.utc) + timedelta(hours=1)
+            now = datetime.now(timezone.utc)
+            for n in range(vens):  # the oadrDistributeEvent the VTN pushes for such an event
+                body = codec.encode("oadrDistributeEvent", {
+                    "response": {"response_code": 200, "response_description": "OK",
+                                 "request_id": f"r{n}"},
+                    "request_id": f"r{n}", "vtn_id": "BENCH-VTN", "events": [{
+                        "event_descriptor": {
+                            "event_id": f"e{n}", "modification_number": 0, "priority": 0,
+                            "market_context": "http://MarketContext1", "created_date_time": now,
+                            "event_status": "far", "test_event": "false"},
+                        "active_period": {"dtstart": start, "duration": timedelta(minutes=30)},
+                        "event_signals": [{
+                            "signal_name": "SIMPLE", "signal_type": "level", "signal_id": "s0",
+                            "intervals": [{"uid": "0", "duration": timedelta(minutes=30),
+                                           "signal_payload": 1.0}]}],
+                        "target": {"ven_ids": [f"ven-{n}"]},
+                        "response_required": "always"}]})
+                connection.execute("INSERT INTO due (ven, body) VALUES (?, ?)", (str(n), body))
+            connection.close()
+            before = json.loads(request(peer_port, "GET", "/stats"))
+            t0 = time.monotonic()
+            procs = [subprocess.Popen([sys.executable, __file__, "--floor-sender", path,
+                                       str(peer_port)], stdout=subprocess.PIPE,
+                                      env=dict(os.environ, PYTHONPATH=ROOT))
+                     for _ in range(senders)]
+            results = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
+            wall = time.monotonic() - t0
+            stats = json.loads(request(peer_port, "GET", "/stats"))
+            pushes = sum(r["pushes"] for r in results)
+            assert pushes == vens, results
+            assert stats["event_pushes"] - before["event_pushes"] == vens, stats
+            assert stats["event_vens"] == vens and stats["most_pushes_per_ven"] == 1, stats
+            return {"vens": vens, "floor_pushes": pushes, "floor_wall_s": wall,
+                    "floor_cpu_ms_per_push": sum(r["cpu"] for r in results) * 1000 / pushes,
+                    "floor_pushes_per_s_incl_start": pushes / wall}
+        finally:
+            peer.terminate()
+            peer.wait(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vens", type=int, default=1000, help="push VENs, one event each")
@@ -305,10 +410,24 @@ def main() -> None:
                         help="OPENADR_PUSH_CONCURRENCY of each worker (default: the VTN's, 8)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the push threads' stacks in the workers; print one's")
+    parser.add_argument("--floor", action="store_true",
+                        help="measure what any VTN must do per push instead (see above)")
     parser.add_argument("--serve-peer", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-sender", nargs=2, metavar=("PATH", "PORT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_peer:
         serve_peer(args.serve_peer)
+        return
+    if args.floor_sender:
+        floor_sender(args.floor_sender[0], int(args.floor_sender[1]))
+        return
+    if args.floor:
+        row = run_floor(args.vens)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                          for k, v in row.items()}, indent=1))
+        print(f"floor: {row['floor_cpu_ms_per_push']:.2f} ms of CPU per push, "
+              f"two processes (target for the VTN: < 1 ms)")
         return
     row = run(args.vens, args.add_requests, args.idle_seconds, args.profile, args.concurrency)
     profile = row.pop("profile", None)
