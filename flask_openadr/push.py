@@ -14,6 +14,7 @@ standard library's http.client has no pool and its timeouts are one socket timeo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import socket
@@ -56,12 +57,15 @@ MESSAGES_PER_CLAIM = 50
 #: Pinned connection pools (one per https VEN with a bound certificate) kept open by one
 #: process; the least recently used is closed beyond this.
 MAX_PINNED_POOLS = 1000
-#: Seconds a push may wait for its VEN (connect, send, answer) before its thread counts as held
-#: up by the network: while every push thread is held up, a pass starts more (up to
-#: OPENADR_PUSH_CONCURRENCY) for the VENs queued. Until then one thread takes the queue: threads
-#: that all run Python (VENs that answer at once) share one GIL and one SQLite writer, and more
-#: of them only add switches and lock waits (bench/bench_push.py: a quarter more CPU per push).
-HELD_UP_AFTER = 0.05
+#: The share of their time the push threads may spend waiting for their VENs (to connect, to
+#: take the message, to answer) before a pass starts more of them. One thread takes the queue
+#: while VENs answer at once: threads that all run Python share one GIL and one SQLite writer,
+#: and more of them only add switches and lock waits (bench/bench_push.py: eight threads cost a
+#: fifth more CPU per push than one). Threads waiting on slow VENs (far away, busy or hanging)
+#: leave the CPU idle, and more of them push to the VENs queued meanwhile.
+WAITING_SHARE = 0.5
+#: The shortest time over which a pass measures that share (a shorter one says little).
+SHARE_SPAN = 0.05
 
 
 #: The headers of every push (urllib3 copies them per request; built once here).
@@ -114,8 +118,12 @@ class Pusher:
         self._busy: set[str] = set()
         self._queued: OrderedDict[str, _Queued] = OrderedDict()
         self._runners = 0
-        # Push thread -> when the push it waits for began (monotonic), while it waits.
+        # Push thread -> when the POST it is in began (monotonic); the seconds the push threads
+        # waited for their VENs in POSTs that ended since the pass last counted them, and when
+        # it did (see _threads_to_start).
         self._posting: dict[int, float] = {}
+        self._waited = 0.0
+        self._counted_at = time.monotonic()
         # When this process next makes a full pass (the first pass is one: it finds what was
         # due before this process started).
         self._next_full = time.monotonic()
@@ -191,20 +199,29 @@ class Pusher:
         return len(queued)
 
     def _threads_to_start(self) -> int:
-        """How many push threads to start for the queue, under the lock: one when none runs;
-        more, up to ``OPENADR_PUSH_CONCURRENCY``, only while every running thread has waited
-        on its VEN for ``HELD_UP_AFTER`` seconds (a slow or hanging VEN): the threads that run
-        take the queue in turn, and one that is not held up goes on to the next VEN itself."""
+        """How many push threads to start for the queue, under the lock: one when none runs.
+        More, up to ``OPENADR_PUSH_CONCURRENCY``, only when the running threads spent more
+        than ``WAITING_SHARE`` of their time since the last count waiting for their VENs: as
+        many as keep a thread's worth of them running Python (with threads that wait nine
+        tenths of the time, ten). A thread that waits on a hanging VEN counts as waiting all
+        along, so the VENs queued behind it get threads of their own at the next pass."""
         if not self._queued:
             return 0
+        now = time.monotonic()
         if not self._runners:
+            self._waited, self._counted_at = 0.0, now
             return 1
-        held_since = time.monotonic() - HELD_UP_AFTER
-        held_up = sum(1 for began in self._posting.values() if began <= held_since)
-        if held_up < self._runners:
+        if now - self._counted_at < SHARE_SPAN:
             return 0
-        return max(0, min(self.ctx.settings.push_concurrency - self._runners,
-                          len(self._queued)))
+        waited = self._waited + sum(now - max(began, self._counted_at)
+                                    for began in self._posting.values())
+        share = waited / ((now - self._counted_at) * self._runners)
+        self._waited, self._counted_at = 0.0, now
+        if share <= WAITING_SHARE:
+            return 0
+        wanted = min(self.ctx.settings.push_concurrency,
+                     math.ceil(self._runners / (1.0 - min(share, 0.95))))
+        return max(0, min(wanted - self._runners, len(self._queued)))
 
     def _run(self) -> None:
         """One push thread's work: take the queued VENs, oldest first, one at a time, until
@@ -395,9 +412,9 @@ class Pusher:
             if target is None:
                 raise urllib3.exceptions.LocationValueError(f"no host in the URL {url!r}")
             pool = self._pool_for(ven, target)
-            thread = threading.get_ident()
-            with self._lock:  # (a pass counts the threads held up by their VEN)
-                self._posting[thread] = time.monotonic()
+            thread, cpu = threading.get_ident(), time.thread_time()
+            with self._lock:  # (a pass counts how long the push threads wait for VENs)
+                self._posting[thread] = began = time.monotonic()
             try:
                 # urlopen is urllib3's lowest public call: no URL parsing, no redirect
                 # handling (a redirect is a failed push), the timeout and Retry objects given
@@ -411,8 +428,13 @@ class Pusher:
                 finally:
                     response.release_conn()
             finally:
+                # What the POST did not spend running this thread, it waited for the VEN (or
+                # for the GIL, which is short beside a VEN worth more threads).
+                cpu = time.thread_time() - cpu
                 with self._lock:
                     del self._posting[thread]
+                    ended = time.monotonic()
+                    self._waited += max(0.0, ended - max(began, self._counted_at) - cpu)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             logger.warning("could not push %s to VEN %r at %s: %s", taken.payload_name, ven_id,
                            url, exc)

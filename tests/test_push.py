@@ -749,7 +749,7 @@ def test_a_pass_starts_more_push_threads_while_every_one_waits_on_a_slow_ven(tmp
         assert pusher.run_pass() == 4
         wait_for(lambda: sum(peer.in_flight for peer in peers) == 1, timeout=5,
                  what="the first push")
-        time.sleep(2 * push.HELD_UP_AFTER)
+        time.sleep(2 * push.SHARE_SPAN)
         assert sum(peer.in_flight for peer in peers) == 1  # one thread while nothing else ran
         assert pusher.run_pass() == 0  # nothing new to queue; two more threads start
         wait_for(lambda: sum(peer.in_flight for peer in peers) == 3, timeout=1.5,
@@ -757,6 +757,44 @@ def test_a_pass_starts_more_push_threads_while_every_one_waits_on_a_slow_ven(tmp
         assert pusher.wait_idle(timeout=15)
         # Each VEN reached (the fourth when a thread was free again), one push at a time.
         assert [peer.most_in_flight for peer in peers] == [1, 1, 1, 1]
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
+def test_push_threads_wait_for_vens_far_away_side_by_side(tmp_path):
+    # VENs that take 40 ms to answer (far away, or busy): the one push thread waits nearly
+    # all the time, and the next pass starts more, up to
+    # OPENADR_PUSH_CONCURRENCY, which push to the queued VENs side by side.
+    from tests.support.vens import make_ven
+
+    app = Flask("far_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
+                      OPENADR_PUSH_CONCURRENCY=4)
+    VTN(app)
+    peers = [PushVEN("http://127.0.0.1:9", name=f"far-{n}") for n in range(24)]
+    for peer in peers:
+        peer.start()
+    pusher = app.extensions["openadr"].pusher
+    try:
+        for peer in peers:
+            _, reply = make_ven(app, ven_name=peer.name).register(
+                http_pull_model=False, transport_address=peer.address)
+            assert reply["response"]["response_code"] == 200
+        for peer in peers:
+            peer.delay_seconds = 0.04
+        assert pusher.run_pass() == 24
+        most, deadline = 0, time.monotonic() + 10
+        while any(not peer.bodies for peer in peers) and time.monotonic() < deadline:
+            pusher.run_pass()  # as the sender's thread does, five times a second
+            for _ in range(20):
+                most = max(most, sum(peer.in_flight for peer in peers))
+                time.sleep(0.01)
+        assert pusher.wait_idle()
+        assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 24
+        assert most == 4  # four pushes at once, the most allowed
+        assert [peer.most_in_flight for peer in peers] == [1] * 24
     finally:
         for peer in peers:
             peer.stop()

@@ -4,7 +4,8 @@ registers for push, records what it receives, and sends oadrCreatedEvent back to
 
 ``mode`` makes it misbehave: ``"ok"`` answers as a VEN does, ``"error"`` answers HTTP 500,
 ``"hang"`` holds each request for ``hang_seconds`` before answering 500, ``"refuse"`` answers
-every message with an oadrResponse carrying 452.
+every message with an oadrResponse carrying 452. ``delay_seconds`` delays every answer (a VEN
+far away).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class PushVEN:
         #: The raw body of every message that arrived.
         self.bodies: list[bytes] = []
         self.hang_seconds = 3.0
+        self.delay_seconds = 0.0
         #: (payload_name, payload, time.monotonic()) of every message that arrived, answered or
         #: not; ``paths`` the URL path of each.
         self.received: list[tuple[str, dict, float]] = []
@@ -86,6 +88,8 @@ class PushVEN:
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            if self.delay_seconds:
+                time.sleep(self.delay_seconds)
             if self.mode == "hang":
                 time.sleep(self.hang_seconds)
             if self.mode in ("error", "hang"):
