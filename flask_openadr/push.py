@@ -48,10 +48,15 @@ logger = logging.getLogger("flask_openadr")
 PASS_INTERVAL = 0.2
 #: The most hinted VENs one pass reads (the earliest due first); more wait for the next pass.
 HINTS_PER_PASS = 10_000
-#: Seconds between two full passes, which look at every push VEN instead of the hinted ones:
-#: they find what no hint announced (a message a poll of a push VEN left for redelivery, state
-#: from before the hints) and bound how late a lost hint makes a push.
-FULL_PASS_INTERVAL = 10.0
+#: Seconds a sweep of every push VEN takes at least. Besides the hinted VENs, each pass looks
+#: at a slice of the push VENs, reading what each has pending, so that a sweep goes through
+#: them all in about this time: it finds what no hint announced (state written by a version
+#: without hints, a hint lost to a bug) and bounds how late a missing hint makes a push.
+SWEEP_INTERVAL = 10.0
+#: The most push VENs one pass sweeps: a pass costs about the same with 1,000 push VENs or
+#: 100,000 (whose sweep then takes 200 seconds, not 10). Sweeping every VEN in one pass cost
+#: 0.1 s of CPU per 1,000 push VENs, every ten seconds in every process.
+SWEEP_PER_PASS = 100
 #: Messages pushed to one VEN per claim, before its thread goes to another VEN.
 MESSAGES_PER_CLAIM = 50
 #: Pinned connection pools (one per https VEN with a bound certificate) kept open by one
@@ -124,9 +129,11 @@ class Pusher:
         self._posting: dict[int, float] = {}
         self._waited = 0.0
         self._counted_at = time.monotonic()
-        # When this process next makes a full pass (the first pass is one: it finds what was
-        # due before this process started).
-        self._next_full = time.monotonic()
+        # The push VENs this process's sweep has yet to look at, how many it began with, and
+        # when the next sweep may begin (the first pass begins one).
+        self._sweep: list[str] = []
+        self._sweep_size = 0
+        self._next_sweep = time.monotonic()
         self._executor = ThreadPoolExecutor(settings.push_concurrency,
                                             thread_name_prefix="flask-openadr-push")
         seconds = settings.push_timeout.total_seconds()
@@ -162,28 +169,25 @@ class Pusher:
 
         A pass looks at the VENs hinted as due at its instant (see
         :mod:`~flask_openadr.services.push_due`), one read of the store's due index for all
-        of them; every ``FULL_PASS_INTERVAL`` seconds it looks at every push VEN instead,
-        reading what each has pending. A VEN already queued or being pushed to is not queued
-        again."""
+        of them, and at a slice of this process's sweep of every push VEN (at most
+        ``SWEEP_PER_PASS``), reading what each of those has pending. A VEN already queued or
+        being pushed to is not queued again."""
         self._resources()
         ctx = self.ctx
         queued: list[_Queued] = []
         with self._app_context(), ctx.store.session():
-            clock = time.monotonic()
             read_at = ctx.now()
-            full = clock >= self._next_full
-            if full:
-                self._next_full = clock + FULL_PASS_INTERVAL
-                ven_ids = rules.push_ven_ids(ctx)
-            else:
-                ven_ids = push_due.hinted(ctx, read_at, HINTS_PER_PASS)
+            ven_ids = push_due.hinted(ctx, read_at, HINTS_PER_PASS)
             # In an order of this process's own: senders of other processes read the same
             # hints, and in the same order they would reach each VEN at about the same time.
             random.shuffle(ven_ids)
+            hinted = set(ven_ids)
+            for ven_id in self._sweep_slice(time.monotonic()):
+                if ven_id not in hinted and ven_id not in self._busy \
+                        and ven_id not in self._queued and self._due(ven_id, ctx.now()):
+                    ven_ids.append(ven_id)
             for ven_id in ven_ids:
                 if ven_id in self._busy or ven_id in self._queued:
-                    continue
-                if full and self._nothing_pending(ven_id, ctx.now()):
                     continue
                 queued.append(_Queued(ven_id, read_at))
         with self._lock:
@@ -270,11 +274,31 @@ class Pusher:
             self._queued.clear()
         return dropped
 
-    def _nothing_pending(self, ven_id: str, now: datetime) -> bool:
-        # What a full pass reads of a VEN no hint names.
+    def _sweep_slice(self, clock: float) -> list[str]:
+        """The push VENs this pass sweeps: as many as take the sweep through every push VEN
+        in ``SWEEP_INTERVAL``, at most ``SWEEP_PER_PASS``. A sweep that ended begins again
+        (one read of the index of push VENs) once ``SWEEP_INTERVAL`` has passed since the last
+        one began."""
+        if not self._sweep:
+            if clock < self._next_sweep:
+                return []
+            self._next_sweep = clock + SWEEP_INTERVAL
+            self._sweep = rules.push_ven_ids(self.ctx)
+            random.shuffle(self._sweep)  # (another process sweeps in another order)
+            self._sweep_size = len(self._sweep)
+        count = max(1, min(SWEEP_PER_PASS,
+                           math.ceil(self._sweep_size * PASS_INTERVAL / SWEEP_INTERVAL)))
+        taken, self._sweep = self._sweep[-count:], self._sweep[:-count]
+        return taken
+
+    def _due(self, ven_id: str, now: datetime) -> bool:
+        # What the sweep reads of a VEN: whether it is a push VEN that is neither leased nor
+        # backing off (whose turn would end at once) and has something pending.
         ctx = self.ctx
+        if rules.waiting(ctx, ven_id, now):
+            return False
         ven = ctx.store.get_ven(ven_id)
-        return ven is None or not push_due.is_push(ven) or services.poll.nothing_pending(
+        return ven is not None and push_due.is_push(ven) and not services.poll.nothing_pending(
             ctx, ven_id, now, outbox.redelivery_after(ctx, ven))
 
     def wait_idle(self, timeout: float = 60.0) -> bool:

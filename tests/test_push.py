@@ -347,6 +347,70 @@ def test_changes_hint_the_senders_and_a_turn_leaves_the_hint_of_what_is_next_due
     assert push_due.hinted(ctx, t0 + timedelta(days=1), 10) == []
 
 
+def test_a_push_ven_that_polls_leaves_the_hint_of_what_it_took(any_store):
+    # A push VEN may poll too: what it takes there waits for its acknowledgement like a push,
+    # and the senders must learn when it is due again without sweeping every VEN.
+    from flask_openadr.services import events, push_due
+    from flask_openadr.services.poll import poll
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ctx = Context(Settings(redelivery_after=timedelta(minutes=2)), any_store, clock=lambda: t0)
+    ven = {"ven_id": "v", "registration_id": "r-v", "http_pull_model": False,
+           "transport_address": "http://ven.example"}
+    ctx.store.put_ven(ven)
+    events.add_event(ctx, events.build_event(
+        event_id="e", targets={"ven_ids": ["v"]}, signal_name="SIMPLE", signal_type="level",
+        market_context="http://mc.example", intervals=[
+            {"dtstart": t0 + timedelta(hours=1), "duration": timedelta(hours=1),
+             "signal_payload": 1.0}]))
+    assert push_due.hinted(ctx, t0, 10) == ["v"]  # the add's hint: due now
+    name, payload, _ = poll(ctx, ven, {"ven_id": "v"})
+    assert name == "oadrDistributeEvent"
+    # Taken by the poll, unanswered: due again after the redelivery time, not now.
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2) - timedelta(microseconds=1), 10) == []
+    assert push_due.hinted(ctx, t0 + timedelta(minutes=2), 10) == ["v"]
+
+
+def test_the_sweep_finds_push_vens_without_a_hint_a_bounded_slice_each_pass(tmp_path,
+                                                                              monkeypatch):
+    # Should a hint be missing, the sweep of every push VEN finds what is due: a slice each
+    # pass (at most SWEEP_PER_PASS), so a pass costs the same with many push VENs.
+    from flask_openadr.services import push_due
+    from tests.support.vens import make_ven
+
+    # A sweep in two passes' time, at most four VENs a pass: 10 push VENs take three passes.
+    monkeypatch.setattr(push, "SWEEP_PER_PASS", 4)
+    monkeypatch.setattr(push, "SWEEP_INTERVAL", 2 * push.PASS_INTERVAL)
+    app = Flask("sweeping_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path))
+    vtn = VTN(app)
+    peers = [PushVEN("http://127.0.0.1:9", name=f"swept-{n}") for n in range(10)]
+    for peer in peers:
+        peer.start()
+    pusher = app.extensions["openadr"].pusher
+    try:
+        for peer in peers:
+            _, reply = make_ven(app, ven_name=peer.name).register(
+                http_pull_model=False, transport_address=peer.address)
+            assert reply["response"]["response_code"] == 200
+        with app.app_context():
+            ctx = app.extensions["openadr"].context
+            hinted = push_due.hinted(ctx, ctx.now(), 100)
+            assert len(hinted) == 10
+            for ven_id in hinted:  # the METADATA reports are due, but no hint says so
+                vtn.store.set_due(push_due.INDEX, ven_id, None)
+        counts = []
+        while len(counts) < 5:
+            counts.append(pusher.run_pass())
+            assert pusher.wait_idle()
+        assert counts == [4, 4, 2, 0, 0]  # (a later sweep finds nothing left)
+        assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 10
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
 def test_a_pass_reads_the_hints_due_earliest_first_up_to_its_limit(any_store):
     # A hint filed later (a redelivery) is not read before its instant; of the due hints, the
     # earliest come first, so a backlog beyond the limit waits, in order, for the next pass.

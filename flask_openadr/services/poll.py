@@ -6,7 +6,7 @@ from typing import Any
 
 from ..protocol import reply_name
 from ..store.base import VenRecord
-from . import delivery, events, outbox, reports
+from . import delivery, events, outbox, push, push_due, reports
 from .context import Context, Reply
 from .replies import response
 
@@ -37,11 +37,17 @@ def poll(ctx: Context, ven: VenRecord, payload: dict[str, Any]) -> Reply:
                            max_priority=outbox.BEFORE_EVENTS if pending else None,
                            awaiting=awaiting)
         if item is not None:
-            return ctx.reply(item["payload_name"], item["payload"])
-        if pending is not None:
+            reply = ctx.reply(item["payload_name"], item["payload"])
+        elif pending is not None:
             # What was worked out above is sent, not read and worked out again.
-            return ctx.reply("oadrDistributeEvent", events.distribute_pending(ctx, pending, now))
-    return reply_name("oadrPoll"), {"response": response(""), "ven_id": ven_id}
+            reply = ctx.reply("oadrDistributeEvent", events.distribute_pending(ctx, pending, now))
+        else:
+            return reply_name("oadrPoll"), {"response": response(""), "ven_id": ven_id}
+        if push_due.is_push(ven):
+            # A push VEN that polls takes its messages here: the senders learn when what it
+            # took is due again (its redelivery), as from a sender's turn.
+            push.reschedule(ctx, ven, now)
+        return reply
 
 
 def nothing_pending(ctx: Context, ven_id: str, now: datetime, wait: timedelta) -> bool:

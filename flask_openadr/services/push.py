@@ -309,6 +309,13 @@ def next_due(ctx: Context, ven: VenRecord | None, state: Mapping[str, Any],
     return max(at, next_attempt) if next_attempt is not None else at
 
 
+def reschedule(ctx: Context, ven: VenRecord, now: datetime) -> None:
+    """The push VEN took a message by polling: leave the hint of when it is next due (see
+    :func:`next_due`), as the end of a sender's turn does. Inside the poll's transaction."""
+    state = ctx.store.get_record(PUSH_STATE, ven["ven_id"], _KEY) or {}
+    push_due.schedule(ctx, ven["ven_id"], next_due(ctx, ven, state, now))
+
+
 def undo(ctx: Context, ven_id: str, taken: Taken, now: datetime) -> None:
     """The push of ``taken`` failed (no answer, or an HTTP error): make it due again, so the
     next attempt sends it (or, for events, what is current then) before anything queued later."""

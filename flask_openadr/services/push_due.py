@@ -7,10 +7,10 @@ change may have given something to push now (an event for it was added or change
 was queued for it), a later instant for one with something due then (an unanswered message due
 again, a back-off that ends). Changes file the VEN at "now" inside their own transaction
 (:func:`mark`); a sender ends each turn by working out the VEN's next due instant from its own
-data and filing the VEN there, or removing it (:func:`schedule`). A sender pass reads only the
-members due at its instant (:func:`hinted`). A hint that turns out stale costs one sender step;
-a hint that is missing is made up for by the sender's full pass over every push VEN, which runs
-now and then (see :mod:`flask_openadr.push`).
+data and filing the VEN there, or removing it (:func:`schedule`), as a poll of a push VEN that
+takes a message does. A sender pass reads only the members due at its instant (:func:`hinted`).
+A hint that turns out stale costs one sender step; a hint that is missing is made up for by the
+sender's sweep of every push VEN, a slice of them each pass (see :mod:`flask_openadr.push`).
 
 A VEN's hint is that VEN's data: only transactions that may write its data (its own per-VEN
 block, or a VTN-wide one) file it, and those are serialised for it.
