@@ -292,14 +292,13 @@ class Pusher:
         return taken
 
     def _due(self, ven_id: str, now: datetime) -> bool:
-        # What the sweep reads of a VEN: whether it is a push VEN that is neither leased nor
-        # backing off (whose turn would end at once) and has something pending.
+        # What the sweep reads of a VEN: whether it is a push VEN with something pending that
+        # is neither leased nor backing off (its turn would end at once). Most have nothing.
         ctx = self.ctx
-        if rules.waiting(ctx, ven_id, now):
-            return False
         ven = ctx.store.get_ven(ven_id)
         return ven is not None and push_due.is_push(ven) and not services.poll.nothing_pending(
-            ctx, ven_id, now, outbox.redelivery_after(ctx, ven))
+            ctx, ven_id, now, outbox.redelivery_after(ctx, ven)) \
+            and not rules.waiting(ctx, ven_id, now)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until this process pushes to no VEN and has none queued (``flask openadr push
