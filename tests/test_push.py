@@ -376,28 +376,15 @@ def test_the_sweep_finds_push_vens_without_a_hint_a_bounded_slice_each_pass(tmp_
     # Should a hint be missing, the sweep of every push VEN finds what is due: a slice each
     # pass (at most SWEEP_PER_PASS), so a pass costs the same with many push VENs.
     from flask_openadr.services import push_due
-    from tests.support.vens import make_ven
 
     # A sweep in two passes' time, at most four VENs a pass: 10 push VENs take three passes.
     monkeypatch.setattr(push, "SWEEP_PER_PASS", 4)
     monkeypatch.setattr(push, "SWEEP_INTERVAL", 2 * push.PASS_INTERVAL)
-    app = Flask("sweeping_vtn", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path))
-    vtn = VTN(app)
-    peers = [PushVEN("http://127.0.0.1:9", name=f"swept-{n}") for n in range(10)]
-    for peer in peers:
-        peer.start()
-    pusher = app.extensions["openadr"].pusher
-    try:
-        for peer in peers:
-            _, reply = make_ven(app, ven_name=peer.name).register(
-                http_pull_model=False, transport_address=peer.address)
-            assert reply["response"]["response_code"] == 200
+    with sender_and_peers(tmp_path, "swept", 10) as (app, vtn, pusher, peers, ven_ids):
         with app.app_context():
             ctx = app.extensions["openadr"].context
-            hinted = push_due.hinted(ctx, ctx.now(), 100)
-            assert len(hinted) == 10
-            for ven_id in hinted:  # the METADATA reports are due, but no hint says so
+            assert sorted(push_due.hinted(ctx, ctx.now(), 100)) == sorted(ven_ids)
+            for ven_id in ven_ids:  # the METADATA reports are due, but no hint says so
                 vtn.store.set_due(push_due.INDEX, ven_id, None)
         counts = []
         while len(counts) < 5:
@@ -405,10 +392,6 @@ def test_the_sweep_finds_push_vens_without_a_hint_a_bounded_slice_each_pass(tmp_
             assert pusher.wait_idle()
         assert counts == [4, 4, 2, 0, 0]  # (a later sweep finds nothing left)
         assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 10
-    finally:
-        for peer in peers:
-            peer.stop()
-        app.extensions["openadr"].context.store.close()
 
 
 def test_a_pass_reads_the_hints_due_earliest_first_up_to_its_limit(any_store):
@@ -667,52 +650,18 @@ def test_an_openadr_error_in_the_answer_is_logged_and_the_message_not_sent_again
         peer.stop()
 
 
-def test_one_push_thread_takes_the_queued_vens_one_after_another(tmp_path):
-    # With one push thread, a pass queues every VEN due and the thread pushes to each in turn
-    # (it goes on to the next VEN itself), one push at a time; a VEN queued is not queued
-    # again, and the next pass finds nothing due.
+@contextlib.contextmanager
+def sender_and_peers(tmp_path, name, count, **config):
+    """A TESTING app (its sender runs only when the test calls it) on SQLite, and ``count``
+    PushVENs registered for push with it; yields (app, vtn, pusher, peers, ven_ids)."""
     from tests.support.vens import make_ven
 
-    app = Flask("one_thread_vtn", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
-                      OPENADR_PUSH_CONCURRENCY=1)
-    VTN(app)
-    peers = [PushVEN("http://127.0.0.1:9", name=f"queued-{n}") for n in range(3)]
-    for peer in peers:
-        peer.start()
-    pusher = app.extensions["openadr"].pusher
-    try:
-        for peer in peers:
-            _, reply = make_ven(app, ven_name=peer.name).register(
-                http_pull_model=False, transport_address=peer.address)
-            assert reply["response"]["response_code"] == 200
-        assert pusher.run_pass() == 3 and pusher.wait_idle()
-        assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 3
-        assert [peer.most_in_flight for peer in peers] == [1, 1, 1]
-        assert pusher.run_pass() == 0 and pusher.wait_idle()
-        assert [len(peer.bodies) for peer in peers] == [1, 1, 1]
-    finally:
-        for peer in peers:
-            peer.stop()
-        app.extensions["openadr"].context.store.close()
-
-
-def test_a_stopping_sender_drops_its_queue_and_a_later_pass_finds_it_again(tmp_path):
-    # The push threads go through the queue one VEN after another; a sender that stops (at
-    # exit, say) must not keep them going through the rest. The VENs dropped keep their hints
-    # in the store: the next pass (of any sender) queues them again.
-    from tests.support.vens import make_ven
-
-    app = Flask("dropping_vtn", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
-                      OPENADR_PUSH_CONCURRENCY=1, OPENADR_PUSH_TIMEOUT=5)
+    app = Flask(f"{name}_vtn", instance_path=str(tmp_path / "instance"))
+    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path), **config)
     vtn = VTN(app)
-    peers = [PushVEN("http://127.0.0.1:9", name=f"dropped-{n}") for n in range(3)]
+    peers = [PushVEN("http://127.0.0.1:9", name=f"{name}-{n}") for n in range(count)]
     for peer in peers:
-        peer.mode, peer.hang_seconds = "hang", 0.5  # each push takes half a second, then 500
         peer.start()
-    state = app.extensions["openadr"]
-    pusher = state.pusher
     try:
         ven_ids = []
         for peer in peers:
@@ -720,6 +669,35 @@ def test_a_stopping_sender_drops_its_queue_and_a_later_pass_finds_it_again(tmp_p
                 http_pull_model=False, transport_address=peer.address)
             assert reply["response"]["response_code"] == 200
             ven_ids.append(reply["ven_id"])
+        yield app, vtn, app.extensions["openadr"].pusher, peers, ven_ids
+    finally:
+        for peer in peers:
+            peer.stop()
+        app.extensions["openadr"].context.store.close()
+
+
+def test_one_push_thread_takes_the_queued_vens_one_after_another(tmp_path):
+    # With one push thread, a pass queues every VEN due and the thread pushes to each in turn
+    # (it goes on to the next VEN itself), one push at a time; a VEN queued is not queued
+    # again, and the next pass finds nothing due.
+    with sender_and_peers(tmp_path, "queued", 3, OPENADR_PUSH_CONCURRENCY=1) as (
+            app, vtn, pusher, peers, ven_ids):
+        assert pusher.run_pass() == 3 and pusher.wait_idle()
+        assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 3
+        assert [peer.most_in_flight for peer in peers] == [1, 1, 1]
+        assert pusher.run_pass() == 0 and pusher.wait_idle()
+        assert [len(peer.bodies) for peer in peers] == [1, 1, 1]
+
+
+def test_a_stopping_sender_drops_its_queue_and_a_later_pass_finds_it_again(tmp_path):
+    # The push threads go through the queue one VEN after another; a sender that stops (at
+    # exit, say) must not keep them going through the rest. The VENs dropped keep their hints
+    # in the store: the next pass (of any sender) queues them again.
+    with sender_and_peers(tmp_path, "dropped", 3, OPENADR_PUSH_CONCURRENCY=1,
+                          OPENADR_PUSH_TIMEOUT=5) as (app, vtn, pusher, peers, ven_ids):
+        for peer in peers:
+            peer.mode, peer.hang_seconds = "hang", 0.5  # each push takes half a second, then 500
+        state = app.extensions["openadr"]
         assert pusher.run_pass() == 3
         time.sleep(0.2)  # the one push thread is at its first VEN
         assert pusher.drop_queue() == 2
@@ -752,64 +730,31 @@ def test_a_stopping_sender_drops_its_queue_and_a_later_pass_finds_it_again(tmp_p
         assert pusher.wait_idle(timeout=5)
         assert sum(len(peer.paths) for peer in peers) == sum(before)  # hangs are not recorded
         assert sum(peer.most_in_flight for peer in peers) == 1  # one push thread, one VEN
-    finally:
-        for peer in peers:
-            peer.stop()
-        app.extensions["openadr"].context.store.close()
 
 
 def test_one_push_thread_takes_the_queue_while_vens_answer_at_once(tmp_path):
     # Threads that all run Python share one GIL and one SQLite writer: while the VENs answer at
     # once, one push thread takes the whole queue, whatever OPENADR_PUSH_CONCURRENCY allows.
-    from tests.support.vens import make_ven
-
-    app = Flask("prompt_vtn", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
-                      OPENADR_PUSH_CONCURRENCY=8)
-    VTN(app)
-    peers = [PushVEN("http://127.0.0.1:9", name=f"prompt-{n}") for n in range(6)]
-    for peer in peers:
-        peer.start()
-    pusher = app.extensions["openadr"].pusher
     threads: list[int] = []
 
     def sent(sender, **extra):
         threads.append(threading.get_ident())
 
-    try:
-        for peer in peers:
-            _, reply = make_ven(app, ven_name=peer.name).register(
-                http_pull_model=False, transport_address=peer.address)
-            assert reply["response"]["response_code"] == 200
+    with sender_and_peers(tmp_path, "prompt", 6, OPENADR_PUSH_CONCURRENCY=8) as (
+            app, vtn, pusher, peers, ven_ids):
         with signals.message_sent.connected_to(sent, app):
             assert pusher.run_pass() == 6 and pusher.wait_idle()
         assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 6
         assert len(threads) == 6 and len(set(threads)) == 1
-    finally:
-        for peer in peers:
-            peer.stop()
-        app.extensions["openadr"].context.store.close()
 
 
 def test_a_pass_starts_more_push_threads_while_every_one_waits_on_a_slow_ven(tmp_path):
     # One push thread waiting on a VEN that hangs: the next pass starts more (up to
     # OPENADR_PUSH_CONCURRENCY) for the VENs queued behind it, so they are pushed at once.
-    from tests.support.vens import make_ven
-
-    app = Flask("held_up_vtn", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
-                      OPENADR_PUSH_CONCURRENCY=3, OPENADR_PUSH_TIMEOUT=5)
-    VTN(app)
-    peers = [PushVEN("http://127.0.0.1:9", name=f"slow-{n}") for n in range(4)]
-    for peer in peers:
-        peer.mode, peer.hang_seconds = "hang", 2.0
-        peer.start()
-    pusher = app.extensions["openadr"].pusher
-    try:
+    with sender_and_peers(tmp_path, "slow", 4, OPENADR_PUSH_CONCURRENCY=3,
+                          OPENADR_PUSH_TIMEOUT=5) as (app, vtn, pusher, peers, ven_ids):
         for peer in peers:
-            _, reply = make_ven(app, ven_name=peer.name).register(
-                http_pull_model=False, transport_address=peer.address)
-            assert reply["response"]["response_code"] == 200
+            peer.mode, peer.hang_seconds = "hang", 2.0
         assert pusher.run_pass() == 4
         wait_for(lambda: sum(peer.in_flight for peer in peers) == 1, timeout=5,
                  what="the first push")
@@ -821,31 +766,14 @@ def test_a_pass_starts_more_push_threads_while_every_one_waits_on_a_slow_ven(tmp
         assert pusher.wait_idle(timeout=15)
         # Each VEN reached (the fourth when a thread was free again), one push at a time.
         assert [peer.most_in_flight for peer in peers] == [1, 1, 1, 1]
-    finally:
-        for peer in peers:
-            peer.stop()
-        app.extensions["openadr"].context.store.close()
 
 
 def test_push_threads_wait_for_vens_far_away_side_by_side(tmp_path):
     # VENs that take 40 ms to answer (far away, or busy): the one push thread waits nearly
-    # all the time, and the next pass starts more, up to
-    # OPENADR_PUSH_CONCURRENCY, which push to the queued VENs side by side.
-    from tests.support.vens import make_ven
-
-    app = Flask("far_vtn", instance_path=str(tmp_path / "instance"))
-    app.config.update(TESTING=True, OPENADR_STORE_URI=_sqlite(tmp_path),
-                      OPENADR_PUSH_CONCURRENCY=4)
-    VTN(app)
-    peers = [PushVEN("http://127.0.0.1:9", name=f"far-{n}") for n in range(24)]
-    for peer in peers:
-        peer.start()
-    pusher = app.extensions["openadr"].pusher
-    try:
-        for peer in peers:
-            _, reply = make_ven(app, ven_name=peer.name).register(
-                http_pull_model=False, transport_address=peer.address)
-            assert reply["response"]["response_code"] == 200
+    # all the time, and the next pass starts more, up to OPENADR_PUSH_CONCURRENCY, which
+    # push to the queued VENs side by side.
+    with sender_and_peers(tmp_path, "far", 24, OPENADR_PUSH_CONCURRENCY=4) as (
+            app, vtn, pusher, peers, ven_ids):
         for peer in peers:
             peer.delay_seconds = 0.04
         assert pusher.run_pass() == 24
@@ -859,10 +787,6 @@ def test_push_threads_wait_for_vens_far_away_side_by_side(tmp_path):
         assert [peer.names() for peer in peers] == [["oadrRegisterReport"]] * 24
         assert most == 4  # four pushes at once, the most allowed
         assert [peer.most_in_flight for peer in peers] == [1] * 24
-    finally:
-        for peer in peers:
-            peer.stop()
-        app.extensions["openadr"].context.store.close()
 
 
 @pytest.mark.parametrize("trusted, pinned", [(True, True), (False, True), (True, False)])
