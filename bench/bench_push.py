@@ -26,6 +26,7 @@ store layer, no services, no encoding, no liveness: a floor, not a sender.
     python bench/bench_push.py
     python bench/bench_push.py --vens 200 --profile     # where one worker's sender spends time
     python bench/bench_push.py --floor                  # the floor, on the same machine
+    python bench/bench_push.py --store postgresql       # or redis: the server's CPU apart
 
 Targets (issue 11): under 1 ms of VTN CPU per push, at least 500 pushes/s on a 2-core machine.
 """
@@ -195,9 +196,36 @@ def cpu(port: int) -> float:
     return json.loads(request(port, "GET", "/bench/cpu"))["workers_cpu"]
 
 
+#: The server process of each store with one (its CPU is the store's share of a push).
+SERVER_PROCESS = {"postgresql": "postgres", "redis": "redis-server"}
+
+
+def server_cpu(store: str) -> float:
+    """CPU seconds of the store's server processes on this machine (0 for SQLite), from /proc:
+    PostgreSQL's backends serve the workers' connections, which stay open during a run."""
+    name = SERVER_PROCESS.get(store)
+    total = 0
+    for pid in os.listdir("/proc") if name else ():
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # a process that just exited
+        if stat[stat.find("(") + 1:stat.rfind(")")] == name:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
-        concurrency: int | None = None) -> dict:
+        concurrency: int | None = None, store: str = "sqlite") -> dict:
+    from bench_delivery import remove
+    from bench_poll_sweep import backend_uris
+
     with tempfile.TemporaryDirectory() as tmp:
+        uri = backend_uris(tmp)[store]
         peer_port = free_port()
         peer = subprocess.Popen([sys.executable, __file__, "--serve-peer", str(peer_port)],
                                 env=dict(os.environ, PYTHONPATH=ROOT))
@@ -217,9 +245,9 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
             def peer_stats() -> dict:
                 return json.loads(request(peer_port, "GET", "/stats"))
 
-            with serve_poll_app(f"sqlite:///{tmp}/vtn.sqlite3", tmp, workers=2,
-                                gunicorn_args=["-c", hooks], **env) as port:
-                row: dict = {"vens": vens}
+            with serve_poll_app(uri, tmp, workers=2, gunicorn_args=["-c", hooks],
+                                **env) as port:
+                row: dict = {"vens": vens, "store": store}
                 # 1. Registrations, and the METADATA pushes they cause, drained.
                 cpu0, peer0, t0 = cpu(port), peer_stats()["cpu"], time.monotonic()
                 ven_ids = sum(in_threads(4, list(range(vens)),
@@ -238,7 +266,7 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
                 time.sleep(idle_seconds)
                 row["idle_vtn_cpu_share"] = (cpu(port) - cpu0) / idle_seconds
                 # 3. The events.
-                cpu0, peer0 = cpu(port), peer_stats()["cpu"]
+                cpu0, peer0, server0 = cpu(port), peer_stats()["cpu"], server_cpu(store)
 
                 def add(chunk: list[str]) -> list[dict]:
                     # A few a request: a sync worker's request must end within its timeout.
@@ -272,12 +300,15 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
                     (row["vtn_cpu_s"] - row["adds_cpu_s"]) * 1000 / stats["event_pushes"])
                 row["add_cpu_ms_per_event"] = row["adds_cpu_s"] * 1000 / vens
                 row["peer_cpu_ms_per_push"] = (stats["cpu"] - peer0) * 1000 / stats["event_pushes"]
+                # (the adds' own share of the server's CPU included: it is not told apart)
+                row["server_cpu_ms_per_push"] = ((server_cpu(store) - server0) * 1000
+                                                 / stats["event_pushes"])
                 row["other_pushes"] = stats["other"]
                 # Every VEN got its one event, once.
                 assert stats["event_vens"] == vens and stats["most_pushes_per_ven"] == 1, stats
                 assert stats["event_pushes"] == vens and stats["events"] == vens, stats
                 # 4. The cancellations: each is pushed too, and cancel_event is cheap.
-                cpu0, peer0 = cpu(port), peer_stats()["cpu"]
+                cpu0, peer0, server0 = cpu(port), peer_stats()["cpu"], server_cpu(store)
                 event_ids = [e for a in added for e in a["event_ids"]]
                 chunks = [event_ids[i:i + 50] for i in range(0, len(event_ids), 50)]
                 canceled = sum(in_threads(add_requests, chunks, lambda mine: [json.loads(
@@ -296,6 +327,8 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
                     (cpu(port) - cpu0 - cancels_cpu) * 1000 / row["cancel_pushes"])
                 row["cancel_peer_cpu_ms_per_push"] = (
                     (stats["cpu"] - peer0) * 1000 / row["cancel_pushes"])
+                row["cancel_server_cpu_ms_per_push"] = (
+                    (server_cpu(store) - server0) * 1000 / row["cancel_pushes"])
                 if profile:
                     row["profile"] = json.loads(request(port, "GET", "/bench/profile"))
                 # And then its cancellation, once.
@@ -305,6 +338,7 @@ def run(vens: int, add_requests: int, idle_seconds: float, profile: bool,
         finally:
             peer.terminate()
             peer.wait(timeout=10)
+            remove(uri)
 
 
 # -- the floor: what any VTN must do per push -----------------------------------------------------
@@ -414,6 +448,9 @@ def main() -> None:
                         help="OPENADR_PUSH_CONCURRENCY of each worker (default: the VTN's, 8)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the push threads' stacks in the workers; print one's")
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "redis"], default="sqlite",
+                        help="the VTN's store (PostgreSQL and Redis on their default local "
+                        "ports; their server's CPU is reported apart)")
     parser.add_argument("--floor", action="store_true",
                         help="measure what any VTN must do per push instead (see above)")
     parser.add_argument("--serve-peer", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -433,7 +470,8 @@ def main() -> None:
         print(f"floor: {row['floor_cpu_ms_per_push']:.2f} ms of CPU per push, "
               f"two processes (target for the VTN: < 1 ms)")
         return
-    row = run(args.vens, args.add_requests, args.idle_seconds, args.profile, args.concurrency)
+    row = run(args.vens, args.add_requests, args.idle_seconds, args.profile, args.concurrency,
+              args.store)
     profile = row.pop("profile", None)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()},
                      indent=1))
