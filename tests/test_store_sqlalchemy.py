@@ -367,6 +367,44 @@ def test_an_empty_poll_is_three_statements(pg_store):
         assert "UNION ALL" in sent[2]
 
 
+def test_the_statements_run_on_the_drivers_cursor_as_they_would_through_sqlalchemy(pg_store):
+    """With nothing listening to SQLAlchemy's cursor events, the PostgreSQL statements run on
+    the driver's cursor (cheaper): the same statements, with the same results and errors."""
+    import psycopg
+
+    sent: list[str] = []
+
+    class Counting(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            sent.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    engine = pg_store.backend._engine()
+    engine.dispose()  # new connections, each made with the counting cursor
+
+    def counting(dbapi_connection, record):
+        dbapi_connection.cursor_factory = Counting
+
+    sa.event.listen(engine.pool, "connect", counting)
+    try:
+        pg_store.put_ven(make_ven("007"))
+        sent.clear()
+        assert pg_store.get_ven("007")["ven_id"] == "007"
+        pg_store.record_seen("007", T0, T0 + TTL, T0 + LEASE)
+        assert pg_store.get_poll_state("007", "report")["outbox"] == []
+        assert len(sent) == 3, sent
+        assert "%(k)s" in sent[0] and "FOR UPDATE" in sent[1] and "UNION ALL" in sent[2]
+        with engine.connect() as connection:  # the cursor kept with the driver connection
+            assert isinstance(connection.connection.info["flask_openadr.cursor"][1], Counting)
+        # An error of the statement is the store's error, and the store goes on working.
+        with pytest.raises(StoreError):
+            pg_store.backend._execute(pg_store.backend._statements["index_range"],
+                                      {"n": "x", "upto": "y", "limit": "not a number"})
+        assert pg_store.get_ven("007")["ven_id"] == "007"
+    finally:
+        sa.event.remove(engine.pool, "connect", counting)
+
+
 def test_the_fan_out_of_an_event_is_a_few_statements(pg_store):
     vens = {f"ven-{i:05d}": {"e1": i} for i in range(25_000)}
     vens["gone"] = {}
