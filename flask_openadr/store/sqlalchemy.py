@@ -446,10 +446,9 @@ class SQLBackend:
         self._inherited: list[sa.pool.Pool] = []
         self._block = _Block()
         self._schema_ready = False
-        # Each PostgreSQL statement -> its text for the driver (its paramstyle), made on first
-        # use: see _execute.
-        self._driver_sql: dict[Any, str] = {}
-        self._driver_statements: set[Any] | None = None
+        # Each PostgreSQL statement -> its text for the driver, made on first use (see
+        # _execute and _driver_texts).
+        self._driver_sql: dict[Any, str] | None = None
 
     def __repr__(self) -> str:
         return f"SQLBackend({self.uri!r}, table_prefix={self.table_prefix!r})"
@@ -778,10 +777,7 @@ class SQLBackend:
         SQLAlchemy's, and a lost connection invalidated, as SQLAlchemy does for its own. While
         anything listens to SQLAlchemy's cursor events (a tracer, a test counting statements),
         the statements go through SQLAlchemy, so that it sees every one."""
-        sql = self._driver_sql.get(statement) if self.postgresql else None
-        if sql is None and self.postgresql and statement in self._statement_set():
-            sql = self._driver_sql[statement] = str(
-                statement.compile(dialect=self._engine().dialect))
+        sql = self._driver_texts().get(statement) if self.postgresql else None
 
         def work(connection: sa.Connection) -> list[Any]:
             dispatch = connection.dispatch
@@ -793,14 +789,17 @@ class SQLBackend:
 
         return self._run(work)
 
-    def _statement_set(self) -> set[Any]:
-        # The statements that run on the cursor: all of PostgreSQL's, with a driver whose
-        # paramstyle takes a dict of named parameters (psycopg and psycopg2 do).
-        if self._driver_statements is None:
-            paramstyle = self._engine().dialect.paramstyle
-            self._driver_statements = set(self._statements.values()) \
-                if paramstyle in ("pyformat", "named") else set()
-        return self._driver_statements
+    def _driver_texts(self) -> dict[Any, str]:
+        # The statements that run on the cursor, compiled once for the dialect: all of
+        # PostgreSQL's, with a driver whose paramstyle takes a dict of named parameters
+        # (psycopg and psycopg2 do; with another, none).
+        if self._driver_sql is None:
+            dialect = self._engine().dialect
+            self._driver_sql = {
+                statement: str(statement.compile(dialect=dialect))
+                for statement in self._statements.values()
+            } if dialect.paramstyle in ("pyformat", "named") else {}
+        return self._driver_sql
 
     @staticmethod
     def _on_cursor(connection: sa.Connection, sql: str,
